@@ -1,0 +1,261 @@
+//! The bridge's shared state and the operations HTTP handlers call: create, patch, end sessions.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+use crate::config::{Config, OnConflict};
+use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
+use crate::rtc::peer;
+use crate::rtc::udp::UdpMux;
+use crate::session::{self, Command, PatchError, PatchReply, SessionHandle, SessionInit};
+use crate::whip::offer::{Offer, OfferError};
+use crate::whip::resource::{ETag, WhipResource};
+use crate::whip::sdpfrag::SdpFrag;
+
+/// 128 random bits as hex: session ids (unguessable, RFC 9725 §4.2) and entity tags.
+pub fn random_hex() -> String {
+    let mut bytes = [0u8; 16];
+    // The OS random source failing is not something a request can cause or recover from; a
+    // predictable id would be worse than a panic, so fall back to nothing weaker than the time
+    // mixed with a counter only if it ever happens, and log it.
+    if let Err(err) = getrandom::fill(&mut bytes) {
+        tracing::error!(%err, "OS random source failed");
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        bytes = t.to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Why a POST failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CreateError {
+    /// The offer is refused (400/422).
+    #[error(transparent)]
+    Offer(#[from] OfferError),
+    /// Too many POSTs from this address (429).
+    #[error("too many requests from this address")]
+    RateLimited(Duration),
+    /// `max_sessions` reached (503).
+    #[error("the bridge is at its session limit")]
+    Full,
+    /// The stream is live and takeover is off (409).
+    #[error("stream {0:?} is already being published")]
+    Conflict(String),
+    /// The peer connection could not be set up (500).
+    #[error("could not set up the peer connection: {0}")]
+    Peer(#[from] peer::PeerError),
+}
+
+/// A created session, for the 201.
+#[derive(Debug)]
+pub struct Created {
+    /// Session id (last path segment of Location).
+    pub id: String,
+    /// Entity tag (header value).
+    pub etag: String,
+    /// SDP answer.
+    pub answer: String,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    by_id: HashMap<String, SessionHandle>,
+    by_stream: HashMap<String, String>,
+}
+
+/// Shared state of a running bridge.
+#[derive(Debug)]
+pub struct App {
+    /// The configuration it runs with.
+    pub config: Config,
+    /// Its metrics.
+    pub metrics: Arc<Metrics>,
+    /// The shared UDP socket.
+    pub udp: Arc<UdpMux>,
+    sessions: Mutex<Registry>,
+    rate: Mutex<RateLimiter>,
+    next_route: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is a few map operations that leave the map consistent, so a
+    // poisoned lock is still safe to use.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl App {
+    /// Builds the state around an already bound UDP mux.
+    pub fn new(config: Config, metrics: Arc<Metrics>, udp: Arc<UdpMux>) -> Arc<Self> {
+        Arc::new(Self {
+            rate: Mutex::new(RateLimiter::new(config.post_rate_per_ip)),
+            config,
+            metrics,
+            udp,
+            sessions: Mutex::default(),
+            next_route: AtomicU64::new(1),
+        })
+    }
+
+    /// Number of live sessions.
+    pub fn session_count(&self) -> usize {
+        lock(&self.sessions).by_id.len()
+    }
+
+    /// The session with this id on this stream, if live.
+    pub fn session(&self, stream: &str, id: &str) -> Option<SessionHandle> {
+        lock(&self.sessions)
+            .by_id
+            .get(id)
+            .filter(|h| h.stream == stream)
+            .cloned()
+    }
+
+    /// Handles a POST: checks, builds the peer, starts the session actor.
+    pub fn create_session(
+        self: &Arc<Self>,
+        stream: &str,
+        client: IpAddr,
+        body: &[u8],
+    ) -> Result<Created, CreateError> {
+        let now = Instant::now();
+        lock(&self.rate)
+            .check(client, now)
+            .map_err(CreateError::RateLimited)?;
+        let offer = Offer::parse(body)?;
+        let replaced = {
+            let registry = lock(&self.sessions);
+            if registry.by_id.len() >= self.config.max_sessions {
+                return Err(CreateError::Full);
+            }
+            match registry.by_stream.get(stream) {
+                Some(_) if self.config.on_conflict == OnConflict::Refuse => {
+                    return Err(CreateError::Conflict(stream.to_owned()));
+                }
+                other => other.cloned(),
+            }
+        };
+        let (pc, answer) = peer::answer(
+            &offer,
+            &self.config.candidate_ips(),
+            self.udp.local_addr(),
+            now,
+        )?;
+        let id = random_hex();
+        let etag = ETag::new(random_hex());
+        let header = etag.header_value();
+        let route = self.next_route.fetch_add(1, Ordering::Relaxed);
+        let datagrams = self.udp.register(route, &answer.credentials.ufrag);
+        let (tx, commands) = mpsc::channel(16);
+        let resource = WhipResource::new(
+            etag,
+            self.config.etag,
+            offer.credentials.clone(),
+            &offer.candidates,
+        );
+        let mut pc = pc;
+        peer::add_remote_candidates(&mut pc, &offer.first_mid, &offer.candidates);
+        {
+            let mut registry = lock(&self.sessions);
+            registry.by_id.insert(
+                id.clone(),
+                SessionHandle {
+                    stream: stream.to_owned(),
+                    tx,
+                },
+            );
+            registry.by_stream.insert(stream.to_owned(), id.clone());
+        }
+        if let Some(old) = replaced {
+            tracing::info!(stream, old_session = %old, new_session = %id, "stream taken over");
+            self.end_session(&old, "takeover");
+        }
+        let span = tracing::info_span!("session", %stream, session = %id);
+        tokio::spawn(
+            session::run(SessionInit {
+                app: Arc::clone(self),
+                id: id.clone(),
+                route,
+                pc,
+                offer,
+                resource,
+                commands,
+                datagrams,
+            })
+            .instrument(span),
+        );
+        Ok(Created {
+            id,
+            etag: header,
+            answer: answer.sdp,
+        })
+    }
+
+    /// Removes a session from the registry (so its URL 404s at once) and tells it to end.
+    /// Returns a receiver that fires once it has released everything.
+    pub fn end_session(&self, id: &str, reason: &'static str) -> Option<oneshot::Receiver<()>> {
+        let handle = self.forget_session(id)?;
+        let (done, wait) = oneshot::channel();
+        let command = Command::End {
+            reason,
+            done: Some(done),
+        };
+        if handle.tx.try_send(command).is_err() {
+            // The mailbox is full or the actor is gone; dropping the sender ends it either way.
+            tracing::debug!(session = %id, "end command not queued");
+        }
+        Some(wait)
+    }
+
+    /// Drops a session from the registry; the actor calls this on its own end too.
+    pub(crate) fn forget_session(&self, id: &str) -> Option<SessionHandle> {
+        let mut registry = lock(&self.sessions);
+        let handle = registry.by_id.remove(id)?;
+        if registry.by_stream.get(&handle.stream).map(String::as_str) == Some(id) {
+            registry.by_stream.remove(&handle.stream);
+        }
+        Some(handle)
+    }
+
+    /// Sends a PATCH to its session and waits for the answer.
+    pub async fn patch(
+        &self,
+        handle: &SessionHandle,
+        if_match: Option<String>,
+        frag: SdpFrag,
+    ) -> Option<Result<PatchReply, PatchError>> {
+        let (reply, answer) = oneshot::channel();
+        handle
+            .tx
+            .send(Command::Patch {
+                if_match,
+                frag,
+                reply,
+            })
+            .await
+            .ok()?;
+        answer.await.ok()
+    }
+
+    /// Ends every session and waits (bounded) until they have released everything.
+    pub async fn shutdown(&self) {
+        let ids: Vec<String> = lock(&self.sessions).by_id.keys().cloned().collect();
+        let waits: Vec<_> = ids
+            .iter()
+            .filter_map(|id| self.end_session(id, "shutdown"))
+            .collect();
+        for wait in waits {
+            let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! The bridge's one configuration: every knob, its default and its documentation live here.
+//!
+//! Sources, strongest first: command-line flags, `BRIDGE_*` environment variables (clap reads
+//! both), the TOML file given by `--config`, then the defaults below.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::whip::resource::EtagMode;
+
+/// What to do when a publisher POSTs to a stream name that is already live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OnConflict {
+    /// The new publisher takes the stream over; the old session ends (its URL then 404s).
+    #[default]
+    Takeover,
+    /// The new publisher is refused with 409.
+    Refuse,
+}
+
+/// An ICE server advertised to clients in `Link` headers (RFC 9725 §4.6).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct IceServer {
+    /// `stun:`, `turn:` or `turns:` URL.
+    pub url: String,
+    /// TURN username.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// TURN credential.
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+impl std::str::FromStr for IceServer {
+    type Err = String;
+
+    /// `URL` or `URL username credential` (space separated, for TURN).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.split_ascii_whitespace();
+        let url = parts.next().ok_or("empty ICE server")?.to_owned();
+        if !["stun:", "turn:", "turns:"]
+            .iter()
+            .any(|p| url.starts_with(p))
+        {
+            return Err(format!(
+                "ICE server {url:?} is not a stun:, turn: or turns: URL"
+            ));
+        }
+        let username = parts.next().map(str::to_owned);
+        let credential = parts.next().map(str::to_owned);
+        if username.is_some() != credential.is_some() {
+            return Err(format!(
+                "ICE server {url:?}: give both username and credential"
+            ));
+        }
+        Ok(Self {
+            url,
+            username,
+            credential,
+        })
+    }
+}
+
+/// The bridge's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP listen address (WHIP, HLS, metrics).
+    pub http: SocketAddr,
+    /// The one UDP address every WebRTC session shares.
+    pub udp: SocketAddr,
+    /// Addresses put in host candidates. Empty: the `udp` bind address (which must then not be a
+    /// wildcard). Candidates are never gathered from the machine's interfaces.
+    pub advertise_ip: Vec<IpAddr>,
+    /// Bearer token every request but CORS preflights must carry. None: no auth.
+    pub token: Option<String>,
+    /// ICE servers advertised in `Link` headers.
+    pub ice_server: Vec<IceServer>,
+    /// Most concurrent sessions; beyond it POST answers 503 with Retry-After.
+    pub max_sessions: usize,
+    /// Entity-tag checking on trickle PATCHes.
+    pub etag: EtagMode,
+    /// What a second publisher on a live stream name gets.
+    pub on_conflict: OnConflict,
+    /// POSTs per second allowed from one client address; beyond it 429.
+    pub post_rate_per_ip: u32,
+    /// A session that has not connected ICE within this many seconds ends.
+    pub connect_timeout_secs: u64,
+    /// Where HLS output is written (served at /hls/).
+    pub hls_dir: PathBuf,
+    /// RTMP push targets, `{stream}` replaced by the WHIP stream name.
+    pub rtmp: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            udp: SocketAddr::from(([127, 0, 0, 1], 8189)),
+            advertise_ip: Vec::new(),
+            token: None,
+            ice_server: Vec::new(),
+            max_sessions: 10_000,
+            etag: EtagMode::Strict,
+            on_conflict: OnConflict::Takeover,
+            post_rate_per_ip: 2_000,
+            connect_timeout_secs: 30,
+            hls_dir: PathBuf::from("hls"),
+            rtmp: Vec::new(),
+        }
+    }
+}
+
+/// Configuration errors, reported before anything binds.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this config.
+    #[error("parsing {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: toml::de::Error,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// The addresses to advertise in host candidates.
+    pub fn candidate_ips(&self) -> Vec<IpAddr> {
+        if self.advertise_ip.is_empty() {
+            vec![self.udp.ip()]
+        } else {
+            self.advertise_ip.clone()
+        }
+    }
+
+    /// The ICE connection deadline.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
+    }
+
+    /// Checks what types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.advertise_ip.is_empty() && self.udp.ip().is_unspecified() {
+            return Err(ConfigError::Invalid(format!(
+                "--udp {} is a wildcard address: give --advertise-ip for the host candidates",
+                self.udp
+            )));
+        }
+        if let Some(ip) = self.advertise_ip.iter().find(|ip| ip.is_unspecified()) {
+            return Err(ConfigError::Invalid(format!(
+                "--advertise-ip {ip} is a wildcard"
+            )));
+        }
+        if self.max_sessions == 0 || self.post_rate_per_ip == 0 || self.connect_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "max-sessions, post-rate-per-ip and connect-timeout-secs must be positive".into(),
+            ));
+        }
+        if self.token.as_deref().is_some_and(str::is_empty) {
+            return Err(ConfigError::Invalid("--token is empty".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Command line; every flag also reads `BRIDGE_<NAME>` from the environment.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bridge",
+    version,
+    about = "WHIP (RFC 9725) ingest: WebRTC in, RTMP and HLS out"
+)]
+pub struct Cli {
+    /// TOML file with any of the settings below (flags and environment override it).
+    #[arg(long, env = "BRIDGE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:8080].
+    #[arg(long, env = "BRIDGE_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// UDP address shared by all WebRTC sessions [default: 127.0.0.1:8189].
+    #[arg(long, env = "BRIDGE_UDP")]
+    pub udp: Option<SocketAddr>,
+    /// IP to advertise in host candidates (repeatable) [default: the --udp address].
+    #[arg(
+        long = "advertise-ip",
+        env = "BRIDGE_ADVERTISE_IP",
+        value_delimiter = ','
+    )]
+    pub advertise_ip: Vec<IpAddr>,
+    /// Bearer token required on every request but preflights.
+    #[arg(long, env = "BRIDGE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// ICE server for Link headers: `URL` or `"URL USERNAME CREDENTIAL"` (repeatable).
+    #[arg(long = "ice-server", env = "BRIDGE_ICE_SERVER", value_delimiter = ',')]
+    pub ice_server: Vec<IceServer>,
+    /// Most concurrent sessions [default: 10000].
+    #[arg(long, env = "BRIDGE_MAX_SESSIONS")]
+    pub max_sessions: Option<usize>,
+    /// If-Match checking on trickle PATCH [default: strict].
+    #[arg(long, env = "BRIDGE_ETAG", value_enum)]
+    pub etag: Option<EtagMode>,
+    /// A second publisher on a live stream: takeover or refuse (409) [default: takeover].
+    #[arg(long, env = "BRIDGE_ON_CONFLICT", value_enum)]
+    pub on_conflict: Option<OnConflict>,
+    /// POSTs per second per client address before 429 [default: 2000].
+    #[arg(long, env = "BRIDGE_POST_RATE_PER_IP")]
+    pub post_rate_per_ip: Option<u32>,
+    /// Seconds a session may take to connect ICE [default: 30].
+    #[arg(long, env = "BRIDGE_CONNECT_TIMEOUT_SECS")]
+    pub connect_timeout_secs: Option<u64>,
+    /// HLS output folder [default: ./hls].
+    #[arg(long, env = "BRIDGE_HLS_DIR")]
+    pub hls_dir: Option<PathBuf>,
+    /// RTMP push target, `{stream}` is replaced by the stream name (repeatable).
+    #[arg(long, env = "BRIDGE_RTMP", value_delimiter = ',')]
+    pub rtmp: Vec<String>,
+}
+
+impl Cli {
+    /// Merges file, environment and flags into one validated [`Config`].
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            None => Config::default(),
+        };
+        fn set<T>(slot: &mut T, value: Option<T>) {
+            if let Some(v) = value {
+                *slot = v;
+            }
+        }
+        fn set_list<T>(slot: &mut Vec<T>, value: Vec<T>) {
+            if !value.is_empty() {
+                *slot = value;
+            }
+        }
+        set(&mut config.http, self.http);
+        set(&mut config.udp, self.udp);
+        set_list(&mut config.advertise_ip, self.advertise_ip);
+        config.token = self.token.or(config.token);
+        set_list(&mut config.ice_server, self.ice_server);
+        set(&mut config.max_sessions, self.max_sessions);
+        set(&mut config.etag, self.etag);
+        set(&mut config.on_conflict, self.on_conflict);
+        set(&mut config.post_rate_per_ip, self.post_rate_per_ip);
+        set(&mut config.connect_timeout_secs, self.connect_timeout_secs);
+        set(&mut config.hls_dir, self.hls_dir);
+        set_list(&mut config.rtmp, self.rtmp);
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("bridge-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bridge.toml");
+        std::fs::write(
+            &path,
+            "http = \"127.0.0.1:9000\"\nmax_sessions = 5\netag = \"lenient\"\n\
+             [[ice_server]]\nurl = \"turn:turn.example.net\"\nusername = \"u\"\ncredential = \"c\"\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "bridge",
+            "--config",
+            path.to_str().unwrap(),
+            "--max-sessions",
+            "7",
+        ])
+        .unwrap();
+        let config = cli.into_config().unwrap();
+        assert_eq!(config.http, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(config.max_sessions, 7);
+        assert_eq!(config.etag, EtagMode::Lenient);
+        assert_eq!(config.ice_server[0].username.as_deref(), Some("u"));
+        assert_eq!(config.udp, Config::default().udp);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_a_reason() {
+        let cli = Cli::try_parse_from(["bridge", "--udp", "0.0.0.0:8189"]).unwrap();
+        let err = cli.into_config().unwrap_err().to_string();
+        assert!(err.contains("--advertise-ip"), "{err}");
+        assert!(Cli::try_parse_from(["bridge", "--ice-server", "http://x"]).is_err());
+        assert!(Cli::try_parse_from(["bridge", "--etag", "loose"]).is_err());
+        let cli = Cli::try_parse_from(["bridge", "--ice-server", "turn:t.example u c"]).unwrap();
+        assert_eq!(cli.ice_server[0].credential.as_deref(), Some("c"));
+    }
+}

@@ -1,0 +1,217 @@
+//! WHIP handlers (RFC 9725): they read HTTP, call the app, and map outcomes to status codes.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::ApiError;
+use crate::app::{App, CreateError};
+use crate::session::{PatchError, PatchReply};
+use crate::whip::sdpfrag::SdpFrag;
+
+/// Largest accepted SDP or fragment body.
+const MAX_BODY: usize = 64 * 1024;
+
+const SDP: &str = "application/sdp";
+const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
+
+fn content_type_is(headers: &HeaderMap, want: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(want))
+}
+
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| ApiError::new(413, format!("body larger than {MAX_BODY} bytes")))
+}
+
+fn client_ip(request: &Request) -> IpAddr {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+}
+
+fn valid_stream_name(stream: &str) -> bool {
+    !stream.is_empty()
+        && stream.len() <= 128
+        && stream
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !stream.starts_with('.')
+}
+
+fn link_header(server: &crate::config::IceServer) -> String {
+    let mut link = format!("<{}>; rel=\"ice-server\"", server.url);
+    if let (Some(user), Some(cred)) = (&server.username, &server.credential) {
+        link +=
+            &format!("; username=\"{user}\"; credential=\"{cred}\"; credential-type=\"password\"");
+    }
+    link
+}
+
+/// `POST /whip/{stream}`: offer in, 201 + answer out.
+pub(super) async fn post(
+    State(app): State<Arc<App>>,
+    Path(stream): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    if !valid_stream_name(&stream) {
+        return Err(ApiError::new(
+            400,
+            "stream names are 1-128 characters of A-Z a-z 0-9 - _ . (not starting with .)",
+        ));
+    }
+    if !content_type_is(request.headers(), SDP) {
+        return Err(ApiError::new(415, "the offer must be application/sdp"));
+    }
+    let ip = client_ip(&request);
+    let body = read_body(request.into_body()).await?;
+    let created = app
+        .create_session(&stream, ip, &body)
+        .map_err(|err| match err {
+            CreateError::Offer(e) => ApiError::new(e.status(), e.to_string()),
+            CreateError::RateLimited(wait) => {
+                ApiError::new(429, err.to_string()).retry_after(wait.as_secs().max(1))
+            }
+            CreateError::Full => ApiError::new(503, err.to_string()).retry_after(5),
+            CreateError::Conflict(_) => ApiError::new(409, err.to_string()),
+            other => ApiError::internal(other),
+        })?;
+    let location = format!("/whip/{stream}/{}", created.id);
+    let mut response = (
+        StatusCode::CREATED,
+        [
+            (header::CONTENT_TYPE, SDP.to_owned()),
+            (header::LOCATION, location),
+            (header::ETAG, created.etag),
+        ],
+        created.answer,
+    )
+        .into_response();
+    for server in &app.config.ice_server {
+        if let Ok(value) = HeaderValue::from_str(&link_header(server)) {
+            response.headers_mut().append(header::LINK, value);
+        }
+    }
+    Ok(response)
+}
+
+/// `PATCH /whip/{stream}/{session}`: trickle or ICE restart.
+pub(super) async fn patch(
+    State(app): State<Arc<App>>,
+    Path((stream, id)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let handle = app.session(&stream, &id).ok_or_else(ApiError::no_session)?;
+    if !content_type_is(request.headers(), SDPFRAG) {
+        return Err(ApiError::new(
+            415,
+            "PATCH bodies must be application/trickle-ice-sdpfrag",
+        ));
+    }
+    let if_match = request
+        .headers()
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = read_body(request.into_body()).await?;
+    let frag = SdpFrag::parse(&body).map_err(|e| ApiError::new(400, e.to_string()))?;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), app.patch(&handle, if_match, frag))
+        .await
+        .map_err(|_| ApiError::new(503, "session did not answer in time").retry_after(1))?
+        // The session ended while the PATCH was queued.
+        .ok_or_else(ApiError::no_session)?;
+    match outcome {
+        Ok(PatchReply::Trickled) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Ok(PatchReply::Restarted { etag, body }) => Ok((
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, SDPFRAG.to_owned()),
+                (header::ETAG, etag),
+            ],
+            body,
+        )
+            .into_response()),
+        Err(PatchError::Refused(refusal)) => {
+            Err(ApiError::new(refusal.status(), refusal.to_string()))
+        }
+        Err(err @ PatchError::RestartFailed(_)) => {
+            tracing::warn!(session = %id, %err, "restart failed, old ICE session kept");
+            Err(ApiError::new(422, err.to_string()))
+        }
+    }
+}
+
+/// `DELETE /whip/{stream}/{session}`: ends the session (If-Match is ignored, §4.3.1).
+pub(super) async fn delete(
+    State(app): State<Arc<App>>,
+    Path((stream, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    app.session(&stream, &id).ok_or_else(ApiError::no_session)?;
+    let wait = app
+        .end_session(&id, "delete")
+        .ok_or_else(ApiError::no_session)?;
+    // Answer once the outputs are closed, but never hang a client on a stuck session.
+    let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
+    Ok(StatusCode::OK)
+}
+
+fn options_response(methods: &'static str, accept_post: bool) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::ALLOW, HeaderValue::from_static(methods));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(methods),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type, If-Match"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    if accept_post {
+        headers.insert("accept-post", HeaderValue::from_static(SDP));
+    }
+    response
+}
+
+/// `OPTIONS /whip/{stream}`.
+pub(super) async fn options_endpoint() -> Response {
+    options_response("OPTIONS, GET, POST", true)
+}
+
+/// `OPTIONS /whip/{stream}/{session}`.
+pub(super) async fn options_session(
+    State(app): State<Arc<App>>,
+    Path((stream, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    app.session(&stream, &id).ok_or_else(ApiError::no_session)?;
+    Ok(options_response("OPTIONS, GET, PATCH, DELETE", false))
+}
+
+/// `GET /whip/{stream}` (§4.1: 2xx, no content).
+pub(super) async fn get_endpoint() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+/// `GET /whip/{stream}/{session}`.
+pub(super) async fn get_session(
+    State(app): State<Arc<App>>,
+    Path((stream, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    app.session(&stream, &id).ok_or_else(ApiError::no_session)?;
+    Ok(StatusCode::NO_CONTENT)
+}

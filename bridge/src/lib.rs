@@ -1,0 +1,131 @@
+//! WHIP (RFC 9725) ingest bridge: WebRTC publishers in, RTMP and HLS out.
+//!
+//! Pure protocol code lives in [`whip`] and [`media`]; [`rtc`], [`http`] and [`session`] are the
+//! IO edges. [`Bridge`] runs the whole thing inside another program:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), bridge::StartError> {
+//! let config = bridge::Config { http: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+//! let running = bridge::Bridge::start(config).await?;
+//! println!("WHIP endpoint: http://{}/whip/<stream>", running.http_addr());
+//! running.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod media;
+pub mod metrics;
+pub mod ratelimit;
+pub mod rtc;
+pub mod session;
+pub mod whip;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use config::{Cli, Config};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Why the bridge could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// A socket could not be bound.
+    #[error("binding {what} {addr}: {source}")]
+    Bind {
+        /// http or udp
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running bridge.
+#[derive(Debug)]
+pub struct Bridge {
+    app: Arc<app::App>,
+    http_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    udp_reader: JoinHandle<()>,
+}
+
+impl Bridge {
+    /// Binds the HTTP and UDP sockets and starts serving.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        config.validate()?;
+        let metrics = Arc::new(metrics::Metrics::default());
+        let udp = rtc::udp::UdpMux::bind(config.udp, metrics.clone())
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "udp",
+                addr: config.udp,
+                source,
+            })?;
+        let listener = tokio::net::TcpListener::bind(config.http)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "http",
+                addr: config.http,
+                source,
+            })?;
+        let http_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            what: "http",
+            addr: config.http,
+            source,
+        })?;
+        let app = app::App::new(config, metrics, udp.clone());
+        let udp_reader = tokio::spawn(udp.run());
+        let (stop, mut stopped) = watch::channel(false);
+        let service = http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            });
+            if let Err(err) = serve.await {
+                tracing::error!(%err, "http server failed");
+            }
+        });
+        tracing::info!(http = %http_addr, udp = %app.udp.local_addr(), "bridge listening");
+        Ok(Self {
+            app,
+            http_addr,
+            stop,
+            server,
+            udp_reader,
+        })
+    }
+
+    /// The bound HTTP address (useful with port 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The bound UDP address.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.app.udp.local_addr()
+    }
+
+    /// Shared state, for tests and embedding programs that want metrics or counts.
+    pub fn app(&self) -> &Arc<app::App> {
+        &self.app
+    }
+
+    /// Ends every session cleanly, stops serving, and releases the sockets.
+    pub async fn shutdown(self) {
+        self.app.shutdown().await;
+        let _ = self.stop.send(true);
+        let _ = self.server.await;
+        self.udp_reader.abort();
+        let _ = self.udp_reader.await;
+        tracing::info!("bridge stopped");
+    }
+}

@@ -1,0 +1,3 @@
+//! Media: pure code over RTP payloads.
+
+pub mod h264;

@@ -1,0 +1,4 @@
+//! WebRTC edge: the only module that names webrtc-rs (`rtc`) types besides the session actor.
+
+pub mod peer;
+pub mod udp;

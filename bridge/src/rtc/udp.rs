@@ -1,0 +1,222 @@
+//! The one UDP socket every session shares, and the demultiplexer in front of it.
+//!
+//! A datagram from an address never seen is routed by the local ufrag in its STUN USERNAME
+//! (`<our ufrag>:<their ufrag>`), which also teaches the route for that address; after that, by
+//! address alone. This is how one port serves every session (str0m's and MediaMTX's shape).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use bytes::BytesMut;
+use rtc::stun::attributes::ATTR_USERNAME;
+use rtc::stun::message::Message;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::metrics::Metrics;
+
+/// One received datagram for a session.
+#[derive(Debug)]
+pub struct Datagram {
+    /// When it was read from the socket.
+    pub now: Instant,
+    /// Who sent it.
+    pub from: SocketAddr,
+    /// Its bytes (split from a shared receive buffer, not copied).
+    pub data: BytesMut,
+}
+
+/// Session queue depth. Beyond it datagrams are dropped and counted: a stalled session must not
+/// stall the socket for everyone.
+const SESSION_QUEUE: usize = 1024;
+
+#[derive(Debug, Default)]
+struct Routes {
+    by_ufrag: HashMap<String, u64>,
+    by_addr: HashMap<SocketAddr, u64>,
+    sessions: HashMap<u64, Route>,
+}
+
+#[derive(Debug)]
+struct Route {
+    tx: mpsc::Sender<Datagram>,
+    ufrags: Vec<String>,
+    addrs: Vec<SocketAddr>,
+}
+
+/// The shared socket and its routing table.
+#[derive(Debug)]
+pub struct UdpMux {
+    socket: Arc<UdpSocket>,
+    local_addr: SocketAddr,
+    routes: Mutex<Routes>,
+    metrics: Arc<Metrics>,
+}
+
+/// Extracts our ufrag from a STUN binding request's USERNAME, if the datagram is one.
+pub fn stun_local_ufrag(data: &[u8]) -> Option<String> {
+    // STUN: first two bits zero, magic cookie at 4..8 (RFC 5389 §6); cheap checks before parsing.
+    if data.len() < 20 || data[0] & 0xc0 != 0 || data[4..8] != [0x21, 0x12, 0xa4, 0x42] {
+        return None;
+    }
+    let mut msg = Message::new();
+    msg.unmarshal_binary(data).ok()?;
+    let username = msg.get(ATTR_USERNAME).ok()?;
+    let username = std::str::from_utf8(&username).ok()?;
+    Some(username.split(':').next()?.to_owned())
+}
+
+impl UdpMux {
+    /// Binds the socket.
+    pub async fn bind(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<Arc<Self>> {
+        let socket = UdpSocket::bind(addr).await?;
+        let local_addr = socket.local_addr()?;
+        Ok(Arc::new(Self {
+            socket: Arc::new(socket),
+            local_addr,
+            routes: Mutex::default(),
+            metrics,
+        }))
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Sends one datagram.
+    pub async fn send(&self, to: SocketAddr, data: &[u8]) {
+        if let Err(err) = self.socket.send_to(data, to).await {
+            tracing::debug!(%to, %err, "udp send failed");
+        }
+    }
+
+    fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        // The table stays consistent across a panic elsewhere (every update is one insert or
+        // remove), so a poisoned lock is still usable.
+        self.routes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers a session and returns its datagram queue.
+    pub fn register(&self, session: u64, ufrag: &str) -> mpsc::Receiver<Datagram> {
+        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+        let mut routes = self.routes();
+        routes.by_ufrag.insert(ufrag.to_owned(), session);
+        routes.sessions.insert(
+            session,
+            Route {
+                tx,
+                ufrags: vec![ufrag.to_owned()],
+                addrs: Vec::new(),
+            },
+        );
+        rx
+    }
+
+    /// Adds a local ufrag after an ICE restart (the old one keeps working until the session ends,
+    /// so packets of the old ICE session still reach the peer, which ignores them).
+    pub fn add_ufrag(&self, session: u64, ufrag: &str) {
+        let mut routes = self.routes();
+        if let Some(route) = routes.sessions.get_mut(&session) {
+            route.ufrags.push(ufrag.to_owned());
+            routes.by_ufrag.insert(ufrag.to_owned(), session);
+        }
+    }
+
+    /// Forgets a session and every route to it.
+    pub fn unregister(&self, session: u64) {
+        let mut routes = self.routes();
+        if let Some(route) = routes.sessions.remove(&session) {
+            for ufrag in route.ufrags {
+                routes.by_ufrag.remove(&ufrag);
+            }
+            for addr in route.addrs {
+                if routes.by_addr.get(&addr) == Some(&session) {
+                    routes.by_addr.remove(&addr);
+                }
+            }
+        }
+    }
+
+    /// How many sessions are routed (for tests and shutdown).
+    pub fn len(&self) -> usize {
+        self.routes().sessions.len()
+    }
+
+    /// True when no session is routed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn route(&self, from: SocketAddr, data: &[u8]) -> Option<mpsc::Sender<Datagram>> {
+        let mut routes = self.routes();
+        if let Some(id) = routes.by_addr.get(&from).copied() {
+            return routes.sessions.get(&id).map(|r| r.tx.clone());
+        }
+        let ufrag = stun_local_ufrag(data)?;
+        let id = routes.by_ufrag.get(&ufrag).copied()?;
+        routes.by_addr.insert(from, id);
+        let route = routes.sessions.get_mut(&id)?;
+        route.addrs.push(from);
+        Some(route.tx.clone())
+    }
+
+    /// Reads the socket until it fails; runs as one task.
+    pub async fn run(self: Arc<Self>) {
+        const CHUNK: usize = 256 * 1024;
+        const MAX_DATAGRAM: usize = 2048;
+        let mut buf = BytesMut::with_capacity(CHUNK);
+        loop {
+            if buf.capacity() < MAX_DATAGRAM {
+                buf.reserve(CHUNK);
+            }
+            let (n, from) = match self.socket.recv_buf_from(&mut buf).await {
+                Ok(v) => v,
+                Err(err) => {
+                    // ICMP port unreachable and the like surface here on some systems: not fatal.
+                    tracing::debug!(%err, "udp recv error");
+                    continue;
+                }
+            };
+            let data = buf.split_to(n);
+            let Some(tx) = self.route(from, &data) else {
+                self.metrics.udp_unrouted.inc();
+                continue;
+            };
+            let datagram = Datagram {
+                now: Instant::now(),
+                from,
+                data,
+            };
+            if tx.try_send(datagram).is_err() {
+                self.metrics.udp_dropped.inc();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_local_ufrag_of_a_binding_request() {
+        use rtc::stun::message::{BINDING_REQUEST, Setter, TransactionId};
+        use rtc::stun::textattrs::TextAttribute;
+        let mut msg = Message::new();
+        let setters: Vec<Box<dyn Setter>> = vec![
+            Box::new(BINDING_REQUEST),
+            Box::new(TransactionId::new()),
+            Box::new(TextAttribute::new(ATTR_USERNAME, "ours:theirs".into())),
+        ];
+        msg.build(&setters).unwrap();
+        assert_eq!(stun_local_ufrag(&msg.raw).as_deref(), Some("ours"));
+        assert_eq!(stun_local_ufrag(&msg.raw[..19]), None);
+        assert_eq!(
+            stun_local_ufrag(b"\x80\x60 rtp packet not stun........"),
+            None
+        );
+    }
+}

@@ -1,0 +1,366 @@
+//! One task per WHIP session (an actor): it owns the WHIP resource state and the peer connection;
+//! HTTP handlers talk to it by message.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::app::App;
+use crate::media::h264;
+use crate::metrics::KindLabel;
+use crate::rtc::peer;
+use crate::rtc::udp::Datagram;
+use crate::whip::offer::Offer;
+use crate::whip::resource::{ETag, PatchDecision, PatchRefusal, WhipResource};
+use crate::whip::sdpfrag::{SdpFrag, write_restart_answer};
+
+/// RFC 7675: without traffic from the publisher for this long, consent is lost.
+const CONSENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A message to a session.
+#[derive(Debug)]
+pub enum Command {
+    /// A PATCH (trickle or ICE restart).
+    Patch {
+        /// The `If-Match` header, verbatim.
+        if_match: Option<String>,
+        /// The parsed fragment.
+        frag: SdpFrag,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<PatchReply, PatchError>>,
+    },
+    /// End the session (DELETE, takeover, shutdown); the reply comes once everything is released.
+    End {
+        /// Why, for metrics and logs.
+        reason: &'static str,
+        /// Signalled when done.
+        done: Option<oneshot::Sender<()>>,
+    },
+}
+
+/// A successful PATCH.
+#[derive(Debug)]
+pub enum PatchReply {
+    /// Trickle applied: 204.
+    Trickled,
+    /// ICE restarted: 200 with this fragment and tag.
+    Restarted {
+        /// The new entity tag (header value).
+        etag: String,
+        /// The answer fragment.
+        body: String,
+    },
+}
+
+/// A failed PATCH.
+#[derive(Debug, thiserror::Error)]
+pub enum PatchError {
+    /// Refused by the entity-tag rules.
+    #[error(transparent)]
+    Refused(#[from] PatchRefusal),
+    /// The peer could not restart ICE; the old ICE session goes on.
+    #[error("ICE restart failed: {0}")]
+    RestartFailed(String),
+}
+
+/// What the registry keeps of a running session.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    /// The stream it publishes.
+    pub stream: String,
+    /// Its mailbox.
+    pub tx: mpsc::Sender<Command>,
+}
+
+/// Everything a new session starts with.
+pub(crate) struct SessionInit {
+    pub(crate) app: Arc<App>,
+    pub(crate) id: String,
+    pub(crate) route: u64,
+    pub(crate) pc: RTCPeerConnection,
+    pub(crate) offer: Offer,
+    pub(crate) resource: WhipResource,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) datagrams: mpsc::Receiver<Datagram>,
+}
+
+struct Session {
+    app: Arc<App>,
+    id: String,
+    route: u64,
+    pc: RTCPeerConnection,
+    offer: Offer,
+    resource: WhipResource,
+    state: &'static str,
+    kinds: HashMap<String, &'static str>,
+    last_idr_timestamp: Option<u32>,
+    connect_deadline: Option<Instant>,
+    last_rx: Instant,
+    ended: Option<&'static str>,
+}
+
+/// Runs a session to its end.
+pub(crate) async fn run(init: SessionInit) {
+    let SessionInit {
+        app,
+        id,
+        route,
+        pc,
+        offer,
+        resource,
+        mut commands,
+        mut datagrams,
+    } = init;
+    let now = Instant::now();
+    let mut s = Session {
+        connect_deadline: Some(now + app.config.connect_timeout()),
+        app,
+        id,
+        route,
+        pc,
+        offer,
+        resource,
+        state: "connecting",
+        kinds: HashMap::new(),
+        last_idr_timestamp: None,
+        last_rx: now,
+        ended: None,
+    };
+    s.app.metrics.session_state(None, Some("connecting"));
+    tracing::info!("session started");
+    let mut done_waiters = Vec::new();
+    loop {
+        s.drain().await;
+        if s.ended.is_some() {
+            break;
+        }
+        let deadline = s.next_deadline();
+        tokio::select! {
+            datagram = datagrams.recv() => match datagram {
+                Some(d) => s.handle_datagram(d),
+                None => s.end("shutdown"),
+            },
+            command = commands.recv() => match command {
+                Some(Command::Patch { if_match, frag, reply }) => {
+                    let result = s.handle_patch(if_match.as_deref(), frag);
+                    // The handler may have given up waiting; nothing to do then.
+                    let _ = reply.send(result);
+                }
+                Some(Command::End { reason, done }) => {
+                    done_waiters.extend(done);
+                    s.end(reason);
+                }
+                None => s.end("shutdown"),
+            },
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                s.handle_timeout(Instant::now());
+            }
+        }
+    }
+    s.close().await;
+    for done in done_waiters {
+        let _ = done.send(());
+    }
+}
+
+impl Session {
+    fn next_deadline(&mut self) -> Instant {
+        let consent = self.last_rx + CONSENT_TIMEOUT;
+        [self.pc.poll_timeout(), self.connect_deadline, Some(consent)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(consent)
+    }
+
+    fn end(&mut self, reason: &'static str) {
+        if self.ended.is_none() {
+            tracing::info!(reason, "session ending");
+            self.ended = Some(reason);
+        }
+    }
+
+    fn set_state(&mut self, state: &'static str) {
+        if self.state != state {
+            self.app
+                .metrics
+                .session_state(Some(self.state), Some(state));
+            self.state = state;
+        }
+    }
+
+    fn handle_datagram(&mut self, d: Datagram) {
+        self.last_rx = d.now;
+        let tagged = TaggedBytesMut {
+            now: d.now,
+            transport: TransportContext {
+                local_addr: self.app.udp.local_addr(),
+                peer_addr: d.from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: d.data,
+        };
+        if let Err(err) = self.pc.handle_read(tagged) {
+            // One bad datagram (a stray, a replay) must not end the session.
+            tracing::debug!(from = %d.from, %err, "datagram rejected");
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if self.connect_deadline.is_some_and(|d| now >= d) {
+            self.end("connect_timeout");
+            return;
+        }
+        if now >= self.last_rx + CONSENT_TIMEOUT {
+            self.end("consent_timeout");
+            return;
+        }
+        if let Err(err) = self.pc.handle_timeout(now) {
+            tracing::debug!(%err, "timeout handling failed");
+        }
+    }
+
+    fn handle_patch(
+        &mut self,
+        if_match: Option<&str>,
+        frag: SdpFrag,
+    ) -> Result<PatchReply, PatchError> {
+        let current = self.resource.etag().header_value();
+        match self.resource.decide_patch(if_match, frag)? {
+            PatchDecision::Trickle {
+                new_candidates,
+                lenient,
+            } => {
+                if lenient {
+                    tracing::info!(etag = %current, ?if_match, "trickle accepted by --etag lenient");
+                }
+                tracing::debug!(count = new_candidates.len(), "trickle candidates");
+                peer::add_remote_candidates(&mut self.pc, &self.offer.first_mid, &new_candidates);
+                Ok(PatchReply::Trickled)
+            }
+            PatchDecision::Restart {
+                remote,
+                candidates,
+                end_of_candidates,
+            } => {
+                let answer = peer::restart(&mut self.pc, &self.offer, &remote, Instant::now())
+                    .map_err(|e| PatchError::RestartFailed(e.to_string()))?;
+                peer::add_remote_candidates(&mut self.pc, &self.offer.first_mid, &candidates);
+                self.app
+                    .udp
+                    .add_ufrag(self.route, &answer.credentials.ufrag);
+                let etag = ETag::new(crate::app::random_hex());
+                let header = etag.header_value();
+                self.resource
+                    .commit_restart(remote, &candidates, end_of_candidates, etag);
+                self.connect_deadline = Some(Instant::now() + self.app.config.connect_timeout());
+                tracing::info!(etag = %header, "ICE restarted");
+                Ok(PatchReply::Restarted {
+                    etag: header,
+                    body: write_restart_answer(
+                        &self.offer.first_mid,
+                        &answer.credentials,
+                        &answer.candidates,
+                    ),
+                })
+            }
+        }
+    }
+
+    /// Flushes everything the peer produced: datagrams out, events, received media.
+    async fn drain(&mut self) {
+        while let Some(out) = self.pc.poll_write() {
+            self.app
+                .udp
+                .send(out.transport.peer_addr, &out.message)
+                .await;
+        }
+        while let Some(event) = self.pc.poll_event() {
+            self.handle_event(event);
+        }
+        while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_read() {
+            if let RTCMessage::RtpPacket(track_id, packet) = message {
+                let Some(&kind) = self.kinds.get(&track_id) else {
+                    continue;
+                };
+                let metrics = &self.app.metrics;
+                metrics.rtp_packets.get_or_create(&KindLabel { kind }).inc();
+                metrics
+                    .rtp_bytes
+                    .get_or_create(&KindLabel { kind })
+                    .inc_by(packet.payload.len() as u64);
+                if kind == "video"
+                    && h264::starts_idr(&packet.payload)
+                    && self.last_idr_timestamp != Some(packet.header.timestamp)
+                {
+                    self.last_idr_timestamp = Some(packet.header.timestamp);
+                    metrics.keyframes.inc();
+                }
+            }
+        }
+    }
+
+    fn handle_event(&mut self, event: RTCPeerConnectionEvent) {
+        match event {
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                tracing::info!(%state, "peer connection state");
+                match state {
+                    RTCPeerConnectionState::Connected => {
+                        self.connect_deadline = None;
+                        self.set_state("connected");
+                    }
+                    RTCPeerConnectionState::Failed => self.end("ice_failed"),
+                    RTCPeerConnectionState::Closed => self.end("closed"),
+                    _ => {}
+                }
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                let kind = self
+                    .pc
+                    .rtp_receiver(init.receiver_id)
+                    .map(|r| r.track().kind());
+                let kind = match kind {
+                    Some(RtpCodecKind::Audio) => "audio",
+                    Some(RtpCodecKind::Video) => "video",
+                    _ => return,
+                };
+                tracing::info!(kind, ssrc = init.ssrc, "track open");
+                self.kinds.insert(init.track_id, kind);
+            }
+            _ => {}
+        }
+    }
+
+    /// Releases everything: DTLS close to the publisher, routes, registry entry, metrics.
+    async fn close(mut self) {
+        let reason = self.ended.unwrap_or("closed");
+        if let Err(err) = self.pc.close() {
+            tracing::debug!(%err, "peer close");
+        }
+        while let Some(out) = self.pc.poll_write() {
+            self.app
+                .udp
+                .send(out.transport.peer_addr, &out.message)
+                .await;
+        }
+        self.app.udp.unregister(self.route);
+        self.app.forget_session(&self.id);
+        self.app.metrics.session_state(Some(self.state), None);
+        self.app
+            .metrics
+            .sessions_ended
+            .get_or_create(&crate::metrics::ReasonLabel { reason })
+            .inc();
+        tracing::info!(reason, "session ended");
+    }
+}

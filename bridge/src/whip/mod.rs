@@ -1,0 +1,5 @@
+//! WHIP protocol state (RFC 9725): pure code, no IO, no clock.
+
+pub mod offer;
+pub mod resource;
+pub mod sdpfrag;

@@ -1,0 +1,1 @@
+//! Hosts benches/ and examples/.
