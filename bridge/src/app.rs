@@ -180,6 +180,7 @@ impl App {
             tracing::info!(stream, old_session = %old, new_session = %id, "stream taken over");
             self.end_session(&old, "takeover");
         }
+        self.metrics.session_state(None, Some("connecting"));
         let span = tracing::info_span!("session", %stream, session = %id);
         tokio::spawn(
             session::run(SessionInit {

@@ -301,7 +301,7 @@ mod tests {
         ])
         .unwrap();
         let config = cli.into_config().unwrap();
-        assert_eq!(config.http, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(config.http, SocketAddr::from(([127, 0, 0, 1], 9000)));
         assert_eq!(config.max_sessions, 7);
         assert_eq!(config.etag, EtagMode::Lenient);
         assert_eq!(config.ice_server[0].username.as_deref(), Some("u"));

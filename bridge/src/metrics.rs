@@ -105,6 +105,10 @@ impl Default for Metrics {
             // Present from the start, so a scrape shows 0 rather than nothing.
             sessions.get_or_create(&StateLabel { state }).set(0);
         }
+        for kind in ["audio", "video"] {
+            rtp_packets.get_or_create(&KindLabel { kind });
+            rtp_bytes.get_or_create(&KindLabel { kind });
+        }
         Self {
             registry,
             sessions,

@@ -135,7 +135,6 @@ pub(crate) async fn run(init: SessionInit) {
         last_rx: now,
         ended: None,
     };
-    s.app.metrics.session_state(None, Some("connecting"));
     tracing::info!("session started");
     let mut done_waiters = Vec::new();
     loop {

@@ -14,7 +14,7 @@ use rtc::peer_connection::configuration::media_engine::{
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
 };
 use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
 use rtc::rtp_transceiver::RTCRtpTransceiverInit;
@@ -121,6 +121,11 @@ pub fn answer(
         .step("register interceptors")?;
     let settings = SettingEngineBuilder::new()
         .with_lite(true)
+        .with_answering_dtls_role(if offer.setup_passive {
+            RTCDtlsRole::Client
+        } else {
+            RTCDtlsRole::Server
+        })
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .build();
     let mut pc = RTCPeerConnectionBuilder::new()

@@ -84,6 +84,9 @@ pub struct Offer {
     pub audio_mid: Option<String>,
     /// The video section's mid, if any.
     pub video_mid: Option<String>,
+    /// The offer said `a=setup:passive` (ffmpeg does): the bridge must then be the DTLS client.
+    /// For `actpass` or `active` it is the DTLS server (RFC 9725 §4.4.4).
+    pub setup_passive: bool,
 }
 
 fn direction(m: &MediaDescription, session: &SessionDescription) -> &'static str {
@@ -198,7 +201,14 @@ impl Offer {
             .or_else(|| audio.clone())
             .or_else(|| video.clone())
             .ok_or_else(|| OfferError::Sections("no media".into()))?;
+        let setup_passive = parsed
+            .media_descriptions
+            .iter()
+            .find_map(|m| m.attribute("setup").flatten())
+            .or_else(|| parsed.attribute("setup").map(String::as_str))
+            == Some("passive");
         Ok(Offer {
+            setup_passive,
             sdp,
             credentials,
             candidates: frag.candidates,
@@ -284,6 +294,9 @@ a=ssrc:2 cname:FFmpeg\r\n";
         assert_eq!(offer.audio_mid.as_deref(), Some("0"));
         assert_eq!(offer.video_mid.as_deref(), Some("1"));
         assert_eq!(offer.candidates.len(), 1);
+        assert!(offer.setup_passive);
+        let actpass = tweak("a=setup:passive", "a=setup:actpass");
+        assert!(!Offer::parse(actpass.as_bytes()).unwrap().setup_passive);
     }
 
     #[test]
