@@ -1,3 +1,4 @@
 //! Media: pure code over RTP payloads.
 
 pub mod h264;
+pub mod unit;
