@@ -106,8 +106,8 @@ impl Default for Metrics {
             sessions.get_or_create(&StateLabel { state }).set(0);
         }
         for kind in ["audio", "video"] {
-            rtp_packets.get_or_create(&KindLabel { kind });
-            rtp_bytes.get_or_create(&KindLabel { kind });
+            rtp_packets.get_or_create(&KindLabel { kind }).inc_by(0);
+            rtp_bytes.get_or_create(&KindLabel { kind }).inc_by(0);
         }
         Self {
             registry,
