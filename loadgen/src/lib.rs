@@ -1,0 +1,38 @@
+//! WHIP (RFC 9725) test publisher and load generator.
+//!
+//! [`Publisher`] is an in-process WHIP client: it POSTs an SDP offer (sendonly Opus + H.264,
+//! BUNDLE, rtcp-mux), trickles its candidate by PATCH if asked, runs the WebRTC peer connection
+//! (webrtc-rs's sans-I/O `rtc` crate) on its own UDP socket in a tokio task, sends synthetic
+//! media, restarts ICE the WHIP way and DELETEs the session.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), loadgen::Error> {
+//! use std::time::Duration;
+//! let mut p = loadgen::Publisher::connect(loadgen::PublisherConfig {
+//!     trickle: true,
+//!     ..loadgen::PublisherConfig::new("http://127.0.0.1:8080/whip/demo")
+//! })
+//! .await?;
+//! p.wait_connected(Duration::from_secs(10)).await?;
+//! let sent = p.send_media(Duration::from_secs(2)).await?;
+//! assert!(sent.keyframes >= 2);
+//! p.restart_ice().await?;
+//! p.wait_connected(Duration::from_secs(10)).await?;
+//! p.delete().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod driver;
+mod error;
+pub mod media;
+mod publisher;
+pub mod sdp;
+pub mod whip_client;
+
+pub use error::Error;
+pub use publisher::{
+    H264_FMTP, H264_PAYLOAD_TYPE, OPUS_PAYLOAD_TYPE, Publisher, PublisherConfig, SentStats,
+};
+
+/// Re-exported so users can name the types in [`driver`] without depending on `rtc` directly.
+pub use rtc;
