@@ -12,7 +12,9 @@ use bridge::{Bridge, Config};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_env_filter("info,rtc_dtls=error").init();
+    tracing_subscriber::fmt()
+        .with_env_filter("info,rtc_dtls=error")
+        .init();
     let seconds: Option<u64> = std::env::args()
         .skip_while(|a| a != "--seconds")
         .nth(1)
@@ -34,7 +36,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
         None => tokio::signal::ctrl_c().await?,
     }
-    println!("{} session(s) live at shutdown", bridge.app().session_count());
+    println!(
+        "{} session(s) live at shutdown",
+        bridge.app().session_count()
+    );
     bridge.shutdown().await;
     Ok(())
 }

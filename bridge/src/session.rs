@@ -26,6 +26,15 @@ use crate::whip::sdpfrag::{SdpFrag, write_restart_answer};
 /// RFC 7675: without traffic from the publisher for this long, consent is lost.
 const CONSENT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// DTLS record content type `alert` (RFC 6347 §4.1). After the handshake a peer only sends
+/// alerts to close (close_notify) or to fail, and `rtc` 0.21 does not surface a peer's
+/// close_notify as a state change (W3C maps "ICE connected + DTLS closed" to "connected").
+const DTLS_ALERT: u8 = 21;
+
+/// After an alert, this much silence from the peer means it has really gone. A spoofed alert
+/// cannot end a session: the real publisher's next packet (media or consent check) cancels it.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 /// A message to a session.
 #[derive(Debug)]
 pub enum Command {
@@ -105,6 +114,8 @@ struct Session {
     last_idr_timestamp: Option<u32>,
     connect_deadline: Option<Instant>,
     last_rx: Instant,
+    /// When the peer sent a DTLS alert with nothing after it.
+    alert_at: Option<Instant>,
     ended: Option<&'static str>,
 }
 
@@ -133,6 +144,7 @@ pub(crate) async fn run(init: SessionInit) {
         kinds: HashMap::new(),
         last_idr_timestamp: None,
         last_rx: now,
+        alert_at: None,
         ended: None,
     };
     tracing::info!("session started");
@@ -174,7 +186,8 @@ pub(crate) async fn run(init: SessionInit) {
 impl Session {
     fn next_deadline(&mut self) -> Instant {
         let consent = self.last_rx + CONSENT_TIMEOUT;
-        [self.pc.poll_timeout(), self.connect_deadline, Some(consent)]
+        let closing = self.alert_at.map(|t| t + CLOSE_GRACE);
+        [self.pc.poll_timeout(), self.connect_deadline, closing, Some(consent)]
             .into_iter()
             .flatten()
             .min()
@@ -199,6 +212,8 @@ impl Session {
 
     fn handle_datagram(&mut self, d: Datagram) {
         self.last_rx = d.now;
+        self.alert_at = (self.state == "connected" && d.data.first() == Some(&DTLS_ALERT))
+            .then_some(d.now);
         let tagged = TaggedBytesMut {
             now: d.now,
             transport: TransportContext {
@@ -218,6 +233,10 @@ impl Session {
     fn handle_timeout(&mut self, now: Instant) {
         if self.connect_deadline.is_some_and(|d| now >= d) {
             self.end("connect_timeout");
+            return;
+        }
+        if self.alert_at.is_some_and(|t| now >= t + CLOSE_GRACE) {
+            self.end("dtls_closed");
             return;
         }
         if now >= self.last_rx + CONSENT_TIMEOUT {

@@ -1,0 +1,204 @@
+//! The bridge in-process against the loadgen publisher (webrtc-rs as offerer, its own UDP socket)
+//! over loopback: trickle, ICE, media counted, ICE restart, stale tags, every way a session ends.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use bridge::{Bridge, Config};
+use loadgen::{Publisher, PublisherConfig};
+
+const CONNECT: Duration = Duration::from_secs(10);
+
+async fn start(tweak: impl FnOnce(&mut Config)) -> Bridge {
+    // RUST_LOG=bridge=debug shows the bridge's side of a failing test.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+    let mut config = Config {
+        http: "127.0.0.1:0".parse().unwrap(),
+        udp: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
+    tweak(&mut config);
+    Bridge::start(config).await.unwrap()
+}
+
+fn endpoint(bridge: &Bridge, stream: &str) -> PublisherConfig {
+    PublisherConfig {
+        trickle: true,
+        ..PublisherConfig::new(format!("http://{}/whip/{stream}", bridge.http_addr()))
+    }
+}
+
+/// Reads one sample from the exposition text: `name{labels} value`.
+fn metric(bridge: &Bridge, series: &str) -> f64 {
+    let text = bridge.app().metrics.render();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickle_connect_media_delete() {
+    let bridge = start(|_| {}).await;
+    let publisher = Publisher::connect(endpoint(&bridge, "cam")).await.unwrap();
+    publisher.wait_connected(CONNECT).await.unwrap();
+    wait_until("connected gauge", || {
+        metric(&bridge, "bridge_sessions{state=\"connected\"}") == 1.0
+    })
+    .await;
+    let sent = publisher.send_media(Duration::from_secs(2)).await.unwrap();
+    assert!(
+        sent.video_packets > 60 && sent.audio_packets > 80,
+        "{sent:?}"
+    );
+    wait_until("all packets counted", || {
+        metric(&bridge, "bridge_rtp_packets_total{kind=\"video\"}") as u64 == sent.video_packets
+            && metric(&bridge, "bridge_rtp_packets_total{kind=\"audio\"}") as u64
+                == sent.audio_packets
+    })
+    .await;
+    assert_eq!(
+        metric(&bridge, "bridge_keyframes_total") as u64,
+        sent.keyframes
+    );
+    assert!(metric(&bridge, "bridge_rtp_bytes_total{kind=\"video\"}") > 0.0);
+
+    assert_eq!(publisher.delete().await.unwrap(), 200);
+    assert_eq!(bridge.app().session_count(), 0);
+    assert!(bridge.app().udp.is_empty(), "routes released");
+    assert_eq!(metric(&bridge, "bridge_sessions{state=\"connected\"}"), 0.0);
+    assert_eq!(
+        metric(&bridge, "bridge_sessions_ended_total{reason=\"delete\"}"),
+        1.0
+    );
+    bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_restart_reconnects_and_late_patches_are_refused() {
+    let bridge = start(|_| {}).await;
+    let mut publisher = Publisher::connect(endpoint(&bridge, "cam")).await.unwrap();
+    publisher.wait_connected(CONNECT).await.unwrap();
+    publisher
+        .send_media(Duration::from_millis(500))
+        .await
+        .unwrap();
+    let old_etag = publisher.etag().to_owned();
+    let old_frag = publisher.local_sdpfrag();
+
+    publisher.restart_ice().await.unwrap();
+    assert_ne!(publisher.etag(), old_etag);
+    publisher.wait_connected(CONNECT).await.unwrap();
+    let before = metric(&bridge, "bridge_rtp_packets_total{kind=\"video\"}");
+    let sent = publisher.send_media(Duration::from_secs(1)).await.unwrap();
+    wait_until("media after the restart", || {
+        metric(&bridge, "bridge_rtp_packets_total{kind=\"video\"}")
+            >= before + sent.video_packets as f64
+    })
+    .await;
+
+    // A PATCH from before the restart (old tag, old credentials) arrives late: 412, no change.
+    let (status, headers, _) = publisher
+        .patch_raw(Some(&old_etag), old_frag)
+        .await
+        .unwrap();
+    assert_eq!(status, 412);
+    assert!(headers.get("etag").is_none());
+    let (status, _, _) = publisher
+        .patch_raw(
+            Some(&publisher.etag().to_owned()),
+            publisher.local_sdpfrag(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 204, "the new ICE session is intact");
+    let sent = publisher
+        .send_media(Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert!(sent.write_errors == 0 && sent.video_packets > 0);
+    assert_eq!(publisher.delete().await.unwrap(), 200);
+    bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidates_in_the_offer_without_trickle() {
+    let bridge = start(|_| {}).await;
+    let config = PublisherConfig {
+        trickle: false,
+        ..endpoint(&bridge, "cam")
+    };
+    let publisher = Publisher::connect(config).await.unwrap();
+    publisher.wait_connected(CONNECT).await.unwrap();
+    publisher
+        .send_media(Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(
+            &bridge,
+            "bridge_http_requests_total{method=\"PATCH\",status=\"204\"}"
+        ),
+        0.0
+    );
+    assert_eq!(publisher.delete().await.unwrap(), 200);
+    bridge.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_on_dtls_close_takeover_and_timeout() {
+    let bridge = start(|c| c.connect_timeout_secs = 1).await;
+
+    // The publisher goes away without DELETE: its DTLS close ends the session.
+    let publisher = Publisher::connect(endpoint(&bridge, "a")).await.unwrap();
+    publisher.wait_connected(CONNECT).await.unwrap();
+    drop(publisher);
+    wait_until("session closed by the peer", || {
+        bridge.app().session_count() == 0
+    })
+    .await;
+
+    // A second publisher on the same stream takes over; the first one's URL is gone.
+    let first = Publisher::connect(endpoint(&bridge, "b")).await.unwrap();
+    first.wait_connected(CONNECT).await.unwrap();
+    let second = Publisher::connect(endpoint(&bridge, "b")).await.unwrap();
+    second.wait_connected(CONNECT).await.unwrap();
+    assert_eq!(first.delete().await.unwrap(), 404);
+    assert_eq!(
+        metric(&bridge, "bridge_sessions_ended_total{reason=\"takeover\"}"),
+        1.0
+    );
+    assert_eq!(second.delete().await.unwrap(), 200);
+
+    // An offer whose publisher never shows up ends after the connect timeout.
+    let offer = include_str!("data/ffmpeg9-whip-offer.sdp");
+    let client = std::net::TcpStream::connect(bridge.http_addr()).unwrap();
+    drop(client);
+    let app = bridge.app().clone();
+    app.create_session("c", "127.0.0.1".parse().unwrap(), offer.as_bytes())
+        .unwrap();
+    assert_eq!(app.session_count(), 1);
+    wait_until("connect timeout", || app.session_count() == 0).await;
+    assert_eq!(
+        metric(
+            &bridge,
+            "bridge_sessions_ended_total{reason=\"connect_timeout\"}"
+        ),
+        1.0
+    );
+    assert!(bridge.app().udp.is_empty());
+    bridge.shutdown().await;
+}
