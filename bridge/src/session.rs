@@ -187,11 +187,16 @@ impl Session {
     fn next_deadline(&mut self) -> Instant {
         let consent = self.last_rx + CONSENT_TIMEOUT;
         let closing = self.alert_at.map(|t| t + CLOSE_GRACE);
-        [self.pc.poll_timeout(), self.connect_deadline, closing, Some(consent)]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(consent)
+        [
+            self.pc.poll_timeout(),
+            self.connect_deadline,
+            closing,
+            Some(consent),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(consent)
     }
 
     fn end(&mut self, reason: &'static str) {
@@ -212,8 +217,8 @@ impl Session {
 
     fn handle_datagram(&mut self, d: Datagram) {
         self.last_rx = d.now;
-        self.alert_at = (self.state == "connected" && d.data.first() == Some(&DTLS_ALERT))
-            .then_some(d.now);
+        self.alert_at =
+            (self.state == "connected" && d.data.first() == Some(&DTLS_ALERT)).then_some(d.now);
         let tagged = TaggedBytesMut {
             now: d.now,
             transport: TransportContext {
