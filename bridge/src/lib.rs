@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod rtc;
 pub mod session;
+pub mod sink;
 pub mod whip;
 
 use std::net::SocketAddr;

@@ -1,0 +1,3 @@
+//! Output edges: RTMP pushes (and HLS files).
+
+pub mod rtmp_conn;

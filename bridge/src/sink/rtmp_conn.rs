@@ -1,0 +1,379 @@
+//! One RTMP/RTMPS publishing connection: TCP (or TLS), handshake, connect, publish, then FLV tag
+//! bodies out. rml_rtmp does the protocol (sans-IO); this module only moves its bytes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
+    PublishRequestType, StreamMetadata,
+};
+use rml_rtmp::time::RtmpTimestamp;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::{self, pki_types::ServerName};
+
+/// A parsed RTMP push URL: `rtmp[s]://host[:port]/app[/more]/stream-key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtmpUrl {
+    /// TLS (`rtmps://`).
+    pub tls: bool,
+    /// Host name or IP.
+    pub host: String,
+    /// TCP port (1935 for rtmp, 443 for rtmps by default).
+    pub port: u16,
+    /// Application: every path segment but the last.
+    pub app: String,
+    /// Stream key: the last path segment (with any query string, which some platforms use).
+    pub key: String,
+}
+
+/// Why a URL is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RtmpUrlError {
+    /// Not rtmp:// or rtmps://.
+    #[error("{0:?}: not an rtmp:// or rtmps:// URL")]
+    Scheme(String),
+    /// No host, app or key.
+    #[error("{0:?}: expected rtmp[s]://host[:port]/app/stream-key")]
+    Shape(String),
+    /// Port not a number.
+    #[error("{0:?}: bad port")]
+    Port(String),
+}
+
+impl RtmpUrl {
+    /// Parses a push URL.
+    pub fn parse(url: &str) -> Result<Self, RtmpUrlError> {
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("rtmps://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("rtmp://") {
+            (false, rest)
+        } else {
+            return Err(RtmpUrlError::Scheme(url.to_owned()));
+        };
+        let (authority, path) = rest
+            .split_once('/')
+            .ok_or_else(|| RtmpUrlError::Shape(url.to_owned()))?;
+        let (app, key) = path
+            .rsplit_once('/')
+            .ok_or_else(|| RtmpUrlError::Shape(url.to_owned()))?;
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => (
+                host,
+                port.parse::<u16>()
+                    .map_err(|_| RtmpUrlError::Port(url.to_owned()))?,
+            ),
+            _ => (authority, if tls { 443 } else { 1935 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || app.is_empty() || key.is_empty() {
+            return Err(RtmpUrlError::Shape(url.to_owned()));
+        }
+        Ok(Self {
+            tls,
+            host: host.to_owned(),
+            port,
+            app: app.to_owned(),
+            key: key.to_owned(),
+        })
+    }
+
+    /// The `tcUrl` servers expect: the URL without the stream key.
+    pub fn tc_url(&self) -> String {
+        let scheme = if self.tls { "rtmps" } else { "rtmp" };
+        format!("{scheme}://{}:{}/{}", self.host, self.port, self.app)
+    }
+
+    /// The URL with the stream key hidden, for logs and metrics labels (keys are secrets).
+    pub fn redacted(&self) -> String {
+        format!("{}/***", self.tc_url())
+    }
+}
+
+/// A connection failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RtmpError {
+    /// TCP or TLS failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The handshake failed.
+    #[error("RTMP handshake: {0:?}")]
+    Handshake(rml_rtmp::handshake::HandshakeError),
+    /// The RTMP session failed.
+    #[error("RTMP session: {0:?}")]
+    Session(rml_rtmp::sessions::ClientSessionError),
+    /// The server refused the connect or publish.
+    #[error("RTMP server refused: {0}")]
+    Refused(String),
+    /// The server closed the connection.
+    #[error("RTMP server closed the connection")]
+    Closed,
+    /// A step took too long.
+    #[error("RTMP {0} timed out")]
+    Timeout(&'static str),
+    /// The TLS server name is not valid.
+    #[error("invalid TLS server name {0:?}")]
+    ServerName(String),
+}
+
+impl From<rml_rtmp::sessions::ClientSessionError> for RtmpError {
+    fn from(e: rml_rtmp::sessions::ClientSessionError) -> Self {
+        Self::Session(e)
+    }
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// A live publishing connection.
+pub struct RtmpConnection {
+    session: ClientSession,
+    writer: WriteHalf<Box<dyn Stream>>,
+    from_server: mpsc::Receiver<Vec<u8>>,
+    reader: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for RtmpConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RtmpConnection").finish_non_exhaustive()
+    }
+}
+
+/// The default TLS client configuration: Mozilla's roots (webpki-roots) plus `extra_roots`
+/// (a private CA, or a self-signed ingest's certificate).
+pub fn tls_config(
+    extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in extra_roots {
+        roots.add(cert)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
+async fn read_task(mut reader: ReadHalf<Box<dyn Stream>>, tx: mpsc::Sender<Vec<u8>>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if tx.send(buf[..n].to_vec()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl RtmpConnection {
+    /// Connects, handshakes, and publishes `url.key` live; returns once the server accepted.
+    pub async fn publish(
+        url: &RtmpUrl,
+        tls: &Arc<rustls::ClientConfig>,
+        timeout: Duration,
+    ) -> Result<Self, RtmpError> {
+        tokio::time::timeout(timeout, Self::publish_inner(url, tls))
+            .await
+            .map_err(|_| RtmpError::Timeout("connect/publish"))?
+    }
+
+    async fn publish_inner(
+        url: &RtmpUrl,
+        tls: &Arc<rustls::ClientConfig>,
+    ) -> Result<Self, RtmpError> {
+        let tcp = TcpStream::connect((url.host.as_str(), url.port)).await?;
+        tcp.set_nodelay(true)?;
+        let mut stream: Box<dyn Stream> = if url.tls {
+            let name = ServerName::try_from(url.host.clone())
+                .map_err(|_| RtmpError::ServerName(url.host.clone()))?;
+            Box::new(TlsConnector::from(tls.clone()).connect(name, tcp).await?)
+        } else {
+            Box::new(tcp)
+        };
+
+        let mut handshake = Handshake::new(PeerType::Client);
+        let p0p1 = handshake
+            .generate_outbound_p0_and_p1()
+            .map_err(RtmpError::Handshake)?;
+        stream.write_all(&p0p1).await?;
+        let mut buf = vec![0u8; 16 * 1024];
+        let leftover = loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Err(RtmpError::Closed);
+            }
+            match handshake
+                .process_bytes(&buf[..n])
+                .map_err(RtmpError::Handshake)?
+            {
+                HandshakeProcessResult::InProgress { response_bytes } => {
+                    stream.write_all(&response_bytes).await?;
+                }
+                HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                } => {
+                    stream.write_all(&response_bytes).await?;
+                    break remaining_bytes;
+                }
+            }
+        };
+
+        let mut config = ClientSessionConfig::new();
+        config.tc_url = Some(url.tc_url());
+        let (session, initial) = ClientSession::new(config)?;
+        let (read_half, writer) = tokio::io::split(stream);
+        let (tx, from_server) = mpsc::channel(64);
+        let reader = tokio::spawn(read_task(read_half, tx));
+        let mut conn = Self {
+            session,
+            writer,
+            from_server,
+            reader,
+        };
+        conn.apply(initial).await?;
+        if !leftover.is_empty() {
+            let results = conn.session.handle_input(&leftover)?;
+            conn.apply(results).await?;
+        }
+        let request = conn.session.request_connection(url.app.clone())?;
+        conn.apply(vec![request]).await?;
+        conn.wait_for(|e| matches!(e, ClientSessionEvent::ConnectionRequestAccepted))
+            .await?;
+        let request = conn
+            .session
+            .request_publishing(url.key.clone(), PublishRequestType::Live)?;
+        conn.apply(vec![request]).await?;
+        conn.wait_for(|e| matches!(e, ClientSessionEvent::PublishRequestAccepted))
+            .await?;
+        Ok(conn)
+    }
+
+    /// Writes outbound packets in order; returns the raised events.
+    async fn apply(
+        &mut self,
+        results: Vec<ClientSessionResult>,
+    ) -> Result<Vec<ClientSessionEvent>, RtmpError> {
+        let mut events = Vec::new();
+        for result in results {
+            match result {
+                ClientSessionResult::OutboundResponse(packet) => {
+                    self.writer.write_all(&packet.bytes).await?;
+                }
+                ClientSessionResult::RaisedEvent(event) => events.push(event),
+                ClientSessionResult::UnhandleableMessageReceived(_) => {}
+            }
+        }
+        Ok(events)
+    }
+
+    async fn wait_for(
+        &mut self,
+        wanted: impl Fn(&ClientSessionEvent) -> bool,
+    ) -> Result<(), RtmpError> {
+        loop {
+            for event in self.server_input().await? {
+                match event {
+                    ClientSessionEvent::ConnectionRequestRejected { description } => {
+                        return Err(RtmpError::Refused(description));
+                    }
+                    e if wanted(&e) => return Ok(()),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Waits for bytes from the server and handles them (acks, pings, errors). The output task
+    /// selects on this next to its unit queue, so a server that talks is always answered.
+    pub async fn server_input(&mut self) -> Result<Vec<ClientSessionEvent>, RtmpError> {
+        let bytes = self.from_server.recv().await.ok_or(RtmpError::Closed)?;
+        let results = self.session.handle_input(&bytes)?;
+        self.apply(results).await
+    }
+
+    /// Sends `@setDataFrame onMetaData`.
+    pub async fn metadata(&mut self, metadata: &StreamMetadata) -> Result<(), RtmpError> {
+        let packet = self.session.publish_metadata(metadata)?;
+        self.apply(vec![packet]).await.map(drop)
+    }
+
+    /// Sends one video tag body.
+    pub async fn video(&mut self, ms: u32, body: Bytes) -> Result<(), RtmpError> {
+        let packet = self
+            .session
+            .publish_video_data(body, RtmpTimestamp::new(ms), false)?;
+        self.apply(vec![packet]).await.map(drop)
+    }
+
+    /// Sends one audio tag body.
+    pub async fn audio(&mut self, ms: u32, body: Bytes) -> Result<(), RtmpError> {
+        let packet = self
+            .session
+            .publish_audio_data(body, RtmpTimestamp::new(ms), false)?;
+        self.apply(vec![packet]).await.map(drop)
+    }
+
+    /// FCUnpublish / deleteStream, then closes the connection.
+    pub async fn close(mut self) {
+        if let Ok(results) = self.session.stop_publishing() {
+            let _ = self.apply(results).await;
+        }
+        let _ = self.writer.flush().await;
+        let _ = self.writer.shutdown().await;
+        self.reader.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = RtmpUrl::parse("rtmp://127.0.0.1:1936/live/demo").unwrap();
+        assert_eq!(
+            (
+                u.tls,
+                u.host.as_str(),
+                u.port,
+                u.app.as_str(),
+                u.key.as_str()
+            ),
+            (false, "127.0.0.1", 1936, "live", "demo")
+        );
+        assert_eq!(u.tc_url(), "rtmp://127.0.0.1:1936/live");
+        assert_eq!(u.redacted(), "rtmp://127.0.0.1:1936/live/***");
+        let u = RtmpUrl::parse("rtmps://live.example.com/app/inst/key?token=1").unwrap();
+        assert_eq!(
+            (u.port, u.app.as_str(), u.key.as_str()),
+            (443, "app/inst", "key?token=1")
+        );
+        let u = RtmpUrl::parse("rtmp://[::1]:1935/live/k").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 1935));
+        for bad in [
+            "http://x/a/b",
+            "rtmp://host",
+            "rtmp://host/app",
+            "rtmp://host:x/a/b",
+            "rtmp:///a/b",
+        ] {
+            assert!(RtmpUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
