@@ -118,10 +118,7 @@ async fn ice_restart_reconnects_and_late_patches_are_refused() {
     assert_eq!(status, 412);
     assert!(headers.get("etag").is_none());
     let (status, _, _) = publisher
-        .patch_raw(
-            Some(&publisher.etag().to_owned()),
-            publisher.local_sdpfrag(),
-        )
+        .patch_raw(Some(publisher.etag()), publisher.local_sdpfrag())
         .await
         .unwrap();
     assert_eq!(status, 204, "the new ICE session is intact");

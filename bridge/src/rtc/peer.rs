@@ -196,10 +196,7 @@ fn negotiate(pc: &mut RTCPeerConnection, now: Instant) -> Result<Answer, PeerErr
             credentials: Some(creds),
             candidates,
             ..
-        }) => (
-            creds,
-            candidates.into_iter().map(|c| c.line).collect::<Vec<_>>(),
-        ),
+        }) => (creds, own_candidates(candidates)),
         _ => {
             return Err(PeerError {
                 step: "read own answer",
@@ -212,6 +209,19 @@ fn negotiate(pc: &mut RTCPeerConnection, now: Instant) -> Result<Answer, PeerErr
         credentials,
         candidates,
     })
+}
+
+/// Our candidates as a restart answer lists them: once each (the answer repeats them per media
+/// section) and component 1 only. rtc writes a component-2 twin of every host candidate even with
+/// rtcp-mux, and browser WHIP clients splice the lines into their SDP in a way a second component
+/// breaks (seen with WHIPClient in Chromium).
+fn own_candidates(candidates: Vec<Candidate>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    candidates
+        .into_iter()
+        .filter(|c| c.key.starts_with("1 ") && seen.insert(c.key.clone()))
+        .map(|c| c.line)
+        .collect()
 }
 
 /// Adds remote candidates; one the stack refuses is dropped (RFC 9725 §4.3.1), not fatal.

@@ -1,0 +1,19 @@
+#!/usr/bin/env python3
+"""GET a URL with a Bearer token; print the status code on the first line, then the body.
+
+Used by interop.rs to read the bridge's /healthz and /metrics from inside the network namespace
+the bridge runs in. Exits non-zero when the server cannot be reached.
+"""
+
+import sys
+import urllib.error
+import urllib.request
+
+url, token = sys.argv[1], sys.argv[2]
+req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+try:
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        code, body = resp.status, resp.read()
+except urllib.error.HTTPError as err:
+    code, body = err.code, err.read()
+sys.stdout.write(f"{code}\n{body.decode(errors='replace')}")
