@@ -1,4 +1,7 @@
 //! Media: pure code over RTP payloads.
 
+pub mod clock;
 pub mod h264;
+pub mod opus;
+pub mod reorder;
 pub mod unit;

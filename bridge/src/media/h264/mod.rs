@@ -1,7 +1,21 @@
-//! H.264 over RTP (RFC 6184): what can be told from one packet.
+//! H.264 over RTP (RFC 6184).
+//!
+//! [`starts_idr`] tells what one packet starts; [`depacketizer`] turns ordered packets into access
+//! units; [`sps`] reads the sequence parameter set fields outputs need.
 
-const NAL_IDR: u8 = 5;
+pub mod depacketizer;
+pub mod sps;
+
+pub use depacketizer::{DepacketizeError, Depacketizer, DepacketizerStats, FmtpError, H264Frame};
+pub use sps::{Sps, SpsError};
+
+/// NAL unit type of an IDR slice.
+pub const NAL_IDR: u8 = 5;
+/// NAL unit type of a picture parameter set.
+pub const NAL_PPS: u8 = 8;
+/// RFC 6184 aggregation packet (single-time).
 const STAP_A: u8 = 24;
+/// RFC 6184 fragmentation unit (non-interleaved).
 const FU_A: u8 = 28;
 
 /// True if this RTP payload starts (or is) an IDR slice: a single IDR NAL, a STAP-A holding one,

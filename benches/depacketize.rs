@@ -1,0 +1,175 @@
+//! The video packet path without IO: RTP packets through the reorder buffer and the H.264
+//! depacketizer into access units.
+//!
+//! Input: 2 s of real x264 output (640x360 baseline, two slices per picture, as
+//! `bridge/tests/data/README.md` says), packetized here the way browsers do it: parameter sets
+//! aggregated in STAP-A, slices over 1200 bytes cut into FU-A, the rest single NAL packets.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+use bridge::media::h264::Depacketizer;
+use bridge::media::reorder::{ReorderBuffer, ReorderConfig, RtpPacket};
+
+const STREAM: &[u8] = include_bytes!("../bridge/tests/data/x264-baseline-640x360-2s.h264");
+const MTU: usize = 1200;
+
+/// NAL units of an Annex B stream, as slices of one buffer.
+fn split_annex_b(data: &Bytes) -> Vec<Bytes> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data[i..i + 3] == [0, 0, 1] {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let mut nals = Vec::new();
+    for (k, &start) in starts.iter().enumerate() {
+        let mut end = starts.get(k + 1).map_or(data.len(), |&next| next - 3);
+        while end > start && data[end - 1] == 0 {
+            end -= 1;
+        }
+        nals.push(data.slice(start..end));
+    }
+    nals
+}
+
+/// Groups NAL units into access units: a new one starts at an AUD, SEI or parameter set, or at a
+/// slice with `first_mb_in_slice` 0, once the current one has a slice.
+fn access_units(nals: Vec<Bytes>) -> Vec<Vec<Bytes>> {
+    let mut units = Vec::new();
+    let mut current: Vec<Bytes> = Vec::new();
+    let mut has_slice = false;
+    for nal in nals {
+        let t = nal[0] & 0x1f;
+        let first_slice = matches!(t, 1 | 5) && nal.get(1).is_some_and(|b| b & 0x80 != 0);
+        if has_slice && (matches!(t, 6..=9) || first_slice) {
+            units.push(std::mem::take(&mut current));
+            has_slice = false;
+        }
+        has_slice |= matches!(t, 1..=5);
+        current.push(nal);
+    }
+    units.push(current);
+    units
+}
+
+fn packetize(units: &[Vec<Bytes>]) -> Vec<RtpPacket> {
+    let mut packets = Vec::new();
+    let mut seq = 65_500u16; // wraps during the run
+    for (i, nals) in units.iter().enumerate() {
+        let timestamp = 3_000 * i as u32;
+        let mut payloads: Vec<Bytes> = Vec::new();
+        let mut aggregate: Vec<&Bytes> = Vec::new();
+        let flush = |aggregate: &mut Vec<&Bytes>, payloads: &mut Vec<Bytes>| {
+            match aggregate.as_slice() {
+                [] => {}
+                [one] => payloads.push((*one).clone()),
+                many => {
+                    let mut stap = vec![24 | (many[0][0] & 0x60)];
+                    for nal in many {
+                        stap.extend_from_slice(&(nal.len() as u16).to_be_bytes());
+                        stap.extend_from_slice(nal);
+                    }
+                    payloads.push(Bytes::from(stap));
+                }
+            }
+            aggregate.clear();
+        };
+        for nal in nals {
+            if nal.len() > MTU {
+                flush(&mut aggregate, &mut payloads);
+                let body = &nal[1..];
+                let pieces = body.len().div_ceil(MTU - 2);
+                let size = body.len().div_ceil(pieces);
+                let count = body.chunks(size).count();
+                for (k, piece) in body.chunks(size).enumerate() {
+                    let mut header = nal[0] & 0x1f;
+                    if k == 0 {
+                        header |= 0x80;
+                    }
+                    if k + 1 == count {
+                        header |= 0x40;
+                    }
+                    let mut fu = vec![(nal[0] & 0xe0) | 28, header];
+                    fu.extend_from_slice(piece);
+                    payloads.push(Bytes::from(fu));
+                }
+            } else {
+                let held: usize = aggregate.iter().map(|n| n.len() + 2).sum();
+                if 1 + held + 2 + nal.len() > MTU {
+                    flush(&mut aggregate, &mut payloads);
+                }
+                aggregate.push(nal);
+            }
+        }
+        flush(&mut aggregate, &mut payloads);
+        let last = payloads.len() - 1;
+        for (k, payload) in payloads.into_iter().enumerate() {
+            packets.push(RtpPacket::new(0x5eed, seq, timestamp, k == last, payload));
+            seq = seq.wrapping_add(1);
+        }
+    }
+    packets
+}
+
+/// Runs every packet through a fresh reorder buffer and depacketizer; returns frames out.
+fn run(packets: &[RtpPacket], arrival: &[Instant]) -> usize {
+    let mut reorder = ReorderBuffer::new(ReorderConfig::default());
+    let mut depacketizer = Depacketizer::new();
+    let mut frames = 0;
+    for (packet, &now) in packets.iter().zip(arrival) {
+        let _ = reorder.push(packet.clone(), now);
+        while let Some(packet) = reorder.pop(now) {
+            let _ = depacketizer.push(&packet);
+            while let Some(frame) = depacketizer.pull() {
+                frames += std::hint::black_box(frame).nalus.len().min(1);
+            }
+        }
+    }
+    frames
+}
+
+fn depacketize(c: &mut Criterion) {
+    let units = access_units(split_annex_b(&Bytes::from_static(STREAM)));
+    let in_order = packetize(&units);
+    let bytes: u64 = in_order.iter().map(|p| p.payload.len() as u64).sum();
+    let start = Instant::now();
+    // Spread over the stream's 2 s, as a publisher paces them.
+    let spacing = Duration::from_secs(2) / in_order.len() as u32;
+    let arrival: Vec<Instant> = (0..in_order.len() as u32)
+        .map(|i| start + spacing * i)
+        .collect();
+    // One pair in twenty swapped: the reorder buffer holds one packet back each time. (Not the
+    // first pair: a stream's first packet sets where it starts, and one before it is late.)
+    let mut reordered = in_order.clone();
+    for pair in reordered[10..].chunks_mut(20) {
+        if pair.len() > 1 {
+            pair.swap(0, 1);
+        }
+    }
+    assert_eq!(run(&in_order, &arrival), units.len());
+    assert_eq!(run(&reordered, &arrival), units.len());
+
+    let mut group = c.benchmark_group("depacketize");
+    group.throughput(Throughput::Elements(in_order.len() as u64));
+    group.bench_function("packets_in_order", |b| {
+        b.iter(|| run(std::hint::black_box(&in_order), &arrival))
+    });
+    group.bench_function("packets_reordered", |b| {
+        b.iter(|| run(std::hint::black_box(&reordered), &arrival))
+    });
+    group.throughput(Throughput::Bytes(bytes));
+    group.bench_function("bytes_in_order", |b| {
+        b.iter(|| run(std::hint::black_box(&in_order), &arrival))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, depacketize);
+criterion_main!(benches);
