@@ -1,4 +1,4 @@
 //! Output edges: RTMP pushes (and HLS files).
 
-pub mod rtmp_conn;
 pub mod queue;
+pub mod rtmp_conn;
