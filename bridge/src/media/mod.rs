@@ -2,6 +2,7 @@
 
 pub mod clock;
 pub mod h264;
+pub mod ingest;
 pub mod opus;
 pub mod reorder;
 pub mod unit;

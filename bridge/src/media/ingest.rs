@@ -1,0 +1,257 @@
+//! One publisher's media in: RTP packets of the audio and video tracks become timed units on the
+//! session timeline. Reorder, depacketize, map clocks; pure, driven by the session with `now`.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::clock::SessionClock;
+use super::h264::Depacketizer;
+use super::opus;
+use super::reorder::{ReorderBuffer, ReorderConfig, RtpPacket};
+use super::unit::Unit;
+
+/// Which track a packet belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Opus.
+    Audio,
+    /// H.264.
+    Video,
+}
+
+impl Kind {
+    /// `audio` / `video`, for labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Audio => "audio",
+            Self::Video => "video",
+        }
+    }
+}
+
+/// Counters worth exporting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestStats {
+    /// Video access units emitted.
+    pub video_units: u64,
+    /// Of which keyframes.
+    pub keyframes: u64,
+    /// Audio frames emitted.
+    pub audio_frames: u64,
+    /// Packets the reorder buffers gave up on.
+    pub lost: u64,
+    /// Access units dropped whole because of loss or malformed packets.
+    pub video_dropped: u64,
+    /// Audio packets that were not valid Opus, or could not be timed.
+    pub audio_dropped: u64,
+}
+
+struct Track {
+    ssrc: u32,
+    reorder: ReorderBuffer,
+}
+
+/// The ingest pipeline of one session.
+pub struct Ingest {
+    config: ReorderConfig,
+    clock: SessionClock,
+    video_fmtp: Option<String>,
+    video: Option<(Track, Depacketizer)>,
+    audio: Option<Track>,
+    out: VecDeque<Unit>,
+    stats: IngestStats,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest")
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ingest {
+    /// A pipeline whose timeline starts at `epoch`; `video_fmtp` is the negotiated H.264 fmtp
+    /// line (it may carry `sprop-parameter-sets`).
+    pub fn new(epoch: Instant, config: ReorderConfig, video_fmtp: Option<String>) -> Self {
+        Self {
+            config,
+            clock: SessionClock::new(epoch),
+            video_fmtp,
+            video: None,
+            audio: None,
+            out: VecDeque::new(),
+            stats: IngestStats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> IngestStats {
+        let lost = |t: &Track| t.reorder.stats().lost;
+        IngestStats {
+            lost: self.video.as_ref().map_or(0, |(t, _)| lost(t))
+                + self.audio.as_ref().map_or(0, lost),
+            video_dropped: self.stats.video_dropped
+                + self.video.as_ref().map_or(0, |(_, d)| {
+                    let s = d.stats();
+                    s.dropped_loss + s.dropped_malformed + s.dropped_no_parameters
+                }),
+            ..self.stats
+        }
+    }
+
+    /// True while video output waits for a keyframe (at the start, after loss): time for a PLI.
+    pub fn wants_keyframe(&self) -> bool {
+        self.video.as_ref().is_none_or(|(_, d)| d.waiting_for_idr())
+    }
+
+    /// The SSRC of the video track, for keyframe requests.
+    pub fn video_ssrc(&self) -> Option<u32> {
+        self.video.as_ref().map(|(t, _)| t.ssrc)
+    }
+
+    /// When the reorder buffers next give up waiting for a missing packet.
+    pub fn deadline(&self) -> Option<Instant> {
+        let video = self.video.as_ref().and_then(|(t, _)| t.reorder.deadline());
+        let audio = self.audio.as_ref().and_then(|t| t.reorder.deadline());
+        video.into_iter().chain(audio).min()
+    }
+
+    /// A sender report (RTCP SR) for `ssrc`.
+    pub fn sender_report(&mut self, ssrc: u32, ntp: u64, rtp: u32, now: Instant) {
+        // An SR for an SSRC we have not seen yet is simply not useful yet.
+        let _ = self.clock.sender_report(ssrc, ntp, rtp, now);
+    }
+
+    /// One RTP packet of a track.
+    pub fn push(&mut self, kind: Kind, packet: RtpPacket, now: Instant) {
+        let ssrc = packet.ssrc;
+        let track = match kind {
+            Kind::Video => {
+                if self.video.as_ref().is_none_or(|(t, _)| t.ssrc != ssrc) {
+                    let mut depacketizer = Depacketizer::new();
+                    if let Some(fmtp) = &self.video_fmtp {
+                        // A bad sprop-parameter-sets only means waiting for in-band SPS/PPS.
+                        let _ = depacketizer.set_fmtp(fmtp);
+                    }
+                    let _ = self.clock.add_track(ssrc, 90_000);
+                    self.video = Some((self.new_track(ssrc), depacketizer));
+                }
+                self.video.as_mut().map(|(t, _)| t)
+            }
+            Kind::Audio => {
+                if self.audio.as_ref().is_none_or(|t| t.ssrc != ssrc) {
+                    let _ = self.clock.add_track(ssrc, 48_000);
+                    self.audio = Some(self.new_track(ssrc));
+                }
+                self.audio.as_mut()
+            }
+        };
+        if let Some(track) = track {
+            // Duplicates, late and stray packets are counted by the buffer and go no further.
+            let _ = track.reorder.push(packet, now);
+        }
+        self.drain(now);
+    }
+
+    /// Releases whatever the reorder buffers give up at `now` (call when `deadline` passes).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.drain(now);
+    }
+
+    /// The next unit, in the order produced.
+    pub fn poll(&mut self) -> Option<Unit> {
+        self.out.pop_front()
+    }
+
+    fn new_track(&self, ssrc: u32) -> Track {
+        Track {
+            ssrc,
+            reorder: ReorderBuffer::new(self.config),
+        }
+    }
+
+    fn drain(&mut self, now: Instant) {
+        if let Some((track, depacketizer)) = self.video.as_mut() {
+            while let Some(packet) = track.reorder.pop(now) {
+                if depacketizer.push(&packet).is_err() {
+                    continue;
+                }
+                while let Some(frame) = depacketizer.pull() {
+                    match self.clock.map(track.ssrc, frame.timestamp, now) {
+                        Ok(pts) => {
+                            self.stats.video_units += 1;
+                            self.stats.keyframes += u64::from(frame.keyframe);
+                            self.out.push_back(Unit::Video(frame.into_unit(pts)));
+                        }
+                        Err(_) => self.stats.video_dropped += 1,
+                    }
+                }
+            }
+        }
+        if let Some(track) = self.audio.as_mut() {
+            while let Some(packet) = track.reorder.pop(now) {
+                let frame = self
+                    .clock
+                    .map(track.ssrc, packet.timestamp, now)
+                    .ok()
+                    .and_then(|pts| opus::audio_frame(packet.payload, pts).ok());
+                match frame {
+                    Some(frame) => {
+                        self.stats.audio_frames += 1;
+                        self.out.push_back(Unit::Audio(frame));
+                    }
+                    None => self.stats.audio_dropped += 1,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::time::Duration;
+
+    #[test]
+    fn audio_and_video_come_out_timed_and_in_order() {
+        let t0 = Instant::now();
+        let mut ingest = Ingest::new(t0, ReorderConfig::default(), None);
+        assert!(ingest.wants_keyframe());
+        // SPS, PPS, IDR as single NAL packets of one access unit, then an Opus frame.
+        let sps = Bytes::from_static(&[
+            0x67, 0x42, 0xc0, 0x1e, 0xda, 0x02, 0x80, 0xbf, 0xe5, 0x84, 0x00, 0x00, 0x03, 0x00,
+            0x04, 0x00, 0x00, 0x03, 0x00, 0xf0, 0x3c, 0x58, 0xba, 0x80,
+        ]);
+        let pps = Bytes::from_static(&[0x68, 0xce, 0x0f, 0x2c, 0x80]);
+        let idr = Bytes::from_static(&[0x65, 0x88, 0x84, 0x00, 0x33]);
+        for (seq, nal, marker) in [(10, sps, false), (11, pps, false), (12, idr, true)] {
+            ingest.push(Kind::Video, RtpPacket::new(1, seq, 9000, marker, nal), t0);
+        }
+        let opus = Bytes::from_static(&[0xf8, 0xff, 0xfe]);
+        ingest.push(Kind::Audio, RtpPacket::new(2, 500, 48_000, true, opus), t0);
+        let units: Vec<Unit> = std::iter::from_fn(|| ingest.poll()).collect();
+        assert_eq!(units.len(), 2, "{units:?}");
+        let Unit::Video(v) = &units[0] else { panic!() };
+        assert!(v.keyframe);
+        assert_eq!(v.nalus.len(), 3);
+        let Unit::Audio(a) = &units[1] else { panic!() };
+        assert_eq!(a.duration, 1800, "20 ms at 90 kHz");
+        assert!(!ingest.wants_keyframe());
+        assert_eq!(ingest.stats().keyframes, 1);
+        assert_eq!(ingest.video_ssrc(), Some(1));
+
+        // A gap: the next packet waits for the missing one until the deadline, then loss is marked
+        // and video waits for the next keyframe.
+        let inter = Bytes::from_static(&[0x41, 0x9a]);
+        ingest.push(Kind::Video, RtpPacket::new(1, 14, 12000, true, inter), t0);
+        assert!(ingest.poll().is_none());
+        let deadline = ingest.deadline().unwrap();
+        assert!(deadline <= t0 + Duration::from_millis(100));
+        ingest.handle_timeout(deadline);
+        assert!(ingest.poll().is_none(), "inter frame after loss is dropped");
+        assert!(ingest.wants_keyframe());
+        assert_eq!(ingest.stats().lost, 1);
+    }
+}
