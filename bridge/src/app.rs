@@ -10,11 +10,12 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::config::{Config, OnConflict};
+use crate::media::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::rtc::peer;
 use crate::rtc::udp::UdpMux;
-use crate::session::{self, Command, PatchError, PatchReply, SessionHandle, SessionInit};
+use crate::session::{self, Command, Outputs, PatchError, PatchReply, SessionHandle, SessionInit};
 use crate::whip::offer::{Offer, OfferError};
 use crate::whip::resource::{ETag, WhipResource};
 use crate::whip::sdpfrag::SdpFrag;
@@ -164,6 +165,7 @@ impl App {
             &offer.candidates,
         );
         let mut pc = pc;
+        let video_fmtp = offer.video_fmtp.clone();
         peer::add_remote_candidates(&mut pc, &offer.first_mid, &offer.candidates);
         {
             let mut registry = lock(&self.sessions);
@@ -192,6 +194,8 @@ impl App {
                 resource,
                 commands,
                 datagrams,
+                ingest: Ingest::new(now, self.config.reorder(), video_fmtp),
+                outputs: self.outputs_for(stream),
             })
             .instrument(span),
         );
@@ -200,6 +204,11 @@ impl App {
             etag: header,
             answer: answer.sdp,
         })
+    }
+
+    /// Starts the outputs a new session on `stream` feeds.
+    fn outputs_for(&self, _stream: &str) -> Outputs {
+        Outputs::default()
     }
 
     /// Removes a session from the registry (so its URL 404s at once) and tells it to end.

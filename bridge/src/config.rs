@@ -91,6 +91,8 @@ pub struct Config {
     pub post_rate_per_ip: u32,
     /// A session that has not connected ICE within this many seconds ends.
     pub connect_timeout_secs: u64,
+    /// How long a packet may wait for a missing one before the gap is declared lost.
+    pub reorder_ms: u64,
     /// Where HLS output is written (served at /hls/).
     pub hls_dir: PathBuf,
     /// RTMP push targets, `{stream}` replaced by the WHIP stream name.
@@ -110,6 +112,7 @@ impl Default for Config {
             on_conflict: OnConflict::Takeover,
             post_rate_per_ip: 2_000,
             connect_timeout_secs: 30,
+            reorder_ms: 100,
             hls_dir: PathBuf::from("hls"),
             rtmp: Vec::new(),
         }
@@ -154,6 +157,14 @@ impl Config {
     /// The ICE connection deadline.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout_secs)
+    }
+
+    /// The reorder buffer settings.
+    pub fn reorder(&self) -> crate::media::reorder::ReorderConfig {
+        crate::media::reorder::ReorderConfig {
+            max_delay: Duration::from_millis(self.reorder_ms),
+            ..Default::default()
+        }
     }
 
     /// Checks what types cannot.
@@ -226,6 +237,9 @@ pub struct Cli {
     /// Seconds a session may take to connect ICE [default: 30].
     #[arg(long, env = "BRIDGE_CONNECT_TIMEOUT_SECS")]
     pub connect_timeout_secs: Option<u64>,
+    /// Milliseconds a packet waits for a missing one before it is declared lost [default: 100].
+    #[arg(long, env = "BRIDGE_REORDER_MS")]
+    pub reorder_ms: Option<u64>,
     /// HLS output folder [default: ./hls].
     #[arg(long, env = "BRIDGE_HLS_DIR")]
     pub hls_dir: Option<PathBuf>,
@@ -270,6 +284,7 @@ impl Cli {
         set(&mut config.on_conflict, self.on_conflict);
         set(&mut config.post_rate_per_ip, self.post_rate_per_ip);
         set(&mut config.connect_timeout_secs, self.connect_timeout_secs);
+        set(&mut config.reorder_ms, self.reorder_ms);
         set(&mut config.hls_dir, self.hls_dir);
         set_list(&mut config.rtmp, self.rtmp);
         config.validate()?;

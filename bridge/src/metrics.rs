@@ -52,6 +52,8 @@ pub struct Metrics {
     pub rtp_bytes: Family<KindLabel, Counter>,
     /// H.264 keyframes (IDR access units) seen.
     pub keyframes: Counter,
+    /// Keyframe requests (PLI) sent to publishers.
+    pub keyframe_requests: Counter,
     /// UDP datagrams that matched no session.
     pub udp_unrouted: Counter,
     /// UDP datagrams dropped because a session's queue was full.
@@ -67,6 +69,7 @@ impl Default for Metrics {
         let rtp_packets = Family::<KindLabel, Counter>::default();
         let rtp_bytes = Family::<KindLabel, Counter>::default();
         let keyframes = Counter::default();
+        let keyframe_requests = Counter::default();
         let udp_unrouted = Counter::default();
         let udp_dropped = Counter::default();
         registry.register("sessions", "Live WHIP sessions by state", sessions.clone());
@@ -91,6 +94,11 @@ impl Default for Metrics {
             rtp_bytes.clone(),
         );
         registry.register("keyframes", "H.264 keyframes received", keyframes.clone());
+        registry.register(
+            "keyframe_requests",
+            "Keyframe requests (PLI) sent to publishers",
+            keyframe_requests.clone(),
+        );
         registry.register(
             "udp_unrouted",
             "UDP datagrams matching no session",
@@ -117,6 +125,7 @@ impl Default for Metrics {
             rtp_packets,
             rtp_bytes,
             keyframes,
+            keyframe_requests,
             udp_unrouted,
             udp_dropped,
         }

@@ -9,16 +9,21 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::app::App;
-use crate::media::h264;
+use crate::media::ingest::{Ingest, Kind};
+use crate::media::reorder::RtpPacket;
 use crate::metrics::KindLabel;
 use crate::rtc::peer;
 use crate::rtc::udp::Datagram;
+use crate::sink::queue::OutputQueue;
 use crate::whip::offer::Offer;
 use crate::whip::resource::{ETag, PatchDecision, PatchRefusal, WhipResource};
 use crate::whip::sdpfrag::{SdpFrag, write_restart_answer};
@@ -34,6 +39,9 @@ const DTLS_ALERT: u8 = 21;
 /// After an alert, this much silence from the peer means it has really gone. A spoofed alert
 /// cannot end a session: the real publisher's next packet (media or consent check) cancels it.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Keyframe requests (PLI) are sent at most this often, however many reasons there are.
+const PLI_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A message to a session.
 #[derive(Debug)]
@@ -100,6 +108,17 @@ pub(crate) struct SessionInit {
     pub(crate) resource: WhipResource,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) datagrams: mpsc::Receiver<Datagram>,
+    pub(crate) ingest: Ingest,
+    pub(crate) outputs: Outputs,
+}
+
+/// The session's outputs: their queues, their tasks, and the flag by which an output that
+/// (re)starts asks for a keyframe.
+#[derive(Debug, Default)]
+pub(crate) struct Outputs {
+    pub(crate) queues: Vec<OutputQueue>,
+    pub(crate) tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub(crate) keyframe_wanted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct Session {
@@ -110,8 +129,11 @@ struct Session {
     offer: Offer,
     resource: WhipResource,
     state: &'static str,
-    kinds: HashMap<String, &'static str>,
-    last_idr_timestamp: Option<u32>,
+    kinds: HashMap<String, Kind>,
+    video_receiver: Option<RTCRtpReceiverId>,
+    ingest: Ingest,
+    outputs: Outputs,
+    last_pli: Option<Instant>,
     connect_deadline: Option<Instant>,
     last_rx: Instant,
     /// When the peer sent a DTLS alert with nothing after it.
@@ -130,6 +152,8 @@ pub(crate) async fn run(init: SessionInit) {
         resource,
         mut commands,
         mut datagrams,
+        ingest,
+        outputs,
     } = init;
     let now = Instant::now();
     let mut s = Session {
@@ -142,7 +166,10 @@ pub(crate) async fn run(init: SessionInit) {
         resource,
         state: "connecting",
         kinds: HashMap::new(),
-        last_idr_timestamp: None,
+        video_receiver: None,
+        ingest,
+        outputs,
+        last_pli: None,
         last_rx: now,
         alert_at: None,
         ended: None,
@@ -251,6 +278,7 @@ impl Session {
         if let Err(err) = self.pc.handle_timeout(now) {
             tracing::debug!(%err, "timeout handling failed");
         }
+        self.ingest.handle_timeout(now);
     }
 
     fn handle_patch(
@@ -311,24 +339,92 @@ impl Session {
         while let Some(event) = self.pc.poll_event() {
             self.handle_event(event);
         }
-        while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_read() {
-            if let RTCMessage::RtpPacket(track_id, packet) = message {
-                let Some(&kind) = self.kinds.get(&track_id) else {
-                    continue;
-                };
-                let metrics = &self.app.metrics;
-                metrics.rtp_packets.get_or_create(&KindLabel { kind }).inc();
-                metrics
-                    .rtp_bytes
-                    .get_or_create(&KindLabel { kind })
-                    .inc_by(packet.payload.len() as u64);
-                if kind == "video"
-                    && h264::starts_idr(&packet.payload)
-                    && self.last_idr_timestamp != Some(packet.header.timestamp)
-                {
-                    self.last_idr_timestamp = Some(packet.header.timestamp);
-                    metrics.keyframes.inc();
+        while let Some(TaggedRTCMessage { now, message }) = self.pc.poll_read() {
+            match message {
+                RTCMessage::RtpPacket(track_id, packet) => {
+                    let Some(&kind) = self.kinds.get(&track_id) else {
+                        continue;
+                    };
+                    let label = KindLabel {
+                        kind: kind.as_str(),
+                    };
+                    let metrics = &self.app.metrics;
+                    metrics.rtp_packets.get_or_create(&label).inc();
+                    metrics
+                        .rtp_bytes
+                        .get_or_create(&label)
+                        .inc_by(packet.payload.len() as u64);
+                    let h = &packet.header;
+                    let rtp = RtpPacket::new(
+                        h.ssrc,
+                        h.sequence_number,
+                        h.timestamp,
+                        h.marker,
+                        packet.payload,
+                    );
+                    self.ingest.push(kind, rtp, now);
                 }
+                RTCMessage::RtcpPacket(_, packets) => {
+                    for sr in packets
+                        .iter()
+                        .filter_map(|p| p.as_any().downcast_ref::<SenderReport>())
+                    {
+                        self.ingest
+                            .sender_report(sr.ssrc, sr.ntp_time, sr.rtp_time, now);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.fan_out();
+        self.request_keyframe(Instant::now()).await;
+    }
+
+    /// Hands every new unit to every output (cheap clones: payloads are shared `Bytes`).
+    fn fan_out(&mut self) {
+        while let Some(unit) = self.ingest.poll() {
+            if let crate::media::unit::Unit::Video(v) = &unit
+                && v.keyframe
+            {
+                self.app.metrics.keyframes.inc();
+            }
+            for queue in &mut self.outputs.queues {
+                queue.push(&unit);
+            }
+        }
+    }
+
+    /// Sends a PLI when video waits for a keyframe (start, loss) or an output asked for one,
+    /// at most once per [`PLI_INTERVAL`].
+    async fn request_keyframe(&mut self, now: Instant) {
+        use std::sync::atomic::Ordering;
+        let asked = self.outputs.keyframe_wanted.load(Ordering::Relaxed);
+        if !(asked || self.ingest.wants_keyframe())
+            || self.last_pli.is_some_and(|t| now < t + PLI_INTERVAL)
+        {
+            return;
+        }
+        let (Some(receiver), Some(media_ssrc)) = (self.video_receiver, self.ingest.video_ssrc())
+        else {
+            return;
+        };
+        self.outputs.keyframe_wanted.store(false, Ordering::Relaxed);
+        self.last_pli = Some(now);
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc,
+        };
+        let sent = self
+            .pc
+            .rtp_receiver(receiver)
+            .map(|mut r| r.write_rtcp(now, vec![Box::new(pli)]));
+        if let Some(Ok(())) = sent {
+            self.app.metrics.keyframe_requests.inc();
+            while let Some(out) = self.pc.poll_write() {
+                self.app
+                    .udp
+                    .send(out.transport.peer_addr, &out.message)
+                    .await;
             }
         }
     }
@@ -353,11 +449,14 @@ impl Session {
                     .rtp_receiver(init.receiver_id)
                     .map(|r| r.track().kind());
                 let kind = match kind {
-                    Some(RtpCodecKind::Audio) => "audio",
-                    Some(RtpCodecKind::Video) => "video",
+                    Some(RtpCodecKind::Audio) => Kind::Audio,
+                    Some(RtpCodecKind::Video) => {
+                        self.video_receiver = Some(init.receiver_id);
+                        Kind::Video
+                    }
                     _ => return,
                 };
-                tracing::info!(kind, ssrc = init.ssrc, "track open");
+                tracing::info!(kind = kind.as_str(), ssrc = init.ssrc, "track open");
                 self.kinds.insert(init.track_id, kind);
             }
             _ => {}
@@ -377,6 +476,12 @@ impl Session {
                 .await;
         }
         self.app.udp.unregister(self.route);
+        // Closing the queues tells each output to finish cleanly (RTMP: FCUnpublish,
+        // deleteStream; HLS: the last segment and ENDLIST); wait for them, bounded.
+        self.outputs.queues.clear();
+        for task in self.outputs.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
         self.app.forget_session(&self.id);
         self.app.metrics.session_state(Some(self.state), None);
         self.app

@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use rtc::interceptor::Registry;
+use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -117,8 +117,13 @@ pub fn answer(
     now: Instant,
 ) -> Result<(RTCPeerConnection, Answer), PeerError> {
     let mut engine = media_engine()?;
+    // Just application-ward of the receiver-report interceptor, which reads SRs for its DLSR.
     let registry = register_default_interceptors(Registry::new(), &mut engine)
-        .step("register interceptors")?;
+        .step("register interceptors")?
+        .with(
+            Slot::Custom(10_500),
+            super::sr_tap::SenderReportTap::default(),
+        );
     let settings = SettingEngineBuilder::new()
         .with_lite(true)
         .with_answering_dtls_role(if offer.setup_passive {

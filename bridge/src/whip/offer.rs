@@ -84,6 +84,9 @@ pub struct Offer {
     pub audio_mid: Option<String>,
     /// The video section's mid, if any.
     pub video_mid: Option<String>,
+    /// The fmtp line of the first H.264 format the bridge takes (it may carry
+    /// `sprop-parameter-sets`).
+    pub video_fmtp: Option<String>,
     /// The offer said `a=setup:passive` (ffmpeg does): the bridge must then be the DTLS client.
     /// For `actpass` or `active` it is the DTLS server (RFC 9725 §4.4.4).
     pub setup_passive: bool,
@@ -116,6 +119,7 @@ impl Offer {
         let parsed = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
             .map_err(|e| OfferError::BadSdp(e.to_string()))?;
         let (mut audio, mut video) = (None, None);
+        let mut video_fmtp = None;
         for m in &parsed.media_descriptions {
             let kind = m.media_name.media.as_str();
             let mid = m
@@ -151,12 +155,13 @@ impl Offer {
                     codecs.values().any(|c| c.name.eq_ignore_ascii_case("opus")),
                 )
             } else {
-                (
-                    "H264 packetization-mode 0 or 1",
-                    codecs
-                        .values()
-                        .any(|c| c.name.eq_ignore_ascii_case("h264") && h264_mode_ok(&c.fmtp)),
-                )
+                let mut h264: Vec<_> = codecs
+                    .values()
+                    .filter(|c| c.name.eq_ignore_ascii_case("h264") && h264_mode_ok(&c.fmtp))
+                    .collect();
+                h264.sort_by_key(|c| c.payload_type);
+                video_fmtp = h264.first().map(|c| c.fmtp.clone());
+                ("H264 packetization-mode 0 or 1", !h264.is_empty())
             };
             if !ok {
                 let mut offered: Vec<String> = codecs.values().map(|c| c.name.clone()).collect();
@@ -209,6 +214,7 @@ impl Offer {
             == Some("passive");
         Ok(Offer {
             setup_passive,
+            video_fmtp,
             sdp,
             credentials,
             candidates: frag.candidates,
