@@ -369,6 +369,7 @@ impl Session {
                         .iter()
                         .filter_map(|p| p.as_any().downcast_ref::<SenderReport>())
                     {
+                        tracing::trace!(ssrc = sr.ssrc, rtp = sr.rtp_time, "sender report");
                         self.ingest
                             .sender_report(sr.ssrc, sr.ntp_time, sr.rtp_time, now);
                     }
