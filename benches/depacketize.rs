@@ -10,8 +10,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
 use bridge::media::h264::Depacketizer;
 use bridge::media::reorder::{ReorderBuffer, ReorderConfig, RtpPacket};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
 const STREAM: &[u8] = include_bytes!("../bridge/tests/data/x264-baseline-640x360-2s.h264");
 const MTU: usize = 1200;
@@ -155,6 +160,22 @@ fn depacketize(c: &mut Criterion) {
     }
     assert_eq!(run(&in_order, &arrival), units.len());
     assert_eq!(run(&reordered, &arrival), units.len());
+
+    // Allocations are counted, not timed: the same on any machine. The input packets' own
+    // clones are `Bytes` refcount bumps; what is left is FU-A reassembly and per-frame vectors.
+    let region = Region::new(GLOBAL);
+    run(&in_order, &arrival);
+    let stats = region.change();
+    let n = in_order.len() as f64;
+    eprintln!(
+        "depacketize: {} packets, {} frames: {:.2} allocations/packet, {:.0} bytes allocated/packet \
+         ({:.0} payload bytes/packet)",
+        in_order.len(),
+        units.len(),
+        stats.allocations as f64 / n,
+        stats.bytes_allocated as f64 / n,
+        bytes as f64 / n,
+    );
 
     let mut group = c.benchmark_group("depacketize");
     group.throughput(Throughput::Elements(in_order.len() as u64));
