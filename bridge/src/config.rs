@@ -91,6 +91,9 @@ pub struct Config {
     pub post_rate_per_ip: u32,
     /// A session that has not connected ICE within this many seconds ends.
     pub connect_timeout_secs: u64,
+    /// A connected session whose publisher sends nothing (media or consent checks) for this many
+    /// seconds ends (RFC 7675 consent freshness: 30).
+    pub consent_timeout_secs: u64,
     /// How long a packet may wait for a missing one before the gap is declared lost.
     pub reorder_ms: u64,
     /// Where HLS output is written (served at /hls/).
@@ -112,6 +115,7 @@ impl Default for Config {
             on_conflict: OnConflict::Takeover,
             post_rate_per_ip: 2_000,
             connect_timeout_secs: 30,
+            consent_timeout_secs: 30,
             reorder_ms: 100,
             hls_dir: PathBuf::from("hls"),
             rtmp: Vec::new(),
@@ -159,6 +163,11 @@ impl Config {
         Duration::from_secs(self.connect_timeout_secs)
     }
 
+    /// How long a silent publisher keeps its session.
+    pub fn consent_timeout(&self) -> Duration {
+        Duration::from_secs(self.consent_timeout_secs)
+    }
+
     /// The reorder buffer settings.
     pub fn reorder(&self) -> crate::media::reorder::ReorderConfig {
         crate::media::reorder::ReorderConfig {
@@ -180,9 +189,15 @@ impl Config {
                 "--advertise-ip {ip} is a wildcard"
             )));
         }
-        if self.max_sessions == 0 || self.post_rate_per_ip == 0 || self.connect_timeout_secs == 0 {
+        if self.max_sessions == 0
+            || self.post_rate_per_ip == 0
+            || self.connect_timeout_secs == 0
+            || self.consent_timeout_secs == 0
+        {
             return Err(ConfigError::Invalid(
-                "max-sessions, post-rate-per-ip and connect-timeout-secs must be positive".into(),
+                "max-sessions, post-rate-per-ip, connect-timeout-secs and consent-timeout-secs \
+                 must be positive"
+                    .into(),
             ));
         }
         if self.token.as_deref().is_some_and(str::is_empty) {
@@ -237,6 +252,9 @@ pub struct Cli {
     /// Seconds a session may take to connect ICE [default: 30].
     #[arg(long, env = "BRIDGE_CONNECT_TIMEOUT_SECS")]
     pub connect_timeout_secs: Option<u64>,
+    /// Seconds of silence from a connected publisher before its session ends [default: 30].
+    #[arg(long, env = "BRIDGE_CONSENT_TIMEOUT_SECS")]
+    pub consent_timeout_secs: Option<u64>,
     /// Milliseconds a packet waits for a missing one before it is declared lost [default: 100].
     #[arg(long, env = "BRIDGE_REORDER_MS")]
     pub reorder_ms: Option<u64>,
@@ -284,6 +302,7 @@ impl Cli {
         set(&mut config.on_conflict, self.on_conflict);
         set(&mut config.post_rate_per_ip, self.post_rate_per_ip);
         set(&mut config.connect_timeout_secs, self.connect_timeout_secs);
+        set(&mut config.consent_timeout_secs, self.consent_timeout_secs);
         set(&mut config.reorder_ms, self.reorder_ms);
         set(&mut config.hls_dir, self.hls_dir);
         set_list(&mut config.rtmp, self.rtmp);

@@ -28,9 +28,6 @@ use crate::whip::offer::Offer;
 use crate::whip::resource::{ETag, PatchDecision, PatchRefusal, WhipResource};
 use crate::whip::sdpfrag::{SdpFrag, write_restart_answer};
 
-/// RFC 7675: without traffic from the publisher for this long, consent is lost.
-const CONSENT_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// DTLS record content type `alert` (RFC 6347 §4.1). After the handshake a peer only sends
 /// alerts to close (close_notify) or to fail, and `rtc` 0.21 does not surface a peer's
 /// close_notify as a state change (W3C maps "ICE connected + DTLS closed" to "connected").
@@ -212,7 +209,7 @@ pub(crate) async fn run(init: SessionInit) {
 
 impl Session {
     fn next_deadline(&mut self) -> Instant {
-        let consent = self.last_rx + CONSENT_TIMEOUT;
+        let consent = self.last_rx + self.app.config.consent_timeout();
         let closing = self.alert_at.map(|t| t + CLOSE_GRACE);
         [
             self.pc.poll_timeout(),
@@ -271,7 +268,7 @@ impl Session {
             self.end("dtls_closed");
             return;
         }
-        if now >= self.last_rx + CONSENT_TIMEOUT {
+        if now >= self.last_rx + self.app.config.consent_timeout() {
             self.end("consent_timeout");
             return;
         }
@@ -483,13 +480,14 @@ impl Session {
         for task in self.outputs.tasks.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
-        self.app.forget_session(&self.id);
         self.app.metrics.session_state(Some(self.state), None);
         self.app
             .metrics
             .sessions_ended
             .get_or_create(&crate::metrics::ReasonLabel { reason })
             .inc();
+        // Last, so that a session gone from the registry has released everything.
+        self.app.forget_session(&self.id);
         tracing::info!(reason, "session ended");
     }
 }
