@@ -9,13 +9,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use crate::config::{Config, OnConflict};
+use crate::config::{Config, ConfigError, OnConflict};
 use crate::media::ingest::Ingest;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TargetLabel};
 use crate::ratelimit::RateLimiter;
 use crate::rtc::peer;
 use crate::rtc::udp::UdpMux;
 use crate::session::{self, Command, Outputs, PatchError, PatchReply, SessionHandle, SessionInit};
+use crate::sink::queue::OutputQueue;
+use crate::sink::rtmp::RtmpOutput;
+use crate::sink::rtmp_conn::{RtmpUrl, tls_config};
 use crate::whip::offer::{Offer, OfferError};
 use crate::whip::resource::{ETag, WhipResource};
 use crate::whip::sdpfrag::SdpFrag;
@@ -69,6 +72,21 @@ pub struct Created {
     pub answer: String,
 }
 
+/// The TLS client settings for rtmps:// targets: Mozilla's roots plus the configured CA file.
+fn rtmp_tls(
+    ca: Option<&std::path::Path>,
+) -> Result<Arc<tokio_rustls::rustls::ClientConfig>, ConfigError> {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let extra = match ca {
+        Some(path) => CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| ConfigError::Invalid(format!("--rtmp-ca {}: {e}", path.display())))?,
+        None => Vec::new(),
+    };
+    tls_config(extra).map_err(|e| ConfigError::Invalid(format!("RTMP TLS: {e}")))
+}
+
 #[derive(Debug, Default)]
 struct Registry {
     by_id: HashMap<String, SessionHandle>,
@@ -86,6 +104,7 @@ pub struct App {
     pub udp: Arc<UdpMux>,
     sessions: Mutex<Registry>,
     rate: Mutex<RateLimiter>,
+    rtmp_tls: Arc<tokio_rustls::rustls::ClientConfig>,
     next_route: AtomicU64,
 }
 
@@ -97,15 +116,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl App {
     /// Builds the state around an already bound UDP mux.
-    pub fn new(config: Config, metrics: Arc<Metrics>, udp: Arc<UdpMux>) -> Arc<Self> {
-        Arc::new(Self {
+    pub fn new(
+        config: Config,
+        metrics: Arc<Metrics>,
+        udp: Arc<UdpMux>,
+    ) -> Result<Arc<Self>, ConfigError> {
+        let rtmp_tls = rtmp_tls(config.rtmp_ca.as_deref())?;
+        Ok(Arc::new(Self {
+            rtmp_tls,
             rate: Mutex::new(RateLimiter::new(config.post_rate_per_ip)),
             config,
             metrics,
             udp,
             sessions: Mutex::default(),
             next_route: AtomicU64::new(1),
-        })
+        }))
     }
 
     /// Number of live sessions.
@@ -166,6 +191,7 @@ impl App {
         );
         let mut pc = pc;
         let video_fmtp = offer.video_fmtp.clone();
+        let has_audio = offer.audio_mid.is_some();
         peer::add_remote_candidates(&mut pc, &offer.first_mid, &offer.candidates);
         {
             let mut registry = lock(&self.sessions);
@@ -195,7 +221,7 @@ impl App {
                 commands,
                 datagrams,
                 ingest: Ingest::new(now, self.config.reorder(), video_fmtp),
-                outputs: self.outputs_for(stream),
+                outputs: self.outputs_for(stream, has_audio),
             })
             .instrument(span),
         );
@@ -206,9 +232,43 @@ impl App {
         })
     }
 
-    /// Starts the outputs a new session on `stream` feeds.
-    fn outputs_for(&self, _stream: &str) -> Outputs {
-        Outputs::default()
+    /// Starts the outputs a new session on `stream` feeds: one task per RTMP target, each
+    /// behind its own bounded queue.
+    fn outputs_for(&self, stream: &str, has_audio: bool) -> Outputs {
+        let mut outputs = Outputs::default();
+        for target in self.config.rtmp_targets_for(stream) {
+            // Checked by Config::validate with the same substitution shape.
+            let Ok(url) = RtmpUrl::parse(&target.url) else {
+                continue;
+            };
+            let label = TargetLabel {
+                stream: stream.to_owned(),
+                target: url.redacted(),
+            };
+            let target_metrics = self.metrics.rtmp_target(&label);
+            let (queue, rx) =
+                OutputQueue::new(self.config.output_queue, target_metrics.drops.clone());
+            let output = RtmpOutput {
+                url,
+                audio: target.audio,
+                aac_bitrate: self.config.aac_bitrate,
+                has_audio,
+                tls: self.rtmp_tls.clone(),
+                metrics: target_metrics,
+                keyframe_wanted: outputs.keyframe_wanted.clone(),
+            };
+            let metrics = self.metrics.clone();
+            let span = tracing::info_span!("rtmp", %stream, target = %label.target);
+            outputs.tasks.push(tokio::spawn(
+                async move {
+                    output.run(rx).await;
+                    metrics.forget_rtmp_target(&label);
+                }
+                .instrument(span),
+            ));
+            outputs.queues.push(queue);
+        }
+        outputs
     }
 
     /// Removes a session from the registry (so its URL 404s at once) and tells it to end.

@@ -66,6 +66,20 @@ impl std::str::FromStr for IceServer {
     }
 }
 
+/// An RTMP push target with its own settings (config file only; `--rtmp` gives the common case).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtmpTarget {
+    /// URL template, `{stream}` replaced by the WHIP stream name.
+    pub url: String,
+    /// aac (default), opus (Enhanced RTMP) or none.
+    #[serde(default)]
+    pub audio: crate::sink::rtmp::AudioMode,
+    /// Only these streams (empty: every stream).
+    #[serde(default)]
+    pub streams: Vec<String>,
+}
+
 /// The bridge's configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -98,8 +112,16 @@ pub struct Config {
     pub reorder_ms: u64,
     /// Where HLS output is written (served at /hls/).
     pub hls_dir: PathBuf,
-    /// RTMP push targets, `{stream}` replaced by the WHIP stream name.
+    /// RTMP push targets, `{stream}` replaced by the WHIP stream name (audio as AAC).
     pub rtmp: Vec<String>,
+    /// RTMP targets with their own audio mode and stream filter.
+    pub rtmp_target: Vec<RtmpTarget>,
+    /// PEM file of extra root certificates trusted for `rtmps://` (a private CA).
+    pub rtmp_ca: Option<PathBuf>,
+    /// AAC bitrate for RTMP targets, bits per second.
+    pub aac_bitrate: u32,
+    /// Units queued per output before it starts dropping to the next keyframe.
+    pub output_queue: usize,
 }
 
 impl Default for Config {
@@ -119,6 +141,10 @@ impl Default for Config {
             reorder_ms: 100,
             hls_dir: PathBuf::from("hls"),
             rtmp: Vec::new(),
+            rtmp_target: Vec::new(),
+            rtmp_ca: None,
+            aac_bitrate: 128_000,
+            output_queue: 512,
         }
     }
 }
@@ -163,6 +189,24 @@ impl Config {
         Duration::from_secs(self.connect_timeout_secs)
     }
 
+    /// Every RTMP target a stream is pushed to: `--rtmp` templates (AAC), then the config
+    /// file's targets whose stream filter admits it.
+    pub fn rtmp_targets_for(&self, stream: &str) -> Vec<RtmpTarget> {
+        let simple = self.rtmp.iter().map(|url| RtmpTarget {
+            url: url.clone(),
+            audio: Default::default(),
+            streams: Vec::new(),
+        });
+        simple
+            .chain(self.rtmp_target.iter().cloned())
+            .filter(|t| t.streams.is_empty() || t.streams.iter().any(|s| s == stream))
+            .map(|t| RtmpTarget {
+                url: t.url.replace("{stream}", stream),
+                ..t
+            })
+            .collect()
+    }
+
     /// How long a silent publisher keeps its session.
     pub fn consent_timeout(&self) -> Duration {
         Duration::from_secs(self.consent_timeout_secs)
@@ -198,6 +242,15 @@ impl Config {
                 "max-sessions, post-rate-per-ip, connect-timeout-secs and consent-timeout-secs \
                  must be positive"
                     .into(),
+            ));
+        }
+        for target in self.rtmp_targets_for("stream") {
+            crate::sink::rtmp_conn::RtmpUrl::parse(&target.url)
+                .map_err(|e| ConfigError::Invalid(format!("RTMP target: {e}")))?;
+        }
+        if self.output_queue == 0 || self.aac_bitrate < 8_000 {
+            return Err(ConfigError::Invalid(
+                "output-queue must be positive and aac-bitrate at least 8000".into(),
             ));
         }
         if self.token.as_deref().is_some_and(str::is_empty) {
@@ -264,6 +317,15 @@ pub struct Cli {
     /// RTMP push target, `{stream}` is replaced by the stream name (repeatable).
     #[arg(long, env = "BRIDGE_RTMP", value_delimiter = ',')]
     pub rtmp: Vec<String>,
+    /// PEM file with extra root certificates to trust for rtmps:// targets.
+    #[arg(long, env = "BRIDGE_RTMP_CA")]
+    pub rtmp_ca: Option<PathBuf>,
+    /// AAC bitrate for RTMP targets in bits/s [default: 128000].
+    #[arg(long, env = "BRIDGE_AAC_BITRATE")]
+    pub aac_bitrate: Option<u32>,
+    /// Units queued per output before it drops to the next keyframe [default: 512].
+    #[arg(long, env = "BRIDGE_OUTPUT_QUEUE")]
+    pub output_queue: Option<usize>,
 }
 
 impl Cli {
@@ -306,6 +368,9 @@ impl Cli {
         set(&mut config.reorder_ms, self.reorder_ms);
         set(&mut config.hls_dir, self.hls_dir);
         set_list(&mut config.rtmp, self.rtmp);
+        config.rtmp_ca = self.rtmp_ca.or(config.rtmp_ca);
+        set(&mut config.aac_bitrate, self.aac_bitrate);
+        set(&mut config.output_queue, self.output_queue);
         config.validate()?;
         Ok(config)
     }

@@ -17,10 +17,12 @@ pub mod config;
 pub mod http;
 pub mod media;
 pub mod metrics;
+pub mod mux;
 pub mod ratelimit;
 pub mod rtc;
 pub mod session;
 pub mod sink;
+pub mod transcode;
 pub mod whip;
 
 use std::net::SocketAddr;
@@ -83,7 +85,7 @@ impl Bridge {
             addr: config.http,
             source,
         })?;
-        let app = app::App::new(config, metrics, udp.clone());
+        let app = app::App::new(config, metrics, udp.clone())?;
         let udp_reader = tokio::spawn(udp.run());
         let (stop, mut stopped) = watch::channel(false);
         let service = http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();

@@ -27,6 +27,15 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// `stream`, `target` of an output (the target URL with its stream key hidden).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabel {
+    /// WHIP stream name
+    pub stream: String,
+    /// redacted target URL
+    pub target: String,
+}
+
 /// `method`, `status` of an HTTP request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabel {
@@ -52,6 +61,16 @@ pub struct Metrics {
     pub rtp_bytes: Family<KindLabel, Counter>,
     /// H.264 keyframes (IDR access units) seen.
     pub keyframes: Counter,
+    /// RTMP target publishing (1) or not (0).
+    pub rtmp_up: Family<TargetLabel, Gauge>,
+    /// FLV tag bytes sent per RTMP target.
+    pub rtmp_bytes: Family<TargetLabel, Counter>,
+    /// Video frames sent per RTMP target.
+    pub rtmp_frames: Family<TargetLabel, Counter>,
+    /// Units dropped per RTMP target (full queue, or no connection).
+    pub rtmp_drops: Family<TargetLabel, Counter>,
+    /// Reconnects per RTMP target.
+    pub rtmp_reconnects: Family<TargetLabel, Counter>,
     /// Keyframe requests (PLI) sent to publishers.
     pub keyframe_requests: Counter,
     /// UDP datagrams that matched no session.
@@ -70,6 +89,36 @@ impl Default for Metrics {
         let rtp_bytes = Family::<KindLabel, Counter>::default();
         let keyframes = Counter::default();
         let keyframe_requests = Counter::default();
+        let rtmp_up = Family::<TargetLabel, Gauge>::default();
+        let rtmp_bytes = Family::<TargetLabel, Counter>::default();
+        let rtmp_frames = Family::<TargetLabel, Counter>::default();
+        let rtmp_drops = Family::<TargetLabel, Counter>::default();
+        let rtmp_reconnects = Family::<TargetLabel, Counter>::default();
+        registry.register(
+            "rtmp_up",
+            "RTMP target publishing (1) or not (0)",
+            rtmp_up.clone(),
+        );
+        registry.register(
+            "rtmp_bytes",
+            "FLV tag bytes sent per RTMP target",
+            rtmp_bytes.clone(),
+        );
+        registry.register(
+            "rtmp_frames",
+            "Video frames sent per RTMP target",
+            rtmp_frames.clone(),
+        );
+        registry.register(
+            "rtmp_drops",
+            "Units dropped per RTMP target (full queue, or no connection)",
+            rtmp_drops.clone(),
+        );
+        registry.register(
+            "rtmp_reconnects",
+            "Reconnects per RTMP target",
+            rtmp_reconnects.clone(),
+        );
         let udp_unrouted = Counter::default();
         let udp_dropped = Counter::default();
         registry.register("sessions", "Live WHIP sessions by state", sessions.clone());
@@ -126,6 +175,11 @@ impl Default for Metrics {
             rtp_bytes,
             keyframes,
             keyframe_requests,
+            rtmp_up,
+            rtmp_bytes,
+            rtmp_frames,
+            rtmp_drops,
+            rtmp_reconnects,
             udp_unrouted,
             udp_dropped,
         }
@@ -139,6 +193,27 @@ impl Metrics {
         // Encoding into a String only fails if a label's Display fails, which ours cannot.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The per-target metrics of one RTMP output.
+    pub fn rtmp_target(&self, label: &TargetLabel) -> crate::sink::rtmp::TargetMetrics {
+        crate::sink::rtmp::TargetMetrics {
+            up: self.rtmp_up.get_or_create(label).clone(),
+            bytes: self.rtmp_bytes.get_or_create(label).clone(),
+            frames: self.rtmp_frames.get_or_create(label).clone(),
+            drops: self.rtmp_drops.get_or_create(label).clone(),
+            reconnects: self.rtmp_reconnects.get_or_create(label).clone(),
+        }
+    }
+
+    /// Forgets an ended output's series, so label sets do not pile up over thousands of
+    /// sessions.
+    pub fn forget_rtmp_target(&self, label: &TargetLabel) {
+        self.rtmp_up.remove(label);
+        self.rtmp_bytes.remove(label);
+        self.rtmp_frames.remove(label);
+        self.rtmp_drops.remove(label);
+        self.rtmp_reconnects.remove(label);
     }
 
     /// Moves one session between states (`None` = not counted).

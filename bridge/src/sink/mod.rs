@@ -1,4 +1,5 @@
 //! Output edges: RTMP pushes (and HLS files).
 
 pub mod queue;
+pub mod rtmp;
 pub mod rtmp_conn;

@@ -299,11 +299,24 @@ impl RtmpConnection {
         }
     }
 
-    /// Waits for bytes from the server and handles them (acks, pings, errors). The output task
-    /// selects on this next to its unit queue, so a server that talks is always answered.
-    pub async fn server_input(&mut self) -> Result<Vec<ClientSessionEvent>, RtmpError> {
-        let bytes = self.from_server.recv().await.ok_or(RtmpError::Closed)?;
-        let results = self.session.handle_input(&bytes)?;
+    /// Waits for bytes from the server and handles them (acks, pings, errors).
+    async fn server_input(&mut self) -> Result<Vec<ClientSessionEvent>, RtmpError> {
+        let bytes = self.recv_server().await.ok_or(RtmpError::Closed)?;
+        self.handle_server(&bytes).await
+    }
+
+    /// The next bytes from the server; `None` once it has closed. Cancel-safe (a channel
+    /// receive), so an output task can select on it next to its unit queue.
+    pub async fn recv_server(&mut self) -> Option<Vec<u8>> {
+        self.from_server.recv().await
+    }
+
+    /// Handles bytes from [`Self::recv_server`]: answers acks and pings.
+    pub async fn handle_server(
+        &mut self,
+        bytes: &[u8],
+    ) -> Result<Vec<ClientSessionEvent>, RtmpError> {
+        let results = self.session.handle_input(bytes)?;
         self.apply(results).await
     }
 

@@ -1,0 +1,235 @@
+//! The HLS muxers without IO: 2 s of real units through fMP4 (one fragment per 200 ms LL-HLS
+//! part) and through MPEG-TS (one PES per picture, the audio since the last picture in one PES).
+//!
+//! Input: the x264 stream of `bridge/tests/data/x264-baseline-640x360-2s.h264` (640x360 baseline,
+//! 30 fps, two slices a picture) and 2 s of AAC-LC 48 kHz stereo from
+//! `bridge/tests/data/hls-aac-lc-48k-stereo-2s.adts`, as `bridge/tests/data/README.md` says.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+use bridge::media::unit::{AudioFrame, VideoUnit};
+use bridge::mux::hls::fmp4::{AacConfig, AudioParams, Fmp4Muxer, FragmentSamples, VideoParams};
+use bridge::mux::hls::ts::TsMuxer;
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
+
+static H264: &[u8] = include_bytes!("../bridge/tests/data/x264-baseline-640x360-2s.h264");
+static ADTS: &[u8] = include_bytes!("../bridge/tests/data/hls-aac-lc-48k-stereo-2s.adts");
+/// AAC-LC, 48 kHz, stereo.
+const ASC: [u8; 2] = [0x11, 0x90];
+/// One LL-HLS part.
+const PART: i64 = 18_000;
+
+/// NAL units of an Annex B stream, as slices of one buffer.
+fn split_annex_b(data: &Bytes) -> Vec<Bytes> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data[i..i + 3] == [0, 0, 1] {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let mut nals = Vec::new();
+    for (k, &start) in starts.iter().enumerate() {
+        let mut end = starts.get(k + 1).map_or(data.len(), |&next| next - 3);
+        while end > start && data[end - 1] == 0 {
+            end -= 1;
+        }
+        nals.push(data.slice(start..end));
+    }
+    nals
+}
+
+/// Access units at 30 fps: a new one starts at an AUD, SEI or parameter set, or at a slice with
+/// `first_mb_in_slice` 0, once the current one has a slice.
+fn video_units() -> Vec<VideoUnit> {
+    let mut units: Vec<Vec<Bytes>> = Vec::new();
+    let mut current = Vec::new();
+    let mut has_slice = false;
+    for nal in split_annex_b(&Bytes::from_static(H264)) {
+        let t = nal[0] & 0x1f;
+        let first_slice = matches!(t, 1 | 5) && nal[1] & 0x80 != 0;
+        if has_slice && (matches!(t, 6..=9) || first_slice) {
+            units.push(std::mem::take(&mut current));
+            has_slice = false;
+        }
+        has_slice |= matches!(t, 1..=5);
+        current.push(nal);
+    }
+    units.push(current);
+    units
+        .into_iter()
+        .enumerate()
+        .map(|(n, nalus)| VideoUnit {
+            pts: n as i64 * 3000,
+            dts: n as i64 * 3000,
+            keyframe: nalus.iter().any(|n| n[0] & 0x1f == 5),
+            nalus,
+        })
+        .collect()
+}
+
+/// Raw AAC frames (ADTS headers stripped), 1024 samples each.
+fn aac_frames() -> Vec<AudioFrame> {
+    let data = Bytes::from_static(ADTS);
+    let mut frames = Vec::new();
+    let mut i = 0;
+    while i + 7 <= data.len() {
+        let len = (usize::from(data[i + 3] & 3) << 11)
+            | usize::from(data[i + 4]) << 3
+            | usize::from(data[i + 5]) >> 5;
+        frames.push(AudioFrame {
+            pts: frames.len() as i64 * 1920,
+            duration: 1920,
+            data: data.slice(i + 7..i + len),
+        });
+        i += len;
+    }
+    frames
+}
+
+/// The stream cut into 200 ms parts, with where each part's tracks end.
+struct Part {
+    video: Vec<VideoUnit>,
+    video_end: Option<i64>,
+    audio: Vec<AudioFrame>,
+    audio_end: Option<i64>,
+}
+
+fn parts(units: &[VideoUnit], frames: &[AudioFrame]) -> Vec<Part> {
+    let last = units.last().map_or(0, |u| u.dts) / PART;
+    (0..=last)
+        .map(|k| {
+            let window = |t: i64| t / PART == k || (k == last && t / PART > k);
+            let video: Vec<_> = units.iter().filter(|u| window(u.dts)).cloned().collect();
+            let audio: Vec<_> = frames.iter().filter(|f| window(f.pts)).cloned().collect();
+            let next = |t: i64| t >= (k + 1) * PART;
+            Part {
+                video_end: units.iter().map(|u| u.dts).find(|&t| next(t)),
+                audio_end: frames.iter().map(|f| f.pts).find(|&t| next(t)),
+                video,
+                audio,
+            }
+        })
+        .collect()
+}
+
+/// Muxes every part; returns the bytes written.
+fn run_fmp4(parts: &[Part], video: &VideoParams, audio: &AudioParams) -> usize {
+    let mut muxer = Fmp4Muxer::new(Some(video.clone()), Some(audio.clone()))
+        .unwrap_or_else(|e| panic!("tracks: {e}"));
+    let mut bytes = muxer.init().len();
+    for part in parts {
+        let chunks = muxer
+            .fragment(FragmentSamples {
+                video: &part.video,
+                video_end: part.video_end,
+                audio: &part.audio,
+                audio_end: part.audio_end,
+            })
+            .unwrap_or_else(|e| panic!("fragment: {e}"));
+        bytes += std::hint::black_box(chunks)
+            .iter()
+            .map(Bytes::len)
+            .sum::<usize>();
+    }
+    bytes
+}
+
+/// Muxes the stream as 1 s TS segments, audio grouped per picture; returns the bytes written.
+fn run_ts(units: &[VideoUnit], frames: &[AudioFrame], config: &AacConfig) -> usize {
+    let mut muxer = TsMuxer::new(true, Some(config)).unwrap_or_else(|e| panic!("tracks: {e}"));
+    let mut bytes = 0;
+    let mut next_audio = 0;
+    for unit in units {
+        if unit.keyframe {
+            bytes += muxer.segment_start().len();
+        }
+        let count = frames[next_audio..]
+            .iter()
+            .take_while(|f| f.pts <= unit.dts)
+            .count();
+        let audio = muxer
+            .audio(&frames[next_audio..next_audio + count])
+            .unwrap_or_else(|e| panic!("audio: {e}"));
+        next_audio += count;
+        bytes += std::hint::black_box(audio).len();
+        bytes +=
+            std::hint::black_box(muxer.video(unit).unwrap_or_else(|e| panic!("video: {e}"))).len();
+    }
+    bytes
+        + muxer
+            .audio(&frames[next_audio..])
+            .unwrap_or_else(|e| panic!("audio: {e}"))
+            .len()
+}
+
+fn hls_mux(c: &mut Criterion) {
+    let units = video_units();
+    let frames = aac_frames();
+    let parts = parts(&units, &frames);
+    let config = AacConfig::parse(&ASC).unwrap_or_else(|e| panic!("AAC-LC config: {e}"));
+    let video = VideoParams::from_unit(&units[0]).unwrap_or_else(|e| panic!("parameter sets: {e}"));
+    let audio = AudioParams::Aac(config.clone());
+    let input: usize = units
+        .iter()
+        .flat_map(|u| &u.nalus)
+        .map(Bytes::len)
+        .sum::<usize>()
+        + frames.iter().map(|f| f.data.len()).sum::<usize>();
+    let elements = (units.len() + frames.len()) as u64;
+
+    // Allocations are counted, not timed: the same on any machine.
+    for (name, run) in [
+        (
+            "fmp4",
+            &(|| run_fmp4(&parts, &video, &audio)) as &dyn Fn() -> usize,
+        ),
+        ("ts", &|| run_ts(&units, &frames, &config)),
+    ] {
+        let region = Region::new(GLOBAL);
+        let output = run();
+        let stats = region.change();
+        eprintln!(
+            "hls_mux {name}: {} pictures + {} audio frames, {input} payload bytes -> {output} bytes \
+             ({:+.2}% overhead); {:.2} allocations/frame, {:.0} bytes allocated/frame",
+            units.len(),
+            frames.len(),
+            (output as f64 / input as f64 - 1.0) * 100.0,
+            stats.allocations as f64 / elements as f64,
+            stats.bytes_allocated as f64 / elements as f64,
+        );
+    }
+
+    let mut group = c.benchmark_group("hls_mux");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Elements(elements));
+    group.bench_function("fmp4_frames", |b| {
+        b.iter(|| run_fmp4(std::hint::black_box(&parts), &video, &audio))
+    });
+    group.bench_function("ts_frames", |b| {
+        b.iter(|| run_ts(std::hint::black_box(&units), &frames, &config))
+    });
+    group.throughput(Throughput::Bytes(input as u64));
+    group.bench_function("fmp4_bytes", |b| {
+        b.iter(|| run_fmp4(std::hint::black_box(&parts), &video, &audio))
+    });
+    group.bench_function("ts_bytes", |b| {
+        b.iter(|| run_ts(std::hint::black_box(&units), &frames, &config))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hls_mux);
+criterion_main!(benches);

@@ -1,0 +1,274 @@
+//! One RTMP push target as a task: units in (from its bounded queue), Opus -> AAC if asked,
+//! FLV tags out over [`RtmpConnection`], reconnecting with capped exponential backoff while the
+//! publisher is live. A reconnect resumes at the next keyframe with fresh sequence headers, on
+//! the same clock, so timestamps stay monotonic.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::mpsc;
+use tokio_rustls::rustls;
+
+use super::rtmp_conn::{RtmpConnection, RtmpError, RtmpUrl};
+use crate::media::unit::{AudioFrame, Unit};
+use crate::mux::flv::{AudioCodec, FlvMuxer, FlvTag, TagKind};
+use crate::transcode::{OpusToAac, channels_for};
+
+/// What a target gets for audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AudioMode {
+    /// Opus transcoded to AAC-LC: what every legacy platform takes.
+    #[default]
+    Aac,
+    /// Opus as is, in Enhanced RTMP audio tags (only for servers that accept it).
+    Opus,
+    /// No audio.
+    None,
+}
+
+/// Per-target metrics (already labelled with stream and target).
+#[derive(Debug, Clone, Default)]
+pub struct TargetMetrics {
+    /// 1 while publishing, 0 otherwise.
+    pub up: Gauge,
+    /// FLV tag body bytes sent.
+    pub bytes: Counter,
+    /// Video frames sent.
+    pub frames: Counter,
+    /// Units dropped: full queue (counted by the queue) or while reconnecting.
+    pub drops: Counter,
+    /// Successful reconnects after a lost connection.
+    pub reconnects: Counter,
+}
+
+/// Everything one target task needs.
+#[derive(Debug)]
+pub struct RtmpOutput {
+    /// Where to push.
+    pub url: RtmpUrl,
+    /// Audio handling.
+    pub audio: AudioMode,
+    /// AAC bitrate (bits/s).
+    pub aac_bitrate: u32,
+    /// Whether the publisher sends audio at all (else video starts without waiting for it).
+    pub has_audio: bool,
+    /// TLS settings for `rtmps://`.
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Its metrics.
+    pub metrics: TargetMetrics,
+    /// Set to ask the session for a keyframe (on every (re)connect).
+    pub keyframe_wanted: Arc<AtomicBool>,
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const BACKOFF_START: Duration = Duration::from_millis(500);
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// Video waits this long for the first audio frame (to learn its channel count) before the
+/// output starts without it.
+const AUDIO_WAIT: i64 = 90_000;
+/// Units held while waiting for that first audio frame.
+const MAX_PENDING: usize = 256;
+
+enum Event {
+    Unit(Option<Unit>),
+    Server(Option<Vec<u8>>),
+    Retry,
+}
+
+struct Pipeline {
+    muxer: FlvMuxer,
+    transcoder: Option<OpusToAac>,
+}
+
+impl RtmpOutput {
+    /// The FLV pipeline, once the audio format is known (or known to be absent).
+    fn pipeline(&self, first_audio: Option<&AudioFrame>) -> Pipeline {
+        let channels = first_audio.map_or(2, |f| channels_for(&f.data));
+        let (codec, transcoder) = match (self.audio, first_audio) {
+            (AudioMode::Aac, Some(_)) => match OpusToAac::new(channels, self.aac_bitrate) {
+                Ok(t) => (
+                    Some(AudioCodec::Aac {
+                        audio_specific_config: t.audio_specific_config(),
+                    }),
+                    Some(t),
+                ),
+                Err(err) => {
+                    tracing::warn!(%err, "AAC encoder unavailable; pushing video only");
+                    (None, None)
+                }
+            },
+            (AudioMode::Opus, Some(_)) => (Some(AudioCodec::Opus { channels }), None),
+            _ => (None, None),
+        };
+        Pipeline {
+            muxer: FlvMuxer::new(codec),
+            transcoder,
+        }
+    }
+
+    /// Runs until the queue closes (the publisher left), then unpublishes cleanly.
+    pub async fn run(self, mut units: mpsc::Receiver<Unit>) {
+        let target = self.url.redacted();
+        let mut pending: Vec<Unit> = Vec::new();
+        let mut pipeline: Option<Pipeline> = None;
+        let mut conn: Option<RtmpConnection> = None;
+        let mut backoff = BACKOFF_START;
+        let mut retry_at = tokio::time::Instant::now();
+        let mut ever_connected = false;
+        loop {
+            if conn.is_none() && tokio::time::Instant::now() >= retry_at {
+                match RtmpConnection::publish(&self.url, &self.tls, CONNECT_TIMEOUT).await {
+                    Ok(mut c) => {
+                        tracing::info!(%target, "RTMP publishing");
+                        if ever_connected {
+                            self.metrics.reconnects.inc();
+                        }
+                        ever_connected = true;
+                        backoff = BACKOFF_START;
+                        self.keyframe_wanted.store(true, Ordering::Relaxed);
+                        if let Some(p) = pipeline.as_mut() {
+                            p.muxer.restart();
+                            if let Err(err) = c.metadata(&p.muxer.metadata()).await {
+                                tracing::warn!(%target, %err, "RTMP metadata failed");
+                            }
+                        }
+                        self.metrics.up.set(1);
+                        conn = Some(c);
+                    }
+                    Err(err) => {
+                        tracing::warn!(%target, %err, retry_in = ?backoff, "RTMP connect failed");
+                        retry_at = tokio::time::Instant::now() + backoff;
+                        backoff = (backoff * 2).min(BACKOFF_CAP);
+                    }
+                }
+            }
+            let disconnected = conn.is_none();
+            let event = {
+                let server = async {
+                    match conn.as_mut() {
+                        Some(c) => c.recv_server().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    unit = units.recv() => Event::Unit(unit),
+                    bytes = server => Event::Server(bytes),
+                    _ = tokio::time::sleep_until(retry_at), if disconnected => Event::Retry,
+                }
+            };
+            match event {
+                Event::Unit(None) => break,
+                Event::Unit(Some(unit)) => {
+                    if pipeline.is_none() {
+                        pipeline = self.start(&mut pending, unit);
+                        let Some(p) = pipeline.as_mut() else { continue };
+                        if let Some(c) = conn.as_mut()
+                            && let Err(err) = c.metadata(&p.muxer.metadata()).await
+                        {
+                            tracing::warn!(%target, %err, "RTMP metadata failed");
+                        }
+                        for unit in std::mem::take(&mut pending) {
+                            self.send(p, &mut conn, unit).await;
+                        }
+                    } else if let Some(p) = pipeline.as_mut() {
+                        self.send(p, &mut conn, unit).await;
+                    }
+                }
+                Event::Server(bytes) => {
+                    let result = match (bytes, conn.as_mut()) {
+                        (Some(bytes), Some(c)) => c.handle_server(&bytes).await.map(drop),
+                        _ => Err(RtmpError::Closed),
+                    };
+                    if let Err(err) = result {
+                        self.lost(&target, &err, &mut conn);
+                    }
+                }
+                Event::Retry => {}
+            }
+            if !disconnected && conn.is_none() {
+                // Lost just now: wait the current backoff before redialling.
+                retry_at = tokio::time::Instant::now() + backoff;
+                backoff = (backoff * 2).min(BACKOFF_CAP);
+            }
+        }
+        self.metrics.up.set(0);
+        if let Some(c) = conn {
+            c.close().await;
+            tracing::info!(%target, "RTMP unpublished");
+        }
+    }
+
+    /// Holds units until the audio format is known; returns the pipeline once it is.
+    fn start(&self, pending: &mut Vec<Unit>, unit: Unit) -> Option<Pipeline> {
+        let wants_audio = self.has_audio && self.audio != AudioMode::None;
+        if let Unit::Audio(frame) = &unit {
+            let pipeline = self.pipeline(Some(frame));
+            pending.push(unit);
+            return Some(pipeline);
+        }
+        pending.push(unit);
+        let waited = match (pending.first(), pending.last()) {
+            (Some(Unit::Video(a)), Some(Unit::Video(b))) => b.pts - a.pts,
+            _ => 0,
+        };
+        if !wants_audio || waited >= AUDIO_WAIT || pending.len() >= MAX_PENDING {
+            return Some(self.pipeline(None));
+        }
+        None
+    }
+
+    async fn send(&self, p: &mut Pipeline, conn: &mut Option<RtmpConnection>, unit: Unit) {
+        let tags: Vec<FlvTag> = match &unit {
+            Unit::Video(v) => match p.muxer.video(v) {
+                Ok(tags) => tags,
+                Err(err) => {
+                    tracing::debug!(%err, "video unit not muxable");
+                    Vec::new()
+                }
+            },
+            Unit::Audio(frame) => match p.transcoder.as_mut() {
+                Some(t) => match t.push(frame) {
+                    Ok(aac) => aac.iter().flat_map(|f| p.muxer.audio(f)).collect(),
+                    Err(err) => {
+                        tracing::debug!(%err, "audio frame not transcodable");
+                        Vec::new()
+                    }
+                },
+                None => p.muxer.audio(frame),
+            },
+        };
+        let Some(c) = conn.as_mut() else {
+            if !tags.is_empty() {
+                self.metrics.drops.inc();
+            }
+            return;
+        };
+        for tag in tags {
+            let len = tag.body.len() as u64;
+            let frame = tag.kind == TagKind::Video && !tag.config;
+            let sent = match tag.kind {
+                TagKind::Video => c.video(tag.timestamp, tag.body).await,
+                TagKind::Audio => c.audio(tag.timestamp, tag.body).await,
+            };
+            if let Err(err) = sent {
+                self.lost(&self.url.redacted(), &err, conn);
+                return;
+            }
+            self.metrics.bytes.inc_by(len);
+            if frame {
+                self.metrics.frames.inc();
+            }
+        }
+    }
+
+    fn lost(&self, target: &str, err: &RtmpError, conn: &mut Option<RtmpConnection>) {
+        tracing::warn!(%target, %err, "RTMP connection lost");
+        self.metrics.up.set(0);
+        // Dropping the connection closes the socket; the task redials after the backoff.
+        *conn = None;
+    }
+}

@@ -1,0 +1,234 @@
+//! AAC-LC at 48 kHz: the encoder (Fraunhofer FDK AAC through the `fdk-aac` crate, which compiles
+//! the library's C++ source in its build script, so no system package is needed), the
+//! AudioSpecificConfig FLV and MP4 carry, and the ADTS header MPEG-TS and `.aac` files need.
+
+use bytes::Bytes;
+use fdk_aac::enc::{AudioObjectType, BitRate, ChannelMode, Encoder, EncoderParams, Transport};
+
+use super::TranscodeError;
+
+/// The only rate the bridge encodes at: Opus decodes to 48 kHz, so no resampling is needed.
+pub const SAMPLE_RATE: u32 = 48_000;
+/// Samples per channel in one AAC-LC frame.
+pub const FRAME_SAMPLES: usize = 1024;
+/// Bit rate when none is configured.
+pub const DEFAULT_BITRATE: u32 = 128_000;
+/// Lowest bit rate accepted, per channel (FDK refuses less at 48 kHz).
+const MIN_BITRATE_PER_CHANNEL: u32 = 8_000;
+/// Highest bit rate AAC-LC can carry per channel at 48 kHz: 6144 bits per 1024-sample frame.
+const MAX_BITRATE_PER_CHANNEL: u32 = 288_000;
+
+/// MPEG-4 audio object type of AAC-LC.
+const AOT_AAC_LC: u8 = 2;
+/// Sampling frequency index of 48 kHz (ISO/IEC 14496-3 Table 1.18).
+const FREQ_INDEX_48K: u8 = 3;
+
+/// The 2-byte AudioSpecificConfig (ISO/IEC 14496-3 §1.6.2.1) of AAC-LC at 48 kHz:
+/// audioObjectType (5 bits), samplingFrequencyIndex (4), channelConfiguration (4), then the
+/// GASpecificConfig's three zero flags (frameLengthFlag, dependsOnCoreCoder, extensionFlag).
+pub fn audio_specific_config(channels: u8) -> [u8; 2] {
+    let config = (u16::from(AOT_AAC_LC) << 11)
+        | (u16::from(FREQ_INDEX_48K) << 7)
+        | (u16::from(channels & 0x0f) << 3);
+    config.to_be_bytes()
+}
+
+/// The 7-byte ADTS header (ISO/IEC 14496-3 §1.A.2, no CRC) for one raw AAC-LC 48 kHz frame of
+/// `payload_len` bytes. `None` if the frame is too long for the 13-bit length field.
+pub fn adts_header(channels: u8, payload_len: usize) -> Option<[u8; 7]> {
+    let frame_len = payload_len.checked_add(7)?;
+    if frame_len >= 1 << 13 {
+        return None;
+    }
+    // Bounded by the check above, so the casts below keep every bit.
+    let len = frame_len as u16;
+    let profile = AOT_AAC_LC - 1;
+    let channels = channels & 0x07;
+    Some([
+        0xff,
+        // sync (low 4 bits), MPEG-4, layer 0, protection_absent
+        0xf1,
+        (profile << 6) | (FREQ_INDEX_48K << 2) | (channels >> 2),
+        ((channels & 0x03) << 6) | ((len >> 11) as u8 & 0x03),
+        (len >> 3) as u8,
+        (((len & 0x07) as u8) << 5) | 0x1f,
+        // buffer fullness 0x7ff (VBR) low 6 bits, one raw data block
+        0xfc,
+    ])
+}
+
+/// An AAC-LC encoder taking interleaved 16-bit PCM one 1024-sample frame at a time.
+pub(super) struct AacEncoder {
+    encoder: Encoder,
+    channels: u8,
+    asc: Bytes,
+    /// Samples per channel between input and decoded output, as the library reports it.
+    delay: u32,
+    out: Vec<u8>,
+}
+
+impl std::fmt::Debug for AacEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AacEncoder")
+            .field("channels", &self.channels)
+            .field("delay", &self.delay)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AacEncoder {
+    pub(super) fn new(channels: u8, bitrate: u32) -> Result<Self, TranscodeError> {
+        let mode = match channels {
+            1 => ChannelMode::Mono,
+            2 => ChannelMode::Stereo,
+            _ => return Err(TranscodeError::Channels(channels)),
+        };
+        let per_channel = MIN_BITRATE_PER_CHANNEL..=MAX_BITRATE_PER_CHANNEL;
+        if !per_channel.contains(&(bitrate / u32::from(channels))) {
+            return Err(TranscodeError::Bitrate { bitrate, channels });
+        }
+        let encoder = Encoder::new(EncoderParams {
+            bit_rate: BitRate::Cbr(bitrate),
+            sample_rate: SAMPLE_RATE,
+            transport: Transport::Raw,
+            channels: mode,
+            audio_object_type: AudioObjectType::Mpeg4LowComplexity,
+        })
+        .map_err(|e| TranscodeError::Encoder {
+            during: "setup",
+            message: e.to_string(),
+        })?;
+        let info = encoder.info().map_err(|e| TranscodeError::Encoder {
+            during: "info",
+            message: e.to_string(),
+        })?;
+        let expected = audio_specific_config(channels);
+        // The library writes its own config; it must be the plain 2-byte one FLV players expect.
+        let conf = info
+            .confBuf
+            .get(..info.confSize as usize)
+            .unwrap_or_default();
+        if conf != expected || info.frameLength as usize != FRAME_SAMPLES {
+            return Err(TranscodeError::Encoder {
+                during: "setup",
+                message: format!(
+                    "unexpected config {conf:02x?} / frame length {}",
+                    info.frameLength
+                ),
+            });
+        }
+        Ok(Self {
+            encoder,
+            channels,
+            asc: Bytes::copy_from_slice(&expected),
+            delay: info.nDelay,
+            out: vec![0; (info.maxOutBufBytes as usize).max(768 * usize::from(channels))],
+        })
+    }
+
+    pub(super) fn channels(&self) -> u8 {
+        self.channels
+    }
+
+    pub(super) fn audio_specific_config(&self) -> Bytes {
+        self.asc.clone()
+    }
+
+    pub(super) fn delay(&self) -> u32 {
+        self.delay
+    }
+
+    /// Encodes exactly one frame (`FRAME_SAMPLES * channels` interleaved samples) into one raw
+    /// AAC frame. FDK outputs a frame for every full frame in from the first call (its delay is
+    /// inside the stream, not withheld), which is what keeps the output timing simple.
+    pub(super) fn encode(&mut self, pcm: &[i16]) -> Result<Bytes, TranscodeError> {
+        let want = FRAME_SAMPLES * usize::from(self.channels);
+        if pcm.len() != want {
+            return Err(TranscodeError::Encoder {
+                during: "encode",
+                message: format!("{} samples in, want {want}", pcm.len()),
+            });
+        }
+        let info =
+            self.encoder
+                .encode(pcm, &mut self.out)
+                .map_err(|e| TranscodeError::Encoder {
+                    during: "encode",
+                    message: e.to_string(),
+                })?;
+        if info.input_consumed != want || info.output_size == 0 {
+            return Err(TranscodeError::Encoder {
+                during: "encode",
+                message: format!(
+                    "consumed {} of {want} samples, wrote {} bytes",
+                    info.input_consumed, info.output_size
+                ),
+            });
+        }
+        let frame = self
+            .out
+            .get(..info.output_size)
+            .ok_or(TranscodeError::Encoder {
+                during: "encode",
+                message: format!("output size {} past the buffer", info.output_size),
+            })?;
+        Ok(Bytes::copy_from_slice(frame))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audio_specific_config_bits() {
+        // 00010 0011 0010 000: AAC-LC, 48 kHz, 2 channels.
+        assert_eq!(audio_specific_config(2), [0x11, 0x90]);
+        assert_eq!(audio_specific_config(1), [0x11, 0x88]);
+    }
+
+    #[test]
+    fn adts_header_fields() {
+        let h = adts_header(2, 371).unwrap();
+        assert_eq!(h[0], 0xff);
+        assert_eq!(h[1] & 0xf0, 0xf0, "sync word");
+        assert_eq!(h[1] & 0x01, 1, "no CRC");
+        assert_eq!(h[2] >> 6, 1, "profile = AAC-LC - 1");
+        assert_eq!((h[2] >> 2) & 0x0f, 3, "48 kHz");
+        let channels = ((h[2] & 1) << 2) | (h[3] >> 6);
+        assert_eq!(channels, 2);
+        let len = (usize::from(h[3] & 3) << 11) | (usize::from(h[4]) << 3) | usize::from(h[5] >> 5);
+        assert_eq!(len, 378);
+        assert_eq!(h[6] & 0x03, 0, "one raw data block");
+        assert!(adts_header(2, 8184).is_some());
+        assert!(adts_header(2, 8185).is_none());
+    }
+
+    #[test]
+    fn refuses_bad_settings() {
+        assert!(matches!(
+            AacEncoder::new(3, 128_000),
+            Err(TranscodeError::Channels(3))
+        ));
+        assert!(matches!(
+            AacEncoder::new(1, 4_000),
+            Err(TranscodeError::Bitrate { .. })
+        ));
+        assert!(matches!(
+            AacEncoder::new(1, 400_000),
+            Err(TranscodeError::Bitrate { .. })
+        ));
+    }
+
+    #[test]
+    fn one_frame_out_per_frame_in() {
+        let mut enc = AacEncoder::new(2, DEFAULT_BITRATE).unwrap();
+        assert_eq!(enc.delay(), 2048);
+        assert_eq!(&enc.audio_specific_config()[..], &[0x11, 0x90]);
+        let pcm = vec![0i16; FRAME_SAMPLES * 2];
+        for _ in 0..4 {
+            assert!(!enc.encode(&pcm).unwrap().is_empty());
+        }
+        assert!(enc.encode(&pcm[..100]).is_err());
+    }
+}

@@ -1,0 +1,43 @@
+//! Audio transcoding for outputs that cannot carry Opus: legacy RTMP/FLV platforms take AAC only.
+//!
+//! The one place that links codec libraries, all built from crates (no system packages):
+//! `opus-pure` decodes Opus in pure Rust; `fdk-aac` compiles Fraunhofer's FDK AAC encoder from the
+//! C++ source it bundles (a C++ compiler is needed at build time, nothing at run time).
+//!
+//! Sans-IO like the muxers: [`OpusToAac::push`] takes a frame and returns frames.
+
+pub mod aac;
+mod opus_to_aac;
+#[cfg(test)]
+pub(crate) mod testdata;
+
+pub use aac::{DEFAULT_BITRATE, adts_header, audio_specific_config};
+pub use opus_to_aac::{MAX_FILL_SAMPLES, OpusToAac, TranscodeStats, channels_for};
+
+/// Why a transcoder could not be made or could not go on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TranscodeError {
+    /// Only mono and stereo are supported.
+    #[error("{0} audio channels (AAC output supports 1 or 2)")]
+    Channels(u8),
+    /// The bit rate is outside what AAC-LC carries at 48 kHz (8 to 288 kb/s per channel).
+    #[error("AAC bit rate {bitrate} b/s out of range for {channels} channel(s)")]
+    Bitrate {
+        /// The rate asked for.
+        bitrate: u32,
+        /// Channels.
+        channels: u8,
+    },
+    /// The Opus decoder could not be set up.
+    #[error("Opus decoder: {0}")]
+    Decoder(String),
+    /// The AAC encoder failed (FDK's message; its error type does not implement `Error`).
+    #[error("AAC encoder ({during}): {message}")]
+    Encoder {
+        /// What was being done.
+        during: &'static str,
+        /// The library's description.
+        message: String,
+    },
+}
