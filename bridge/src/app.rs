@@ -192,6 +192,7 @@ impl App {
         let mut pc = pc;
         let video_fmtp = offer.video_fmtp.clone();
         let has_audio = offer.audio_mid.is_some();
+        let has_video = offer.video_mid.is_some();
         peer::add_remote_candidates(&mut pc, &offer.first_mid, &offer.candidates);
         {
             let mut registry = lock(&self.sessions);
@@ -221,7 +222,7 @@ impl App {
                 commands,
                 datagrams,
                 ingest: Ingest::new(now, self.config.reorder(), video_fmtp),
-                outputs: self.outputs_for(stream, has_audio),
+                outputs: self.outputs_for(stream, has_audio, has_video),
             })
             .instrument(span),
         );
@@ -234,7 +235,7 @@ impl App {
 
     /// Starts the outputs a new session on `stream` feeds: one task per RTMP target, each
     /// behind its own bounded queue.
-    fn outputs_for(&self, stream: &str, has_audio: bool) -> Outputs {
+    fn outputs_for(&self, stream: &str, has_audio: bool, has_video: bool) -> Outputs {
         let mut outputs = Outputs::default();
         for target in self.config.rtmp_targets_for(stream) {
             // Checked by Config::validate with the same substitution shape.
@@ -253,6 +254,7 @@ impl App {
                 audio: target.audio,
                 aac_bitrate: self.config.aac_bitrate,
                 has_audio,
+                has_video,
                 tls: self.rtmp_tls.clone(),
                 metrics: target_metrics,
                 keyframe_wanted: outputs.keyframe_wanted.clone(),

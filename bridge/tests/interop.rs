@@ -172,35 +172,9 @@ fn ffmpeg_whip_muxer_publishes_h264_and_opus() {
     let (http, udp) = free_loopback_ports();
     let bridge = Bridge::start(&scratch, None, http, udp, None);
     let url = format!("http://{http}/whip/ffmpeg-interop");
-    let secs = PUBLISH_SECS.to_string();
     let mut publisher = Proc::spawn(
         "ffmpeg",
-        Command::new(&ffmpeg)
-            .args(["-hide_banner", "-nostdin", "-loglevel", "verbose", "-re"])
-            .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-            .args(["-t", &secs])
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "veryfast",
-                "-tune",
-                "zerolatency",
-            ])
-            .args([
-                "-profile:v",
-                "baseline",
-                "-g",
-                "30",
-                "-bf",
-                "0",
-                "-pix_fmt",
-                "yuv420p",
-            ])
-            .args(["-c:a", "libopus", "-ar", "48000", "-ac", "2"])
-            .args(["-authorization", TOKEN])
-            .args(["-f", "whip", &url]),
+        &mut ffmpeg_publish(&ffmpeg, &url, PUBLISH_SECS),
         scratch.file("ffmpeg.log"),
     );
     watch_publish(

@@ -56,6 +56,8 @@ pub struct RtmpOutput {
     pub aac_bitrate: u32,
     /// Whether the publisher sends audio at all (else video starts without waiting for it).
     pub has_audio: bool,
+    /// Whether the publisher sends video at all (else audio starts on its own).
+    pub has_video: bool,
     /// TLS settings for `rtmps://`.
     pub tls: Arc<rustls::ClientConfig>,
     /// Its metrics.
@@ -82,6 +84,10 @@ enum Event {
 struct Pipeline {
     muxer: FlvMuxer,
     transcoder: Option<OpusToAac>,
+    /// Video has started on the current connection. Until then audio is transcoded (to keep
+    /// its timeline continuous) but not sent, so every connection starts with the video
+    /// sequence header and a keyframe, and audio joins within a frame.
+    video_started: bool,
 }
 
 impl RtmpOutput {
@@ -107,6 +113,7 @@ impl RtmpOutput {
         Pipeline {
             muxer: FlvMuxer::new(codec),
             transcoder,
+            video_started: false,
         }
     }
 
@@ -132,6 +139,7 @@ impl RtmpOutput {
                         self.keyframe_wanted.store(true, Ordering::Relaxed);
                         if let Some(p) = pipeline.as_mut() {
                             p.muxer.restart();
+                            p.video_started = false;
                             if let Err(err) = c.metadata(&p.muxer.metadata()).await {
                                 tracing::warn!(%target, %err, "RTMP metadata failed");
                             }
@@ -224,22 +232,30 @@ impl RtmpOutput {
     async fn send(&self, p: &mut Pipeline, conn: &mut Option<RtmpConnection>, unit: Unit) {
         let tags: Vec<FlvTag> = match &unit {
             Unit::Video(v) => match p.muxer.video(v) {
-                Ok(tags) => tags,
+                Ok(tags) => {
+                    p.video_started |= !tags.is_empty();
+                    tags
+                }
                 Err(err) => {
                     tracing::debug!(%err, "video unit not muxable");
                     Vec::new()
                 }
             },
-            Unit::Audio(frame) => match p.transcoder.as_mut() {
-                Some(t) => match t.push(frame) {
-                    Ok(aac) => aac.iter().flat_map(|f| p.muxer.audio(f)).collect(),
-                    Err(err) => {
+            Unit::Audio(frame) => {
+                let frames = match p.transcoder.as_mut() {
+                    Some(t) => t.push(frame).unwrap_or_else(|err| {
                         tracing::debug!(%err, "audio frame not transcodable");
                         Vec::new()
-                    }
-                },
-                None => p.muxer.audio(frame),
-            },
+                    }),
+                    None => vec![frame.clone()],
+                };
+                // Video-only outputs (no video track at all) start on audio.
+                if p.video_started || !self.has_video {
+                    frames.iter().flat_map(|f| p.muxer.audio(f)).collect()
+                } else {
+                    Vec::new()
+                }
+            }
         };
         let Some(c) = conn.as_mut() else {
             if !tags.is_empty() {

@@ -190,7 +190,8 @@ impl Proc {
         }
         let pgid = self.child.id();
         // The whole group (Chromium's helpers, ...), then the child itself for good measure.
-        let _ = succeeds(Command::new("sh").args(["-c", &format!("kill -KILL -- -{pgid}")]));
+        // procps kill(1), not the shell builtin: dash's cannot signal a process group.
+        let _ = succeeds(Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]));
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -303,6 +304,18 @@ impl<'a> Bridge<'a> {
         udp: SocketAddr,
         advertise: Option<IpAddr>,
     ) -> Self {
+        Self::start_with(scratch, ns, http, udp, advertise, &[])
+    }
+
+    /// [`Bridge::start`] with extra command-line arguments (outputs, ...).
+    pub fn start_with(
+        scratch: &Scratch,
+        ns: Option<&'a Netns>,
+        http: SocketAddr,
+        udp: SocketAddr,
+        advertise: Option<IpAddr>,
+        extra: &[String],
+    ) -> Self {
         let mut cmd = match ns {
             Some(ns) => ns.command(BRIDGE),
             None => Command::new(BRIDGE),
@@ -313,6 +326,7 @@ impl<'a> Bridge<'a> {
         if let Some(ip) = advertise {
             cmd.args(["--advertise-ip", &ip.to_string()]);
         }
+        cmd.args(extra);
         let proc = Proc::spawn("bridge", &mut cmd, scratch.file("bridge.log"));
         let mut bridge = Self { proc, http, ns };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -458,4 +472,36 @@ pub fn free_loopback_ports() -> (SocketAddr, SocketAddr) {
     let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     (tcp.local_addr().unwrap(), udp.local_addr().unwrap())
+}
+
+/// FFmpeg 9 publishing `secs` of test pattern + tone over WHIP: libx264 baseline with a keyframe a
+/// second, libopus, Bearer token.
+pub fn ffmpeg_publish(ffmpeg: &Path, url: &str, secs: u32) -> Command {
+    let mut cmd = Command::new(ffmpeg);
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "verbose", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &secs.to_string()])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args([
+            "-profile:v",
+            "baseline",
+            "-g",
+            "30",
+            "-bf",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(["-c:a", "libopus", "-ar", "48000", "-ac", "2"])
+        .args(["-authorization", TOKEN])
+        .args(["-f", "whip", url]);
+    cmd
 }

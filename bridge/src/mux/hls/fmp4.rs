@@ -12,13 +12,17 @@
 //!   AAC at 48 kHz (1920 ticks) and Opus (1800 ticks per 20 ms) convert exactly anyway.
 //! - A fragment's last sample lasts until the end time the caller passes (the next unit's time,
 //!   which a segmenter that cuts on arrival has), else as long as the sample before it.
+//! - Times only move forward in MP4 (each sample lasts until the next starts). A time before the
+//!   one before it, or before where the track's previous fragment ended, is raised to it and
+//!   counted ([`Fmp4Muxer::clamped`]) rather than failing the part; a stream whose times restart
+//!   needs a new muxer.
 //! - `mdat` holds the video samples, then the audio samples (not interleaved: a fragment is one
 //!   ~200 ms LL-HLS part, so there is nothing to gain from interleaving).
 //! - Video samples are AVCC (4-byte lengths). Access unit delimiters and filler data are dropped
 //!   (they mean nothing in MP4). SPS and PPS identical to the init segment's are dropped too: the
 //!   `avc1` sample entry says parameter sets live in `avcC`. A key frame whose parameter sets
-//!   differ (the publisher changed resolution) keeps them in band, which decoders that follow
-//!   in-band sets (ffmpeg, hls.js on MSE) use; the segmenter should still start a new segment
+//!   differ (the publisher changed resolution) keeps them in band, which decoders that read
+//!   in-band sets (ffmpeg's among them) use; the segmenter should still start a new segment
 //!   with a new init segment (and a discontinuity) when [`VideoParams::from_unit`] of a key frame
 //!   no longer equals [`Fmp4Muxer::video_params`].
 //!

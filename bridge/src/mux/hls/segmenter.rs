@@ -4,10 +4,10 @@
 //! [`Part`] (the units to mux into one fragment), a [`Segment`] (its parts are done; the playlist
 //! may list it) or [`Event::KeyframeWanted`] (ask the publisher for an IDR soon).
 //!
-//! One track leads: video when the stream has video, audio otherwise. Only lead units end parts
-//! and segments, and part and segment durations are measured on the lead track, so they are
-//! exact boundary-to-boundary differences that add up to the segment's duration. Units of the
-//! other track go into whatever part is open when they arrive.
+//! One track leads: video when the stream has video, audio otherwise. Lead units end segments
+//! and (unless video is too slow, below) parts. Durations are differences between boundary
+//! times on the one session timeline, so a segment's parts add up to exactly its duration.
+//! Units of the other track go into whatever part is open when they arrive.
 //!
 //! The rules, and why:
 //!
@@ -23,6 +23,10 @@
 //!   the last frame interval (video). Cutting "at or after the target" instead would turn a
 //!   frame that arrives 1 ms late into a part one frame too long (233 ms instead of 200 ms at
 //!   30 fps), and `PART-TARGET` must cover the longest part.
+//! - When video is slow (a frame interval over half a part, as screen sharing often is) or stalls
+//!   (no frame for half a part while audio goes on), audio frames pace the parts instead, so
+//!   LL-HLS clients still get a part every part target and `PART-TARGET` stays small. Segments
+//!   still end only at video key frames.
 //! - A publisher that never sends a key frame makes segments as long as it takes; the segmenter
 //!   keeps asking, and reports the honest maxima ([`Segmenter::max_segment_duration`],
 //!   [`Segmenter::max_part_duration`]) that the playlist's target durations must cover.
@@ -155,7 +159,7 @@ pub struct Part {
     /// Decode time at which the last video unit ends (the next video unit's `dts`), when known.
     pub video_end: Option<i64>,
     /// Time at which the last audio frame ends, when the next frame's `pts` is known (audio-only
-    /// streams); otherwise the frame's own duration applies.
+    /// streams, or audio pacing slow video); otherwise the frame's own duration applies.
     pub audio_end: Option<i64>,
 }
 
@@ -203,6 +207,15 @@ pub enum Event {
     PartReady(Part),
     /// A segment is complete (after its last [`Event::PartReady`]).
     SegmentReady(Segment),
+}
+
+/// Which track's unit ended a part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pacer {
+    /// The leading track (video, or audio in an audio-only stream).
+    Lead,
+    /// Audio beside slow or stalled video.
+    Follower,
 }
 
 /// The segment being filled.
@@ -322,7 +335,8 @@ impl Segmenter {
                 let end = a.pts.saturating_add(a.duration.max(0));
                 self.audio_end = Some(self.audio_end.map_or(end, |e| e.max(end)));
                 if self.video {
-                    self.push_follower(Unit::Audio(a));
+                    let (time, duration) = (a.pts, a.duration);
+                    self.push_follower(Unit::Audio(a), time, duration);
                 } else {
                     let (time, duration) = (a.pts, a.duration);
                     self.push_lead(Unit::Audio(a), time, true, Some(duration));
@@ -397,16 +411,30 @@ impl Segmenter {
             ends_past(seg_elapsed, this_len, self.segment_target)
         };
         if cut_segment {
-            self.close_part(time, true);
-            self.close_segment(time);
-            self.start_segment(time);
+            match self.part.take() {
+                // Audio, running ahead of slow video, already opened a part at or after this
+                // key frame: that part starts the new segment, with the key frame in it.
+                Some(mut part) if self.video && part.start >= time => {
+                    self.close_segment(part.start);
+                    self.start_segment(part.start);
+                    part.independent = true;
+                    self.part = Some(part);
+                }
+                part => {
+                    self.part = part;
+                    self.close_part(time, Some(Pacer::Lead));
+                    self.close_segment(time);
+                    self.start_segment(time);
+                }
+            }
             self.push_into_part(unit, time);
             return;
         }
-        if let (Some(part_target), Some(part)) = (self.part_target, &self.part) {
+        let paces = !self.video || self.video_paces_parts();
+        if let (true, Some(part_target), Some(part)) = (paces, self.part_target, &self.part) {
             let part_elapsed = time.saturating_sub(part.start);
             if part_elapsed > 0 && ends_past(part_elapsed, this_len, part_target) {
-                self.close_part(time, true);
+                self.close_part(time, Some(Pacer::Lead));
             }
         }
         if self.video && seg_elapsed >= next_request {
@@ -419,11 +447,40 @@ impl Segmenter {
         self.push_into_part(unit, time);
     }
 
-    /// A unit of the following track (audio beside video): goes into the open part.
-    fn push_follower(&mut self, unit: Unit) {
-        match &mut self.part {
-            Some(part) => part.units.push(unit),
-            None => self.dropped += 1,
+    /// A unit of the following track (audio beside video): goes into the open part, which it
+    /// may first end if video is too slow or stalled to pace parts.
+    fn push_follower(&mut self, unit: Unit, time: i64, duration: i64) {
+        let Some(part) = &self.part else {
+            self.dropped += 1;
+            return;
+        };
+        if let Some(part_target) = self.part_target {
+            // No video for half a part: stalled (a muted camera, a sender gone quiet). Time on
+            // both tracks is one timeline, so this also tolerates audio arriving a little early.
+            let stalled = self
+                .last_lead
+                .is_some_and(|last| time.saturating_sub(last) > part_target / 2);
+            let elapsed = time.saturating_sub(part.start);
+            if (stalled || !self.video_paces_parts())
+                && elapsed > 0
+                && ends_past(elapsed, duration.max(0), part_target)
+            {
+                self.close_part(time, Some(Pacer::Follower));
+            }
+        }
+        let part = self.part.get_or_insert_with(|| OpenPart {
+            start: time,
+            independent: false,
+            units: Vec::new(),
+        });
+        part.units.push(unit);
+    }
+
+    /// Whether video frames come often enough to end parts near the part target.
+    fn video_paces_parts(&self) -> bool {
+        match (self.part_target, self.lead_interval) {
+            (Some(target), Some(interval)) => interval <= target / 2,
+            _ => true,
         }
     }
 
@@ -463,8 +520,9 @@ impl Segmenter {
         self.wait_request_at = None;
     }
 
-    /// Ends the open part at `end` (the next lead unit's time when `exact`).
-    fn close_part(&mut self, end: i64, exact: bool) {
+    /// Ends the open part at `end`: the time of the unit that ends it, of the track `by`, or an
+    /// estimate when flushing (`None`).
+    fn close_part(&mut self, end: i64, by: Option<Pacer>) {
         let (Some(part), Some(segment)) = (self.part.take(), &mut self.segment) else {
             return;
         };
@@ -479,10 +537,11 @@ impl Segmenter {
         };
         segment.parts.push(info);
         self.max_part = self.max_part.max(duration);
-        let (video_end, audio_end) = match (exact, self.video) {
-            (true, true) => (Some(end), None),
-            (true, false) => (None, Some(end)),
-            (false, _) => (None, None),
+        let video_end = (by == Some(Pacer::Lead) && self.video).then_some(end);
+        let audio_end = match by {
+            Some(Pacer::Follower) => Some(end),
+            Some(Pacer::Lead) if !self.video => Some(end),
+            _ => None,
         };
         self.events.push_back(Event::PartReady(Part {
             info,
@@ -516,14 +575,20 @@ impl Segmenter {
         let Some(last) = self.last_lead else {
             return;
         };
+        let audio_end = self.audio_end.filter(|&end| end > last);
         let end = if self.video {
-            last.saturating_add(self.lead_interval.unwrap_or(DEFAULT_FRAME_TICKS))
+            let estimate = last.saturating_add(self.lead_interval.unwrap_or(DEFAULT_FRAME_TICKS));
+            // Measured on video, unless audio (pacing for stalled video) opened the last part
+            // after the last frame.
+            let part_start = self.part.as_ref().map_or(last, |p| p.start);
+            match audio_end {
+                Some(audio) if estimate <= part_start => audio,
+                _ => estimate,
+            }
         } else {
-            self.audio_end
-                .filter(|&e| e > last)
-                .unwrap_or_else(|| last.saturating_add(DEFAULT_FRAME_TICKS))
+            audio_end.unwrap_or_else(|| last.saturating_add(DEFAULT_FRAME_TICKS))
         };
-        self.close_part(end, false);
+        self.close_part(end, None);
         self.close_segment(end);
         self.last_lead = None;
     }
@@ -663,17 +728,21 @@ mod tests {
         assert!(parts.next().is_none(), "no part without a segment");
         for part in &out.parts {
             assert!(part.info.duration <= s.max_part_duration());
-            let lead_first = part.units.iter().find(|u| match u {
-                Unit::Video(_) => s.video,
-                Unit::Audio(_) => !s.video,
-            });
-            match lead_first {
-                Some(Unit::Video(v)) => {
-                    assert_eq!(v.dts, part.start);
-                    assert_eq!(v.keyframe, part.info.independent);
-                }
+            // A part starts at its first unit (video, or audio pacing slow video).
+            match part.units.first() {
+                Some(Unit::Video(v)) => assert_eq!(v.dts, part.start),
                 Some(Unit::Audio(a)) => assert_eq!(a.pts, part.start),
-                None => panic!("a part without a lead unit"),
+                None => panic!("an empty part"),
+            }
+            let first_video = part.units.iter().find_map(|u| match u {
+                Unit::Video(v) => Some(v),
+                Unit::Audio(_) => None,
+            });
+            if s.video && part.info.independent {
+                assert!(first_video.is_some_and(|v| v.keyframe), "{:?}", part.info);
+            }
+            if !s.video {
+                assert!(part.info.independent);
             }
         }
         // Every part's event precedes its segment's.
@@ -918,6 +987,60 @@ mod tests {
             "nine frames fit in 200 ms"
         );
         assert_eq!(out.segments[0].duration, 93 * aac, "93 frames fit in 2 s");
+    }
+
+    /// Video at `fps` frames per second (key frame every `gop` frames) for `secs`, with 20 ms
+    /// audio arriving `audio_lead` ticks ahead of its time, interleaved by arrival.
+    fn av_stream(fps: i64, gop: i64, secs: i64, audio_lead: i64) -> Vec<Unit> {
+        let mut units: Vec<(i64, Unit)> = (0..secs * fps)
+            .map(|i| (i * HZ / fps, video(i * HZ / fps, i % gop == 0)))
+            .chain((0..secs * 50).map(|i| (i * OPUS - audio_lead, audio(i * OPUS, OPUS))))
+            .collect();
+        units.sort_by_key(|(arrival, _)| *arrival);
+        units.into_iter().map(|(_, u)| u).collect()
+    }
+
+    #[test]
+    fn slow_video_lets_audio_pace_the_parts() {
+        // Screen sharing at 2 fps, a key frame every second; audio arrives 30 ms early.
+        let out = run(SegmenterConfig::low_latency(true), av_stream(2, 2, 6, 2700));
+        assert_eq!(
+            secs(&out.segment_secs()),
+            ["1.000", "1.000", "1.000", "1.000", "1.000", "1.000"]
+        );
+        let longest = out.parts.iter().map(|p| p.info.duration).max().unwrap();
+        assert_eq!(longest, HZ / 5, "parts of 200 ms, not of a 500 ms frame");
+        // Audio, arriving 30 ms early, opened each segment's first part just before its key
+        // frame came: the key frame is in it, so it is still independent.
+        assert!(out.segments.iter().all(|s| s.parts[0].independent));
+        let audio_paced = out.parts.iter().filter(|p| p.audio_end.is_some()).count();
+        assert!(audio_paced > out.parts.len() / 2);
+    }
+
+    #[test]
+    fn a_video_stall_does_not_stall_parts() {
+        // 30 fps with a key frame each second, but no video from 2 s to 5 s (the key frames at
+        // 2, 3 and 4 s are lost too); audio goes on.
+        let units = av_stream(30, 30, 7, 0)
+            .into_iter()
+            .filter(|u| !matches!(u, Unit::Video(v) if (2 * HZ..5 * HZ).contains(&v.dts)));
+        let out = run(SegmenterConfig::low_latency(true), units);
+        let longest = out.parts.iter().map(|p| p.info.duration).max().unwrap();
+        // Noticing the stall takes half a part: the part it happens in runs that much longer.
+        assert!(longest <= HZ / 5 + HZ / 10 + OPUS, "longest part {longest}");
+        let stall_parts = out
+            .parts
+            .iter()
+            .filter(|p| (2 * HZ..5 * HZ).contains(&p.start));
+        assert!(
+            stall_parts.count() >= 14,
+            "a part every 200 ms through the stall"
+        );
+        // The segment spanning the stall waits for the key frame at 5 s.
+        assert_eq!(
+            secs(&out.segment_secs()),
+            ["1.000", "4.000", "1.000", "1.000"]
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!   renditions of one session do not share timestamps.
 //! - The PCR rides on the video PID (the audio PID when there is no video), in the adaptation field
 //!   of the first packet of every PES on it: at 30 fps that is every 33 ms, inside the 100 ms the
-//!   standard asks for.
+//!   standard asks for. It never steps back, even when a decode time does.
 //! - Each video PES is one access unit: an access unit delimiter, then the unit's NAL units with
 //!   4-byte start codes. A key frame that arrives without SPS and PPS gets the last ones seen, so
 //!   every segment starting on a key frame decodes alone. Key frames set `random_access_indicator`,
