@@ -36,6 +36,17 @@ struct Nginx {
 
 impl Nginx {
     fn start(scratch: &Scratch, name: &'static str, port: u16, tls: Option<(u16, &Path)>) -> Self {
+        Self::start_in(scratch, None, name, port, tls)
+    }
+
+    /// [`Nginx::start`] inside a network namespace (listening on its 127.0.0.1).
+    fn start_in(
+        scratch: &Scratch,
+        ns: Option<&Netns>,
+        name: &'static str,
+        port: u16,
+        tls: Option<(u16, &Path)>,
+    ) -> Self {
         let dir = scratch.file(name);
         let rec = dir.join("rec");
         std::fs::create_dir_all(&rec).unwrap();
@@ -60,20 +71,24 @@ impl Nginx {
             r = rec.display(),
         );
         std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let mut cmd = match ns {
+            Some(ns) => ns.command(NGINX),
+            None => Command::new(NGINX),
+        };
         let proc = Proc::spawn(
             name,
-            Command::new(NGINX)
-                .arg("-c")
+            cmd.arg("-c")
                 .arg(dir.join("nginx.conf"))
                 .arg("-p")
                 .arg(&dir),
             dir.join("stdout.log"),
         );
+        // nginx writes its pid file once its listeners are open (seen from any namespace).
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !dir.join("nginx.pid").exists() {
             assert!(
                 Instant::now() < deadline,
-                "nginx not listening\n{}",
+                "nginx did not start\n{}",
                 proc.log_tail(20)
             );
             std::thread::sleep(Duration::from_millis(50));
@@ -372,4 +387,57 @@ fn a_killed_target_does_not_disturb_the_other_and_resumes() {
     let p = probe(&resumed[0]);
     assert!(p.duration > 4.0, "resumed for {} s only", p.duration);
     check_recording(&resumed[0], p.duration, 0.01);
+}
+
+/// aiortc (H.264 via PyAV + Opus, candidates in the offer, actpass), bridge and nginx together
+/// in a network namespace of the test's own.
+#[test]
+fn aiortc_to_nginx_rtmp_records_h264_and_aac() {
+    let _serial = serial();
+    if tools().is_none() {
+        return;
+    }
+    if !aiortc_available() {
+        return skip("aiortc not found (pip install aiortc)");
+    }
+    let ns = match Netns::create() {
+        Ok(ns) => ns,
+        Err(e) => {
+            return skip(&format!(
+                "network namespaces not available (needs root): {e}"
+            ));
+        }
+    };
+    let scratch = Scratch::new();
+    let nginx = Nginx::start_in(&scratch, Some(&ns), "nginx", 19350, None);
+    let ip: std::net::IpAddr = NS_BRIDGE_IP.parse().unwrap();
+    let http = SocketAddr::new(ip, 8080);
+    let bridge = Bridge::start_with(
+        &scratch,
+        Some(&ns),
+        http,
+        SocketAddr::new(ip, 8189),
+        Some(ip),
+        &[
+            "--rtmp".into(),
+            "rtmp://127.0.0.1:19350/live/{stream}".into(),
+        ],
+    );
+    let mut publisher = Proc::spawn(
+        "aiortc",
+        ns.command("python3")
+            .arg(interop_dir().join("aiortc_publish.py"))
+            .arg(format!("http://{http}/whip/aiortc"))
+            .args(["--seconds", "10", "--token", TOKEN]),
+        scratch.file("aiortc.log"),
+    );
+    wait_exit(&mut publisher, &bridge, Duration::from_secs(60));
+    assert!(
+        publisher.exited().is_some_and(|s| s.success()),
+        "{}",
+        publisher.log_tail(30)
+    );
+    let files = wait_recordings(&nginx, 1);
+    assert_eq!(files.len(), 1, "{files:?}");
+    check_recording(&files[0], 10.0, 0.05);
 }
