@@ -105,6 +105,10 @@ pub struct App {
     sessions: Mutex<Registry>,
     rate: Mutex<RateLimiter>,
     rtmp_tls: Arc<tokio_rustls::rustls::ClientConfig>,
+    /// The address datagrams are told to have arrived on: the first advertised host candidate.
+    /// rtc matches it against its local candidates, so with `--advertise-ip` (NAT 1:1, a bind
+    /// on a wildcard) the socket's own address would match none.
+    pub(crate) local_candidate: std::net::SocketAddr,
     next_route: AtomicU64,
 }
 
@@ -122,7 +126,16 @@ impl App {
         udp: Arc<UdpMux>,
     ) -> Result<Arc<Self>, ConfigError> {
         let rtmp_tls = rtmp_tls(config.rtmp_ca.as_deref())?;
+        let local_candidate = std::net::SocketAddr::new(
+            config
+                .candidate_ips()
+                .first()
+                .copied()
+                .unwrap_or(udp.local_addr().ip()),
+            udp.local_addr().port(),
+        );
         Ok(Arc::new(Self {
+            local_candidate,
             rtmp_tls,
             rate: Mutex::new(RateLimiter::new(config.post_rate_per_ip)),
             config,

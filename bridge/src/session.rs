@@ -246,7 +246,7 @@ impl Session {
         let tagged = TaggedBytesMut {
             now: d.now,
             transport: TransportContext {
-                local_addr: self.app.udp.local_addr(),
+                local_addr: self.app.local_candidate,
                 peer_addr: d.from,
                 ecn: None,
                 transport_protocol: TransportProtocol::UDP,

@@ -441,3 +441,102 @@ fn aiortc_to_nginx_rtmp_records_h264_and_aac() {
     assert_eq!(files.len(), 1, "{files:?}");
     check_recording(&files[0], 10.0, 0.05);
 }
+
+/// A UDP relay between publisher and bridge that loses 5 % of the video RTP packets and swaps
+/// some neighbours, both ways transparent to ICE (the bridge learns the relay as a
+/// peer-reflexive address). Runs until `stop`.
+fn lossy_relay(
+    front: std::net::UdpSocket,
+    bridge: SocketAddr,
+    video_pt: u8,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(u64, u64)> {
+    std::thread::spawn(move || {
+        use std::sync::atomic::Ordering;
+        let back = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        front
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        back.set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        let (mut publisher, mut held): (Option<SocketAddr>, Option<Vec<u8>>) = (None, None);
+        let (mut dropped, mut swapped, mut n) = (0u64, 0u64, 0u64);
+        let mut buf = [0u8; 2048];
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok((len, from)) = front.recv_from(&mut buf) {
+                publisher = Some(from);
+                let packet = &buf[..len];
+                // RTP/SRTP (first byte 128..=191) of the video payload type; STUN and DTLS pass.
+                let video =
+                    len > 12 && (128..=191).contains(&packet[0]) && packet[1] & 0x7f == video_pt;
+                if video {
+                    n += 1;
+                    if n % 20 == 7 {
+                        dropped += 1;
+                        continue;
+                    }
+                    if n % 25 == 3 && held.is_none() {
+                        held = Some(packet.to_vec());
+                        swapped += 1;
+                        continue;
+                    }
+                }
+                let _ = back.send_to(packet, bridge);
+                if let Some(late) = held.take() {
+                    let _ = back.send_to(&late, bridge);
+                }
+            }
+            if let (Ok((len, _)), Some(to)) = (back.recv_from(&mut buf), publisher) {
+                let _ = front.send_to(&buf[..len], to);
+            }
+        }
+        (dropped, swapped)
+    })
+}
+
+/// 5 % of the video lost and some reordered on the way in: the RTMP recording still decodes
+/// without one error (frames with holes are dropped whole, output resumes at a keyframe the
+/// bridge asks for by PLI).
+#[test]
+fn video_loss_and_reordering_still_record_cleanly() {
+    let _serial = serial();
+    let Some(ffmpeg) = tools() else { return };
+    let scratch = Scratch::new();
+    let nginx = Nginx::start(&scratch, "nginx", free_port(), None);
+    // The bridge listens on 127.0.0.2 and advertises 127.0.0.1, where the relay sits on the
+    // same port: the publisher's packets all go through the relay.
+    let front = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = front.local_addr().unwrap().port();
+    let udp: SocketAddr = format!("127.0.0.2:{port}").parse().unwrap();
+    let (http, _) = free_loopback_ports();
+    let target = format!("rtmp://127.0.0.1:{}/live/{{stream}}", nginx.port);
+    let bridge = Bridge::start_with(
+        &scratch,
+        None,
+        http,
+        udp,
+        Some("127.0.0.1".parse().unwrap()),
+        &["--rtmp".into(), target],
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // ffmpeg's WHIP muxer sends H.264 as payload type 106 (see tests/data/ffmpeg9-whip-offer.sdp).
+    let relay = lossy_relay(front, udp, 106, stop.clone());
+    let mut publisher = publish(&ffmpeg, &scratch, http, "lossy", 10);
+    let mut plis = 0.0;
+    while publisher.exited().is_none() {
+        plis = bridge.metrics().sum("bridge_keyframe_requests_total", &[]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (dropped, swapped) = relay.join().unwrap();
+    eprintln!("relay dropped {dropped} and swapped {swapped} video packets; {plis} PLIs sent");
+    assert!(dropped >= 8 && swapped >= 5, "the relay did not interfere");
+    assert!(plis >= 2.0, "keyframe requests after loss: {plis}");
+    let files = wait_recordings(&nginx, 1);
+    let p = probe(&files[0]);
+    eprintln!("{p:?}");
+    assert_eq!(p.codecs, ["h264", "aac"]);
+    assert!(p.monotonic);
+    let errors = decode_errors(&files[0]);
+    assert!(errors.trim().is_empty(), "decode errors:\n{errors}");
+}
