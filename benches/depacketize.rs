@@ -12,57 +12,15 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
+mod common;
+
 use bridge::media::h264::Depacketizer;
 use bridge::media::reorder::{ReorderBuffer, ReorderConfig, RtpPacket};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
-const STREAM: &[u8] = include_bytes!("../bridge/tests/data/x264-baseline-640x360-2s.h264");
 const MTU: usize = 1200;
-
-/// NAL units of an Annex B stream, as slices of one buffer.
-fn split_annex_b(data: &Bytes) -> Vec<Bytes> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= data.len() {
-        if data[i..i + 3] == [0, 0, 1] {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let mut nals = Vec::new();
-    for (k, &start) in starts.iter().enumerate() {
-        let mut end = starts.get(k + 1).map_or(data.len(), |&next| next - 3);
-        while end > start && data[end - 1] == 0 {
-            end -= 1;
-        }
-        nals.push(data.slice(start..end));
-    }
-    nals
-}
-
-/// Groups NAL units into access units: a new one starts at an AUD, SEI or parameter set, or at a
-/// slice with `first_mb_in_slice` 0, once the current one has a slice.
-fn access_units(nals: Vec<Bytes>) -> Vec<Vec<Bytes>> {
-    let mut units = Vec::new();
-    let mut current: Vec<Bytes> = Vec::new();
-    let mut has_slice = false;
-    for nal in nals {
-        let t = nal[0] & 0x1f;
-        let first_slice = matches!(t, 1 | 5) && nal.get(1).is_some_and(|b| b & 0x80 != 0);
-        if has_slice && (matches!(t, 6..=9) || first_slice) {
-            units.push(std::mem::take(&mut current));
-            has_slice = false;
-        }
-        has_slice |= matches!(t, 1..=5);
-        current.push(nal);
-    }
-    units.push(current);
-    units
-}
 
 fn packetize(units: &[Vec<Bytes>]) -> Vec<RtpPacket> {
     let mut packets = Vec::new();
@@ -141,7 +99,7 @@ fn run(packets: &[RtpPacket], arrival: &[Instant]) -> usize {
 }
 
 fn depacketize(c: &mut Criterion) {
-    let units = access_units(split_annex_b(&Bytes::from_static(STREAM)));
+    let units = common::access_units();
     let in_order = packetize(&units);
     let bytes: u64 = in_order.iter().map(|p| p.payload.len() as u64).sum();
     let start = Instant::now();

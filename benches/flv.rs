@@ -8,6 +8,8 @@ use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
+mod common;
+
 use bridge::media::unit::{AudioFrame, VideoUnit};
 use bridge::mux::flv::{AudioCodec, FlvMuxer};
 use bridge::transcode::{DEFAULT_BITRATE, OpusToAac};
@@ -15,60 +17,7 @@ use bridge::transcode::{DEFAULT_BITRATE, OpusToAac};
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
-const STREAM: &[u8] = include_bytes!("../bridge/tests/data/x264-baseline-640x360-2s.h264");
 const OPUS: &[u8] = include_bytes!("../bridge/tests/data/opus-music-stereo-96k.ogg");
-
-/// NAL units of an Annex B stream, as slices of one buffer.
-fn split_annex_b(data: &Bytes) -> Vec<Bytes> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= data.len() {
-        if data[i..i + 3] == [0, 0, 1] {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let mut nals = Vec::new();
-    for (k, &start) in starts.iter().enumerate() {
-        let mut end = starts.get(k + 1).map_or(data.len(), |&next| next - 3);
-        while end > start && data[end - 1] == 0 {
-            end -= 1;
-        }
-        nals.push(data.slice(start..end));
-    }
-    nals
-}
-
-/// Access units at 30 fps: a new one starts at an AUD, SEI or parameter set, or at a slice with
-/// `first_mb_in_slice` 0, once the current one has a slice.
-fn video_units() -> Vec<VideoUnit> {
-    let mut units: Vec<Vec<Bytes>> = Vec::new();
-    let mut current: Vec<Bytes> = Vec::new();
-    let mut has_slice = false;
-    for nal in split_annex_b(&Bytes::from_static(STREAM)) {
-        let t = nal[0] & 0x1f;
-        let first_slice = matches!(t, 1 | 5) && nal.get(1).is_some_and(|b| b & 0x80 != 0);
-        if has_slice && (matches!(t, 6..=9) || first_slice) {
-            units.push(std::mem::take(&mut current));
-            has_slice = false;
-        }
-        has_slice |= matches!(t, 1..=5);
-        current.push(nal);
-    }
-    units.push(current);
-    units
-        .into_iter()
-        .enumerate()
-        .map(|(i, nalus)| VideoUnit {
-            pts: 3_000 * i as i64,
-            dts: 3_000 * i as i64,
-            keyframe: nalus.iter().any(|n| n[0] & 0x1f == 5),
-            nalus,
-        })
-        .collect()
-}
 
 /// The Opus packets of the Ogg file (RFC 3533 pages), 20 ms apart, headers skipped.
 fn opus_frames() -> Vec<AudioFrame> {
@@ -130,7 +79,7 @@ fn mux_audio(frames: &[AudioFrame], codec: &AudioCodec) -> usize {
 }
 
 fn flv(c: &mut Criterion) {
-    let units = video_units();
+    let units = common::video_units();
     let nal_bytes: u64 = units
         .iter()
         .flat_map(|u| &u.nalus)

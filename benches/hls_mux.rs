@@ -12,89 +12,34 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
+mod common;
+
 use bridge::media::unit::{AudioFrame, VideoUnit};
 use bridge::mux::hls::fmp4::{AacConfig, AudioParams, Fmp4Muxer, FragmentSamples, VideoParams};
 use bridge::mux::hls::ts::TsMuxer;
+use bridge::transcode::split_adts;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
-static H264: &[u8] = include_bytes!("../bridge/tests/data/x264-baseline-640x360-2s.h264");
 static ADTS: &[u8] = include_bytes!("../bridge/tests/data/hls-aac-lc-48k-stereo-2s.adts");
 /// AAC-LC, 48 kHz, stereo.
 const ASC: [u8; 2] = [0x11, 0x90];
 /// One LL-HLS part.
 const PART: i64 = 18_000;
 
-/// NAL units of an Annex B stream, as slices of one buffer.
-fn split_annex_b(data: &Bytes) -> Vec<Bytes> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= data.len() {
-        if data[i..i + 3] == [0, 0, 1] {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let mut nals = Vec::new();
-    for (k, &start) in starts.iter().enumerate() {
-        let mut end = starts.get(k + 1).map_or(data.len(), |&next| next - 3);
-        while end > start && data[end - 1] == 0 {
-            end -= 1;
-        }
-        nals.push(data.slice(start..end));
-    }
-    nals
-}
-
-/// Access units at 30 fps: a new one starts at an AUD, SEI or parameter set, or at a slice with
-/// `first_mb_in_slice` 0, once the current one has a slice.
-fn video_units() -> Vec<VideoUnit> {
-    let mut units: Vec<Vec<Bytes>> = Vec::new();
-    let mut current = Vec::new();
-    let mut has_slice = false;
-    for nal in split_annex_b(&Bytes::from_static(H264)) {
-        let t = nal[0] & 0x1f;
-        let first_slice = matches!(t, 1 | 5) && nal[1] & 0x80 != 0;
-        if has_slice && (matches!(t, 6..=9) || first_slice) {
-            units.push(std::mem::take(&mut current));
-            has_slice = false;
-        }
-        has_slice |= matches!(t, 1..=5);
-        current.push(nal);
-    }
-    units.push(current);
-    units
+/// Raw AAC frames (ADTS headers stripped, slices of one buffer), 1024 samples each.
+fn aac_frames() -> Vec<AudioFrame> {
+    split_adts(&Bytes::from_static(ADTS))
+        .unwrap_or_else(|| panic!("not whole ADTS frames"))
         .into_iter()
         .enumerate()
-        .map(|(n, nalus)| VideoUnit {
-            pts: n as i64 * 3000,
-            dts: n as i64 * 3000,
-            keyframe: nalus.iter().any(|n| n[0] & 0x1f == 5),
-            nalus,
+        .map(|(n, data)| AudioFrame {
+            pts: n as i64 * 1920,
+            duration: 1920,
+            data,
         })
         .collect()
-}
-
-/// Raw AAC frames (ADTS headers stripped), 1024 samples each.
-fn aac_frames() -> Vec<AudioFrame> {
-    let data = Bytes::from_static(ADTS);
-    let mut frames = Vec::new();
-    let mut i = 0;
-    while i + 7 <= data.len() {
-        let len = (usize::from(data[i + 3] & 3) << 11)
-            | usize::from(data[i + 4]) << 3
-            | usize::from(data[i + 5]) >> 5;
-        frames.push(AudioFrame {
-            pts: frames.len() as i64 * 1920,
-            duration: 1920,
-            data: data.slice(i + 7..i + len),
-        });
-        i += len;
-    }
-    frames
 }
 
 /// The stream cut into 200 ms parts, with where each part's tracks end.
@@ -174,7 +119,7 @@ fn run_ts(units: &[VideoUnit], frames: &[AudioFrame], config: &AacConfig) -> usi
 }
 
 fn hls_mux(c: &mut Criterion) {
-    let units = video_units();
+    let units = common::video_units();
     let frames = aac_frames();
     let parts = parts(&units, &frames);
     let config = AacConfig::parse(&ASC).unwrap_or_else(|e| panic!("AAC-LC config: {e}"));

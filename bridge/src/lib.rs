@@ -22,6 +22,8 @@ pub mod ratelimit;
 pub mod rtc;
 pub mod session;
 pub mod sink;
+#[cfg(test)]
+mod testdata;
 pub mod transcode;
 pub mod whip;
 

@@ -13,7 +13,6 @@
 mod common;
 
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -28,6 +27,19 @@ struct Expect {
     audio_packets: f64,
     keyframes: f64,
     patches: f64,
+}
+
+impl Expect {
+    /// [`PUBLISH_SECS`] of 30 fps video and 50 packets/s audio: at least 100 video and 150 audio
+    /// packets (slack for a slow start), and `keyframes` and `patches` as given.
+    fn publish(keyframes: f64, patches: f64) -> Self {
+        Self {
+            video_packets: 100.0,
+            audio_packets: 150.0,
+            keyframes,
+            patches,
+        }
+    }
 }
 
 /// Waits for `publisher` to exit (bounded), scraping the bridge meanwhile; then waits for the
@@ -99,55 +111,26 @@ fn watch_publish(
         "the bridge never showed the session connected{}",
         context()
     );
-    assert!(
-        video >= expect.video_packets,
-        "video packets {video} < {}{}",
-        expect.video_packets,
-        context()
-    );
-    assert!(
-        audio >= expect.audio_packets,
-        "audio packets {audio} < {}{}",
-        expect.audio_packets,
-        context()
-    );
+    let at_least = |what: &str, got: f64, want: f64| {
+        assert!(got >= want, "{what} {got} < {want}{}", context());
+    };
+    at_least("video packets", video, expect.video_packets);
+    at_least("audio packets", audio, expect.audio_packets);
     assert!(
         video_bytes > video && audio_bytes > audio,
         "byte counters{}",
         context()
     );
-    assert!(
-        keyframes >= expect.keyframes,
-        "keyframes {keyframes} < {}{}",
-        expect.keyframes,
-        context()
-    );
-    let patches = after.sum(
-        "bridge_http_requests_total",
-        &[("method", "PATCH"), ("status", "204")],
-    );
-    assert!(
-        patches >= expect.patches,
-        "PATCH 204 {patches} < {}{}",
-        expect.patches,
-        context()
-    );
-    assert!(
+    at_least("keyframes", keyframes, expect.keyframes);
+    let requests = |method: &str, status: &str| {
         after.sum(
             "bridge_http_requests_total",
-            &[("method", "POST"), ("status", "201")]
-        ) >= 1.0,
-        "no POST 201{}",
-        context()
-    );
-    assert!(
-        after.sum(
-            "bridge_http_requests_total",
-            &[("method", "DELETE"), ("status", "200")]
-        ) >= 1.0,
-        "no DELETE 200{}",
-        context()
-    );
+            &[("method", method), ("status", status)],
+        )
+    };
+    at_least("PATCH 204", requests("PATCH", "204"), expect.patches);
+    at_least("POST 201", requests("POST", "201"), 1.0);
+    at_least("DELETE 200", requests("DELETE", "200"), 1.0);
     assert_eq!(
         after.sum("bridge_sessions", &[("state", "connected")]),
         0.0,
@@ -155,6 +138,42 @@ fn watch_publish(
         context()
     );
     after
+}
+
+/// What a publish in a namespace left: the bridge's metrics after it, the publisher's log, and
+/// the scratch folder (held while the test checks more, so that a failure keeps the logs).
+struct Published {
+    after: Metrics,
+    log: String,
+    _scratch: Scratch,
+}
+
+/// One publish inside a network namespace of the test's own, with the bridge there too:
+/// `command` makes the publisher's command (run with `ns.command`) from the namespace and the
+/// WHIP URL of stream `<name>-interop`; [`watch_publish`] checks the counts. `None` when
+/// namespaces cannot be made (the test is skipped).
+fn publish_in_namespace(
+    name: &'static str,
+    timeout: Duration,
+    expect: &Expect,
+    command: impl FnOnce(&Netns, &str) -> Command,
+) -> Option<Published> {
+    let ns = Netns::create_or_skip()?;
+    let scratch = Scratch::new();
+    let bridge = Bridge::start_in(&scratch, &ns, &[]);
+    let url = bridge.whip_url(&format!("{name}-interop"));
+    let mut publisher = Proc::spawn(
+        name,
+        &mut command(&ns, &url),
+        scratch.file(&format!("{name}.log")),
+    );
+    let after = watch_publish(&bridge, &mut publisher, timeout, expect);
+    let log = publisher.log_text();
+    Some(Published {
+        after,
+        log,
+        _scratch: scratch,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -171,7 +190,7 @@ fn ffmpeg_whip_muxer_publishes_h264_and_opus() {
     let scratch = Scratch::new();
     let (http, udp) = free_loopback_ports();
     let bridge = Bridge::start(&scratch, None, http, udp, None);
-    let url = format!("http://{http}/whip/ffmpeg-interop");
+    let url = bridge.whip_url("ffmpeg-interop");
     let mut publisher = Proc::spawn(
         "ffmpeg",
         &mut ffmpeg_publish(&ffmpeg, &url, PUBLISH_SECS),
@@ -181,13 +200,8 @@ fn ffmpeg_whip_muxer_publishes_h264_and_opus() {
         &bridge,
         &mut publisher,
         Duration::from_secs(60),
-        &Expect {
-            video_packets: 100.0,
-            audio_packets: 150.0,
-            // -g 30 at 30 fps: one IDR a second.
-            keyframes: 2.0,
-            patches: 0.0,
-        },
+        // -g 30 at 30 fps: one IDR a second.
+        &Expect::publish(2.0, 0.0),
     );
 }
 
@@ -199,46 +213,20 @@ fn aiortc_publishes_h264_and_opus() {
     if !aiortc_available() {
         return skip("aiortc not found (pip install aiortc)");
     }
-    let ns = match Netns::create() {
-        Ok(ns) => ns,
-        Err(e) => {
-            return skip(&format!(
-                "network namespaces not available (needs root and ip): {e}"
-            ));
-        }
+    // aiortc's encoder sends one IDR unless asked for more (PLI).
+    let expect = Expect::publish(1.0, 0.0);
+    let timeout = Duration::from_secs(60);
+    let Some(Published { log, _scratch, .. }) =
+        publish_in_namespace("aiortc", timeout, &expect, |ns, url| {
+            let mut cmd = ns.command("python3");
+            cmd.arg(interop_dir().join("aiortc_publish.py"))
+                .arg(url)
+                .args(["--seconds", &PUBLISH_SECS.to_string(), "--token", TOKEN]);
+            cmd
+        })
+    else {
+        return;
     };
-    let scratch = Scratch::new();
-    let ip: IpAddr = NS_BRIDGE_IP.parse().unwrap();
-    let http = SocketAddr::new(ip, 8080);
-    let bridge = Bridge::start(
-        &scratch,
-        Some(&ns),
-        http,
-        SocketAddr::new(ip, 8189),
-        Some(ip),
-    );
-    let url = format!("http://{http}/whip/aiortc-interop");
-    let mut publisher = Proc::spawn(
-        "aiortc",
-        ns.command("python3")
-            .arg(interop_dir().join("aiortc_publish.py"))
-            .arg(&url)
-            .args(["--seconds", &PUBLISH_SECS.to_string(), "--token", TOKEN]),
-        scratch.file("aiortc.log"),
-    );
-    watch_publish(
-        &bridge,
-        &mut publisher,
-        Duration::from_secs(60),
-        &Expect {
-            video_packets: 100.0,
-            audio_packets: 150.0,
-            // aiortc's encoder sends one IDR unless asked for more (PLI).
-            keyframes: 1.0,
-            patches: 0.0,
-        },
-    );
-    let log = publisher.log_text();
     assert!(
         log.contains(&format!("{NS_CLIENT_IP} ")) && log.contains("typ host"),
         "aiortc offered no candidate on the namespace's veth\n{log}"
@@ -276,48 +264,28 @@ fn chromium_publish(restart: bool) {
     if !succeeds(Command::new("python3").arg("--version")) {
         return skip("python3 not found");
     }
-    let ns = match Netns::create() {
-        Ok(ns) => ns,
-        Err(e) => {
-            return skip(&format!(
-                "network namespaces not available (needs root and ip): {e}"
-            ));
+    // WHIPClient sends its candidates (and end-of-candidates) by PATCH after the 201, and
+    // again after a restart.
+    let expect = Expect::publish(1.0, if restart { 2.0 } else { 1.0 });
+    let timeout = Duration::from_secs(120);
+    let Some(Published {
+        after,
+        log,
+        _scratch,
+    }) = publish_in_namespace("chromium", timeout, &expect, |ns, url| {
+        let mut driver = ns.command("node");
+        driver
+            .arg(interop_dir().join("chromium_publish.mjs"))
+            .args([url, &PUBLISH_SECS.to_string(), TOKEN])
+            .env("CHROMIUM", &chromium);
+        if restart {
+            driver.arg("restart");
         }
+        driver
+    })
+    else {
+        return;
     };
-    let scratch = Scratch::new();
-    let ip: IpAddr = NS_BRIDGE_IP.parse().unwrap();
-    let http = SocketAddr::new(ip, 8080);
-    let bridge = Bridge::start(
-        &scratch,
-        Some(&ns),
-        http,
-        SocketAddr::new(ip, 8189),
-        Some(ip),
-    );
-    let url = format!("http://{http}/whip/chromium-interop");
-    let mut driver = ns.command("node");
-    driver
-        .arg(interop_dir().join("chromium_publish.mjs"))
-        .args([url.as_str(), &PUBLISH_SECS.to_string(), TOKEN])
-        .env("CHROMIUM", &chromium);
-    if restart {
-        driver.arg("restart");
-    }
-    let mut publisher = Proc::spawn("chromium", &mut driver, scratch.file("chromium.log"));
-    let after = watch_publish(
-        &bridge,
-        &mut publisher,
-        Duration::from_secs(120),
-        &Expect {
-            video_packets: 100.0,
-            audio_packets: 150.0,
-            keyframes: 1.0,
-            // WHIPClient sends its candidates (and end-of-candidates) by PATCH after the 201,
-            // and again after a restart.
-            patches: if restart { 2.0 } else { 1.0 },
-        },
-    );
-    let log = publisher.log_text();
     if restart {
         let restarts = after.sum(
             "bridge_http_requests_total",

@@ -400,24 +400,14 @@ fn aiortc_to_nginx_rtmp_records_h264_and_aac() {
     if !aiortc_available() {
         return skip("aiortc not found (pip install aiortc)");
     }
-    let ns = match Netns::create() {
-        Ok(ns) => ns,
-        Err(e) => {
-            return skip(&format!(
-                "network namespaces not available (needs root): {e}"
-            ));
-        }
+    let Some(ns) = Netns::create_or_skip() else {
+        return;
     };
     let scratch = Scratch::new();
     let nginx = Nginx::start_in(&scratch, Some(&ns), "nginx", 19350, None);
-    let ip: std::net::IpAddr = NS_BRIDGE_IP.parse().unwrap();
-    let http = SocketAddr::new(ip, 8080);
-    let bridge = Bridge::start_with(
+    let bridge = Bridge::start_in(
         &scratch,
-        Some(&ns),
-        http,
-        SocketAddr::new(ip, 8189),
-        Some(ip),
+        &ns,
         &[
             "--rtmp".into(),
             "rtmp://127.0.0.1:19350/live/{stream}".into(),
@@ -427,7 +417,7 @@ fn aiortc_to_nginx_rtmp_records_h264_and_aac() {
         "aiortc",
         ns.command("python3")
             .arg(interop_dir().join("aiortc_publish.py"))
-            .arg(format!("http://{http}/whip/aiortc"))
+            .arg(bridge.whip_url("aiortc"))
             .args(["--seconds", "10", "--token", TOKEN]),
         scratch.file("aiortc.log"),
     );

@@ -676,10 +676,9 @@ pub fn write_tag(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transcode::testdata::{self, ffmpeg, ffmpeg9, ffprobe, h264_units, ogg_opus};
+    use crate::testdata::{self, ffmpeg, ffmpeg9, ffprobe, ogg_opus, video_units};
     use crate::transcode::{DEFAULT_BITRATE, OpusToAac};
 
-    const H264: &str = "x264-baseline-640x360-2s.h264";
     const PTS0: i64 = 900_000;
 
     fn hex(s: &str) -> Bytes {
@@ -699,7 +698,7 @@ mod tests {
     /// Predictive streams (64x64) whose SPS and PPS are inlined here.
     #[test]
     fn sequence_header_matches_ffmpeg() {
-        let units = h264_units(H264, PTS0);
+        let units = video_units(PTS0);
         let sps: Vec<Bytes> = units[0]
             .nalus
             .iter()
@@ -1018,7 +1017,7 @@ mod tests {
     /// The stream as an FLV file: real H.264 units and Opus transcoded to AAC (or passed through
     /// in Enhanced RTMP tags), interleaved by timestamp.
     fn flv_file(opus: bool) -> Vec<u8> {
-        let units = h264_units(H264, PTS0);
+        let units = video_units(PTS0);
         let audio_in: Vec<AudioFrame> = {
             let first = ogg_opus("opus-music-stereo-96k.ogg", PTS0);
             let second = ogg_opus(

@@ -1,6 +1,7 @@
 //! AAC-LC at 48 kHz: the encoder (Fraunhofer FDK AAC through the `fdk-aac` crate, which compiles
 //! the library's C++ source in its build script, so no system package is needed), the
-//! AudioSpecificConfig FLV and MP4 carry, and the ADTS header MPEG-TS and `.aac` files need.
+//! AudioSpecificConfig FLV and MP4 carry, and the ADTS header MPEG-TS and `.aac` files need (and
+//! [`split_adts`], which takes it off again).
 
 use bytes::Bytes;
 use fdk_aac::enc::{AudioObjectType, BitRate, ChannelMode, Encoder, EncoderParams, Transport};
@@ -55,6 +56,35 @@ pub fn adts_header(channels: u8, payload_len: usize) -> Option<[u8; 7]> {
         // buffer fullness 0x7ff (VBR) low 6 bits, one raw data block
         0xfc,
     ])
+}
+
+/// The raw AAC frames of an ADTS stream (ISO/IEC 14496-3 §1.A.2), headers stripped, as slices
+/// of `data` (nothing is copied): what [`adts_header`] undoes, for any profile, rate and layout.
+///
+/// `None` unless `data` is whole ADTS frames from end to end, each with the sync word, layer 0, a
+/// length that covers its header (7 bytes, 9 with a CRC, which is not checked) and one raw data
+/// block.
+pub fn split_adts(data: &Bytes) -> Option<Vec<Bytes>> {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        let header = data.get(at..at + 7)?;
+        // syncword (12 bits), ID, layer (2 bits, 0), protection_absent; ...
+        // number_of_raw_data_blocks_in_frame (the last 2 bits, 0 for one).
+        if header[0] != 0xff || header[1] & 0xf6 != 0xf0 || header[6] & 0x03 != 0 {
+            return None;
+        }
+        let header_len = if header[1] & 0x01 == 1 { 7 } else { 9 };
+        let frame_len = (usize::from(header[3] & 0x03) << 11)
+            | (usize::from(header[4]) << 3)
+            | usize::from(header[5] >> 5);
+        if frame_len <= header_len || frame_len > data.len() - at {
+            return None;
+        }
+        frames.push(data.slice(at + header_len..at + frame_len));
+        at += frame_len;
+    }
+    Some(frames)
 }
 
 /// An AAC-LC encoder taking interleaved 16-bit PCM one 1024-sample frame at a time.
@@ -202,6 +232,75 @@ mod tests {
         assert_eq!(h[6] & 0x03, 0, "one raw data block");
         assert!(adts_header(2, 8184).is_some());
         assert!(adts_header(2, 8185).is_none());
+    }
+
+    #[test]
+    fn split_adts_undoes_adts_header() {
+        let payloads = [vec![0x21; 371], vec![0x42; 1], vec![0x63; 8184]];
+        let mut data = Vec::new();
+        for p in &payloads {
+            data.extend_from_slice(&adts_header(2, p.len()).unwrap());
+            data.extend_from_slice(p);
+        }
+        let data = Bytes::from(data);
+        let frames = split_adts(&data).unwrap();
+        assert_eq!(frames, payloads);
+        // Slices of the input, not copies.
+        let range = data.as_ptr_range();
+        assert!(frames.iter().all(|f| range.contains(&f.as_ptr())));
+        assert_eq!(split_adts(&Bytes::new()), Some(Vec::new()));
+
+        // With a CRC (protection_absent 0): a 9-byte header.
+        let mut crc = adts_header(1, 3).unwrap().to_vec();
+        crc[1] &= !0x01;
+        crc[4] = 12 >> 3;
+        crc[5] = ((12 & 0x07) << 5) as u8 | 0x1f;
+        crc.extend_from_slice(&[0xc0, 0xc1, 1, 2, 3]);
+        assert_eq!(split_adts(&Bytes::from(crc)).unwrap(), [vec![1, 2, 3]]);
+    }
+
+    #[test]
+    fn split_adts_refuses_what_is_not_whole_frames() {
+        let frame = [&adts_header(2, 4).unwrap()[..], &[1, 2, 3, 4]].concat();
+        let refuses = |data: Vec<u8>| split_adts(&Bytes::from(data)).is_none();
+        assert!(!refuses(frame.clone()));
+        assert!(refuses(frame[..10].to_vec()), "truncated");
+        assert!(
+            refuses([&frame[..], &frame[..5]].concat()),
+            "a partial header at the end"
+        );
+        assert!(refuses([&frame[..], &[0]].concat()), "a stray byte");
+        let mut bad = frame.clone();
+        bad[1] = 0xe1;
+        assert!(refuses(bad), "no sync word");
+        let mut bad = frame.clone();
+        bad[1] |= 0x02;
+        assert!(refuses(bad), "layer 1");
+        let mut bad = frame.clone();
+        bad[6] |= 0x01;
+        assert!(refuses(bad), "two raw data blocks");
+        let mut bad = frame;
+        bad[4] = 0;
+        bad[5] = 0xe0 | 0x1f;
+        assert!(refuses(bad), "a length of just the header");
+    }
+
+    #[test]
+    fn split_adts_never_panics() {
+        let mut rand = crate::testdata::xorshift(0x2545_f491_4f6c_dd1d_u64);
+        for _ in 0..5_000 {
+            let len = (rand() % 40) as usize;
+            let mut data: Vec<u8> = (0..len).map(|_| rand() as u8).collect();
+            // Often a plausible header, so that the length checks are reached.
+            if len >= 2 && rand().is_multiple_of(2) {
+                data[..2].copy_from_slice(&[0xff, 0xf1]);
+            }
+            let data = Bytes::from(data);
+            if let Some(frames) = split_adts(&data) {
+                let payload: usize = frames.iter().map(Bytes::len).sum();
+                assert!(payload + 7 * frames.len() <= data.len());
+            }
+        }
     }
 
     #[test]

@@ -8,10 +8,8 @@
 
 pub mod aac;
 mod opus_to_aac;
-#[cfg(test)]
-pub(crate) mod testdata;
 
-pub use aac::{DEFAULT_BITRATE, adts_header, audio_specific_config};
+pub use aac::{DEFAULT_BITRATE, adts_header, audio_specific_config, split_adts};
 pub use opus_to_aac::{MAX_FILL_SAMPLES, OpusToAac, TranscodeStats, channels_for};
 
 /// Why a transcoder could not be made or could not go on.

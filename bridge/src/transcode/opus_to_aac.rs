@@ -293,9 +293,9 @@ fn round_down(samples: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testdata::{self, ogg_opus, s16le, snr_db};
     use crate::transcode::DEFAULT_BITRATE;
     use crate::transcode::aac::adts_header;
-    use crate::transcode::testdata::{self, ogg_opus, s16le, snr_db};
 
     const PTS0: i64 = 900_000;
 

@@ -244,6 +244,20 @@ impl Netns {
         Ok(ns)
     }
 
+    /// [`Netns::create`], or `None` after [`skip`] when namespaces cannot be made (no root, or
+    /// no `ip`).
+    pub fn create_or_skip() -> Option<Self> {
+        match Self::create() {
+            Ok(ns) => Some(ns),
+            Err(e) => {
+                skip(&format!(
+                    "network namespaces not available (needs root and ip): {e}"
+                ));
+                None
+            }
+        }
+    }
+
     /// `ip netns exec NAME program`.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new("ip");
@@ -307,6 +321,14 @@ impl<'a> Bridge<'a> {
         Self::start_with(scratch, ns, http, udp, advertise, &[])
     }
 
+    /// The bridge inside `ns` on [`NS_BRIDGE_IP`] (HTTP port 8080, UDP port 8189, that address
+    /// advertised), with extra command-line arguments.
+    pub fn start_in(scratch: &Scratch, ns: &'a Netns, extra: &[String]) -> Self {
+        let ip: IpAddr = NS_BRIDGE_IP.parse().unwrap();
+        let (http, udp) = (SocketAddr::new(ip, 8080), SocketAddr::new(ip, 8189));
+        Self::start_with(scratch, Some(ns), http, udp, Some(ip), extra)
+    }
+
     /// [`Bridge::start`] with extra command-line arguments (outputs, ...).
     pub fn start_with(
         scratch: &Scratch,
@@ -344,6 +366,11 @@ impl<'a> Bridge<'a> {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The WHIP endpoint URL of a stream.
+    pub fn whip_url(&self, stream: &str) -> String {
+        format!("http://{}/whip/{stream}", self.http)
     }
 
     /// `GET path` from where the bridge listens (inside its namespace if it has one).

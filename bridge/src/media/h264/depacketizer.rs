@@ -565,6 +565,7 @@ fn starts_picture(payload: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::h264::annexb;
 
     const SSRC: u32 = 0xabcd;
     /// x264 baseline 640x360 SPS and its PPS.
@@ -965,49 +966,10 @@ mod tests {
         out
     }
 
-    /// Access units of the checked-in x264 stream, split on start codes and AUDs/first slices.
+    /// Access units of the checked-in x264 stream.
     fn real_units() -> Vec<Vec<Bytes>> {
-        let data = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/data/x264-baseline-640x360-2s.h264"
-        ))
-        .unwrap();
-        let mut nals = Vec::new();
-        let mut i = 0;
-        let mut start = None;
-        while i + 3 <= data.len() {
-            if data[i..i + 3] == [0, 0, 1] {
-                if let Some(s) = start {
-                    let mut end = i;
-                    while end > s && data[end - 1] == 0 {
-                        end -= 1;
-                    }
-                    nals.push(Bytes::copy_from_slice(&data[s..end]));
-                }
-                start = Some(i + 3);
-                i += 3;
-            } else {
-                i += 1;
-            }
-        }
-        if let Some(s) = start {
-            nals.push(Bytes::copy_from_slice(&data[s..]));
-        }
-        let mut units: Vec<Vec<Bytes>> = Vec::new();
-        let mut cur: Vec<Bytes> = Vec::new();
-        let mut cur_has_slice = false;
-        for nal in nals {
-            let t = nal[0] & 0x1f;
-            let new_unit = cur_has_slice && (matches!(t, 6..=9) || starts_picture(&nal));
-            if new_unit {
-                units.push(std::mem::take(&mut cur));
-                cur_has_slice = false;
-            }
-            cur_has_slice |= matches!(t, 1..=5);
-            cur.push(nal);
-        }
-        units.push(cur);
-        units
+        let stream = Bytes::from_static(crate::testdata::H264);
+        annexb::access_units(annexb::split(&stream))
     }
 
     #[test]
@@ -1065,13 +1027,7 @@ mod tests {
 
     #[test]
     fn random_packets_never_panic() {
-        let mut x = 0x0bad_cafe_dead_beef_u64;
-        let mut rand = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rand = crate::testdata::xorshift(0x0bad_cafe_dead_beef_u64);
         let mut d = Depacketizer::new();
         let _ = d.set_fmtp("sprop-parameter-sets=Z0LAHtoCgL/lwEQAAAMABAAAAwDyPFi6gA==,aM48gA==");
         let mut emitted = 0;

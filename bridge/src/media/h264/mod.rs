@@ -1,8 +1,9 @@
 //! H.264 over RTP (RFC 6184).
 //!
 //! [`depacketizer`] turns ordered packets into access units; [`sps`] reads the sequence parameter
-//! set fields outputs need.
+//! set fields outputs need; [`annexb`] reads Annex B byte streams (raw `.h264` files).
 
+pub mod annexb;
 pub mod depacketizer;
 pub mod sps;
 

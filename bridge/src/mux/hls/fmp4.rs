@@ -1077,197 +1077,12 @@ fn write_dops(b: &mut BytesMut, opus: &OpusParams) {
     });
 }
 
-/// Real units for the tests of both HLS muxers and their interop checks.
-#[cfg(test)]
-pub(crate) mod test_support {
-    use std::path::{Path, PathBuf};
-    use std::process::Command;
-
-    use bytes::Bytes;
-
-    use crate::media::unit::{AudioFrame, VideoUnit};
-
-    /// 2 s of x264 baseline 640x360 at 30 fps, two slices a picture (see tests/data/README.md).
-    pub(crate) static H264: &[u8] =
-        include_bytes!("../../../tests/data/x264-baseline-640x360-2s.h264");
-    /// 2 s of AAC-LC 48 kHz stereo in ADTS from ffmpeg 9's encoder.
-    pub(crate) static ADTS: &[u8] =
-        include_bytes!("../../../tests/data/hls-aac-lc-48k-stereo-2s.adts");
-    /// The AudioSpecificConfig of [`ADTS`]: AAC-LC (2), 48 kHz (index 3), stereo (2).
-    pub(crate) const ASC: [u8; 2] = [0x11, 0x90];
-
-    /// NAL units of an Annex B stream, as slices of one buffer.
-    fn split_annex_b(data: &Bytes) -> Vec<Bytes> {
-        let mut starts = Vec::new();
-        let mut i = 0;
-        while i + 3 <= data.len() {
-            if data[i..i + 3] == [0, 0, 1] {
-                starts.push(i + 3);
-                i += 3;
-            } else {
-                i += 1;
-            }
-        }
-        let mut nals = Vec::new();
-        for (k, &start) in starts.iter().enumerate() {
-            let mut end = starts.get(k + 1).map_or(data.len(), |&next| next - 3);
-            while end > start && data[end - 1] == 0 {
-                end -= 1;
-            }
-            nals.push(data.slice(start..end));
-        }
-        nals
-    }
-
-    /// The stream's 60 access units: a new one starts at a parameter set, SEI or AUD, or at a
-    /// slice with `first_mb_in_slice` 0 (its first bit set), once the current one has a slice.
-    /// `pts = dts = n * 3000`.
-    pub(crate) fn video_units() -> Vec<VideoUnit> {
-        let mut units: Vec<Vec<Bytes>> = Vec::new();
-        let mut current: Vec<Bytes> = Vec::new();
-        let mut has_slice = false;
-        for nal in split_annex_b(&Bytes::from_static(H264)) {
-            let t = nal[0] & 0x1f;
-            let first_slice = matches!(t, 1 | 5) && nal[1] & 0x80 != 0;
-            if has_slice && (matches!(t, 6..=9) || first_slice) {
-                units.push(std::mem::take(&mut current));
-                has_slice = false;
-            }
-            has_slice |= matches!(t, 1..=5);
-            current.push(nal);
-        }
-        units.push(current);
-        units
-            .into_iter()
-            .enumerate()
-            .map(|(n, nalus)| VideoUnit {
-                pts: n as i64 * 3000,
-                dts: n as i64 * 3000,
-                keyframe: nalus.iter().any(|n| n[0] & 0x1f == 5),
-                nalus,
-            })
-            .collect()
-    }
-
-    /// The raw AAC frames (ADTS headers stripped), 1024 samples each: `pts = n * 1920`.
-    pub(crate) fn aac_frames() -> Vec<AudioFrame> {
-        let data = Bytes::from_static(ADTS);
-        let mut frames = Vec::new();
-        let mut i = 0;
-        while i + 7 <= data.len() {
-            assert_eq!(data[i..i + 2], [0xff, 0xf1], "ADTS sync, no CRC");
-            let len = (usize::from(data[i + 3] & 3) << 11)
-                | usize::from(data[i + 4]) << 3
-                | usize::from(data[i + 5]) >> 5;
-            frames.push(AudioFrame {
-                pts: frames.len() as i64 * 1920,
-                duration: 1920,
-                data: data.slice(i + 7..i + len),
-            });
-            i += len;
-        }
-        assert_eq!(i, data.len());
-        frames
-    }
-
-    /// The Debian ffmpeg tool at `/usr/bin/<name>`, or `None` (with a SKIPPED line) when absent;
-    /// absence fails the test when `BRIDGE_REQUIRE_INTEROP=1`.
-    pub(crate) fn tool(name: &str) -> Option<PathBuf> {
-        let path = Path::new("/usr/bin").join(name);
-        if path.exists() {
-            return Some(path);
-        }
-        assert!(
-            std::env::var("BRIDGE_REQUIRE_INTEROP").as_deref() != Ok("1"),
-            "{name} not found and BRIDGE_REQUIRE_INTEROP=1"
-        );
-        eprintln!("SKIPPED: {name} not found");
-        None
-    }
-
-    /// A fresh directory under the system temp dir.
-    pub(crate) fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("bridge-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    /// `ffprobe -show_streams -show_packets` of a file, as JSON.
-    pub(crate) fn probe(ffprobe: &Path, file: &Path) -> serde_json::Value {
-        let out = Command::new(ffprobe)
-            .args([
-                "-v",
-                "error",
-                "-show_streams",
-                "-show_packets",
-                "-of",
-                "json",
-            ])
-            .arg(file)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && stderr.is_empty(),
-            "ffprobe: {stderr}"
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    /// Decodes a file with ffmpeg; returns what it printed (nothing when all is well).
-    pub(crate) fn decode(ffmpeg: &Path, file: &Path) -> String {
-        let out = Command::new(ffmpeg)
-            .args(["-v", "error", "-i"])
-            .arg(file)
-            .args(["-f", "null", "-"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "ffmpeg failed");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    /// Per stream type: `(pts, duration)` of each packet in seconds, from ffprobe's output.
-    pub(crate) fn packet_times(probe: &serde_json::Value, kind: &str) -> Vec<(f64, f64)> {
-        let index = probe["streams"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["codec_type"] == kind)
-            .map(|s| s["index"].as_i64().unwrap())
-            .unwrap_or_else(|| panic!("no {kind} stream"));
-        let num = |v: &serde_json::Value| v.as_str().unwrap().parse::<f64>().unwrap();
-        probe["packets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|p| p["stream_index"].as_i64() == Some(index))
-            .map(|p| (num(&p["pts_time"]), num(&p["duration_time"])))
-            .collect()
-    }
-
-    /// Checks a stream's packets: `count` of them, each `step` s after the one before and lasting
-    /// it (within a millisecond), the first at `start`.
-    pub(crate) fn check_packets(times: &[(f64, f64)], count: usize, start: f64, step: f64) {
-        assert_eq!(times.len(), count);
-        for (n, &(pts, duration)) in times.iter().enumerate() {
-            let want = start + n as f64 * step;
-            assert!(
-                (pts - want).abs() < 1e-3,
-                "packet {n}: pts {pts} want {want}"
-            );
-            assert!(
-                (duration - step).abs() < 1e-3,
-                "packet {n}: duration {duration}"
-            );
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::test_support::*;
     use super::*;
+    use crate::testdata::{
+        ADTS, ASC, H264, aac_frames, check_plays, temp_dir, tool, video_units, xorshift,
+    };
 
     /// Boxes whose body is only boxes, and those with fixed fields before their child boxes.
     fn children_at(kind: &[u8; 4]) -> Option<usize> {
@@ -1343,7 +1158,7 @@ mod tests {
     }
 
     fn muxer() -> Fmp4Muxer {
-        let units = video_units();
+        let units = video_units(0);
         let video = VideoParams::from_unit(&units[0]).unwrap();
         let audio = AudioParams::Aac(AacConfig::parse(&ASC).unwrap());
         Fmp4Muxer::new(Some(video), Some(audio)).unwrap()
@@ -1463,7 +1278,7 @@ mod tests {
             "depth, pre_defined -1"
         );
         let avcc = find(&init, &[&stbl[..], &["stsd", "avc1", "avcC"]].concat());
-        let units = video_units();
+        let units = video_units(0);
         let (sps, pps) = (&units[0].nalus[0], &units[0].nalus[1]);
         let mut want = vec![1, 0x42, 0xc0, 0x1e, 0xff, 0xe1];
         want.extend_from_slice(&(sps.len() as u16).to_be_bytes());
@@ -1539,7 +1354,7 @@ mod tests {
         assert_eq!(boxes(find(&init, &["moov", "mvex"])).len(), 1);
         assert_eq!(muxer.codecs(), "opus");
 
-        let video = VideoParams::from_unit(&video_units()[0]).unwrap();
+        let video = VideoParams::from_unit(&video_units(0)[0]).unwrap();
         let muxer = Fmp4Muxer::new(Some(video), None).unwrap();
         let init = muxer.init();
         check_tree(&init);
@@ -1551,7 +1366,7 @@ mod tests {
     #[test]
     fn fragment_fields() {
         let mut muxer = muxer();
-        let units = video_units();
+        let units = video_units(0);
         let frames = aac_frames();
         let (video, audio) = (&units[..6], &frames[..10]);
         let chunks = muxer
@@ -1636,7 +1451,7 @@ mod tests {
     #[test]
     fn tfdt_advances_by_durations() {
         let mut muxer = muxer();
-        let units = video_units();
+        let units = video_units(0);
         // Jittered audio times (not multiples of 15 ticks), as a clock mapping might produce.
         let frames: Vec<AudioFrame> = aac_frames()
             .into_iter()
@@ -1690,7 +1505,7 @@ mod tests {
     #[test]
     fn payloads_are_not_copied() {
         let mut muxer = muxer();
-        let units = video_units();
+        let units = video_units(0);
         let frames = aac_frames();
         let chunks = muxer
             .fragment(FragmentSamples {
@@ -1722,7 +1537,7 @@ mod tests {
     #[test]
     fn parameter_sets_that_differ_stay_in_band() {
         let mut muxer = muxer();
-        let mut unit = video_units()[0].clone();
+        let mut unit = video_units(0)[0].clone();
         let mut pps = unit.nalus[1].to_vec();
         pps.push(0x80);
         unit.nalus[1] = Bytes::from(pps.clone());
@@ -1748,7 +1563,7 @@ mod tests {
     /// end): raised to keep decode times moving forward, counted, and the part still written.
     #[test]
     fn times_going_backwards_are_clamped() {
-        let units = video_units();
+        let units = video_units(0);
         let frames = aac_frames();
         let mut muxer = muxer();
         let at = |n: usize, dts: i64| VideoUnit {
@@ -1808,7 +1623,7 @@ mod tests {
 
     #[test]
     fn errors_leave_the_muxer_unchanged() {
-        let units = video_units();
+        let units = video_units(0);
         let mut muxer = muxer();
         let frag = |m: &mut Fmp4Muxer, v: &[VideoUnit], a: &[AudioFrame], ve, ae| {
             m.fragment(FragmentSamples {
@@ -1915,13 +1730,7 @@ mod tests {
     /// Random NAL units, times and sizes: errors, never panics, and what is written tiles.
     #[test]
     fn random_input_never_panics() {
-        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut rand = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rand = xorshift(0x9e37_79b9_7f4a_7c15_u64);
         let mut ok = 0;
         for _ in 0..300 {
             let mut muxer = muxer();
@@ -1933,7 +1742,7 @@ mod tests {
                         VideoUnit {
                             pts: time + (rand() % 3) as i64 - 1,
                             dts: time,
-                            keyframe: rand() % 2 == 0,
+                            keyframe: rand().is_multiple_of(2),
                             nalus: (0..rand() % 4)
                                 .map(|_| {
                                     let len = (rand() % 300) as usize;
@@ -1975,7 +1784,7 @@ mod tests {
         };
         let dir = temp_dir("fmp4");
         let mut muxer = muxer();
-        let units = video_units();
+        let units = video_units(0);
         let frames = aac_frames();
         let init = muxer.init();
         std::fs::write(dir.join("init.mp4"), &init).unwrap();
@@ -2010,28 +1819,7 @@ mod tests {
         std::fs::write(dir.join("all.mp4"), &all).unwrap();
 
         for file in ["index.m3u8", "all.mp4"] {
-            let path = dir.join(file);
-            let json = probe(&ffprobe, &path);
-            let streams = json["streams"].as_array().unwrap();
-            let video = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
-            assert_eq!(video["codec_name"], "h264", "{file}");
-            assert_eq!(
-                (video["width"].as_i64(), video["height"].as_i64()),
-                (Some(640), Some(360))
-            );
-            let audio = streams.iter().find(|s| s["codec_type"] == "audio").unwrap();
-            assert_eq!(audio["codec_name"], "aac", "{file}");
-            assert_eq!(audio["profile"], "LC");
-            assert_eq!(audio["sample_rate"], "48000");
-            assert_eq!(audio["channels"], 2);
-            check_packets(&packet_times(&json, "video"), 60, 0.0, 1.0 / 30.0);
-            check_packets(
-                &packet_times(&json, "audio"),
-                frames.len(),
-                0.0,
-                1024.0 / 48_000.0,
-            );
-            assert_eq!(decode(&ffmpeg, &path), "", "{file}");
+            check_plays(&ffprobe, &ffmpeg, &dir.join(file), 0.0, frames.len());
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

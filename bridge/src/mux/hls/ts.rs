@@ -512,8 +512,10 @@ const CRC_TABLE: [u32; 256] = {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fmp4::test_support::*;
     use super::*;
+    use crate::testdata::{
+        ADTS, ASC, aac_frames, check_plays, temp_dir, tool, video_units, xorshift,
+    };
 
     /// One parsed TS packet.
     #[derive(Debug)]
@@ -693,7 +695,7 @@ mod tests {
     #[test]
     fn video_pes() {
         let mut muxer = TsMuxer::new(true, None).unwrap();
-        let units = video_units();
+        let units = video_units(0);
         let mut data = muxer.segment_start().to_vec();
         for unit in &units {
             data.extend_from_slice(&muxer.video(unit).unwrap());
@@ -728,7 +730,7 @@ mod tests {
     #[test]
     fn key_frames_without_parameter_sets_get_the_last_ones() {
         let mut muxer = TsMuxer::new(true, None).unwrap();
-        let units = video_units();
+        let units = video_units(0);
         muxer.video(&units[0]).unwrap();
         let mut bare = units[30].clone();
         assert!(bare.keyframe);
@@ -757,7 +759,7 @@ mod tests {
     #[test]
     fn dts_and_wrap() {
         let mut muxer = TsMuxer::new(true, None).unwrap();
-        let mut unit = video_units()[1].clone();
+        let mut unit = video_units(0)[1].clone();
         unit.dts = (1 << 33) - 90_000 - 10; // wraps with the offset
         unit.pts = unit.dts + 6000;
         let data = muxer.video(&unit).unwrap();
@@ -771,7 +773,7 @@ mod tests {
     #[test]
     fn pcr_never_steps_back() {
         let mut muxer = TsMuxer::new(true, None).unwrap();
-        let units = video_units();
+        let units = video_units(0);
         let mut pcrs = Vec::new();
         for (unit, dts) in units.iter().zip([3000, 6000, 4000, 9000]) {
             let unit = VideoUnit {
@@ -854,7 +856,7 @@ mod tests {
         );
         let mut audio_only = TsMuxer::new(false, Some(&config)).unwrap();
         assert_eq!(
-            audio_only.video(&video_units()[0]),
+            audio_only.video(&video_units(0)[0]),
             Err(TsError::NoSuchTrack(Track::Video))
         );
         let big = AudioFrame {
@@ -883,23 +885,17 @@ mod tests {
     /// Random units: always whole packets with continuous counters, never a panic.
     #[test]
     fn random_input_never_panics() {
-        let mut x = 0x2545_f491_4f6c_dd1d_u64;
-        let mut rand = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rand = xorshift(0x2545_f491_4f6c_dd1d_u64);
         let config = AacConfig::parse(&ASC).unwrap();
         let mut muxer = TsMuxer::new(true, Some(&config)).unwrap();
         let mut data = Vec::new();
         for _ in 0..2000 {
             let time = rand() as i64;
-            if rand() % 2 == 0 {
+            if rand().is_multiple_of(2) {
                 let unit = VideoUnit {
                     pts: time,
                     dts: time.wrapping_sub((rand() % 3) as i64),
-                    keyframe: rand() % 2 == 0,
+                    keyframe: rand().is_multiple_of(2),
                     nalus: (0..rand() % 4)
                         .map(|_| {
                             let len = (rand() % 700) as usize;
@@ -936,7 +932,7 @@ mod tests {
         let dir = temp_dir("ts");
         let config = AacConfig::parse(&ASC).unwrap();
         let mut muxer = TsMuxer::new(true, Some(&config)).unwrap();
-        let units = video_units();
+        let units = video_units(0);
         let frames = aac_frames();
         let mut all = Vec::new();
         let mut next_audio = 0;
@@ -966,28 +962,7 @@ mod tests {
         std::fs::write(dir.join("all.ts"), &all).unwrap();
 
         for file in ["index.m3u8", "all.ts"] {
-            let path = dir.join(file);
-            let json = probe(&ffprobe, &path);
-            let streams = json["streams"].as_array().unwrap();
-            let video = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
-            assert_eq!(video["codec_name"], "h264", "{file}");
-            assert_eq!(
-                (video["width"].as_i64(), video["height"].as_i64()),
-                (Some(640), Some(360))
-            );
-            let audio = streams.iter().find(|s| s["codec_type"] == "audio").unwrap();
-            assert_eq!(audio["codec_name"], "aac", "{file}");
-            assert_eq!(audio["profile"], "LC");
-            assert_eq!(audio["sample_rate"], "48000");
-            assert_eq!(audio["channels"], 2);
-            check_packets(&packet_times(&json, "video"), 60, 1.0, 1.0 / 30.0);
-            check_packets(
-                &packet_times(&json, "audio"),
-                frames.len(),
-                1.0,
-                1024.0 / 48_000.0,
-            );
-            assert_eq!(decode(&ffmpeg, &path), "", "{file}");
+            check_plays(&ffprobe, &ffmpeg, &dir.join(file), 1.0, frames.len());
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
