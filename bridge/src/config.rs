@@ -108,6 +108,10 @@ pub struct Config {
     /// A connected session whose publisher sends nothing (media or consent checks) for this many
     /// seconds ends (RFC 7675 consent freshness: 30).
     pub consent_timeout_secs: u64,
+    /// Also ask publishers for a keyframe this often (seconds), for outputs that want regular
+    /// GOPs from encoders that send one IDR per session (aiortc, browsers). None: only when
+    /// needed (output start, loss).
+    pub keyframe_interval_secs: Option<u64>,
     /// How long a packet may wait for a missing one before the gap is declared lost.
     pub reorder_ms: u64,
     /// Where HLS output is written (served at /hls/).
@@ -138,6 +142,7 @@ impl Default for Config {
             post_rate_per_ip: 2_000,
             connect_timeout_secs: 30,
             consent_timeout_secs: 30,
+            keyframe_interval_secs: None,
             reorder_ms: 100,
             hls_dir: PathBuf::from("hls"),
             rtmp: Vec::new(),
@@ -205,6 +210,11 @@ impl Config {
                 ..t
             })
             .collect()
+    }
+
+    /// The periodic keyframe request interval, if any.
+    pub fn keyframe_interval(&self) -> Option<Duration> {
+        self.keyframe_interval_secs.map(Duration::from_secs)
     }
 
     /// How long a silent publisher keeps its session.
@@ -308,6 +318,9 @@ pub struct Cli {
     /// Seconds of silence from a connected publisher before its session ends [default: 30].
     #[arg(long, env = "BRIDGE_CONSENT_TIMEOUT_SECS")]
     pub consent_timeout_secs: Option<u64>,
+    /// Ask publishers for a keyframe every N seconds (default: only when needed).
+    #[arg(long, env = "BRIDGE_KEYFRAME_INTERVAL_SECS")]
+    pub keyframe_interval_secs: Option<u64>,
     /// Milliseconds a packet waits for a missing one before it is declared lost [default: 100].
     #[arg(long, env = "BRIDGE_REORDER_MS")]
     pub reorder_ms: Option<u64>,
@@ -365,6 +378,9 @@ impl Cli {
         set(&mut config.post_rate_per_ip, self.post_rate_per_ip);
         set(&mut config.connect_timeout_secs, self.connect_timeout_secs);
         set(&mut config.consent_timeout_secs, self.consent_timeout_secs);
+        config.keyframe_interval_secs = self
+            .keyframe_interval_secs
+            .or(config.keyframe_interval_secs);
         set(&mut config.reorder_ms, self.reorder_ms);
         set(&mut config.hls_dir, self.hls_dir);
         set_list(&mut config.rtmp, self.rtmp);

@@ -392,12 +392,17 @@ impl Session {
         }
     }
 
-    /// Sends a PLI when video waits for a keyframe (start, loss) or an output asked for one,
-    /// at most once per [`PLI_INTERVAL`].
+    /// Sends a PLI when video waits for a keyframe (start, loss), an output asked for one, or
+    /// `--keyframe-interval-secs` has passed; at most once per [`PLI_INTERVAL`].
     async fn request_keyframe(&mut self, now: Instant) {
         use std::sync::atomic::Ordering;
         let asked = self.outputs.keyframe_wanted.load(Ordering::Relaxed);
-        if !(asked || self.ingest.wants_keyframe())
+        let periodic = self
+            .app
+            .config
+            .keyframe_interval()
+            .is_some_and(|every| self.last_pli.is_none_or(|t| now >= t + every));
+        if !(asked || periodic || self.ingest.wants_keyframe())
             || self.last_pli.is_some_and(|t| now < t + PLI_INTERVAL)
         {
             return;
