@@ -209,18 +209,22 @@ pub(crate) async fn run(init: SessionInit) {
 
 impl Session {
     fn next_deadline(&mut self) -> Instant {
-        let consent = self.last_rx + self.app.config.consent_timeout();
+        // Consent applies once connected; before that, the connect timeout decides.
+        let consent =
+            (self.state == "connected").then(|| self.last_rx + self.app.config.consent_timeout());
         let closing = self.alert_at.map(|t| t + CLOSE_GRACE);
         [
             self.pc.poll_timeout(),
             self.connect_deadline,
             closing,
-            Some(consent),
+            self.ingest.deadline(),
+            consent,
         ]
         .into_iter()
         .flatten()
         .min()
-        .unwrap_or(consent)
+        // Nothing pending at all: wake up now and then anyway; cheap, and never a busy loop.
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(60))
     }
 
     fn end(&mut self, reason: &'static str) {
@@ -268,7 +272,7 @@ impl Session {
             self.end("dtls_closed");
             return;
         }
-        if now >= self.last_rx + self.app.config.consent_timeout() {
+        if self.state == "connected" && now >= self.last_rx + self.app.config.consent_timeout() {
             self.end("consent_timeout");
             return;
         }

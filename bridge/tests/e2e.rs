@@ -157,7 +157,12 @@ async fn candidates_in_the_offer_without_trickle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_end_on_dtls_close_takeover_and_timeout() {
-    let bridge = start(|c| c.connect_timeout_secs = 1).await;
+    // Connect timeout longer than consent: an unconnected session must last the former.
+    let bridge = start(|c| {
+        c.connect_timeout_secs = 3;
+        c.consent_timeout_secs = 2;
+    })
+    .await;
 
     // The publisher goes away without DELETE: its DTLS close ends the session.
     let publisher = Publisher::connect(endpoint(&bridge, "a")).await.unwrap();
@@ -167,6 +172,20 @@ async fn sessions_end_on_dtls_close_takeover_and_timeout() {
         bridge.app().session_count() == 0
     })
     .await;
+
+    // The publisher vanishes (crash, dead network): consent freshness ends the session.
+    let publisher = Publisher::connect(endpoint(&bridge, "v")).await.unwrap();
+    publisher.wait_connected(CONNECT).await.unwrap();
+    publisher.vanish().await;
+    wait_until("consent timeout", || bridge.app().session_count() == 0).await;
+    let ended = metric(
+        &bridge,
+        "bridge_sessions_ended_total{reason=\"consent_timeout\"}",
+    ) + metric(
+        &bridge,
+        "bridge_sessions_ended_total{reason=\"ice_failed\"}",
+    );
+    assert_eq!(ended, 1.0, "{}", bridge.app().metrics.render());
 
     // A second publisher on the same stream takes over; the first one's URL is gone.
     let first = Publisher::connect(endpoint(&bridge, "b")).await.unwrap();

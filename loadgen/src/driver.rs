@@ -194,6 +194,18 @@ impl PeerDriver {
         })
     }
 
+    /// Stops the task at once without closing the connection: the peer vanishes the way a
+    /// crashed client or a dead network does (no DTLS close_notify, no more consent checks).
+    pub async fn vanish(mut self) {
+        // The task must be gone before the shutdown sender drops: a dropped sender is the
+        // graceful-close signal, and a worker thread could still be polling the task.
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        self.shutdown = None;
+    }
+
     /// The socket's local address (what the host candidate advertises).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

@@ -21,12 +21,19 @@
 //! p.delete().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! The `loadgen` binary drives many of these at once: [`signal`] runs WHIP signalling at scale
+//! with an RFC 9725 oracle, [`stats`] keeps the latency histograms and [`report`] turns them into
+//! tables, JSON, plots and CI gates.
 
 pub mod driver;
 mod error;
 pub mod media;
 mod publisher;
+pub mod report;
 pub mod sdp;
+pub mod signal;
+pub mod stats;
 pub mod whip_client;
 
 pub use error::Error;

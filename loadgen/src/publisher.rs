@@ -145,6 +145,18 @@ impl Publisher {
     /// the answer and starts the driver task. With `trickle`, the local candidate is then PATCHed
     /// as an sdpfrag with `If-Match: <etag>`, expecting `204`.
     pub async fn connect(cfg: PublisherConfig) -> Result<Publisher, Error> {
+        let http = WhipHttp::new(cfg.token.clone());
+        Self::connect_with(cfg, http, true).await
+    }
+
+    /// [`Publisher::connect`] over a given HTTP client (shared pool, observer). With `trickle`
+    /// and not `trickle_patch`, the offer has no candidates and none are sent at all, as OBS
+    /// does: the server learns the address from the connectivity checks (peer-reflexive).
+    pub(crate) async fn connect_with(
+        cfg: PublisherConfig,
+        http: WhipHttp,
+        trickle_patch: bool,
+    ) -> Result<Publisher, Error> {
         if cfg.bind_ip.is_unspecified() {
             return Err(Error::Config(format!(
                 "bind_ip {} is unspecified; the host candidate needs a concrete address",
@@ -186,7 +198,6 @@ impl Publisher {
             ));
         }
 
-        let http = WhipHttp::new(cfg.token.clone());
         let response = http
             .send(
                 Method::POST,
@@ -205,6 +216,7 @@ impl Publisher {
         })?;
         let prepared = Prepared {
             trickle: cfg.trickle,
+            trickle_patch,
             pc,
             socket,
             local,
@@ -239,6 +251,12 @@ impl Publisher {
     /// Headers of the `201 Created` (for checking `Link`, CORS, ...).
     pub fn post_headers(&self) -> &HeaderMap {
         &self.post_headers
+    }
+
+    /// Disappears without DELETE or DTLS close, like a crashed client (see
+    /// [`PeerDriver::vanish`]).
+    pub async fn vanish(self) {
+        self.driver.vanish().await;
     }
 
     /// The local UDP address (the advertised host candidate).
@@ -520,6 +538,7 @@ impl Publisher {
 /// A peer connection with its local description set, waiting for the server's answer.
 struct Prepared {
     trickle: bool,
+    trickle_patch: bool,
     pc: RTCPeerConnection,
     socket: tokio::net::UdpSocket,
     local: SdpFrag,
@@ -537,6 +556,7 @@ impl Prepared {
     ) -> Result<Publisher, Error> {
         let Prepared {
             trickle,
+            trickle_patch,
             mut pc,
             socket,
             local,
@@ -576,7 +596,7 @@ impl Prepared {
             driver,
             media: Mutex::new(media),
         };
-        if publisher.trickle {
+        if publisher.trickle && trickle_patch {
             publisher.trickle_candidates().await?;
         }
         Ok(publisher)

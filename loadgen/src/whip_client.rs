@@ -1,7 +1,7 @@
 //! The HTTP side of WHIP: one small client that sends POST / PATCH / DELETE with the right
 //! headers and returns status, headers and body.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -10,6 +10,7 @@ use hyper::{Method, Request};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tokio::sync::mpsc;
 
 use crate::Error;
 
@@ -72,21 +73,131 @@ impl Response {
     }
 }
 
-/// HTTP client for one WHIP publisher.
+/// One request and what came of it, timed: what the load generator's oracle and histograms are
+/// fed.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// HTTP method.
+    pub method: Method,
+    /// Target URL.
+    pub url: String,
+    /// The `If-Match` sent, if any.
+    pub if_match: Option<String>,
+    /// The request body (offer or sdpfrag).
+    pub body: Bytes,
+    /// When the request was handed to the client.
+    pub sent: Instant,
+    /// When the answer was fully read, or the exchange failed.
+    pub received: Instant,
+    /// The answer, or why there is none (connect error, timeout, ...).
+    pub outcome: Result<Response, String>,
+}
+
+impl Exchange {
+    /// The answer's status, if there was an answer.
+    pub fn status(&self) -> Option<u16> {
+        self.outcome.as_ref().ok().map(|r| r.status)
+    }
+
+    /// `received - sent`.
+    pub fn elapsed(&self) -> Duration {
+        self.received.saturating_duration_since(self.sent)
+    }
+}
+
+/// HTTP client for one WHIP publisher. Clones share one connection pool.
 #[derive(Debug, Clone)]
 pub(crate) struct WhipHttp {
     client: Client<HttpConnector, Full<Bytes>>,
     token: Option<String>,
+    timeout: Duration,
+    /// Gets a copy of every exchange (the load generator watching a [`crate::Publisher`]).
+    observer: Option<mpsc::UnboundedSender<Exchange>>,
 }
 
 impl WhipHttp {
     pub(crate) fn new(token: Option<String>) -> Self {
         let client = Client::builder(TokioExecutor::new()).build_http();
-        Self { client, token }
+        Self {
+            client,
+            token,
+            timeout: HTTP_TIMEOUT,
+            observer: None,
+        }
+    }
+
+    /// The same client (and pool) with another limit for one exchange.
+    pub(crate) fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The same client (and pool), reporting every exchange to `observer`.
+    pub(crate) fn with_observer(mut self, observer: mpsc::UnboundedSender<Exchange>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Sends one request and returns it with its outcome and timing; never fails.
+    pub(crate) async fn exchange(
+        &self,
+        method: Method,
+        url: &str,
+        content_type: Option<&str>,
+        if_match: Option<&str>,
+        body: Bytes,
+    ) -> Exchange {
+        self.timed(method, url, content_type, if_match, body)
+            .await
+            .0
     }
 
     /// Sends one request and reads the whole answer.
     pub(crate) async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        content_type: Option<&str>,
+        if_match: Option<&str>,
+        body: Bytes,
+    ) -> Result<Response, Error> {
+        self.timed(method, url, content_type, if_match, body)
+            .await
+            .1
+    }
+
+    async fn timed(
+        &self,
+        method: Method,
+        url: &str,
+        content_type: Option<&str>,
+        if_match: Option<&str>,
+        body: Bytes,
+    ) -> (Exchange, Result<Response, Error>) {
+        let sent = Instant::now();
+        let result = self
+            .send_untimed(method.clone(), url, content_type, if_match, body.clone())
+            .await;
+        let exchange = Exchange {
+            method,
+            url: url.to_owned(),
+            if_match: if_match.map(str::to_owned),
+            body,
+            sent,
+            received: Instant::now(),
+            outcome: result
+                .as_ref()
+                .map(Clone::clone)
+                .map_err(ToString::to_string),
+        };
+        if let Some(observer) = &self.observer {
+            // The observer may have stopped listening; the publisher does not care.
+            let _ = observer.send(exchange.clone());
+        }
+        (exchange, result)
+    }
+
+    async fn send_untimed(
         &self,
         method: Method,
         url: &str,
@@ -147,10 +258,10 @@ impl WhipHttp {
                 body,
             })
         };
-        let response = tokio::time::timeout(HTTP_TIMEOUT, exchange)
+        let response = tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| Error::Timeout {
-                after: HTTP_TIMEOUT,
+                after: self.timeout,
                 what: "an HTTP response",
             })??;
         tracing::debug!(

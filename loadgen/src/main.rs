@@ -1,0 +1,150 @@
+//! `loadgen`: load generator for WHIP servers.
+//!
+//! * `loadgen signal --url URL ...`: WHIP signalling at scale, checked by an RFC 9725 oracle.
+//! * `loadgen merge A.json B.json ...`: combines the JSON reports of several runs.
+//!
+//! Exit status: 0 when every gate (`--slo`, `--baseline`) holds, 1 when one does not (the
+//! reasons are printed), 2 when the run could not be made.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use loadgen::report::{self, Gate, Report, Slo};
+use loadgen::signal::{self, SignalArgs};
+use tracing_subscriber::EnvFilter;
+
+/// Load generator for WHIP (RFC 9725) servers.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// WHIP signalling at scale: sessions started open loop, shaped like real clients, faults
+    /// injected on demand, every answer checked against RFC 9725.
+    Signal {
+        #[command(flatten)]
+        args: Box<SignalArgs>,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Combine the --json reports of several runs (histograms are merged, not averaged).
+    Merge {
+        /// Reports written by --json.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+}
+
+/// What to do with the results.
+#[derive(Debug, clap::Args)]
+struct OutputArgs {
+    /// Write the report as JSON here (`merge` reads these).
+    #[arg(long, help_heading = "Output")]
+    json: Option<PathBuf>,
+    /// Draw latency percentile curves into this PNG.
+    #[arg(long, help_heading = "Output")]
+    plot: Option<PathBuf>,
+    /// TrueType font for --plot (default: DejaVu Sans or Liberation Sans from the system).
+    #[arg(long, help_heading = "Output")]
+    plot_font: Option<PathBuf>,
+    /// Exit 1 unless this holds, e.g. 'post.p99<50ms', 'post.corrected.p99<80ms',
+    /// 'violations==0', 'sessions.failed==0' (repeatable).
+    #[arg(long = "slo", value_name = "EXPR", help_heading = "CI gate")]
+    slos: Vec<Slo>,
+    /// Exit 1 on a regression against this earlier --json report.
+    #[arg(long, value_name = "FILE", help_heading = "CI gate")]
+    baseline: Option<PathBuf>,
+    /// Largest allowed growth of each metric's corrected p50 and p99 over the baseline.
+    #[arg(long, default_value = "25%", value_parser = report::parse_fraction, help_heading = "CI gate")]
+    max_regression: f64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,rtc=error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let (report, out) = match cli.command {
+        Command::Signal { args, out } => match signal::run(&args).await {
+            Ok(run) => {
+                if let (Some(path), Some(hlog)) = (&args.hlog, &run.hlog)
+                    && let Err(e) = std::fs::write(path, hlog)
+                {
+                    eprintln!("loadgen: {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+                (run.report, out)
+            }
+            Err(e) => {
+                eprintln!("loadgen: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        Command::Merge { files, out } => {
+            let reports: Result<Vec<Report>, _> = files
+                .iter()
+                .map(|f| Report::load(&f.to_string_lossy()))
+                .collect();
+            match reports.and_then(|r| Report::merge(&r)) {
+                Ok(report) => (report, out),
+                Err(e) => {
+                    eprintln!("loadgen: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    finish(&report, &out)
+}
+
+/// Prints the table, writes the outputs and applies the gates.
+fn finish(report: &Report, out: &OutputArgs) -> ExitCode {
+    print!("{}", report.table());
+    if let Some(path) = &out.json
+        && let Err(e) = report.save(&path.to_string_lossy())
+    {
+        eprintln!("loadgen: {e}");
+        return ExitCode::from(2);
+    }
+    if let Some(path) = &out.plot {
+        let font = out.plot_font.as_ref().map(|p| p.to_string_lossy());
+        if let Err(e) = report::plot(report, &path.to_string_lossy(), font.as_deref()) {
+            eprintln!("loadgen: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let baseline = match &out.baseline {
+        Some(path) => match Report::load(&path.to_string_lossy()) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                eprintln!("loadgen: baseline: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let gate = Gate {
+        slos: out.slos.clone(),
+        baseline,
+        max_regression: out.max_regression,
+    };
+    let reasons = gate.check(report);
+    if reasons.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    for r in &reasons {
+        eprintln!("loadgen: FAIL: {r}");
+    }
+    ExitCode::from(1)
+}

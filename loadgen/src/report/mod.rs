@@ -1,0 +1,427 @@
+//! A run's results: the JSON report (`--json`), the text table, merging runs, CI gates and the
+//! percentile plot.
+//!
+//! Each latency summary carries its histogram (base64 of the V2 compressed encoding), so `merge`
+//! adds histograms and recomputes percentiles rather than averaging them.
+
+mod gate;
+mod plot;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+pub use gate::{Gate, GateError, Slo, parse_fraction};
+pub use plot::{PlotError, plot};
+
+use crate::stats::{self, HistogramError, Metric, Recorder};
+
+/// Percentiles and histogram of one metric, timed one way.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Summary {
+    /// Values recorded.
+    pub count: u64,
+    /// Mean, ms.
+    pub mean_ms: f64,
+    /// Median, ms.
+    pub p50_ms: f64,
+    /// 90th percentile, ms.
+    pub p90_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// 99.9th percentile, ms.
+    pub p999_ms: f64,
+    /// Largest value, ms.
+    pub max_ms: f64,
+    /// The histogram (µs): base64 of its V2 compressed encoding.
+    pub histogram: String,
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+impl Summary {
+    /// Summarises `h` (µs).
+    pub fn of(h: &Histogram<u64>) -> Result<Self, HistogramError> {
+        let q = |q: f64| {
+            if h.is_empty() {
+                0.0
+            } else {
+                ms(h.value_at_quantile(q))
+            }
+        };
+        Ok(Self {
+            count: h.len(),
+            mean_ms: if h.is_empty() { 0.0 } else { h.mean() / 1000.0 },
+            p50_ms: q(0.5),
+            p90_ms: q(0.9),
+            p99_ms: q(0.99),
+            p999_ms: q(0.999),
+            max_ms: if h.is_empty() { 0.0 } else { ms(h.max()) },
+            histogram: stats::encode(h)?,
+        })
+    }
+
+    /// The histogram back.
+    pub fn histogram(&self) -> Result<Histogram<u64>, HistogramError> {
+        stats::decode(&self.histogram)
+    }
+
+    /// A statistic by its SLO name (`count`, `mean`, `p50`, `p90`, `p99`, `p999` or `p99.9`,
+    /// `max`).
+    pub fn stat(&self, name: &str) -> Option<f64> {
+        Some(match name {
+            "count" => self.count as f64,
+            "mean" => self.mean_ms,
+            "p50" => self.p50_ms,
+            "p90" => self.p90_ms,
+            "p99" => self.p99_ms,
+            "p999" | "p99.9" => self.p999_ms,
+            "max" => self.max_ms,
+            _ => return None,
+        })
+    }
+}
+
+/// One metric: timed from each request's actual start, and (`corrected`) from its intended start.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Latency {
+    /// From the actual start.
+    #[serde(flatten)]
+    pub raw: Summary,
+    /// From the intended start (coordinated omission corrected).
+    pub corrected: Summary,
+}
+
+impl Latency {
+    fn of(raw: &Histogram<u64>, corrected: &Histogram<u64>) -> Result<Self, HistogramError> {
+        Ok(Self {
+            raw: Summary::of(raw)?,
+            corrected: Summary::of(corrected)?,
+        })
+    }
+}
+
+/// Session outcomes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Sessions {
+    /// Sessions the run meant to start.
+    pub planned: u64,
+    /// Ran their plan with every answer as the oracle expected.
+    pub ok: u64,
+    /// Did not (violation, failure).
+    pub failed: u64,
+    /// Failures by kind (a session counts once, under its first failure).
+    pub failures: BTreeMap<String, u64>,
+    /// PATCHes the oracle could not judge (an earlier restart's outcome was unknown).
+    pub unchecked_patches: u64,
+}
+
+/// Protocol violations: `total`, then one count per kind.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Violations {
+    /// All violations.
+    pub total: u64,
+    /// Per kind.
+    #[serde(flatten)]
+    pub by_kind: BTreeMap<String, u64>,
+}
+
+/// Everything a run (or a merge of runs) measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    /// The command line of each run.
+    pub commands: Vec<String>,
+    /// Wall time of the run (sum over merged runs), seconds.
+    pub duration_s: f64,
+    /// Session outcomes.
+    pub sessions: Sessions,
+    /// Violations.
+    pub violations: Violations,
+    /// The first examples of each violation kind.
+    pub violation_examples: BTreeMap<String, Vec<String>>,
+    /// The first examples of failures.
+    pub failure_examples: Vec<String>,
+    /// Sessions per injected fault.
+    pub faults: BTreeMap<String, u64>,
+    /// Sessions per client profile.
+    pub profiles: BTreeMap<String, u64>,
+    /// Answers per request kind and status (`no answer` for none).
+    pub statuses: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Datagrams that reached the candidate sink sockets.
+    pub stray_datagrams: u64,
+    /// Latency per metric (`post`, `patch_trickle`, `patch_restart`, `delete`, `ice_connected`,
+    /// `ice_reconnected`).
+    pub latency: BTreeMap<String, Latency>,
+}
+
+/// Errors reading, merging or writing reports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReportError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A file is not a report.
+    #[error("{path}: not a loadgen report: {source}")]
+    Json {
+        /// The file.
+        path: String,
+        /// Cause.
+        source: serde_json::Error,
+    },
+    /// A histogram could not be encoded, decoded or added.
+    #[error(transparent)]
+    Histogram(#[from] HistogramError),
+}
+
+impl Report {
+    /// Fills `latency` from a recorder.
+    pub fn set_latency(&mut self, recorder: &Recorder) -> Result<(), HistogramError> {
+        for metric in Metric::ALL {
+            if let Some(pair) = recorder.pair(metric) {
+                self.latency.insert(
+                    metric.name().to_owned(),
+                    Latency::of(&pair.raw, &pair.corrected)?,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a report written by `--json`.
+    pub fn load(path: &str) -> Result<Self, ReportError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ReportError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| ReportError::Json {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Writes the report as pretty JSON.
+    pub fn save(&self, path: &str) -> Result<(), ReportError> {
+        let io = |source| ReportError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let text = serde_json::to_string_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
+        std::fs::write(path, text + "\n").map_err(io)
+    }
+
+    /// Combines runs: counts add up, histograms are merged and percentiles recomputed.
+    pub fn merge(reports: &[Report]) -> Result<Report, ReportError> {
+        let mut out = Report::default();
+        let mut hists: BTreeMap<String, (Histogram<u64>, Histogram<u64>)> = BTreeMap::new();
+        fn add(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
+            for (k, v) in from {
+                *into.entry(k.clone()).or_default() += v;
+            }
+        }
+        for r in reports {
+            out.commands.extend(r.commands.iter().cloned());
+            out.duration_s += r.duration_s;
+            out.sessions.planned += r.sessions.planned;
+            out.sessions.ok += r.sessions.ok;
+            out.sessions.failed += r.sessions.failed;
+            out.sessions.unchecked_patches += r.sessions.unchecked_patches;
+            add(&mut out.sessions.failures, &r.sessions.failures);
+            out.violations.total += r.violations.total;
+            add(&mut out.violations.by_kind, &r.violations.by_kind);
+            for (k, v) in &r.violation_examples {
+                out.violation_examples
+                    .entry(k.clone())
+                    .or_default()
+                    .extend(v.iter().cloned());
+            }
+            out.failure_examples
+                .extend(r.failure_examples.iter().cloned());
+            add(&mut out.faults, &r.faults);
+            add(&mut out.profiles, &r.profiles);
+            for (k, v) in &r.statuses {
+                add(out.statuses.entry(k.clone()).or_default(), v);
+            }
+            out.stray_datagrams += r.stray_datagrams;
+            for (name, lat) in &r.latency {
+                let (raw, corrected) = (lat.raw.histogram()?, lat.corrected.histogram()?);
+                match hists.get_mut(name) {
+                    Some((r, c)) => {
+                        r.add(&raw)
+                            .map_err(|e| HistogramError::Merge(format!("{e:?}")))?;
+                        c.add(&corrected)
+                            .map_err(|e| HistogramError::Merge(format!("{e:?}")))?;
+                    }
+                    None => {
+                        hists.insert(name.clone(), (raw, corrected));
+                    }
+                }
+            }
+        }
+        for (name, (raw, corrected)) in hists {
+            out.latency.insert(name, Latency::of(&raw, &corrected)?);
+        }
+        Ok(out)
+    }
+
+    /// The human-readable summary printed at the end of a run.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let s = &self.sessions;
+        let _ = writeln!(
+            out,
+            "sessions: {} planned, {} ok, {} failed in {:.1} s; violations: {}",
+            s.planned, s.ok, s.failed, self.duration_s, self.violations.total
+        );
+        if !self.profiles.is_empty() {
+            let _ = writeln!(out, "profiles: {}", join_counts(&self.profiles));
+        }
+        if !self.faults.is_empty() {
+            let _ = writeln!(
+                out,
+                "faults injected (sessions): {}",
+                join_counts(&self.faults)
+            );
+        }
+        for (kind, counts) in &self.statuses {
+            let _ = writeln!(out, "{kind} answers: {}", join_counts(counts));
+        }
+        if !s.failures.is_empty() {
+            let _ = writeln!(out, "failures: {}", join_counts(&s.failures));
+        }
+        if s.unchecked_patches > 0 {
+            let _ = writeln!(
+                out,
+                "unchecked PATCHes (after a restart with no answer): {}",
+                s.unchecked_patches
+            );
+        }
+        if self.stray_datagrams > 0 {
+            let _ = writeln!(
+                out,
+                "datagrams to the candidate sink sockets: {}",
+                self.stray_datagrams
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\n{:<16}{:<11}{:>8}{:>10}{:>10}{:>10}{:>10}{:>10}",
+            "latency (ms)", "", "count", "p50", "p90", "p99", "p99.9", "max"
+        );
+        for metric in Metric::ALL {
+            let Some(lat) = self.latency.get(metric.name()) else {
+                continue;
+            };
+            if lat.raw.count == 0 {
+                continue;
+            }
+            for (label, sum, name) in [
+                ("raw", &lat.raw, metric.name()),
+                ("corrected", &lat.corrected, ""),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "{name:<16}{label:<11}{:>8}{:>10.2}{:>10.2}{:>10.2}{:>10.2}{:>10.2}",
+                    sum.count, sum.p50_ms, sum.p90_ms, sum.p99_ms, sum.p999_ms, sum.max_ms
+                );
+            }
+        }
+        if self.violations.total > 0 {
+            let _ = writeln!(out, "\nviolations:");
+            for (kind, n) in &self.violations.by_kind {
+                let _ = writeln!(out, "  {kind}: {n}");
+                for e in self.violation_examples.get(kind).into_iter().flatten() {
+                    let _ = writeln!(out, "    e.g. {e}");
+                }
+            }
+        }
+        if !self.failure_examples.is_empty() {
+            let _ = writeln!(out, "\nfirst failures:");
+            for e in &self.failure_examples {
+                let _ = writeln!(out, "  {e}");
+            }
+        }
+        out
+    }
+}
+
+fn join_counts(map: &BTreeMap<String, u64>) -> String {
+    map.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn report(values_ms: &[u64]) -> Report {
+        let mut rec = Recorder::new(false);
+        for v in values_ms {
+            let d = Duration::from_millis(*v);
+            rec.record(Metric::Post, d, d * 2);
+        }
+        let mut r = Report {
+            sessions: Sessions {
+                planned: values_ms.len() as u64,
+                ok: values_ms.len() as u64,
+                ..Sessions::default()
+            },
+            ..Report::default()
+        };
+        r.violations.by_kind.insert("stale_tag_accepted".into(), 1);
+        r.violations.total = 1;
+        r.set_latency(&rec).unwrap();
+        r
+    }
+
+    #[test]
+    fn json_has_the_documented_shape() {
+        let r = report(&[1, 2, 3]);
+        let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["violations"]["total"], 1);
+        assert_eq!(v["violations"]["stale_tag_accepted"], 1);
+        assert_eq!(v["sessions"]["ok"], 3);
+        assert_eq!(v["latency"]["post"]["count"], 3);
+        assert_eq!(v["latency"]["post"]["max_ms"], 3.0);
+        assert_eq!(v["latency"]["post"]["corrected"]["max_ms"], 6.0);
+        for m in Metric::ALL {
+            assert!(v["latency"][m.name()]["p999_ms"].is_number(), "{m}");
+        }
+        let back: Report = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn merging_adds_histograms_not_percentiles() {
+        // One run fast, one slow: the merged median is not the mean of the medians.
+        let a = report(&[1; 90]);
+        let b = report(&[100; 10]);
+        let m = Report::merge(&[a, b]).unwrap();
+        let post = &m.latency["post"];
+        assert_eq!(post.raw.count, 100);
+        assert_eq!(post.raw.p50_ms, 1.0);
+        // Within the histogram's precision (4 significant digits).
+        assert!(
+            (post.raw.p99_ms - 100.0).abs() < 0.01,
+            "{}",
+            post.raw.p99_ms
+        );
+        assert_eq!(m.violations.total, 2);
+        assert_eq!(m.violations.by_kind["stale_tag_accepted"], 2);
+        assert_eq!(m.sessions.ok, 100);
+        assert!(m.table().contains("post"));
+    }
+}
