@@ -254,4 +254,81 @@ mod tests {
         assert!(ingest.wants_keyframe());
         assert_eq!(ingest.stats().lost, 1);
     }
+
+    /// The RTP an ffmpeg 9 publisher sends (tests/data/README.md says how it was captured).
+    fn ffmpeg_capture() -> Vec<RtpPacket> {
+        let data = include_bytes!("../../tests/data/ffmpeg9-h264-rtp-640x360-2s.rtp");
+        let mut packets = Vec::new();
+        let mut rest = &data[..];
+        while rest.len() >= 2 {
+            let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+            let d = &rest[2..2 + len];
+            let csrc = usize::from(d[0] & 0x0f);
+            let start = 12 + 4 * csrc;
+            packets.push(RtpPacket::new(
+                u32::from_be_bytes([d[8], d[9], d[10], d[11]]),
+                u16::from_be_bytes([d[2], d[3]]),
+                u32::from_be_bytes([d[4], d[5], d[6], d[7]]),
+                d[1] & 0x80 != 0,
+                Bytes::copy_from_slice(&d[start..]),
+            ));
+            rest = &rest[2 + len..];
+        }
+        packets
+    }
+
+    fn video_units(
+        packets: impl IntoIterator<Item = RtpPacket>,
+    ) -> Vec<crate::media::unit::VideoUnit> {
+        let t0 = Instant::now();
+        let mut ingest = Ingest::new(t0, ReorderConfig::default(), None);
+        for (i, p) in packets.into_iter().enumerate() {
+            ingest.push(Kind::Video, p, t0 + Duration::from_millis(i as u64 * 5));
+        }
+        ingest.handle_timeout(t0 + Duration::from_secs(60));
+        std::iter::from_fn(|| ingest.poll())
+            .filter_map(|u| match u {
+                Unit::Video(v) => Some(v),
+                Unit::Audio(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_real_ffmpeg_capture_gives_every_frame() {
+        let packets = ffmpeg_capture();
+        assert!(packets.len() > 60, "{} packets", packets.len());
+        let units = video_units(packets);
+        assert_eq!(units.len(), 60, "2 s at 30 fps");
+        let keyframes: Vec<usize> = (0..units.len()).filter(|&i| units[i].keyframe).collect();
+        assert_eq!(keyframes, [0, 30], "-g 30");
+        // SPS first in every keyframe, and it says 640x360.
+        let sps = crate::media::h264::sps::parse(&units[0].nalus[0]).unwrap();
+        assert_eq!((sps.width, sps.height), (640, 360));
+        assert!(
+            units.windows(2).all(|w| w[1].pts - w[0].pts == 3000),
+            "30 fps on the 90 kHz timeline"
+        );
+    }
+
+    #[test]
+    fn a_lost_fragment_drops_until_the_next_idr() {
+        let packets = ffmpeg_capture();
+        // The first IDR is FU-A fragmented: lose one of its middle fragments.
+        let victim = packets
+            .iter()
+            .position(|p| {
+                p.payload.len() > 2 && p.payload[0] & 0x1f == 28 && p.payload[1] & 0xc0 == 0
+            })
+            .unwrap();
+        let units = video_units(
+            packets
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| *i != victim)
+                .map(|(_, p)| p),
+        );
+        assert_eq!(units.len(), 30, "frames 0-29 depend on the broken IDR");
+        assert!(units[0].keyframe);
+    }
 }
