@@ -112,6 +112,9 @@ pub struct Config {
     /// GOPs from encoders that send one IDR per session (aiortc, browsers). None: only when
     /// needed (output start, loss).
     pub keyframe_interval_secs: Option<u64>,
+    /// Write every received RTP packet (after SRTP) to files in this folder, for bug reports
+    /// and test vectors. None: off.
+    pub rtp_dump: Option<PathBuf>,
     /// How long a packet may wait for a missing one before the gap is declared lost.
     pub reorder_ms: u64,
     /// Where HLS output is written (served at /hls/).
@@ -143,6 +146,7 @@ impl Default for Config {
             connect_timeout_secs: 30,
             consent_timeout_secs: 30,
             keyframe_interval_secs: None,
+            rtp_dump: None,
             reorder_ms: 100,
             hls_dir: PathBuf::from("hls"),
             rtmp: Vec::new(),
@@ -318,6 +322,9 @@ pub struct Cli {
     /// Seconds of silence from a connected publisher before its session ends [default: 30].
     #[arg(long, env = "BRIDGE_CONSENT_TIMEOUT_SECS")]
     pub consent_timeout_secs: Option<u64>,
+    /// Dump every received RTP packet into files in DIR (debugging, test vectors).
+    #[arg(long, env = "BRIDGE_RTP_DUMP")]
+    pub rtp_dump: Option<PathBuf>,
     /// Ask publishers for a keyframe every N seconds (default: only when needed).
     #[arg(long, env = "BRIDGE_KEYFRAME_INTERVAL_SECS")]
     pub keyframe_interval_secs: Option<u64>,
@@ -378,6 +385,7 @@ impl Cli {
         set(&mut config.post_rate_per_ip, self.post_rate_per_ip);
         set(&mut config.connect_timeout_secs, self.connect_timeout_secs);
         set(&mut config.consent_timeout_secs, self.consent_timeout_secs);
+        config.rtp_dump = self.rtp_dump.or(config.rtp_dump);
         config.keyframe_interval_secs = self
             .keyframe_interval_secs
             .or(config.keyframe_interval_secs);

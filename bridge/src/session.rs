@@ -131,6 +131,9 @@ struct Session {
     ingest: Ingest,
     outputs: Outputs,
     last_pli: Option<Instant>,
+    /// `--rtp-dump` files, per kind, opened on the first packet.
+    /// `None` once writing failed: the dump is off for that kind from then on.
+    dumps: HashMap<&'static str, Option<crate::rtc::dump::RtpDump>>,
     connect_deadline: Option<Instant>,
     last_rx: Instant,
     /// When the peer sent a DTLS alert with nothing after it.
@@ -167,6 +170,7 @@ pub(crate) async fn run(init: SessionInit) {
         ingest,
         outputs,
         last_pli: None,
+        dumps: HashMap::new(),
         last_rx: now,
         alert_at: None,
         ended: None,
@@ -355,6 +359,7 @@ impl Session {
                         .rtp_bytes
                         .get_or_create(&label)
                         .inc_by(packet.payload.len() as u64);
+                    self.dump(kind, &packet.header, &packet.payload);
                     let h = &packet.header;
                     let rtp = RtpPacket::new(
                         h.ssrc,
@@ -380,6 +385,26 @@ impl Session {
         }
         self.fan_out();
         self.request_keyframe(Instant::now()).await;
+    }
+
+    /// `--rtp-dump`: a failure to write turns the dump off for this kind, never the session.
+    fn dump(&mut self, kind: Kind, header: &rtc::rtp::header::Header, payload: &[u8]) {
+        let Some(dir) = self.app.config.rtp_dump.as_deref() else {
+            return;
+        };
+        let name = kind.as_str();
+        let id = &self.id;
+        let dump = self.dumps.entry(name).or_insert_with(|| {
+            crate::rtc::dump::RtpDump::create(dir, &format!("{id}-{name}"))
+                .inspect_err(|err| tracing::warn!(%err, "rtp dump disabled"))
+                .ok()
+        });
+        if let Some(d) = dump
+            && let Err(err) = d.write(header, payload)
+        {
+            tracing::warn!(%err, "rtp dump write failed; dump disabled");
+            *dump = None;
+        }
     }
 
     /// Hands every new unit to every output (cheap clones: payloads are shared `Bytes`).

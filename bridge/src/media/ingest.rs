@@ -257,7 +257,13 @@ mod tests {
 
     /// The RTP an ffmpeg 9 publisher sends (tests/data/README.md says how it was captured).
     fn ffmpeg_capture() -> Vec<RtpPacket> {
-        let data = include_bytes!("../../tests/data/ffmpeg9-h264-rtp-640x360-2s.rtp");
+        read_capture(include_bytes!(
+            "../../tests/data/ffmpeg9-h264-rtp-640x360-2s.rtp"
+        ))
+    }
+
+    /// Length-prefixed plain RTP packets, as `--rtp-dump` writes them.
+    fn read_capture(data: &[u8]) -> Vec<RtpPacket> {
         let mut packets = Vec::new();
         let mut rest = &data[..];
         while rest.len() >= 2 {
@@ -330,5 +336,53 @@ mod tests {
         );
         assert_eq!(units.len(), 30, "frames 0-29 depend on the broken IDR");
         assert!(units[0].keyframe);
+    }
+
+    #[test]
+    fn a_real_chromium_capture_gives_every_frame_and_audio_packet() {
+        let video = read_capture(include_bytes!(
+            "../../tests/data/chromium156-whipclient-h264.rtp"
+        ));
+        let audio = read_capture(include_bytes!(
+            "../../tests/data/chromium156-whipclient-opus.rtp"
+        ));
+        let t0 = Instant::now();
+        let mut ingest = Ingest::new(t0, ReorderConfig::default(), None);
+        let frames: std::collections::BTreeSet<u32> = video.iter().map(|p| p.timestamp).collect();
+        for (i, p) in video.into_iter().enumerate() {
+            ingest.push(Kind::Video, p, t0 + Duration::from_millis(i as u64));
+        }
+        // Chromium sends the odd empty packet (padding, bandwidth probing): not a frame.
+        let audio_packets = audio.iter().filter(|p| !p.payload.is_empty()).count() as u64;
+        for (i, p) in audio.into_iter().enumerate() {
+            ingest.push(Kind::Audio, p, t0 + Duration::from_millis(i as u64));
+        }
+        ingest.handle_timeout(t0 + Duration::from_secs(60));
+        let stats = ingest.stats();
+        eprintln!(
+            "chromium capture: {stats:?}, {} RTP timestamps",
+            frames.len()
+        );
+        assert_eq!(stats.lost, 0);
+        assert_eq!(stats.video_dropped, 0, "every picture complete");
+        assert!(stats.keyframes >= 1);
+        // The capture starts with a keyframe (the bridge asks for one): every picture comes out.
+        assert!(
+            stats.video_units as usize + 1 >= frames.len() - 1,
+            "{stats:?}"
+        );
+        assert_eq!(stats.audio_frames, audio_packets);
+        let first = std::iter::from_fn(|| ingest.poll())
+            .find_map(|u| match u {
+                Unit::Video(v) if v.keyframe => Some(v),
+                _ => None,
+            })
+            .unwrap();
+        let sps = crate::media::h264::sps::parse(&first.nalus[0]).unwrap();
+        eprintln!(
+            "chromium SPS: {}x{} profile {}",
+            sps.width, sps.height, sps.profile_idc
+        );
+        assert!(sps.width >= 320 && sps.height >= 180);
     }
 }
