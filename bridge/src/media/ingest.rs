@@ -265,7 +265,7 @@ mod tests {
     /// Length-prefixed plain RTP packets, as `--rtp-dump` writes them.
     fn read_capture(data: &[u8]) -> Vec<RtpPacket> {
         let mut packets = Vec::new();
-        let mut rest = &data[..];
+        let mut rest = data;
         while rest.len() >= 2 {
             let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
             let d = &rest[2..2 + len];
