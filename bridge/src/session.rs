@@ -9,6 +9,7 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::rtcp::payload_feedbacks::full_intra_request::{FirEntry, FullIntraRequest};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
@@ -131,6 +132,8 @@ struct Session {
     ingest: Ingest,
     outputs: Outputs,
     last_pli: Option<Instant>,
+    /// RFC 5104 FIR command sequence number, one per request.
+    fir_sequence: u8,
     /// `--rtp-dump` files, per kind, opened on the first packet.
     /// `None` once writing failed: the dump is off for that kind from then on.
     dumps: HashMap<&'static str, Option<crate::rtc::dump::RtpDump>>,
@@ -170,6 +173,7 @@ pub(crate) async fn run(init: SessionInit) {
         ingest,
         outputs,
         last_pli: None,
+        fir_sequence: 0,
         dumps: HashMap::new(),
         last_rx: now,
         alert_at: None,
@@ -442,14 +446,26 @@ impl Session {
         };
         self.outputs.keyframe_wanted.store(false, Ordering::Relaxed);
         self.last_pli = Some(now);
-        let pli = PictureLossIndication {
+        let mut requests: Vec<Box<dyn rtc::rtcp::Packet>> = vec![Box::new(PictureLossIndication {
             sender_ssrc: 0,
             media_ssrc,
-        };
+        })];
+        // Where FIR was negotiated, send it too: some encoders honour only one of the two.
+        if self.offer.video_fir {
+            self.fir_sequence = self.fir_sequence.wrapping_add(1);
+            requests.push(Box::new(FullIntraRequest {
+                sender_ssrc: 0,
+                media_ssrc,
+                fir: vec![FirEntry {
+                    ssrc: media_ssrc,
+                    sequence_number: self.fir_sequence,
+                }],
+            }));
+        }
         let sent = self
             .pc
             .rtp_receiver(receiver)
-            .map(|mut r| r.write_rtcp(now, vec![Box::new(pli)]));
+            .map(|mut r| r.write_rtcp(now, requests));
         if let Some(Ok(())) = sent {
             self.app.metrics.keyframe_requests.inc();
             while let Some(out) = self.pc.poll_write() {

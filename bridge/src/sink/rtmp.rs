@@ -69,8 +69,8 @@ pub struct RtmpOutput {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
-/// Video waits this long for the first audio frame (to learn its channel count) before the
-/// output starts without it.
+/// An output waits at most this long for its first audio frame (channel count) and second
+/// picture (frame rate) before it starts without them.
 const AUDIO_WAIT: i64 = 90_000;
 /// Units held while waiting for that first audio frame.
 const MAX_PENDING: usize = 256;
@@ -88,6 +88,15 @@ struct Pipeline {
     /// its timeline continuous) but not sent, so every connection starts with the video
     /// sequence header and a keyframe, and audio joins within a frame.
     video_started: bool,
+    frame_rate: Option<f32>,
+}
+
+impl Pipeline {
+    fn metadata(&self) -> rml_rtmp::sessions::StreamMetadata {
+        let mut metadata = self.muxer.metadata();
+        metadata.video_frame_rate = self.frame_rate;
+        metadata
+    }
 }
 
 impl RtmpOutput {
@@ -114,6 +123,7 @@ impl RtmpOutput {
             muxer: FlvMuxer::new(codec),
             transcoder,
             video_started: false,
+            frame_rate: None,
         }
     }
 
@@ -140,7 +150,7 @@ impl RtmpOutput {
                         if let Some(p) = pipeline.as_mut() {
                             p.muxer.restart();
                             p.video_started = false;
-                            if let Err(err) = c.metadata(&p.muxer.metadata()).await {
+                            if let Err(err) = c.metadata(&p.metadata()).await {
                                 tracing::warn!(%target, %err, "RTMP metadata failed");
                             }
                         }
@@ -175,7 +185,7 @@ impl RtmpOutput {
                         pipeline = self.start(&mut pending, unit);
                         let Some(p) = pipeline.as_mut() else { continue };
                         if let Some(c) = conn.as_mut()
-                            && let Err(err) = c.metadata(&p.muxer.metadata()).await
+                            && let Err(err) = c.metadata(&p.metadata()).await
                         {
                             tracing::warn!(%target, %err, "RTMP metadata failed");
                         }
@@ -210,21 +220,37 @@ impl RtmpOutput {
         }
     }
 
-    /// Holds units until the audio format is known; returns the pipeline once it is.
+    /// Holds units until the audio format (channel count) and the frame rate (two pictures) are
+    /// known, or a second has passed; returns the pipeline then. Costs one frame of delay once.
     fn start(&self, pending: &mut Vec<Unit>, unit: Unit) -> Option<Pipeline> {
-        let wants_audio = self.has_audio && self.audio != AudioMode::None;
-        if let Unit::Audio(frame) = &unit {
-            let pipeline = self.pipeline(Some(frame));
-            pending.push(unit);
-            return Some(pipeline);
-        }
         pending.push(unit);
+        let first_audio = pending.iter().find_map(|u| match u {
+            Unit::Audio(f) => Some(f),
+            Unit::Video(_) => None,
+        });
+        let mut video_pts = pending.iter().filter_map(|u| match u {
+            Unit::Video(v) => Some(v.pts),
+            Unit::Audio(_) => None,
+        });
+        let interval = match (video_pts.next(), video_pts.next()) {
+            (Some(a), Some(b)) if b > a => Some(b - a),
+            _ => None,
+        };
+        let pts = |u: &Unit| match u {
+            Unit::Video(v) => v.pts,
+            Unit::Audio(f) => f.pts,
+        };
         let waited = match (pending.first(), pending.last()) {
-            (Some(Unit::Video(a)), Some(Unit::Video(b))) => b.pts - a.pts,
+            (Some(a), Some(b)) => pts(b) - pts(a),
             _ => 0,
         };
-        if !wants_audio || waited >= AUDIO_WAIT || pending.len() >= MAX_PENDING {
-            return Some(self.pipeline(None));
+        let audio_known = first_audio.is_some() || !self.has_audio || self.audio == AudioMode::None;
+        let rate_known = interval.is_some() || !self.has_video;
+        if (audio_known && rate_known) || waited >= AUDIO_WAIT || pending.len() >= MAX_PENDING {
+            let mut pipeline = self.pipeline(first_audio);
+            // Frame rate as onMetaData reports it, from the first two pictures.
+            pipeline.frame_rate = interval.map(|ticks| (90_000.0 / ticks as f64) as f32);
+            return Some(pipeline);
         }
         None
     }

@@ -87,6 +87,9 @@ pub struct Offer {
     /// The fmtp line of the first H.264 format the bridge takes (it may carry
     /// `sprop-parameter-sets`).
     pub video_fmtp: Option<String>,
+    /// The video section offers `a=rtcp-fb:... ccm fir` (RFC 5104): keyframe requests may use
+    /// FIR as well as PLI.
+    pub video_fir: bool,
     /// The offer said `a=setup:passive` (ffmpeg does): the bridge must then be the DTLS client.
     /// For `actpass` or `active` it is the DTLS server (RFC 9725 §4.4.4).
     pub setup_passive: bool,
@@ -120,6 +123,7 @@ impl Offer {
             .map_err(|e| OfferError::BadSdp(e.to_string()))?;
         let (mut audio, mut video) = (None, None);
         let mut video_fmtp = None;
+        let mut video_fir = false;
         for m in &parsed.media_descriptions {
             let kind = m.media_name.media.as_str();
             let mid = m
@@ -161,6 +165,11 @@ impl Offer {
                     .collect();
                 h264.sort_by_key(|c| c.payload_type);
                 video_fmtp = h264.first().map(|c| c.fmtp.clone());
+                video_fir = h264.iter().any(|c| {
+                    c.rtcp_feedback
+                        .iter()
+                        .any(|f| f.eq_ignore_ascii_case("ccm fir"))
+                });
                 ("H264 packetization-mode 0 or 1", !h264.is_empty())
             };
             if !ok {
@@ -213,6 +222,7 @@ impl Offer {
             .or_else(|| parsed.attribute("setup").map(String::as_str))
             == Some("passive");
         Ok(Offer {
+            video_fir,
             setup_passive,
             video_fmtp,
             sdp,
@@ -301,6 +311,9 @@ a=ssrc:2 cname:FFmpeg\r\n";
         assert_eq!(offer.video_mid.as_deref(), Some("1"));
         assert_eq!(offer.candidates.len(), 1);
         assert!(offer.setup_passive);
+        assert!(!offer.video_fir, "ffmpeg offers nack only");
+        let fir = tweak("a=ssrc:2 cname", "a=rtcp-fb:106 ccm fir\r\na=ssrc:2 cname");
+        assert!(Offer::parse(fir.as_bytes()).unwrap().video_fir);
         let actpass = tweak("a=setup:passive", "a=setup:actpass");
         assert!(!Offer::parse(actpass.as_bytes()).unwrap().setup_passive);
     }
