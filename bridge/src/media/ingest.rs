@@ -257,9 +257,7 @@ mod tests {
 
     /// The RTP an ffmpeg 9 publisher sends (tests/data/README.md says how it was captured).
     fn ffmpeg_capture() -> Vec<RtpPacket> {
-        read_capture(include_bytes!(
-            "../../tests/data/ffmpeg9-h264-rtp-640x360-2s.rtp"
-        ))
+        read_capture(include_bytes!("../../tests/data/ffmpeg9-whip-h264.rtp"))
     }
 
     /// Length-prefixed plain RTP packets, as `--rtp-dump` writes them.
@@ -305,9 +303,9 @@ mod tests {
         let packets = ffmpeg_capture();
         assert!(packets.len() > 60, "{} packets", packets.len());
         let units = video_units(packets);
-        assert_eq!(units.len(), 60, "2 s at 30 fps");
+        assert_eq!(units.len(), 90, "3 s at 30 fps");
         let keyframes: Vec<usize> = (0..units.len()).filter(|&i| units[i].keyframe).collect();
-        assert_eq!(keyframes, [0, 30], "-g 30");
+        assert_eq!(keyframes, [0, 30, 60], "-g 30");
         // SPS first in every keyframe, and it says 640x360.
         let sps = crate::media::h264::sps::parse(&units[0].nalus[0]).unwrap();
         assert_eq!((sps.width, sps.height), (640, 360));
@@ -315,6 +313,24 @@ mod tests {
             units.windows(2).all(|w| w[1].pts - w[0].pts == 3000),
             "30 fps on the 90 kHz timeline"
         );
+    }
+
+    #[test]
+    fn a_real_ffmpeg_opus_capture_gives_every_frame() {
+        let packets = read_capture(include_bytes!("../../tests/data/ffmpeg9-whip-opus.rtp"));
+        let count = packets.len() as u64;
+        let t0 = Instant::now();
+        let mut ingest = Ingest::new(t0, ReorderConfig::default(), None);
+        for p in packets {
+            ingest.push(Kind::Audio, p, t0);
+        }
+        ingest.handle_timeout(t0 + Duration::from_secs(60));
+        assert_eq!(ingest.stats().audio_frames, count);
+        let frames: Vec<_> = std::iter::from_fn(|| ingest.poll()).collect();
+        assert!(frames.windows(2).all(|w| match (&w[0], &w[1]) {
+            (Unit::Audio(a), Unit::Audio(b)) => b.pts - a.pts == a.duration && a.duration == 1800,
+            _ => false,
+        }));
     }
 
     #[test]
@@ -334,7 +350,7 @@ mod tests {
                 .filter(|(i, _)| *i != victim)
                 .map(|(_, p)| p),
         );
-        assert_eq!(units.len(), 30, "frames 0-29 depend on the broken IDR");
+        assert_eq!(units.len(), 60, "frames 0-29 depend on the broken IDR");
         assert!(units[0].keyframe);
     }
 
