@@ -314,3 +314,71 @@ impl RtmpOutput {
         *conn = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::unit::VideoUnit;
+    use bytes::Bytes;
+
+    fn output(has_audio: bool) -> RtmpOutput {
+        RtmpOutput {
+            url: RtmpUrl::parse("rtmp://127.0.0.1/live/test").unwrap(),
+            audio: AudioMode::Aac,
+            aac_bitrate: 128_000,
+            has_audio,
+            has_video: true,
+            tls: super::super::rtmp_conn::tls_config(Vec::new()).unwrap(),
+            metrics: TargetMetrics::default(),
+            keyframe_wanted: Arc::default(),
+        }
+    }
+
+    fn video(pts: i64) -> Unit {
+        Unit::Video(VideoUnit {
+            pts,
+            dts: pts,
+            keyframe: pts == 0,
+            nalus: vec![Bytes::from_static(b"\x65\x88")],
+        })
+    }
+
+    #[test]
+    fn the_pipeline_starts_once_audio_and_frame_rate_are_known() {
+        let out = output(true);
+        let mut pending = Vec::new();
+        assert!(out.start(&mut pending, video(0)).is_none(), "rate unknown");
+        assert!(
+            out.start(&mut pending, video(3000)).is_none(),
+            "audio unknown"
+        );
+        let opus = Unit::Audio(AudioFrame {
+            pts: 3000,
+            duration: 1800,
+            data: Bytes::from_static(&[0xfc, 0xff, 0xfe]),
+        });
+        let p = out.start(&mut pending, opus).unwrap();
+        assert_eq!(pending.len(), 3, "nothing lost while waiting");
+        assert_eq!(p.metadata().video_frame_rate, Some(30.0));
+        assert_eq!(p.metadata().audio_channels, Some(2), "stereo TOC");
+        assert_eq!(p.metadata().video_codec_id, Some(7));
+    }
+
+    #[test]
+    fn without_audio_the_second_picture_starts_it_and_a_second_is_the_longest_wait() {
+        let out = output(false);
+        let mut pending = Vec::new();
+        assert!(out.start(&mut pending, video(0)).is_none());
+        let p = out.start(&mut pending, video(3754)).unwrap();
+        assert_eq!(p.metadata().audio_codec_id, None);
+        assert!((p.metadata().video_frame_rate.unwrap() - 23.97).abs() < 0.01);
+        let out = output(true);
+        let mut pending = Vec::new();
+        assert!(out.start(&mut pending, video(0)).is_none());
+        assert!(out.start(&mut pending, video(45_000)).is_none());
+        assert!(
+            out.start(&mut pending, video(90_000)).is_some(),
+            "audio never came"
+        );
+    }
+}
