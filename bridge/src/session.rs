@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
@@ -128,6 +129,8 @@ struct Session {
     resource: WhipResource,
     state: &'static str,
     kinds: HashMap<String, Kind>,
+    /// RTP packet and byte counters for audio and video, looked up once rather than per packet.
+    counters: [(Counter, Counter); 2],
     video_receiver: Option<RTCRtpReceiverId>,
     ingest: Ingest,
     outputs: Outputs,
@@ -159,6 +162,15 @@ pub(crate) async fn run(init: SessionInit) {
         outputs,
     } = init;
     let now = Instant::now();
+    let counters = [Kind::Audio, Kind::Video].map(|kind| {
+        let label = KindLabel {
+            kind: kind.as_str(),
+        };
+        (
+            app.metrics.rtp_packets.get_or_create(&label).clone(),
+            app.metrics.rtp_bytes.get_or_create(&label).clone(),
+        )
+    });
     let mut s = Session {
         connect_deadline: Some(now + app.config.connect_timeout()),
         app,
@@ -168,6 +180,7 @@ pub(crate) async fn run(init: SessionInit) {
         offer,
         resource,
         state: "connecting",
+        counters,
         kinds: HashMap::new(),
         video_receiver: None,
         ingest,
@@ -354,15 +367,12 @@ impl Session {
                     let Some(&kind) = self.kinds.get(&track_id) else {
                         continue;
                     };
-                    let label = KindLabel {
-                        kind: kind.as_str(),
+                    let (packets, bytes) = match kind {
+                        Kind::Audio => &self.counters[0],
+                        Kind::Video => &self.counters[1],
                     };
-                    let metrics = &self.app.metrics;
-                    metrics.rtp_packets.get_or_create(&label).inc();
-                    metrics
-                        .rtp_bytes
-                        .get_or_create(&label)
-                        .inc_by(packet.payload.len() as u64);
+                    packets.inc();
+                    bytes.inc_by(packet.payload.len() as u64);
                     self.dump(kind, &packet.header, &packet.payload);
                     let h = &packet.header;
                     let rtp = RtpPacket::new(
