@@ -23,12 +23,14 @@
 //! ```
 //!
 //! The `loadgen` binary drives many of these at once: [`signal`] runs WHIP signalling at scale
-//! with an RFC 9725 oracle, [`stats`] keeps the latency histograms and [`report`] turns them into
+//! with an RFC 9725 oracle, [`publish`] sends stamped media through a bridge and times it at
+//! a built-in RTMP ingest, [`stats`] keeps the latency histograms and [`report`] turns them into
 //! tables, JSON, plots and CI gates.
 
 pub mod driver;
 mod error;
 pub mod media;
+pub mod publish;
 mod publisher;
 pub mod report;
 pub mod sdp;

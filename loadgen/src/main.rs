@@ -1,6 +1,8 @@
 //! `loadgen`: load generator for WHIP servers.
 //!
 //! * `loadgen signal --url URL ...`: WHIP signalling at scale, checked by an RFC 9725 oracle.
+//! * `loadgen publish --url URL --rtmp-listen ADDR ...`: H.264 + Opus through a WHIP-to-RTMP
+//!   bridge, each frame timed from its send to its FLV tag at a built-in RTMP ingest.
 //! * `loadgen merge A.json B.json ...`: combines the JSON reports of several runs.
 //!
 //! Exit status: 0 when every gate (`--slo`, `--baseline`) holds, 1 when one does not (the
@@ -10,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use loadgen::publish::{self, PublishArgs};
 use loadgen::report::{self, Gate, Report, Slo};
 use loadgen::signal::{self, SignalArgs};
 use tracing_subscriber::EnvFilter;
@@ -29,6 +32,16 @@ enum Command {
     Signal {
         #[command(flatten)]
         args: Box<SignalArgs>,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Media through a WHIP-to-RTMP bridge: N publishers send H.264 + Opus with a timestamp SEI
+    /// in every frame; with --rtmp-listen, a built-in RTMP server receives what the bridge
+    /// pushes and times every frame (`frame_rtmp`) and counts lost, reordered and duplicated
+    /// ones.
+    Publish {
+        #[command(flatten)]
+        args: PublishArgs,
         #[command(flatten)]
         out: OutputArgs,
     },
@@ -55,7 +68,8 @@ struct OutputArgs {
     #[arg(long, help_heading = "Output")]
     plot_font: Option<PathBuf>,
     /// Exit 1 unless this holds, e.g. 'post.p99<50ms', 'post.corrected.p99<80ms',
-    /// 'violations==0', 'sessions.failed==0' (repeatable).
+    /// 'violations==0', 'sessions.failed==0', 'frame_rtmp.p99<200ms', 'frames.lost==0'
+    /// (repeatable).
     #[arg(long = "slo", value_name = "EXPR", help_heading = "CI gate")]
     slos: Vec<Slo>,
     /// Exit 1 on a regression against this earlier --json report.
@@ -86,6 +100,13 @@ async fn main() -> ExitCode {
                 }
                 (run.report, out)
             }
+            Err(e) => {
+                eprintln!("loadgen: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        Command::Publish { args, out } => match publish::run(&args).await {
+            Ok(report) => (report, out),
             Err(e) => {
                 eprintln!("loadgen: {e}");
                 return ExitCode::from(2);

@@ -2,6 +2,8 @@
 //! data is filler, so this is not decodable video, but every parser that looks at NAL headers,
 //! the SPS or the slice header sees a well-formed stream), and Opus silence frames.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use bytes::Bytes;
 
 /// Video frame rate of the synthetic stream.
@@ -26,6 +28,54 @@ pub const OPUS_SILENCE: [u8; 3] = [0xF8, 0xFF, 0xFE];
 const LOG2_MAX_FRAME_NUM: u32 = 4;
 
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
+
+/// UUID of loadgen's frame-stamp SEI (user data unregistered), random and ours alone, so a
+/// receiver never mistakes an encoder's own SEI for a stamp.
+pub const STAMP_SEI_UUID: [u8; 16] = [
+    0x6c, 0x6f, 0x61, 0x64, 0x67, 0x65, 0x6e, 0x2d, 0x9b, 0x3e, 0x41, 0xd2, 0x87, 0x5a, 0x0c, 0xf1,
+];
+/// SEI payload type `user_data_unregistered`.
+const SEI_USER_DATA_UNREGISTERED: u8 = 5;
+/// `nal_unit_type` of SEI.
+const NAL_SEI: u8 = 6;
+
+/// What a frame-stamp SEI carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameStamp {
+    /// Wall-clock time the frame was generated, µs since the UNIX epoch.
+    pub sent_us: u64,
+    /// Frame number within the stream, from 0.
+    pub frame: u64,
+}
+
+impl FrameStamp {
+    /// The SEI NAL unit (header byte 0x06) carrying this stamp: one `user_data_unregistered`
+    /// message with [`STAMP_SEI_UUID`], then `sent_us` and `frame` as big-endian u64.
+    pub fn to_sei(self) -> Vec<u8> {
+        let mut rbsp = vec![SEI_USER_DATA_UNREGISTERED, 32];
+        rbsp.extend_from_slice(&STAMP_SEI_UUID);
+        rbsp.extend_from_slice(&self.sent_us.to_be_bytes());
+        rbsp.extend_from_slice(&self.frame.to_be_bytes());
+        rbsp.push(0x80); // rbsp_trailing_bits
+        let mut nal = vec![NAL_SEI];
+        nal.extend(escape_rbsp(&rbsp));
+        nal
+    }
+
+    /// The stamp in an SEI NAL unit made by [`FrameStamp::to_sei`] (`None` for any other NAL).
+    pub fn from_sei(nal: &[u8]) -> Option<FrameStamp> {
+        let (&header, escaped) = nal.split_first()?;
+        if header & 0x1F != NAL_SEI {
+            return None;
+        }
+        let rbsp = unescape_rbsp(escaped);
+        let payload = rbsp.strip_prefix(&[SEI_USER_DATA_UNREGISTERED, 32])?;
+        let payload = payload.strip_prefix(&STAMP_SEI_UUID)?;
+        let sent_us = u64::from_be_bytes(payload.get(..8)?.try_into().ok()?);
+        let frame = u64::from_be_bytes(payload.get(8..16)?.try_into().ok()?);
+        Some(FrameStamp { sent_us, frame })
+    }
+}
 
 /// MSB-first bit writer with Exp-Golomb codes, for RBSPs.
 #[derive(Debug, Default)]
@@ -92,6 +142,21 @@ fn escape_rbsp(rbsp: &[u8]) -> Vec<u8> {
         if zeros >= 2 && b <= 3 {
             out.push(3);
             zeros = 0;
+        }
+        out.push(b);
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+    }
+    out
+}
+
+/// Removes emulation prevention bytes (00 00 03 → 00 00).
+fn unescape_rbsp(escaped: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(escaped.len());
+    let mut zeros = 0;
+    for &b in escaped {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
         }
         out.push(b);
         zeros = if b == 0 { zeros + 1 } else { 0 };
@@ -201,12 +266,24 @@ pub struct VideoFrame {
 pub struct H264Source {
     frame: u32,
     idr_count: u32,
+    /// Frame number of the next stamp, when frames are stamped.
+    stamps: Option<u64>,
 }
 
 impl H264Source {
     /// A source whose next frame is an IDR.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A source like [`H264Source::new`] that puts a [`FrameStamp`] SEI (the wall-clock time
+    /// and the frame number) in front of the slice of every frame, so a receiver downstream can
+    /// time each frame and tell lost, reordered and duplicated ones.
+    pub fn stamped() -> Self {
+        Self {
+            stamps: Some(0),
+            ..Self::default()
+        }
     }
 
     /// The next access unit.
@@ -221,11 +298,13 @@ impl H264Source {
                 data.extend(nal);
             }
             let size = 3_000 + (self.idr_count as usize * 1_237) % 7_000;
+            self.push_stamp(&mut data);
             data.extend_from_slice(&START_CODE);
             data.extend(slice(true, 0, self.idr_count, size, seed));
             self.idr_count = self.idr_count.wrapping_add(1);
         } else {
             let size = 800 + (self.frame as usize * 397) % 1_200;
+            self.push_stamp(&mut data);
             data.extend_from_slice(&START_CODE);
             data.extend(slice(false, in_gop, 0, size, seed));
         }
@@ -234,6 +313,19 @@ impl H264Source {
             data: Bytes::from(data),
             keyframe,
         }
+    }
+
+    /// Appends the next stamp SEI (SEI goes after the parameter sets, before the slice).
+    fn push_stamp(&mut self, data: &mut Vec<u8>) {
+        let Some(frame) = self.stamps else {
+            return;
+        };
+        let sent_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        data.extend_from_slice(&START_CODE);
+        data.extend(FrameStamp { sent_us, frame }.to_sei());
+        self.stamps = Some(frame + 1);
     }
 }
 
@@ -292,6 +384,44 @@ mod tests {
         assert_eq!(&sps[..4], &[0x67, 0x42, 0xE0, 0x1F]);
         let pps = pps();
         assert_eq!(pps[0], 0x68);
+    }
+
+    #[test]
+    fn stamp_sei_round_trip() {
+        // Zero bytes in the values force emulation prevention on the way out.
+        for stamp in [
+            FrameStamp {
+                sent_us: 1_700_000_000_000_000,
+                frame: 0,
+            },
+            FrameStamp {
+                sent_us: 0x0000_0300_0000_0001,
+                frame: u64::MAX,
+            },
+        ] {
+            let sei = stamp.to_sei();
+            assert_eq!(sei[0], 0x06);
+            assert!(!sei.windows(3).any(|w| w[0] == 0 && w[1] == 0 && w[2] <= 2));
+            assert_eq!(FrameStamp::from_sei(&sei), Some(stamp));
+        }
+        assert_eq!(FrameStamp::from_sei(&[0x06, 5, 16, 0, 1]), None);
+        assert_eq!(FrameStamp::from_sei(&[0x41, 0x9a]), None);
+    }
+
+    #[test]
+    fn stamped_frames_carry_numbered_sei() {
+        let mut src = H264Source::stamped();
+        for i in 0..(GOP_FRAMES + 2) {
+            let f = src.next_frame();
+            let units = nals(&f.data);
+            let types: Vec<u8> = units.iter().map(|n| n[0] & 0x1F).collect();
+            let expected: &[u8] = if f.keyframe { &[7, 8, 6, 5] } else { &[6, 1] };
+            assert_eq!(types, expected);
+            let sei = units.iter().find(|n| n[0] == 0x06).unwrap();
+            let stamp = FrameStamp::from_sei(sei).unwrap();
+            assert_eq!(stamp.frame, u64::from(i));
+            assert!(stamp.sent_us > 0);
+        }
     }
 
     #[test]

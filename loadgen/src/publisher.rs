@@ -284,6 +284,21 @@ impl Publisher {
     /// every 30 frames, starting with one; IDRs of 3 to 10 KB so FU-A is used) and Opus 20 ms
     /// frames. Requires a connected peer connection.
     pub async fn send_media(&self, duration: Duration) -> Result<SentStats, Error> {
+        self.send_frames(duration, H264Source::new()).await
+    }
+
+    /// [`Publisher::send_media`] with a [`FrameStamp`](crate::media::FrameStamp) SEI in every
+    /// video frame (send time and frame number, from 0), for end-to-end latency and loss
+    /// measurement downstream.
+    pub async fn send_media_stamped(&self, duration: Duration) -> Result<SentStats, Error> {
+        self.send_frames(duration, H264Source::stamped()).await
+    }
+
+    async fn send_frames(
+        &self,
+        duration: Duration,
+        mut h264: H264Source,
+    ) -> Result<SentStats, Error> {
         let state = self.driver.state();
         if !state.is_connected() {
             return Err(Error::ConnectionLost(format!(
@@ -306,7 +321,6 @@ impl Publisher {
                 media.video.skip(gap, VIDEO_CLOCK_RATE);
             }
         }
-        let mut h264 = H264Source::new();
         let mut stats = SentStats::default();
         let mut next_audio = start;
         let mut next_video = start;

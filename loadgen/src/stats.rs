@@ -34,17 +34,23 @@ pub enum Metric {
     IceConnected,
     /// ICE-restart PATCH to connected again (`--connect`).
     IceReconnected,
+    /// `publish`: a video frame's generation to its FLV tag reaching the RTMP ingest.
+    FrameRtmp,
+    /// `publish`: a publisher's start (POST) to the first byte of its stream's RTMP connection.
+    FirstRtmp,
 }
 
 impl Metric {
     /// Every metric, in report order.
-    pub const ALL: [Metric; 6] = [
+    pub const ALL: [Metric; 8] = [
         Metric::Post,
         Metric::PatchTrickle,
         Metric::PatchRestart,
         Metric::Delete,
         Metric::IceConnected,
         Metric::IceReconnected,
+        Metric::FrameRtmp,
+        Metric::FirstRtmp,
     ];
 
     /// The name used in reports, JSON and SLO expressions.
@@ -56,6 +62,8 @@ impl Metric {
             Metric::Delete => "delete",
             Metric::IceConnected => "ice_connected",
             Metric::IceReconnected => "ice_reconnected",
+            Metric::FrameRtmp => "frame_rtmp",
+            Metric::FirstRtmp => "first_rtmp",
         }
     }
 

@@ -5,6 +5,8 @@
 //!
 //! * `violations` (total) or `violations.<kind>`;
 //! * `sessions.ok`, `sessions.failed`, `sessions.planned`, `failures.<kind>`;
+//! * `frames.sent`, `frames.received`, `frames.lost`, `frames.reordered`, `frames.duplicated`
+//!   (`publish`);
 //! * `<metric>.<stat>` (timed from the actual start, the JSON's top level) or
 //!   `<metric>.corrected.<stat>`, with `stat` one of `count`, `mean`, `p50`, `p90`, `p99`,
 //!   `p999` (or `p99.9`) and `max`.
@@ -15,7 +17,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::Report;
+use super::{Frames, Report};
 use crate::stats::Metric;
 
 /// Latencies both under this (ms) are never called a regression: noise at that scale is not one.
@@ -66,6 +68,7 @@ enum Value {
     Violations(Option<String>),
     Sessions(String),
     Failures(String),
+    Frames(String),
     Latency {
         metric: Metric,
         corrected: bool,
@@ -127,10 +130,11 @@ fn parse_value(lhs: &str) -> Result<Value, String> {
         ("violations", kind) => Value::Violations(kind.map(str::to_owned)),
         ("sessions", Some(k @ ("ok" | "failed" | "planned"))) => Value::Sessions(k.to_owned()),
         ("failures", Some(kind)) => Value::Failures(kind.to_owned()),
+        ("frames", Some(k)) if Frames::default().count(k).is_some() => Value::Frames(k.to_owned()),
         (metric, Some(rest)) => {
             let metric = Metric::from_name(metric).ok_or_else(|| {
                 format!(
-                    "unknown value {lhs:?}: use violations, sessions.ok|failed|planned, failures.<kind> or <metric>.[corrected.]<stat> with metric one of {}",
+                    "unknown value {lhs:?}: use violations, sessions.ok|failed|planned, failures.<kind>, frames.sent|received|lost|reordered|duplicated or <metric>.[corrected.]<stat> with metric one of {}",
                     Metric::ALL.map(Metric::name).join(", ")
                 )
             })?;
@@ -195,6 +199,7 @@ impl Slo {
             Value::Failures(kind) => {
                 report.sessions.failures.get(kind).copied().unwrap_or(0) as f64
             }
+            Value::Frames(which) => report.frames.and_then(|f| f.count(which)).unwrap_or(0) as f64,
             Value::Latency {
                 metric,
                 corrected,
@@ -339,6 +344,8 @@ mod tests {
         assert!(ok("sessions.failed==0"));
         assert!(ok("failures.gone==0"));
         assert!(ok("post.count>=10"));
+        assert!(ok("frames.lost==0"));
+        assert!("frames.bogus==0".parse::<Slo>().is_err());
         let msg = "post.p99<30ms".parse::<Slo>().unwrap().check(&r).unwrap();
         assert!(msg.contains("40 ms"), "{msg}");
         for bad in [

@@ -130,6 +130,45 @@ pub struct Violations {
     pub by_kind: BTreeMap<String, u64>,
 }
 
+/// Video frames of `publish`, told apart by the frame numbers their stamp SEI carries.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Frames {
+    /// Sent by the publishers.
+    pub sent: u64,
+    /// Distinct frames found in the RTMP output.
+    pub received: u64,
+    /// Never found, from each stream's first received frame on (an RTMP output starts at a
+    /// keyframe, so the frames before it are not lost) to its last sent one.
+    pub lost: u64,
+    /// Arrived after a later frame of their stream.
+    pub reordered: u64,
+    /// Arrived again.
+    pub duplicated: u64,
+}
+
+impl Frames {
+    /// Adds another run's counts.
+    pub fn add(&mut self, other: &Frames) {
+        self.sent += other.sent;
+        self.received += other.received;
+        self.lost += other.lost;
+        self.reordered += other.reordered;
+        self.duplicated += other.duplicated;
+    }
+
+    /// A count by its SLO name (`sent`, `received`, `lost`, `reordered`, `duplicated`).
+    pub fn count(&self, name: &str) -> Option<u64> {
+        Some(match name {
+            "sent" => self.sent,
+            "received" => self.received,
+            "lost" => self.lost,
+            "reordered" => self.reordered,
+            "duplicated" => self.duplicated,
+            _ => return None,
+        })
+    }
+}
+
 /// Everything a run (or a merge of runs) measured.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Report {
@@ -154,8 +193,11 @@ pub struct Report {
     /// Datagrams that reached the candidate sink sockets.
     pub stray_datagrams: u64,
     /// Latency per metric (`post`, `patch_trickle`, `patch_restart`, `delete`, `ice_connected`,
-    /// `ice_reconnected`).
+    /// `ice_reconnected`, `frame_rtmp`, `first_rtmp`).
     pub latency: BTreeMap<String, Latency>,
+    /// Video frames through the bridge (`publish` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<Frames>,
 }
 
 /// Errors reading, merging or writing reports.
@@ -252,6 +294,9 @@ impl Report {
                 add(out.statuses.entry(k.clone()).or_default(), v);
             }
             out.stray_datagrams += r.stray_datagrams;
+            if let Some(f) = &r.frames {
+                out.frames.get_or_insert_default().add(f);
+            }
             for (name, lat) in &r.latency {
                 let (raw, corrected) = (lat.raw.histogram()?, lat.corrected.histogram()?);
                 match hists.get_mut(name) {
@@ -310,6 +355,13 @@ impl Report {
                 out,
                 "datagrams to the candidate sink sockets: {}",
                 self.stray_datagrams
+            );
+        }
+        if let Some(f) = &self.frames {
+            let _ = writeln!(
+                out,
+                "frames: {} sent, {} received, {} lost, {} reordered, {} duplicated",
+                f.sent, f.received, f.lost, f.reordered, f.duplicated
             );
         }
         let _ = writeln!(
@@ -407,9 +459,19 @@ mod tests {
     #[test]
     fn merging_adds_histograms_not_percentiles() {
         // One run fast, one slow: the merged median is not the mean of the medians.
-        let a = report(&[1; 90]);
+        let mut a = report(&[1; 90]);
+        a.frames = Some(Frames {
+            sent: 10,
+            received: 9,
+            lost: 1,
+            ..Frames::default()
+        });
         let b = report(&[100; 10]);
-        let m = Report::merge(&[a, b]).unwrap();
+        let m = Report::merge(&[a.clone(), b.clone(), a]).unwrap();
+        assert_eq!(m.frames.map(|f| (f.sent, f.lost)), Some((20, 2)));
+        assert!(m.table().contains("frames: 20 sent, 18 received, 2 lost"));
+        let m = Report::merge(&[report(&[1; 90]), b]).unwrap();
+        assert_eq!(m.frames, None);
         let post = &m.latency["post"];
         assert_eq!(post.raw.count, 100);
         assert_eq!(post.raw.p50_ms, 1.0);

@@ -1,0 +1,281 @@
+//! A minimal RTMP server for `publish`: it accepts every connect and publish, and reports when
+//! each stream's connection began and every frame stamp found in its video tags.
+//!
+//! rml_rtmp does the protocol (sans-IO); this module moves bytes and reads FLV video tag bodies.
+
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rml_rtmp::handshake::{Handshake, HandshakeError, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ServerSession, ServerSessionConfig, ServerSessionError, ServerSessionEvent, ServerSessionResult,
+};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::media::FrameStamp;
+
+/// Bytes read from a connection at a time.
+const READ_CHUNK: usize = 64 * 1024;
+/// FLV `CodecID` of AVC.
+const FLV_CODEC_AVC: u8 = 7;
+/// FLV `AVCPacketType` of NAL units (0 is the sequence header, 2 the end of sequence).
+const AVC_NALU: u8 = 1;
+
+/// What the ingest saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestEvent {
+    /// A connection asked to publish `stream`; `first_byte_us` is when its first byte (of the
+    /// handshake) arrived, in µs since the UNIX epoch.
+    Publishing {
+        /// The stream key.
+        stream: String,
+        /// Arrival of the connection's first byte.
+        first_byte_us: u64,
+    },
+    /// A video tag of `stream` carried `stamp`; it arrived at `received_us` (µs since the UNIX
+    /// epoch).
+    Frame {
+        /// The stream key.
+        stream: String,
+        /// The stamp.
+        stamp: FrameStamp,
+        /// Arrival of the bytes that completed the tag.
+        received_us: u64,
+    },
+}
+
+/// Why a connection ended badly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    /// Socket I/O failed.
+    #[error("RTMP ingest: {0}")]
+    Io(#[from] std::io::Error),
+    /// The handshake failed.
+    #[error("RTMP ingest handshake: {0}")]
+    Handshake(#[from] HandshakeError),
+    /// The RTMP session failed.
+    #[error("RTMP ingest session: {0}")]
+    Session(#[from] ServerSessionError),
+}
+
+/// The listening ingest. Dropping it stops the listener and every connection.
+#[derive(Debug)]
+pub struct RtmpIngest {
+    addr: SocketAddr,
+    events: mpsc::UnboundedReceiver<IngestEvent>,
+    task: JoinHandle<()>,
+}
+
+impl RtmpIngest {
+    /// Listens on `addr` (port 0: the OS picks one, see [`RtmpIngest::local_addr`]).
+    pub async fn bind(addr: SocketAddr) -> Result<RtmpIngest, IngestError> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (tx, events) = mpsc::unbounded_channel();
+        let task = tokio::spawn(accept_loop(listener, tx));
+        Ok(RtmpIngest { addr, events, task })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The next event; `None` once the listener is gone.
+    pub async fn recv(&mut self) -> Option<IngestEvent> {
+        self.events.recv().await
+    }
+}
+
+impl Drop for RtmpIngest {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, events: mpsc::UnboundedSender<IngestEvent>) {
+    // Owning the connections here means aborting this task ends them too.
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let events = events.clone();
+                    connections.spawn(async move {
+                        if let Err(e) = serve(socket, &events).await {
+                            tracing::warn!(%peer, "{e}");
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!("RTMP ingest accept: {e}"),
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// Microseconds since the UNIX epoch.
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// One connection: handshake, then the session until the peer closes.
+async fn serve(
+    mut socket: TcpStream,
+    events: &mpsc::UnboundedSender<IngestEvent>,
+) -> Result<(), IngestError> {
+    socket.set_nodelay(true)?;
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut handshake = Handshake::new(PeerType::Server);
+    let mut first_byte_us = None;
+    let remaining = loop {
+        let n = socket.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        first_byte_us.get_or_insert_with(now_us);
+        match handshake.process_bytes(buf.get(..n).unwrap_or_default())? {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                socket.write_all(&response_bytes).await?;
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                socket.write_all(&response_bytes).await?;
+                break remaining_bytes;
+            }
+        }
+    };
+    let mut conn = Connection {
+        first_byte_us: first_byte_us.unwrap_or_else(now_us),
+        events,
+    };
+    let (mut session, results) = ServerSession::new(ServerSessionConfig::new())?;
+    conn.handle(&mut socket, &mut session, results, now_us())
+        .await?;
+    let results = session.handle_input(&remaining)?;
+    conn.handle(&mut socket, &mut session, results, now_us())
+        .await?;
+    loop {
+        let n = socket.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let received_us = now_us();
+        let results = session.handle_input(buf.get(..n).unwrap_or_default())?;
+        conn.handle(&mut socket, &mut session, results, received_us)
+            .await?;
+    }
+}
+
+struct Connection<'a> {
+    first_byte_us: u64,
+    events: &'a mpsc::UnboundedSender<IngestEvent>,
+}
+
+impl Connection<'_> {
+    /// Sends the responses, accepts every request and reports what was published.
+    async fn handle(
+        &mut self,
+        socket: &mut TcpStream,
+        session: &mut ServerSession,
+        results: Vec<ServerSessionResult>,
+        received_us: u64,
+    ) -> Result<(), IngestError> {
+        let mut queue = std::collections::VecDeque::from(results);
+        while let Some(result) = queue.pop_front() {
+            let ServerSessionResult::RaisedEvent(event) = result else {
+                if let ServerSessionResult::OutboundResponse(packet) = result {
+                    socket.write_all(&packet.bytes).await?;
+                }
+                continue;
+            };
+            match event {
+                ServerSessionEvent::ConnectionRequested { request_id, .. } => {
+                    queue.extend(session.accept_request(request_id)?);
+                }
+                ServerSessionEvent::PublishStreamRequested {
+                    request_id,
+                    stream_key,
+                    ..
+                } => {
+                    // A closed receiver only means nobody listens any more.
+                    let _ = self.events.send(IngestEvent::Publishing {
+                        stream: stream_key,
+                        first_byte_us: self.first_byte_us,
+                    });
+                    queue.extend(session.accept_request(request_id)?);
+                }
+                ServerSessionEvent::VideoDataReceived {
+                    stream_key, data, ..
+                } => {
+                    for stamp in stamps_in_video_tag(&data) {
+                        let _ = self.events.send(IngestEvent::Frame {
+                            stream: stream_key.clone(),
+                            stamp,
+                            received_us,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The frame stamps in an FLV video tag body: AVC NAL units (not the sequence header), each
+/// after a 4-byte length, following the 5-byte AVC video tag header.
+pub fn stamps_in_video_tag(body: &[u8]) -> Vec<FrameStamp> {
+    let mut stamps = Vec::new();
+    let (Some(&head), Some(&packet_type)) = (body.first(), body.get(1)) else {
+        return stamps;
+    };
+    if head & 0x0F != FLV_CODEC_AVC || packet_type != AVC_NALU {
+        return stamps;
+    }
+    let mut rest = body.get(5..).unwrap_or_default();
+    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+        let len = u32::from_be_bytes(*len) as usize;
+        let Some((nal, tail)) = tail.split_at_checked(len) else {
+            break;
+        };
+        stamps.extend(FrameStamp::from_sei(nal));
+        rest = tail;
+    }
+    stamps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_stamps_in_avc_nalu_tags_only() {
+        let stamp = FrameStamp {
+            sent_us: 42,
+            frame: 7,
+        };
+        let sei = stamp.to_sei();
+        let mut body = vec![0x27, AVC_NALU, 0, 0, 0];
+        for nal in [&sei[..], &[0x41, 0x9a, 0x01]] {
+            body.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+            body.extend_from_slice(nal);
+        }
+        assert_eq!(stamps_in_video_tag(&body), vec![stamp]);
+        // A sequence header is not searched; a truncated NAL ends the search.
+        body[1] = 0;
+        assert!(stamps_in_video_tag(&body).is_empty());
+        body[1] = AVC_NALU;
+        body.truncate(12);
+        assert!(stamps_in_video_tag(&body).is_empty());
+        assert!(stamps_in_video_tag(&[]).is_empty());
+    }
+}
