@@ -16,6 +16,7 @@ use crate::ratelimit::RateLimiter;
 use crate::rtc::peer;
 use crate::rtc::udp::UdpMux;
 use crate::session::{self, Command, Outputs, PatchError, PatchReply, SessionHandle, SessionInit};
+use crate::sink::hls::{HlsAudio, HlsSettings, HlsStreams};
 use crate::sink::queue::OutputQueue;
 use crate::sink::rtmp::RtmpOutput;
 use crate::sink::rtmp_conn::{RtmpUrl, tls_config};
@@ -102,6 +103,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The shared UDP socket.
     pub udp: Arc<UdpMux>,
+    /// Every stream's HLS output state (written by sessions, read by the /hls/ handlers).
+    pub hls: HlsStreams,
     sessions: Mutex<Registry>,
     rate: Mutex<RateLimiter>,
     rtmp_tls: Arc<tokio_rustls::rustls::ClientConfig>,
@@ -137,6 +140,7 @@ impl App {
         Ok(Arc::new(Self {
             local_candidate,
             rtmp_tls,
+            hls: HlsStreams::new(HlsSettings::from_config(&config)),
             rate: Mutex::new(RateLimiter::new(config.post_rate_per_ip)),
             config,
             metrics,
@@ -218,6 +222,9 @@ impl App {
             );
             registry.by_stream.insert(stream.to_owned(), id.clone());
         }
+        // Before the old session ends: its HLS output must see it has a successor, and hand
+        // the playlist on rather than end it.
+        let outputs = self.outputs_for(stream, has_audio, has_video);
         if let Some(old) = replaced {
             tracing::info!(stream, old_session = %old, new_session = %id, "stream taken over");
             self.end_session(&old, "takeover");
@@ -235,7 +242,7 @@ impl App {
                 commands,
                 datagrams,
                 ingest: Ingest::new(now, self.config.reorder(), video_fmtp),
-                outputs: self.outputs_for(stream, has_audio, has_video),
+                outputs,
             })
             .instrument(span),
         );
@@ -246,10 +253,26 @@ impl App {
         })
     }
 
-    /// Starts the outputs a new session on `stream` feeds: one task per RTMP target, each
-    /// behind its own bounded queue.
+    /// Starts the outputs a new session on `stream` feeds: one task per RTMP target and one for
+    /// HLS, each behind its own bounded queue.
     fn outputs_for(&self, stream: &str, has_audio: bool, has_video: bool) -> Outputs {
         let mut outputs = Outputs::default();
+        let hls_audio = has_audio && self.config.hls_audio != HlsAudio::None;
+        if self.config.hls && (has_video || hls_audio) {
+            // Drops are not exported yet; the queue still drops to the next keyframe.
+            let (queue, rx) = OutputQueue::new(self.config.output_queue, Default::default());
+            let output = self.hls.output(
+                stream,
+                has_audio,
+                has_video,
+                outputs.keyframe_wanted.clone(),
+            );
+            let span = tracing::info_span!("hls", %stream);
+            outputs
+                .tasks
+                .push(tokio::spawn(output.run(rx).instrument(span)));
+            outputs.queues.push(queue);
+        }
         for target in self.config.rtmp_targets_for(stream) {
             // Checked by Config::validate with the same substitution shape.
             let Ok(url) = RtmpUrl::parse(&target.url) else {

@@ -119,13 +119,25 @@ pub struct Config {
     pub reorder_ms: u64,
     /// Where HLS output is written (served at /hls/).
     pub hls_dir: PathBuf,
+    /// Every stream is also available as HLS (from /hls/ and `hls_dir`).
+    pub hls: bool,
+    /// HLS segment container.
+    pub hls_container: crate::sink::hls::HlsContainer,
+    /// LL-HLS (parts, blocking reload, preload hints); fMP4 only.
+    pub hls_low_latency: bool,
+    /// Segments a live HLS playlist keeps.
+    pub hls_window: usize,
+    /// HLS playlists keep every segment (`EXT-X-PLAYLIST-TYPE:EVENT`) instead of a window.
+    pub hls_event: bool,
+    /// HLS audio: AAC, Opus (fMP4 only) or none.
+    pub hls_audio: crate::sink::hls::HlsAudio,
     /// RTMP push targets, `{stream}` replaced by the WHIP stream name (audio as AAC).
     pub rtmp: Vec<String>,
     /// RTMP targets with their own audio mode and stream filter.
     pub rtmp_target: Vec<RtmpTarget>,
     /// PEM file of extra root certificates trusted for `rtmps://` (a private CA).
     pub rtmp_ca: Option<PathBuf>,
-    /// AAC bitrate for RTMP targets, bits per second.
+    /// AAC bitrate for RTMP targets and HLS, bits per second.
     pub aac_bitrate: u32,
     /// Units queued per output before it starts dropping to the next keyframe.
     pub output_queue: usize,
@@ -149,6 +161,12 @@ impl Default for Config {
             rtp_dump: None,
             reorder_ms: 100,
             hls_dir: PathBuf::from("hls"),
+            hls: true,
+            hls_container: Default::default(),
+            hls_low_latency: true,
+            hls_window: 6,
+            hls_event: false,
+            hls_audio: Default::default(),
             rtmp: Vec::new(),
             rtmp_target: Vec::new(),
             rtmp_ca: None,
@@ -270,6 +288,16 @@ impl Config {
         if self.token.as_deref().is_some_and(str::is_empty) {
             return Err(ConfigError::Invalid("--token is empty".into()));
         }
+        if self.hls_window == 0 {
+            return Err(ConfigError::Invalid("hls-window must be positive".into()));
+        }
+        if self.hls_audio == crate::sink::hls::HlsAudio::Opus
+            && self.hls_container == crate::sink::hls::HlsContainer::Ts
+        {
+            return Err(ConfigError::Invalid(
+                "--hls-audio opus needs --hls-container fmp4 (MPEG-TS here carries AAC)".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -334,13 +362,40 @@ pub struct Cli {
     /// HLS output folder [default: ./hls].
     #[arg(long, env = "BRIDGE_HLS_DIR")]
     pub hls_dir: Option<PathBuf>,
+    /// HLS output on or off [default: on].
+    #[arg(long, env = "BRIDGE_HLS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub hls: Option<bool>,
+    /// HLS segment container: fmp4 or ts [default: fmp4].
+    #[arg(long, env = "BRIDGE_HLS_CONTAINER", value_enum)]
+    pub hls_container: Option<crate::sink::hls::HlsContainer>,
+    /// LL-HLS parts and blocking reload, fMP4 only [default: true].
+    #[arg(long, env = "BRIDGE_HLS_LOW_LATENCY", value_parser = clap::builder::BoolishValueParser::new())]
+    pub hls_low_latency: Option<bool>,
+    /// Same as `--hls-low-latency false`.
+    #[arg(long, conflicts_with = "hls_low_latency")]
+    pub no_hls_low_latency: bool,
+    /// Segments a live HLS playlist keeps [default: 6].
+    #[arg(long, env = "BRIDGE_HLS_WINDOW")]
+    pub hls_window: Option<usize>,
+    /// Keep every segment in the playlist (EVENT) instead of a sliding window.
+    #[arg(
+        long,
+        env = "BRIDGE_HLS_EVENT",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub hls_event: Option<bool>,
+    /// HLS audio: aac, opus (fMP4 only) or none [default: aac].
+    #[arg(long, env = "BRIDGE_HLS_AUDIO", value_enum)]
+    pub hls_audio: Option<crate::sink::hls::HlsAudio>,
     /// RTMP push target, `{stream}` is replaced by the stream name (repeatable).
     #[arg(long, env = "BRIDGE_RTMP", value_delimiter = ',')]
     pub rtmp: Vec<String>,
     /// PEM file with extra root certificates to trust for rtmps:// targets.
     #[arg(long, env = "BRIDGE_RTMP_CA")]
     pub rtmp_ca: Option<PathBuf>,
-    /// AAC bitrate for RTMP targets in bits/s [default: 128000].
+    /// AAC bitrate for RTMP targets and HLS in bits/s [default: 128000].
     #[arg(long, env = "BRIDGE_AAC_BITRATE")]
     pub aac_bitrate: Option<u32>,
     /// Units queued per output before it drops to the next keyframe [default: 512].
@@ -391,6 +446,15 @@ impl Cli {
             .or(config.keyframe_interval_secs);
         set(&mut config.reorder_ms, self.reorder_ms);
         set(&mut config.hls_dir, self.hls_dir);
+        set(&mut config.hls, self.hls);
+        set(&mut config.hls_container, self.hls_container);
+        set(&mut config.hls_low_latency, self.hls_low_latency);
+        if self.no_hls_low_latency {
+            config.hls_low_latency = false;
+        }
+        set(&mut config.hls_window, self.hls_window);
+        set(&mut config.hls_event, self.hls_event);
+        set(&mut config.hls_audio, self.hls_audio);
         set_list(&mut config.rtmp, self.rtmp);
         config.rtmp_ca = self.rtmp_ca.or(config.rtmp_ca);
         set(&mut config.aac_bitrate, self.aac_bitrate);
@@ -430,6 +494,40 @@ mod tests {
         assert_eq!(config.ice_server[0].username.as_deref(), Some("u"));
         assert_eq!(config.udp, Config::default().udp);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn hls_flags() {
+        let config = Cli::try_parse_from([
+            "bridge",
+            "--hls",
+            "off",
+            "--hls-container",
+            "ts",
+            "--no-hls-low-latency",
+            "--hls-window",
+            "3",
+            "--hls-event",
+            "--hls-audio",
+            "none",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        assert!(!config.hls && !config.hls_low_latency && config.hls_event);
+        assert_eq!(config.hls_container, crate::sink::hls::HlsContainer::Ts);
+        assert_eq!(config.hls_audio, crate::sink::hls::HlsAudio::None);
+        assert_eq!(config.hls_window, 3);
+        let defaults = Cli::try_parse_from(["bridge"])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert!(defaults.hls && defaults.hls_low_latency && !defaults.hls_event);
+        let cli = Cli::try_parse_from(["bridge", "--hls-container", "ts", "--hls-audio", "opus"]);
+        let err = cli.unwrap().into_config().unwrap_err().to_string();
+        assert!(err.contains("opus"), "{err}");
+        let cli = Cli::try_parse_from(["bridge", "--hls-low-latency", "false"]).unwrap();
+        assert!(!cli.into_config().unwrap().hls_low_latency);
     }
 
     #[test]

@@ -18,6 +18,8 @@ async fn start(tweak: impl FnOnce(&mut Config)) -> Bridge {
     let mut config = Config {
         http: "127.0.0.1:0".parse().unwrap(),
         udp: "127.0.0.1:0".parse().unwrap(),
+        // HLS is on by default: keep its files out of the source tree.
+        hls_dir: std::env::temp_dir().join(format!("bridge-e2e-hls-{}", std::process::id())),
         ..Config::default()
     };
     tweak(&mut config);

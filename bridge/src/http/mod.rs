@@ -1,6 +1,7 @@
 //! HTTP edge: the axum router and its middleware. No protocol decisions are made here.
 
 mod error;
+mod hls;
 mod whip;
 
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route_layer(middleware::from_fn_with_state(app.clone(), auth));
     Router::new()
         .merge(whip)
+        // Playback is public: outside the bearer-auth layer.
+        .route("/hls/{stream}/{file}", get(hls::get))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(middleware::from_fn(cors))

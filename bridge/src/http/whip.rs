@@ -41,7 +41,7 @@ fn client_ip(request: &Request) -> IpAddr {
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
 }
 
-fn valid_stream_name(stream: &str) -> bool {
+pub(super) fn valid_stream_name(stream: &str) -> bool {
     !stream.is_empty()
         && stream.len() <= 128
         && stream

@@ -348,6 +348,10 @@ impl<'a> Bridge<'a> {
         if let Some(ip) = advertise {
             cmd.args(["--advertise-ip", &ip.to_string()]);
         }
+        // HLS is on by default: its files go to the scratch folder, not the source tree.
+        if !extra.iter().any(|a| a == "--hls-dir") {
+            cmd.arg("--hls-dir").arg(scratch.file("hls"));
+        }
         cmd.args(extra);
         let proc = Proc::spawn("bridge", &mut cmd, scratch.file("bridge.log"));
         let mut bridge = Self { proc, http, ns };

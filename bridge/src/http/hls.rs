@@ -1,0 +1,150 @@
+//! `GET /hls/{stream}/{file}`: playlists (with LL-HLS blocking reload), init sections, parts and
+//! segments of the bridge's HLS output. Playback is public: no bearer token here.
+//!
+//! Playlists and parts come from memory ([`crate::sink::hls::StreamState`]); segments, and
+//! anything memory no longer holds, from the stream's folder. Only names the HLS output itself
+//! makes are served (parsed strictly by [`HlsFile::parse`]), inside a folder named by a valid
+//! stream name, so no request reaches outside it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::ApiError;
+use crate::app::App;
+use crate::mux::hls::playlist::DeliveryDirectives;
+use crate::sink::hls::{HlsFile, PartAnswer, PlaylistAnswer, StreamState};
+
+/// Segments, parts and init sections never change under their name (the output never reuses
+/// one), so caches may keep them.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+fn not_found() -> ApiError {
+    ApiError::new(404, "no such HLS stream or file")
+}
+
+fn playlist(bytes: Bytes) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
+            // Revalidated on every request: a playlist changes with every part.
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+fn media(kind: HlsFile, name: &str, bytes: Bytes) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, kind.content_type(name)),
+            (header::CACHE_CONTROL, IMMUTABLE),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+/// Asks `poll` until it answers, waking on each change to the stream, for at most `timeout`.
+async fn wait_for<T>(
+    state: &StreamState,
+    timeout: Duration,
+    mut poll: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut changes = state.changes();
+    loop {
+        if let Some(answer) = poll() {
+            return Some(answer);
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {}
+            // Timed out (or the stream state is gone, which holding it rules out).
+            _ => return poll(),
+        }
+    }
+}
+
+/// `GET /hls/{stream}/{file}`.
+pub(super) async fn get(
+    State(app): State<Arc<App>>,
+    Path((stream, file)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    if !super::whip::valid_stream_name(&stream) {
+        return Err(not_found());
+    }
+    let kind = HlsFile::parse(&file).ok_or_else(not_found)?;
+    let state = app.hls.get(&stream).ok_or_else(not_found)?;
+    let first_wait = app.hls.settings().first_playlist_wait();
+    match kind {
+        HlsFile::MediaPlaylist => {
+            let directives = DeliveryDirectives::parse(query.as_deref().unwrap_or(""))
+                .map_err(|err| ApiError::new(400, err.to_string()))?;
+            let timeout = state.blocking_timeout().unwrap_or(first_wait);
+            let answer = wait_for(&state, timeout, || {
+                match state.media_playlist(&directives) {
+                    PlaylistAnswer::Wait => None,
+                    other => Some(other),
+                }
+            })
+            .await;
+            match answer {
+                Some(PlaylistAnswer::Ready(bytes)) => Ok(playlist(bytes)),
+                Some(PlaylistAnswer::BadRequest) => Err(ApiError::new(
+                    400,
+                    "_HLS_msn/_HLS_part too far beyond the live edge",
+                )),
+                // RFC 8216bis §6.2.5.2: a blocking request not satisfied in time gets 503.
+                _ if directives.msn.is_some() => Err(ApiError::new(
+                    503,
+                    "the requested segment or part did not arrive in time",
+                )
+                .retry_after(1)),
+                // A stream that never produced media.
+                _ => Err(not_found()),
+            }
+        }
+        HlsFile::MultivariantPlaylist => {
+            wait_for(&state, first_wait, || state.multivariant_playlist())
+                .await
+                .map(playlist)
+                .ok_or_else(not_found)
+        }
+        HlsFile::Part { msn, index } => {
+            let timeout = state.blocking_timeout().unwrap_or(first_wait);
+            let answer = wait_for(&state, timeout, || match state.part(msn, index) {
+                PartAnswer::Wait => None,
+                other => Some(other),
+            })
+            .await;
+            match answer {
+                Some(PartAnswer::Ready(bytes)) => Ok(media(kind, &file, bytes)),
+                Some(PartAnswer::NotHere) => from_disk(&state, kind, file).await,
+                _ => Err(ApiError::new(503, "the part did not arrive in time").retry_after(1)),
+            }
+        }
+        HlsFile::Init => match state.init(&file) {
+            Some(bytes) => Ok(media(kind, &file, bytes)),
+            None => from_disk(&state, kind, file).await,
+        },
+        HlsFile::Segment => from_disk(&state, kind, file).await,
+    }
+}
+
+async fn from_disk(state: &StreamState, kind: HlsFile, name: String) -> Result<Response, ApiError> {
+    let path = state.dir().join(&name);
+    let read = tokio::task::spawn_blocking(move || std::fs::read(path))
+        .await
+        .map_err(ApiError::internal)?;
+    match read {
+        Ok(bytes) => Ok(media(kind, &name, Bytes::from(bytes))),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(not_found()),
+        Err(err) => Err(ApiError::internal(err)),
+    }
+}
