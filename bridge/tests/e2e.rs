@@ -2,6 +2,8 @@
 //! over loopback: trickle, ICE, media counted, ICE restart, stale tags, every way a session ends.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use bridge::{Bridge, Config};
@@ -10,20 +12,7 @@ use loadgen::{Publisher, PublisherConfig};
 const CONNECT: Duration = Duration::from_secs(10);
 
 async fn start(tweak: impl FnOnce(&mut Config)) -> Bridge {
-    // RUST_LOG=bridge=debug shows the bridge's side of a failing test.
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .try_init();
-    let mut config = Config {
-        http: "127.0.0.1:0".parse().unwrap(),
-        udp: "127.0.0.1:0".parse().unwrap(),
-        // HLS is on by default: keep its files out of the source tree.
-        hls_dir: std::env::temp_dir().join(format!("bridge-e2e-hls-{}", std::process::id())),
-        ..Config::default()
-    };
-    tweak(&mut config);
-    Bridge::start(config).await.unwrap()
+    common::start_in_process(tweak).await
 }
 
 fn endpoint(bridge: &Bridge, stream: &str) -> PublisherConfig {

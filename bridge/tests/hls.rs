@@ -20,18 +20,7 @@ use tokio::net::TcpStream;
 const CONNECT: Duration = Duration::from_secs(10);
 
 async fn start(tweak: impl FnOnce(&mut Config)) -> Bridge {
-    // RUST_LOG=bridge=debug shows the bridge's side of a failing test.
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .try_init();
-    let mut config = Config {
-        http: "127.0.0.1:0".parse().unwrap(),
-        udp: "127.0.0.1:0".parse().unwrap(),
-        ..Config::default()
-    };
-    tweak(&mut config);
-    Bridge::start(config).await.unwrap()
+    common::start_in_process(tweak).await
 }
 
 /// A folder removed on drop (kept if the test fails).

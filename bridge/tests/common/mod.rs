@@ -536,3 +536,21 @@ pub fn ffmpeg_publish(ffmpeg: &Path, url: &str, secs: u32) -> Command {
         .args(["-f", "whip", url]);
     cmd
 }
+
+/// The bridge in this process on free loopback ports, its HLS files in a temp folder; `tweak`
+/// adjusts the configuration. `RUST_LOG=bridge=debug` shows the bridge's side of a failing test.
+pub async fn start_in_process(tweak: impl FnOnce(&mut bridge::Config)) -> bridge::Bridge {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+    let mut config = bridge::Config {
+        http: "127.0.0.1:0".parse().unwrap(),
+        udp: "127.0.0.1:0".parse().unwrap(),
+        // HLS is on by default: keep its files out of the source tree.
+        hls_dir: std::env::temp_dir().join(unique()),
+        ..bridge::Config::default()
+    };
+    tweak(&mut config);
+    bridge::Bridge::start(config).await.unwrap()
+}
