@@ -329,3 +329,22 @@ fn check_packets(times: &[(f64, f64)], count: usize, start: f64, step: f64) {
         );
     }
 }
+
+/// A one-NAL video unit at `dts` (pts = dts), for timing tests that never decode it.
+pub(crate) fn timed_video(dts: i64, keyframe: bool) -> crate::media::unit::Unit {
+    crate::media::unit::Unit::Video(crate::media::unit::VideoUnit {
+        pts: dts,
+        dts,
+        keyframe,
+        nalus: vec![Bytes::from_static(&[0x65, 0x88])],
+    })
+}
+
+/// A one-byte audio frame at `pts` lasting `duration` ticks, for timing tests.
+pub(crate) fn timed_audio(pts: i64, duration: i64) -> crate::media::unit::Unit {
+    crate::media::unit::Unit::Audio(crate::media::unit::AudioFrame {
+        pts,
+        duration,
+        data: Bytes::from_static(&[0xfc]),
+    })
+}

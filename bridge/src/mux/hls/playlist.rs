@@ -1123,32 +1123,20 @@ fn bits_per_sec(bytes: u64, ticks: i64) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
     use m3u8_rs::Playlist as Parsed;
 
     use super::*;
-    use crate::media::unit::{AudioFrame, Unit, VideoUnit};
+    use crate::media::unit::Unit;
     use crate::mux::hls::segmenter::{Event, Segmenter};
 
     const HZ: i64 = TIMELINE_HZ;
     const FRAME: i64 = HZ / 30;
     const OPUS: i64 = HZ / 50;
 
-    fn video(dts: i64, keyframe: bool) -> Unit {
-        Unit::Video(VideoUnit {
-            pts: dts,
-            dts,
-            keyframe,
-            nalus: vec![Bytes::from_static(&[0x65])],
-        })
-    }
+    use crate::testdata::timed_video as video;
 
     fn audio(pts: i64) -> Unit {
-        Unit::Audio(AudioFrame {
-            pts,
-            duration: OPUS,
-            data: Bytes::from_static(&[0xfc]),
-        })
+        crate::testdata::timed_audio(pts, OPUS)
     }
 
     /// `secs` of 30 fps video with a key frame every `gop` frames and 20 ms audio from `from`.

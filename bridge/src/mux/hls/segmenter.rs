@@ -619,7 +619,6 @@ pub fn add_ticks(anchor: SystemTime, ticks: i64) -> Option<SystemTime> {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
 
     use super::*;
 
@@ -629,22 +628,7 @@ mod tests {
     /// One 20 ms Opus frame.
     const OPUS: i64 = HZ / 50;
 
-    fn video(dts: i64, keyframe: bool) -> Unit {
-        Unit::Video(VideoUnit {
-            pts: dts,
-            dts,
-            keyframe,
-            nalus: vec![Bytes::from_static(&[0x65, 0x88])],
-        })
-    }
-
-    fn audio(pts: i64, duration: i64) -> Unit {
-        Unit::Audio(AudioFrame {
-            pts,
-            duration,
-            data: Bytes::from_static(&[0xfc]),
-        })
-    }
+    use crate::testdata::{timed_audio as audio, timed_video as video};
 
     /// Everything a run produced, sorted by kind.
     #[derive(Debug, Default)]
