@@ -140,7 +140,7 @@ impl App {
         Ok(Arc::new(Self {
             local_candidate,
             rtmp_tls,
-            hls: HlsStreams::new(HlsSettings::from_config(&config)),
+            hls: HlsStreams::new(HlsSettings::from_config(&config), metrics.hls()),
             rate: Mutex::new(RateLimiter::new(config.post_rate_per_ip)),
             config,
             metrics,
@@ -259,13 +259,14 @@ impl App {
         let mut outputs = Outputs::default();
         let hls_audio = has_audio && self.config.hls_audio != HlsAudio::None;
         if self.config.hls && (has_video || hls_audio) {
-            // Drops are not exported yet; the queue still drops to the next keyframe.
-            let (queue, rx) = OutputQueue::new(self.config.output_queue, Default::default());
+            let (queue, rx) =
+                OutputQueue::new(self.config.output_queue, self.hls.metrics().drops.clone());
             let output = self.hls.output(
                 stream,
                 has_audio,
                 has_video,
                 outputs.keyframe_wanted.clone(),
+                outputs.wallclock.subscribe(),
             );
             let span = tracing::info_span!("hls", %stream);
             outputs

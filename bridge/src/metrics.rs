@@ -4,6 +4,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// `kind="audio|video"`.
@@ -77,7 +78,17 @@ pub struct Metrics {
     pub udp_unrouted: Counter,
     /// UDP datagrams dropped because a session's queue was full.
     pub udp_dropped: Counter,
+    /// The HLS output's, all streams together (per-stream series would grow with thousands of
+    /// publishers; the playlists themselves say what each stream has).
+    hls: crate::sink::hls::HlsMetrics,
 }
+
+/// Upper bounds of the HLS listing delay histogram, in seconds: fine around one LL-HLS part
+/// (200 ms), coarse up to a plain 2 s segment and beyond.
+const LISTING_DELAY_BUCKETS: [f64; 18] = [
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0,
+    3.0, 5.0,
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -158,6 +169,40 @@ impl Default for Metrics {
             "UDP datagrams dropped on a full session queue",
             udp_dropped.clone(),
         );
+        let hls = crate::sink::hls::HlsMetrics {
+            segments: Counter::default(),
+            parts: Counter::default(),
+            bytes: Counter::default(),
+            drops: Counter::default(),
+            listing_delay: Histogram::new(LISTING_DELAY_BUCKETS),
+        };
+        registry.register(
+            "hls_segments",
+            "HLS segments listed, all streams",
+            hls.segments.clone(),
+        );
+        registry.register(
+            "hls_parts",
+            "LL-HLS parts listed, all streams",
+            hls.parts.clone(),
+        );
+        registry.register(
+            "hls_bytes",
+            "HLS media bytes written (segments; parts are their pieces), all streams",
+            hls.bytes.clone(),
+        );
+        registry.register(
+            "hls_drops",
+            "Units the HLS outputs dropped on a full queue (to the next keyframe), all streams",
+            hls.drops.clone(),
+        );
+        registry.register_with_unit(
+            "hls_listing_delay",
+            "From a video frame reaching the HLS output to its playlist listing it (its LL-HLS \
+             part, or its segment without LL-HLS)",
+            prometheus_client::registry::Unit::Seconds,
+            hls.listing_delay.clone(),
+        );
         for state in ["connecting", "connected"] {
             // Present from the start, so a scrape shows 0 rather than nothing.
             sessions.get_or_create(&StateLabel { state }).set(0);
@@ -182,6 +227,7 @@ impl Default for Metrics {
             rtmp_reconnects,
             udp_unrouted,
             udp_dropped,
+            hls,
         }
     }
 }
@@ -193,6 +239,11 @@ impl Metrics {
         // Encoding into a String only fails if a label's Display fails, which ours cannot.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The HLS outputs' metrics (shared handles).
+    pub fn hls(&self) -> crate::sink::hls::HlsMetrics {
+        self.hls.clone()
     }
 
     /// The per-target metrics of one RTMP output.

@@ -111,13 +111,15 @@ pub(crate) struct SessionInit {
     pub(crate) outputs: Outputs,
 }
 
-/// The session's outputs: their queues, their tasks, and the flag by which an output that
-/// (re)starts asks for a keyframe.
+/// The session's outputs: their queues, their tasks, the flag by which an output that
+/// (re)starts asks for a keyframe, and the publisher's wallclock of timeline 0 once a sender
+/// report gave it (HLS dates its segments by it).
 #[derive(Debug, Default)]
 pub(crate) struct Outputs {
     pub(crate) queues: Vec<OutputQueue>,
     pub(crate) tasks: Vec<tokio::task::JoinHandle<()>>,
     pub(crate) keyframe_wanted: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) wallclock: tokio::sync::watch::Sender<Option<std::time::SystemTime>>,
 }
 
 struct Session {
@@ -393,6 +395,12 @@ impl Session {
                         self.ingest
                             .sender_report(sr.ssrc, sr.ntp_time, sr.rtp_time, now);
                     }
+                    let origin = self.ingest.wallclock_origin();
+                    self.outputs.wallclock.send_if_modified(|known| {
+                        let changed = *known != origin;
+                        *known = origin;
+                        changed
+                    });
                 }
                 _ => {}
             }

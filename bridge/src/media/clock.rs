@@ -17,7 +17,7 @@
 //!
 //! All inputs are numbers and `Instant`s passed in: no clock is read.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use thiserror::Error;
 
@@ -149,6 +149,18 @@ impl SessionClock {
         Ok(())
     }
 
+    /// The senders' wallclock time of timeline 0, once a sender report pinned it: when the
+    /// session's media was captured, by the publisher's clock (what `EXT-X-PROGRAM-DATE-TIME`
+    /// should say). `None` before the first report, or when the report's NTP time is before the
+    /// UNIX epoch (a sender counting from its own boot, not from 1900).
+    pub fn wallclock_origin(&self) -> Option<SystemTime> {
+        let (ntp, ticks) = self.wallclock?;
+        let unix = ntp_to_unix(ntp)?;
+        let nanos = i128::from(ticks) * 1_000_000_000 / i128::from(TIMELINE_HZ);
+        let back = Duration::from_nanos(u64::try_from(nanos).ok()?);
+        unix.checked_sub(back)
+    }
+
     /// The timeline time of a track's RTP timestamp; `now` is when the packet (for video, the
     /// access unit's last packet) arrived.
     pub fn map(&mut self, ssrc: u32, rtp: u32, now: Instant) -> Result<i64, ClockError> {
@@ -197,6 +209,16 @@ fn duration_ticks(d: Duration) -> i64 {
         i128::from(TIMELINE_HZ),
         1_000_000_000,
     )
+}
+
+/// Seconds from the NTP epoch (1900) to the UNIX epoch (1970).
+const NTP_UNIX_OFFSET_SECS: u64 = 2_208_988_800;
+
+/// An NTP timestamp (32.32 seconds since 1900) as a `SystemTime`; `None` before 1970.
+fn ntp_to_unix(ntp: u64) -> Option<SystemTime> {
+    let secs = (ntp >> 32).checked_sub(NTP_UNIX_OFFSET_SECS)?;
+    let nanos = ((ntp & 0xFFFF_FFFF) * 1_000_000_000) >> 32;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, u32::try_from(nanos).ok()?))
 }
 
 /// Ticks from NTP time `from` to `to` (NTP times are seconds in 32.32 fixed point).
@@ -303,6 +325,50 @@ mod tests {
         assert_eq!(clock.map(AUDIO, 1660, at(epoch, 150)), Ok(12_600));
         assert_eq!(clock.map(0x9, 0, epoch), Err(ClockError::UnknownSsrc(9)));
         assert_eq!(clock.add_track(0x9, 0), Err(ClockError::ZeroClockRate(9)));
+    }
+
+    #[test]
+    fn the_first_report_dates_timeline_zero_by_the_senders_clock() {
+        let epoch = Instant::now();
+        let mut clock = SessionClock::new(epoch);
+        clock.add_track(VIDEO, 90_000).unwrap();
+        assert_eq!(clock.wallclock_origin(), None);
+        // Captured at sender time 0, arrived 100 ms into the session: timeline 0 was captured
+        // 100 ms before the sender's 0.
+        clock.map(VIDEO, 0, at(epoch, 100)).unwrap();
+        clock
+            .sender_report(VIDEO, ntp(1000), 90_000, at(epoch, 1150))
+            .unwrap();
+        let sender_zero =
+            SystemTime::UNIX_EPOCH + Duration::from_secs(3_900_000_000 - NTP_UNIX_OFFSET_SECS);
+        assert_eq!(
+            clock.wallclock_origin(),
+            Some(sender_zero - Duration::from_millis(100))
+        );
+        // Later reports do not move it.
+        clock
+            .sender_report(VIDEO, ntp(3000), 270_000, at(epoch, 3300))
+            .unwrap();
+        assert_eq!(
+            clock.wallclock_origin(),
+            Some(sender_zero - Duration::from_millis(100))
+        );
+    }
+
+    #[test]
+    fn ntp_times_before_1970_date_nothing() {
+        let epoch = Instant::now();
+        let mut clock = SessionClock::new(epoch);
+        clock.add_track(VIDEO, 90_000).unwrap();
+        // A sender counting NTP from its boot: 5 s after "1900".
+        clock
+            .sender_report(VIDEO, 5 << 32, 0, at(epoch, 10))
+            .unwrap();
+        assert_eq!(clock.wallclock_origin(), None);
+        assert_eq!(
+            ntp_to_unix((NTP_UNIX_OFFSET_SECS << 32) | (1 << 31)),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_millis(500))
+        );
     }
 
     /// A sender whose audio and video were captured on one wallclock, with random RTP offsets

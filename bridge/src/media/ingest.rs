@@ -117,6 +117,12 @@ impl Ingest {
         video.into_iter().chain(audio).min()
     }
 
+    /// The publisher's wallclock time of timeline 0, once a sender report gave it; see
+    /// [`SessionClock::wallclock_origin`].
+    pub fn wallclock_origin(&self) -> Option<std::time::SystemTime> {
+        self.clock.wallclock_origin()
+    }
+
     /// A sender report (RTCP SR) for `ssrc`.
     pub fn sender_report(&mut self, ssrc: u32, ntp: u64, rtp: u32, now: Instant) {
         // An SR for an SSRC we have not seen yet is simply not useful yet.

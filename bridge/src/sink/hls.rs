@@ -21,21 +21,26 @@
 //! - The folder holds exactly one presentation: a stream's stale files are removed when it is
 //!   first published after a bridge start, and the previous presentation's files when a new one
 //!   starts after `EXT-X-ENDLIST`.
-//! - `EXT-X-PROGRAM-DATE-TIME` is anchored at the wall clock when the first unit arrives, minus
-//!   its timeline time (the timeline starts when the session is created): within the jitter
-//!   buffer's delay of the capture time, good enough for clients that align by date.
+//! - `EXT-X-PROGRAM-DATE-TIME` comes from the publisher's clock: the first RTCP sender report
+//!   dates the session timeline (capture time, as RFC 3550 intends), so a player comparing it
+//!   with its own clock sees the whole glass-to-glass delay, and streams from one sender line up.
+//!   Until that report comes (the first second or so), and for a sender whose clock is more than
+//!   [`MAX_CLOCK_SKEW`] off the bridge's, the bridge's clock at the first unit dates it: within
+//!   the network delay of the capture time.
 //! - File IO runs on the blocking pool (tokio's `fs` feature is not enabled; `std::fs` there is
 //!   what it would do anyway), one batch per segmenter event, so the muxers and the playlist
 //!   stay pure.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{OwnedMutexGuard, mpsc, watch};
 
 use crate::config::Config;
@@ -224,18 +229,40 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Furthest a publisher's sender-report clock may be from the bridge's for
+/// `EXT-X-PROGRAM-DATE-TIME` to follow it; beyond, the sender's clock is wrong (or counts from
+/// something else than 1900) and the bridge's dates the segments.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// The HLS outputs' Prometheus metrics (see [`crate::metrics::Metrics`]).
+#[derive(Debug, Clone)]
+pub struct HlsMetrics {
+    /// Segments listed.
+    pub segments: Counter,
+    /// LL-HLS parts listed.
+    pub parts: Counter,
+    /// Media bytes written (segments).
+    pub bytes: Counter,
+    /// Units dropped by the output queues.
+    pub drops: Counter,
+    /// Seconds from a video frame reaching the output to the playlist listing it.
+    pub listing_delay: Histogram,
+}
+
 /// Every stream's HLS state, shared by the outputs (writers) and the HTTP layer (readers).
 #[derive(Debug)]
 pub struct HlsStreams {
     settings: HlsSettings,
+    metrics: HlsMetrics,
     streams: Mutex<HashMap<String, Arc<StreamState>>>,
 }
 
 impl HlsStreams {
     /// No streams yet.
-    pub fn new(settings: HlsSettings) -> Self {
+    pub fn new(settings: HlsSettings, metrics: HlsMetrics) -> Self {
         Self {
             settings,
+            metrics,
             streams: Mutex::default(),
         }
     }
@@ -243,6 +270,11 @@ impl HlsStreams {
     /// The shared settings.
     pub fn settings(&self) -> &HlsSettings {
         &self.settings
+    }
+
+    /// The outputs' metrics.
+    pub fn metrics(&self) -> &HlsMetrics {
+        &self.metrics
     }
 
     /// A stream published since the bridge started (live or ended).
@@ -259,6 +291,7 @@ impl HlsStreams {
         has_audio: bool,
         has_video: bool,
         keyframe_wanted: Arc<AtomicBool>,
+        wallclock: watch::Receiver<Option<SystemTime>>,
     ) -> HlsOutput {
         let state = lock(&self.streams)
             .entry(stream.to_owned())
@@ -272,6 +305,8 @@ impl HlsStreams {
             has_audio,
             has_video,
             keyframe_wanted,
+            wallclock,
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -558,6 +593,9 @@ pub struct HlsOutput {
     has_audio: bool,
     has_video: bool,
     keyframe_wanted: Arc<AtomicBool>,
+    /// The publisher's wallclock of timeline 0, once its first sender report came.
+    wallclock: watch::Receiver<Option<SystemTime>>,
+    metrics: HlsMetrics,
 }
 
 /// How audio is handled, once the first frame said how many channels there are.
@@ -681,9 +719,30 @@ struct Run {
     segment_parts: Vec<Bytes>,
     first_video_pts: Option<i64>,
     frame_rate: Option<f64>,
-    anchored: bool,
+    /// How `EXT-X-PROGRAM-DATE-TIME` is dated so far.
+    dated: Dating,
     segments: u64,
+    /// `(dts, when it reached this output)` of video units not listed yet, oldest first.
+    arrivals: VecDeque<(i64, Instant)>,
+    /// Arrivals of the open segment's frames, without LL-HLS (listed with the segment).
+    unlisted: Vec<Instant>,
 }
+
+/// What dates the segments (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dating {
+    /// Nothing yet: no unit came.
+    Undated,
+    /// The bridge's clock at the first unit, until a sender report comes.
+    Arrival(SystemTime),
+    /// The publisher's sender-report clock, or the bridge's for good when the publisher's was
+    /// implausible: no more changes.
+    Settled,
+}
+
+/// Arrivals kept for frames the segmenter has not put in a part yet: past this, the oldest go
+/// (frames dropped before the first key frame never reach a part).
+const MAX_ARRIVALS: usize = 512;
 
 impl HlsOutput {
     /// Runs until the queue closes (the session ended), then finishes the last segment and ends
@@ -753,21 +812,22 @@ impl Run {
             segment_parts: Vec::new(),
             first_video_pts: None,
             frame_rate: None,
-            anchored: false,
+            dated: Dating::Undated,
             segments: 0,
+            arrivals: VecDeque::new(),
+            unlisted: Vec::new(),
             out,
         })
     }
 
     async fn unit(&mut self, unit: Unit) {
-        if !self.anchored {
-            self.anchored = true;
-            let pts = match &unit {
-                Unit::Video(v) => v.pts,
-                Unit::Audio(a) => a.pts,
-            };
-            let anchor = add_ticks(SystemTime::now(), pts.saturating_neg());
-            self.segmenter.set_wallclock_anchor(anchor);
+        let now = Instant::now();
+        self.date(&unit, SystemTime::now());
+        if let Unit::Video(v) = &unit {
+            if self.arrivals.len() == MAX_ARRIVALS {
+                self.arrivals.pop_front();
+            }
+            self.arrivals.push_back((v.dts, now));
         }
         let Some(pending) = self.pending.as_mut() else {
             self.admit(unit).await;
@@ -778,6 +838,72 @@ impl Run {
             return;
         }
         self.start_audio().await;
+    }
+
+    /// Dates timeline 0 for `EXT-X-PROGRAM-DATE-TIME`: by the bridge's clock at the first unit,
+    /// then by the publisher's sender-report clock once it is known and plausible.
+    fn date(&mut self, unit: &Unit, now: SystemTime) {
+        let arrival = match self.dated {
+            Dating::Settled => return,
+            Dating::Arrival(origin) => origin,
+            Dating::Undated => {
+                let pts = match unit {
+                    Unit::Video(v) => v.pts,
+                    Unit::Audio(a) => a.pts,
+                };
+                let Some(origin) = add_ticks(now, pts.saturating_neg()) else {
+                    self.dated = Dating::Settled;
+                    return;
+                };
+                self.segmenter.set_wallclock_anchor(Some(origin));
+                self.dated = Dating::Arrival(origin);
+                origin
+            }
+        };
+        let Some(sender) = *self.out.wallclock.borrow_and_update() else {
+            return;
+        };
+        self.dated = Dating::Settled;
+        if plausible_clock(sender, arrival) {
+            self.segmenter.set_wallclock_anchor(Some(sender));
+        } else {
+            tracing::warn!(
+                sender = ?sender,
+                bridge = ?arrival,
+                "publisher's sender-report clock is off by more than {MAX_CLOCK_SKEW:?}; \
+                 EXT-X-PROGRAM-DATE-TIME follows the bridge's clock"
+            );
+        }
+    }
+
+    /// When the video frames of a part reached this output (those of frames the segmenter
+    /// dropped are passed over).
+    fn arrivals_of(&mut self, part: &Part) -> Vec<Instant> {
+        let mut found = Vec::new();
+        for unit in &part.units {
+            let Unit::Video(v) = unit else { continue };
+            while let Some(&(dts, at)) = self.arrivals.front() {
+                if dts > v.dts {
+                    break;
+                }
+                self.arrivals.pop_front();
+                if dts == v.dts {
+                    found.push(at);
+                    break;
+                }
+            }
+        }
+        found
+    }
+
+    fn listed(&self, arrivals: &[Instant]) {
+        let now = Instant::now();
+        for at in arrivals {
+            self.out
+                .metrics
+                .listing_delay
+                .observe(now.saturating_duration_since(*at).as_secs_f64());
+        }
     }
 
     /// Decides the audio format from the first held frame (if any), then lets the held units in.
@@ -964,6 +1090,7 @@ impl Run {
 
     async fn part(&mut self, part: Part) {
         self.install().await;
+        let arrivals = self.arrivals_of(&part);
         let info = self.map_info(part.info);
         let container = self.out.settings.container;
         let mut ops = Vec::new();
@@ -986,6 +1113,7 @@ impl Run {
             ops.push(FileOp::Write(name.clone(), vec![bytes.clone()]));
         }
         if !self.out.settings.low_latency {
+            self.unlisted.extend(arrivals);
             if let Some((bytes, name)) = init {
                 self.out.state.update(|view| view.init.insert(name, bytes));
                 self.apply(ops).await;
@@ -1006,6 +1134,8 @@ impl Run {
             }
             view.take_expired()
         });
+        self.out.metrics.parts.inc();
+        self.listed(&arrivals);
         ops.push(FileOp::Write(name, vec![bytes]));
         ops.push(FileOp::Write(MEDIA_PLAYLIST_URI.to_owned(), vec![index]));
         ops.extend(expired.into_iter().map(FileOp::Remove));
@@ -1042,6 +1172,10 @@ impl Run {
             }
             view.take_expired()
         });
+        self.out.metrics.segments.inc();
+        self.out.metrics.bytes.inc_by(size as u64);
+        let unlisted = std::mem::take(&mut self.unlisted);
+        self.listed(&unlisted);
         tracing::debug!(msn = segment.msn, bytes = size, "HLS segment");
         let mut ops = vec![FileOp::Write(MEDIA_PLAYLIST_URI.to_owned(), vec![index])];
         if let (true, Some(main)) = (main_changed, main) {
@@ -1187,6 +1321,16 @@ impl Run {
 
 /// Whether the held units say enough about audio to start: a frame came, or a second passed,
 /// or too many units wait.
+/// The publisher's clock (`sender`) is within [`MAX_CLOCK_SKEW`] of the bridge's (`bridge`),
+/// both as the wallclock time of timeline 0.
+fn plausible_clock(sender: SystemTime, bridge: SystemTime) -> bool {
+    let skew = sender
+        .duration_since(bridge)
+        .or_else(|_| bridge.duration_since(sender))
+        .unwrap_or(Duration::MAX);
+    skew <= MAX_CLOCK_SKEW
+}
+
 fn audio_known(pending: &[Unit]) -> bool {
     let pts = |u: &Unit| match u {
         Unit::Video(v) => v.pts,
@@ -1259,6 +1403,91 @@ mod tests {
         }
         assert_eq!(HlsFile::Segment.content_type("seg1.ts"), "video/mp2t", "TS");
         assert_eq!(HlsFile::Init.content_type("init.mp4"), "video/mp4");
+    }
+
+    #[test]
+    fn a_clock_within_a_minute_is_plausible() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let secs = Duration::from_secs;
+        for (sender, ok) in [
+            (t, true),
+            (t + secs(59), true),
+            (t - secs(60), true),
+            (t + secs(61), false),
+            (t - secs(3600), false),
+            (UNIX_EPOCH, false),
+        ] {
+            assert_eq!(plausible_clock(sender, t), ok, "{sender:?}");
+        }
+    }
+
+    /// Runs 2 s of real video through an LL-HLS output whose publisher's sender-report clock
+    /// says timeline 0 was `skew` from now; returns the first segment's date, in ms since the
+    /// epoch, and the metrics text.
+    async fn dated_run(name: &str, skew: i64) -> (i64, String) {
+        let metrics = crate::metrics::Metrics::default();
+        let settings = HlsSettings {
+            dir: crate::testdata::temp_dir(name),
+            container: Container::Fmp4,
+            low_latency: true,
+            kind: PlaylistKind::Live { window: 6 },
+            audio: HlsAudio::None,
+            aac_bitrate: 64_000,
+        };
+        let streams = HlsStreams::new(settings, metrics.hls());
+        let now = SystemTime::now();
+        let shift = Duration::from_secs(skew.unsigned_abs());
+        let sender = if skew < 0 { now - shift } else { now + shift };
+        let (_clock, wallclock) = watch::channel(Some(sender));
+        let output = streams.output("s", false, true, Arc::default(), wallclock);
+        let (tx, rx) = mpsc::channel(64);
+        let task = tokio::spawn(output.run(rx));
+        for unit in crate::testdata::video_units(0) {
+            tx.send(Unit::Video(unit)).await.unwrap();
+        }
+        drop(tx);
+        task.await.unwrap();
+        let index = std::fs::read(streams.get("s").unwrap().dir().join("index.m3u8")).unwrap();
+        let playlist = m3u8_rs::parse_media_playlist_res(&index).unwrap();
+        let date = playlist.segments[0].program_date_time.unwrap();
+        (date.timestamp_millis(), metrics.render())
+    }
+
+    fn ms(t: SystemTime) -> i64 {
+        i64::try_from(t.duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn segments_are_dated_by_the_publishers_clock_when_plausible() {
+        let before = ms(SystemTime::now());
+        let (date, metrics) = dated_run("dated-sender", -20).await;
+        // The first segment starts at timeline 0, which the sender dated 20 s ago.
+        assert!(
+            (date - (before - 20_000)).abs() < 1_000,
+            "{date} vs {before}"
+        );
+        // Every one of the 60 frames was listed in a part, each within the run.
+        let line = |name: &str| {
+            metrics
+                .lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+                .to_owned()
+        };
+        assert_eq!(
+            line("bridge_hls_listing_delay_seconds_count"),
+            "bridge_hls_listing_delay_seconds_count 60"
+        );
+        assert_eq!(
+            line("bridge_hls_segments_total"),
+            "bridge_hls_segments_total 2"
+        );
+        assert!(line("bridge_hls_parts_total").ends_with(" 10"), "{metrics}");
+
+        // Two hours off: the bridge's own clock dates it.
+        let before = ms(SystemTime::now());
+        let (date, _) = dated_run("dated-bridge", -7200).await;
+        assert!((date - before).abs() < 1_000, "{date} vs {before}");
     }
 
     #[test]
