@@ -1,5 +1,6 @@
-//! The HLS muxers without IO: 2 s of real units through fMP4 (one fragment per 200 ms LL-HLS
-//! part) and through MPEG-TS (one PES per picture, the audio since the last picture in one PES).
+//! The HLS path without IO: the LL-HLS segmenter cutting 2 s of real units into 1 s segments of
+//! 200 ms parts, and the muxers: fMP4 (one fragment per part the segmenter made) and MPEG-TS
+//! (one PES per picture, the audio since the last picture in one PES).
 //!
 //! Input: the x264 stream of `bridge/tests/data/x264-baseline-640x360-2s.h264` (640x360 baseline,
 //! 30 fps, two slices a picture) and 2 s of AAC-LC 48 kHz stereo from
@@ -8,14 +9,15 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 mod common;
 
-use bridge::media::unit::{AudioFrame, VideoUnit};
+use bridge::media::unit::{AudioFrame, Unit, VideoUnit};
 use bridge::mux::hls::fmp4::{AacConfig, AudioParams, Fmp4Muxer, FragmentSamples, VideoParams};
+use bridge::mux::hls::segmenter::{Event, Segmenter, SegmenterConfig};
 use bridge::mux::hls::ts::TsMuxer;
 use bridge::transcode::split_adts;
 
@@ -25,8 +27,6 @@ static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 static ADTS: &[u8] = include_bytes!("../bridge/tests/data/hls-aac-lc-48k-stereo-2s.adts");
 /// AAC-LC, 48 kHz, stereo.
 const ASC: [u8; 2] = [0x11, 0x90];
-/// One LL-HLS part.
-const PART: i64 = 18_000;
 
 /// Raw AAC frames (ADTS headers stripped, slices of one buffer), 1024 samples each.
 fn aac_frames() -> Vec<AudioFrame> {
@@ -42,7 +42,36 @@ fn aac_frames() -> Vec<AudioFrame> {
         .collect()
 }
 
-/// The stream cut into 200 ms parts, with where each part's tracks end.
+/// Video and audio merged in time order, as a session hands them to its HLS output.
+fn arrival_order(units: &[VideoUnit], frames: &[AudioFrame]) -> Vec<Unit> {
+    let mut merged: Vec<Unit> = units
+        .iter()
+        .cloned()
+        .map(Unit::Video)
+        .chain(frames.iter().cloned().map(Unit::Audio))
+        .collect();
+    merged.sort_by_key(|u| match u {
+        Unit::Video(v) => v.dts,
+        Unit::Audio(a) => a.pts,
+    });
+    merged
+}
+
+/// Cuts the stream as the bridge's LL-HLS output does; returns the events.
+fn run_segmenter(units: Vec<Unit>) -> Vec<Event> {
+    let mut segmenter = Segmenter::new(SegmenterConfig::low_latency(true))
+        .unwrap_or_else(|e| panic!("segmenter: {e}"));
+    let mut events = Vec::new();
+    for unit in units {
+        segmenter.push(unit);
+        events.extend(std::iter::from_fn(|| segmenter.poll_event()));
+    }
+    segmenter.finish();
+    events.extend(std::iter::from_fn(|| segmenter.poll_event()));
+    events
+}
+
+/// One part's tracks, with where each ends.
 struct Part {
     video: Vec<VideoUnit>,
     video_end: Option<i64>,
@@ -50,20 +79,22 @@ struct Part {
     audio_end: Option<i64>,
 }
 
-fn parts(units: &[VideoUnit], frames: &[AudioFrame]) -> Vec<Part> {
-    let last = units.last().map_or(0, |u| u.dts) / PART;
-    (0..=last)
-        .map(|k| {
-            let window = |t: i64| t / PART == k || (k == last && t / PART > k);
-            let video: Vec<_> = units.iter().filter(|u| window(u.dts)).cloned().collect();
-            let audio: Vec<_> = frames.iter().filter(|f| window(f.pts)).cloned().collect();
-            let next = |t: i64| t >= (k + 1) * PART;
-            Part {
-                video_end: units.iter().map(|u| u.dts).find(|&t| next(t)),
-                audio_end: frames.iter().map(|f| f.pts).find(|&t| next(t)),
-                video,
-                audio,
+/// The segmenter's parts, split by track for the fMP4 muxer.
+fn parts(units: &[Unit]) -> Vec<Part> {
+    run_segmenter(units.to_vec())
+        .into_iter()
+        .filter_map(|event| match event {
+            Event::PartReady(part) => {
+                let (video_end, audio_end) = (part.video_end, part.audio_end);
+                let (video, audio) = part.into_tracks();
+                Some(Part {
+                    video,
+                    video_end,
+                    audio,
+                    audio_end,
+                })
             }
+            _ => None,
         })
         .collect()
 }
@@ -121,7 +152,8 @@ fn run_ts(units: &[VideoUnit], frames: &[AudioFrame], config: &AacConfig) -> usi
 fn hls_mux(c: &mut Criterion) {
     let units = common::video_units();
     let frames = aac_frames();
-    let parts = parts(&units, &frames);
+    let merged = arrival_order(&units, &frames);
+    let parts = parts(&merged);
     let config = AacConfig::parse(&ASC).unwrap_or_else(|e| panic!("AAC-LC config: {e}"));
     let video = VideoParams::from_unit(&units[0]).unwrap_or_else(|e| panic!("parameter sets: {e}"));
     let audio = AudioParams::Aac(config.clone());
@@ -155,6 +187,27 @@ fn hls_mux(c: &mut Criterion) {
         );
     }
 
+    // The segmenter moves units, as the bridge does: its input is cloned outside the count.
+    let input_units = merged.clone();
+    let region = Region::new(GLOBAL);
+    let events = run_segmenter(input_units);
+    let stats = region.change();
+    eprintln!(
+        "hls_mux segmenter: {} units -> {} parts in {} segments; {:.2} allocations/unit, {:.0} \
+         bytes allocated/unit",
+        merged.len(),
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::PartReady(_)))
+            .count(),
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::SegmentReady(_)))
+            .count(),
+        stats.allocations as f64 / merged.len() as f64,
+        stats.bytes_allocated as f64 / merged.len() as f64,
+    );
+
     let mut group = c.benchmark_group("hls_mux");
     group
         .warm_up_time(Duration::from_secs(1))
@@ -165,6 +218,9 @@ fn hls_mux(c: &mut Criterion) {
     });
     group.bench_function("ts_frames", |b| {
         b.iter(|| run_ts(std::hint::black_box(&units), &frames, &config))
+    });
+    group.bench_function("segmenter_frames", |b| {
+        b.iter_batched(|| merged.clone(), run_segmenter, BatchSize::SmallInput)
     });
     group.throughput(Throughput::Bytes(input as u64));
     group.bench_function("fmp4_bytes", |b| {
