@@ -865,6 +865,12 @@ impl Run {
         };
         self.dated = Dating::Settled;
         if plausible_clock(sender, arrival) {
+            // Positive: the publisher's clock dates the media earlier than its arrival did.
+            let ahead_ms = match arrival.duration_since(sender) {
+                Ok(d) => i128::try_from(d.as_millis()).unwrap_or(i128::MAX),
+                Err(e) => -i128::try_from(e.duration().as_millis()).unwrap_or(i128::MAX),
+            };
+            tracing::debug!(ahead_ms, "HLS dated by the publisher's sender-report clock");
             self.segmenter.set_wallclock_anchor(Some(sender));
         } else {
             tracing::warn!(

@@ -104,13 +104,15 @@ pub fn chromium_path() -> PathBuf {
     std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
 }
 
-/// Node with playwright-core and the WHIP client library resolvable from the interop folder.
+/// Node with playwright-core, the WHIP client library and hls.js resolvable from the interop
+/// folder (`npm ci` at the repository root installs them all).
 pub fn node_modules_available() -> bool {
     succeeds(
         Command::new("node")
             .args([
                 "-e",
-                "require.resolve('playwright-core'); require.resolve('@binbat/whip-whep/whip.js')",
+                "require.resolve('playwright-core'); require.resolve('@binbat/whip-whep/whip.js'); \
+                 require.resolve('hls.js/dist/hls.min.js')",
             ])
             .current_dir(interop_dir()),
     )
@@ -506,10 +508,13 @@ pub fn free_loopback_ports() -> (SocketAddr, SocketAddr) {
 }
 
 /// FFmpeg 9 publishing `secs` of test pattern + tone over WHIP: libx264 baseline with a keyframe a
-/// second, libopus, Bearer token.
+/// second, libopus, Bearer token. Paced like a camera: no initial burst, and no catching up
+/// faster than real time after the encoder's slow start (`-re` alone sends 5 % fast for a
+/// while, which a player at the live edge sees as latency growing).
 pub fn ffmpeg_publish(ffmpeg: &Path, url: &str, secs: u32) -> Command {
     let mut cmd = Command::new(ffmpeg);
     cmd.args(["-hide_banner", "-nostdin", "-loglevel", "verbose", "-re"])
+        .args(["-readrate_initial_burst", "0", "-readrate_catchup", "1"])
         .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
         .args(["-t", &secs.to_string()])

@@ -1,0 +1,158 @@
+//! A real player on the bridge's Low-Latency HLS: hls.js (from npm) in headless Chromium plays
+//! what FFmpeg 9's WHIP muxer publishes, the page served by the test. Passes when playback
+//! advances at real-time speed without a fatal error; prints how far behind the live edge
+//! (hls.js's estimate) and behind the publisher's clock (through `EXT-X-PROGRAM-DATE-TIME`,
+//! dated by the publisher's sender reports) it played. Missing tools: `SKIPPED`, unless
+//! `BRIDGE_REQUIRE_INTEROP=1`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Bridge, Proc, Scratch};
+
+/// Seconds of playback the page waits for.
+const PLAY_SECS: u32 = 10;
+
+/// One sample the page took every 250 ms while playing.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Sample {
+    wall_ms: f64,
+    current_time: f64,
+    latency: Option<f64>,
+    behind_sender_ms: Option<f64>,
+}
+
+/// What the page reports.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Played {
+    ok: bool,
+    error: Option<String>,
+    seconds_to_first_frame: Option<f64>,
+    #[serde(default)]
+    samples: Vec<Sample>,
+    #[serde(default)]
+    stalls: u32,
+    #[serde(default)]
+    errors: Vec<String>,
+    #[serde(default)]
+    frames_decoded: u64,
+    #[serde(default)]
+    frames_dropped: u64,
+    part_target: Option<f64>,
+}
+
+/// The `q` quantile of `values` (nearest rank).
+fn quantile(values: &mut [f64], q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let rank = ((values.len() as f64 * q).ceil() as usize).clamp(1, values.len());
+    values[rank - 1]
+}
+
+#[test]
+fn hls_js_in_chromium_plays_the_low_latency_stream() {
+    let _serial = common::serial();
+    let chromium = common::chromium_path();
+    if !chromium.exists() {
+        return common::skip(&format!("chromium not found at {}", chromium.display()));
+    }
+    if !common::succeeds(Command::new("node").arg("--version")) {
+        return common::skip("node not found");
+    }
+    if !common::node_modules_available() {
+        return common::skip("node modules missing (npm ci)");
+    }
+    let Some(ffmpeg) = common::ffmpeg_whip() else {
+        return common::skip("ffmpeg with the WHIP muxer not found (pip install imageio-ffmpeg)");
+    };
+    let scratch = Scratch::new();
+    let (http, udp) = common::free_loopback_ports();
+    let bridge = Bridge::start_with(&scratch, None, http, udp, None, &[]);
+    // Long enough for the page to start, play PLAY_SECS and report.
+    let mut publisher = Proc::spawn(
+        "ffmpeg",
+        &mut common::ffmpeg_publish(&ffmpeg, &bridge.whip_url("cam"), PLAY_SECS + 25),
+        scratch.file("ffmpeg.log"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !matches!(bridge.get("/hls/cam/index.m3u8"), Ok((200, text)) if text.contains("#EXT-X-PART:"))
+    {
+        assert!(
+            publisher.exited().is_none() && Instant::now() < deadline,
+            "no LL-HLS playlist\n{}\n{}",
+            publisher.log_tail(20),
+            bridge.proc.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let playlist = format!("http://{http}/hls/cam/index.m3u8");
+    let mut driver = Command::new("node");
+    driver
+        .arg(common::interop_dir().join("hlsjs_play.mjs"))
+        .args([playlist.as_str(), &PLAY_SECS.to_string()])
+        .current_dir(common::interop_dir())
+        .env("CHROMIUM", &chromium);
+    let out = driver.output().expect("node runs");
+    publisher.kill();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let page_log = String::from_utf8_lossy(&out.stderr);
+    let result = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT from the driver\n{stdout}\n{page_log}"));
+    let played: Played = serde_json::from_str(result).unwrap();
+    assert!(
+        played.ok,
+        "hls.js did not play: {:?} {:?}\n{page_log}\n{}",
+        played.error,
+        played.errors,
+        bridge.proc.log_tail(30)
+    );
+
+    // Playback ran at real-time speed from the first sample to the last.
+    let (first, last) = (&played.samples[0], played.samples.last().unwrap());
+    let wall = (last.wall_ms - first.wall_ms) / 1000.0;
+    let advanced = last.current_time - first.current_time;
+    assert!(
+        wall >= f64::from(PLAY_SECS) - 1.0 && advanced >= wall * 0.9,
+        "played {advanced:.2} s in {wall:.2} s of wall time, {} stalls",
+        played.stalls
+    );
+    assert!(
+        played.frames_decoded as f64 >= advanced * 25.0,
+        "{played:?}"
+    );
+    assert!(
+        played.errors.iter().all(|e| !e.contains("fatal")),
+        "{:?}",
+        played.errors
+    );
+    // Measured, and sane: at the live edge, not a playlist window behind.
+    let mut latency: Vec<f64> = played.samples.iter().filter_map(|s| s.latency).collect();
+    let mut behind: Vec<f64> = played
+        .samples
+        .iter()
+        .filter_map(|s| s.behind_sender_ms)
+        .collect();
+    assert!(!latency.is_empty() && !behind.is_empty(), "{played:?}");
+    let (latency_p50, latency_max) = (quantile(&mut latency, 0.5), quantile(&mut latency, 1.0));
+    let (behind_p50, behind_max) = (quantile(&mut behind, 0.5), quantile(&mut behind, 1.0));
+    assert!(latency_max < 4.0, "{latency:?}");
+    assert!(behind_p50 > 0.0 && behind_max < 4000.0, "{behind:?}");
+    eprintln!(
+        "hls.js: first frame after {:.2} s; played {advanced:.2} s in {wall:.2} s, {} stalls, \
+         {} frames decoded ({} dropped); part target {:?} s; behind live edge p50 {latency_p50:.2} \
+         s max {latency_max:.2} s; behind the publisher's clock p50 {behind_p50:.0} ms max \
+         {behind_max:.0} ms",
+        played.seconds_to_first_frame.unwrap_or(f64::NAN),
+        played.stalls,
+        played.frames_decoded,
+        played.frames_dropped,
+        played.part_target,
+    );
+}
