@@ -1,0 +1,71 @@
+// What the Chromium drivers share: a loopback HTTP server for a test page and its scripts, and
+// headless Chromium (Debian's /usr/bin/chromium, or $CHROMIUM, through playwright-core) running
+// that page until it sets `window.result`.
+import { createServer } from "node:http";
+import { readFile } from "node:fs/promises";
+import { chromium } from "playwright-core";
+
+/// Flags every run wants: no sandbox (root in CI), no GPU, nothing phoning home.
+const COMMON_ARGS = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--disable-dev-shm-usage",
+];
+
+/// Serves `files` (`{ "/path": { path, type } }`) on 127.0.0.1 (a secure context), loads the
+/// page at "/" with `params`, waits up to `timeoutMs` for `window.result`, prints the page's log
+/// to stderr and `RESULT {json}` to stdout (what `select`, run in the page, picks of the result),
+/// and exits 0 when the result says ok.
+export async function runPage({
+  files,
+  params,
+  chromiumArgs = [],
+  timeoutMs,
+  select = () => window.result,
+}) {
+  const server = createServer(async (req, res) => {
+    const file = files[new URL(req.url, "http://x").pathname];
+    if (!file) {
+      res.writeHead(req.url === "/favicon.ico" ? 204 : 404).end();
+      return;
+    }
+    res.writeHead(200, { "Content-Type": file.type, "Cache-Control": "no-store" });
+    res.end(await readFile(file.path));
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const pageUrl = new URL(`http://127.0.0.1:${server.address().port}/`);
+  for (const [name, value] of Object.entries(params)) {
+    if (value !== undefined && value !== null) pageUrl.searchParams.set(name, String(value));
+  }
+
+  let browser;
+  let outcome;
+  try {
+    browser = await chromium.launch({
+      executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+      headless: true,
+      timeout: 30000,
+      args: [...COMMON_ARGS, ...chromiumArgs],
+    });
+    const page = await browser.newPage();
+    page.on("console", (msg) => console.error(`page: ${msg.text()}`));
+    page.on("pageerror", (err) => console.error(`page error: ${err}`));
+    await page.goto(pageUrl.href);
+    await page.waitForFunction(() => window.result !== null, null, {
+      timeout: timeoutMs,
+      polling: 200,
+    });
+    outcome = await page.evaluate(select);
+  } catch (err) {
+    outcome = { ok: false, error: `driver: ${err}` };
+  } finally {
+    if (browser) await browser.close().catch(() => {});
+    server.close();
+  }
+  console.log(`RESULT ${JSON.stringify(outcome)}`);
+  process.exit(outcome.ok ? 0 : 1);
+}
