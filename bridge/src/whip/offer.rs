@@ -206,6 +206,9 @@ impl Offer {
         // same attributes with the same precedence.
         let frag = SdpFrag::parse(sdp.as_bytes()).map_err(|e| match e {
             super::sdpfrag::SdpFragError::HalfCredentials => OfferError::NoIceCredentials,
+            bad @ super::sdpfrag::SdpFragError::BadCredentials { .. } => {
+                OfferError::BadSdp(bad.to_string())
+            }
             other => OfferError::BadCandidate(other.to_string()),
         })?;
         let credentials = frag.credentials.ok_or(OfferError::NoIceCredentials)?;

@@ -204,9 +204,10 @@ mod tests {
     use super::*;
 
     fn creds(ufrag: &str) -> IceCredentials {
+        // Legal lengths (RFC 8839): 4+ characters of ufrag, 22+ of password.
         IceCredentials {
-            ufrag: ufrag.into(),
-            pwd: format!("{ufrag}-password-0123456789"),
+            ufrag: format!("{ufrag}frag"),
+            pwd: format!("{ufrag}password0123456789abc"),
         }
     }
 

@@ -33,6 +33,14 @@ pub enum SdpFragError {
     /// Only one of ice-ufrag / ice-pwd was given.
     #[error("sdpfrag has ice-ufrag without ice-pwd or the reverse")]
     HalfCredentials,
+    /// ice-ufrag or ice-pwd breaks RFC 8839 §5.4 (length, characters).
+    #[error("sdpfrag {attribute} must be {min} to 256 of A-Z a-z 0-9 + / (RFC 8839)")]
+    BadCredentials {
+        /// `ice-ufrag` or `ice-pwd`.
+        attribute: &'static str,
+        /// Its shortest legal length.
+        min: usize,
+    },
     /// A candidate line cannot be parsed.
     #[error("sdpfrag line {line}: malformed candidate: {reason}")]
     BadCandidate {
@@ -160,11 +168,30 @@ impl SdpFrag {
         let ufrag = media_ufrag.or(session_ufrag);
         let pwd = media_pwd.or(session_pwd);
         frag.credentials = match (ufrag, pwd) {
-            (Some(ufrag), Some(pwd)) => Some(IceCredentials { ufrag, pwd }),
+            (Some(ufrag), Some(pwd)) => {
+                // An empty or odd password would reach the ICE agent, which keys STUN integrity
+                // on it: refuse it here with a reason instead.
+                check_ice_chars("ice-ufrag", &ufrag, 4)?;
+                check_ice_chars("ice-pwd", &pwd, 22)?;
+                Some(IceCredentials { ufrag, pwd })
+            }
             (None, None) => None,
             _ => return Err(SdpFragError::HalfCredentials),
         };
         Ok(frag)
+    }
+}
+
+/// `ice-ufrag = 4*256ice-char`, `ice-pwd = 22*256ice-char`, `ice-char = ALPHA / DIGIT / "+" / "/"`.
+fn check_ice_chars(attribute: &'static str, value: &str, min: usize) -> Result<(), SdpFragError> {
+    let ok = (min..=256).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+    if ok {
+        Ok(())
+    } else {
+        Err(SdpFragError::BadCredentials { attribute, min })
     }
 }
 
@@ -217,13 +244,13 @@ m=video 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:1\r\n";
     #[test]
     fn media_level_credentials_win_and_mid_not_media_type_is_kept() {
         // simple-whip-client: `m=audio` carrying the video's mid.
-        let body = b"a=ice-ufrag:sess\na=ice-pwd:sesspwd\nm=audio 9 UDP/TLS/RTP/SAVPF 0\na=mid:video0\n\
-a=ice-ufrag:med\na=ice-pwd:medpwd\na=candidate:1 1 UDP 2015363327 10.0.0.1 40000 typ host\na=end-of-candidates\n";
+        let body = b"a=ice-ufrag:sess\na=ice-pwd:sesspwd0123456789abcdef\nm=audio 9 UDP/TLS/RTP/SAVPF 0\na=mid:video0\n\
+a=ice-ufrag:medi\na=ice-pwd:medpwd0123456789abcdefg\na=candidate:1 1 UDP 2015363327 10.0.0.1 40000 typ host\na=end-of-candidates\n";
         let frag = SdpFrag::parse(body).unwrap();
         let creds = frag.credentials.unwrap();
         assert_eq!(
             (creds.ufrag.as_str(), creds.pwd.as_str()),
-            ("med", "medpwd")
+            ("medi", "medpwd0123456789abcdefg")
         );
         assert_eq!(frag.candidates[0].mid.as_deref(), Some("video0"));
         assert!(frag.end_of_candidates);
@@ -245,6 +272,27 @@ a=candidate:3 1 udp 2122260223 4f5a0b1c-aaaa.local 50000 typ host\r\n";
             (b"\xff\xfe", SdpFragError::NotUtf8),
             (b"a=mid:0\r\nnot sdp\r\n", SdpFragError::BadLine { line: 2 }),
             (b"a=ice-ufrag:x\r\n", SdpFragError::HalfCredentials),
+            (
+                b"a=ice-ufrag\r\na=ice-pwd:0123456789abcdefghijkl\r\n",
+                SdpFragError::BadCredentials {
+                    attribute: "ice-ufrag",
+                    min: 4,
+                },
+            ),
+            (
+                b"a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdefghijk\r\n",
+                SdpFragError::BadCredentials {
+                    attribute: "ice-pwd",
+                    min: 22,
+                },
+            ),
+            (
+                b"a=ice-ufrag:ab d\r\na=ice-pwd:0123456789abcdefghijkl\r\n",
+                SdpFragError::BadCredentials {
+                    attribute: "ice-ufrag",
+                    min: 4,
+                },
+            ),
             (
                 b"a=candidate:1 1 udp notanumber 1.2.3.4 5 typ host\r\n",
                 SdpFragError::BadCandidate {

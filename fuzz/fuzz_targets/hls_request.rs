@@ -1,0 +1,22 @@
+//! Arbitrary bytes as an HLS request's file name and query (`/hls/{stream}/{name}?{query}`):
+//! a name is either one the HLS output makes or refused, a query either valid delivery
+//! directives or a 400; nothing panics.
+
+#![no_main]
+
+use bridge::mux::hls::playlist::DeliveryDirectives;
+use bridge::sink::hls::HlsFile;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (name, query) = text.split_once('?').unwrap_or((text, ""));
+    if HlsFile::parse(name).is_some() {
+        // Served from inside the stream's folder only.
+        assert!(!name.contains('/') && !name.contains('\\') && !name.starts_with('.'));
+        assert!(!name.is_empty());
+    }
+    let _ = DeliveryDirectives::parse(query);
+});
