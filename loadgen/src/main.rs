@@ -1,8 +1,9 @@
 //! `loadgen`: load generator for WHIP servers.
 //!
 //! * `loadgen signal --url URL ...`: WHIP signalling at scale, checked by an RFC 9725 oracle.
-//! * `loadgen publish --url URL --rtmp-listen ADDR ...`: H.264 + Opus through a WHIP-to-RTMP
-//!   bridge, each frame timed from its send to its FLV tag at a built-in RTMP ingest.
+//! * `loadgen publish --url URL --rtmp-listen ADDR --hls URL ...`: H.264 + Opus through a WHIP
+//!   bridge, each frame timed from its send to its FLV tag at a built-in RTMP ingest and to the
+//!   LL-HLS part holding it at a built-in HLS client.
 //! * `loadgen merge A.json B.json ...`: combines the JSON reports of several runs.
 //!
 //! Exit status: 0 when every gate (`--slo`, `--baseline`) holds, 1 when one does not (the
@@ -35,10 +36,11 @@ enum Command {
         #[command(flatten)]
         out: OutputArgs,
     },
-    /// Media through a WHIP-to-RTMP bridge: N publishers send H.264 + Opus with a timestamp SEI
-    /// in every frame; with --rtmp-listen, a built-in RTMP server receives what the bridge
-    /// pushes and times every frame (`frame_rtmp`) and counts lost, reordered and duplicated
-    /// ones.
+    /// Media through a WHIP bridge: N publishers send H.264 + Opus with a timestamp SEI in every
+    /// frame; with --rtmp-listen, a built-in RTMP server receives what the bridge pushes
+    /// (`frame_rtmp`), with --hls, a built-in LL-HLS client follows each stream's playlist
+    /// (`frame_hls`); each counts lost, reordered and duplicated frames and the audio/video
+    /// drift.
     Publish {
         #[command(flatten)]
         args: PublishArgs,
@@ -68,8 +70,8 @@ struct OutputArgs {
     #[arg(long, help_heading = "Output")]
     plot_font: Option<PathBuf>,
     /// Exit 1 unless this holds, e.g. 'post.p99<50ms', 'post.corrected.p99<80ms',
-    /// 'violations==0', 'sessions.failed==0', 'frame_rtmp.p99<200ms', 'frames.lost==0'
-    /// (repeatable).
+    /// 'violations==0', 'sessions.failed==0', 'frame_rtmp.p99<200ms', 'frame_hls.p99<1s',
+    /// 'frames.lost==0', 'hls.frames.lost==0', 'av_drift<100ms' (repeatable).
     #[arg(long = "slo", value_name = "EXPR", help_heading = "CI gate")]
     slos: Vec<Slo>,
     /// Exit 1 on a regression against this earlier --json report.

@@ -38,11 +38,16 @@ pub enum Metric {
     FrameRtmp,
     /// `publish`: a publisher's start (POST) to the first byte of its stream's RTMP connection.
     FirstRtmp,
+    /// `publish`: a video frame's generation to the LL-HLS part (or segment) holding it fully
+    /// received by the built-in HLS client.
+    FrameHls,
+    /// `publish`: a publisher's start (POST) to the first byte of its stream's first HLS part.
+    FirstHls,
 }
 
 impl Metric {
     /// Every metric, in report order.
-    pub const ALL: [Metric; 8] = [
+    pub const ALL: [Metric; 10] = [
         Metric::Post,
         Metric::PatchTrickle,
         Metric::PatchRestart,
@@ -51,6 +56,8 @@ impl Metric {
         Metric::IceReconnected,
         Metric::FrameRtmp,
         Metric::FirstRtmp,
+        Metric::FrameHls,
+        Metric::FirstHls,
     ];
 
     /// The name used in reports, JSON and SLO expressions.
@@ -64,6 +71,8 @@ impl Metric {
             Metric::IceReconnected => "ice_reconnected",
             Metric::FrameRtmp => "frame_rtmp",
             Metric::FirstRtmp => "first_rtmp",
+            Metric::FrameHls => "frame_hls",
+            Metric::FirstHls => "first_hls",
         }
     }
 

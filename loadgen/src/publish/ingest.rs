@@ -1,5 +1,6 @@
 //! A minimal RTMP server for `publish`: it accepts every connect and publish, and reports when
-//! each stream's connection began and every frame stamp found in its video tags.
+//! each stream's connection began, every frame stamp found in its video tags and the timestamp
+//! of every audio and video tag (for the audio/video drift).
 //!
 //! rml_rtmp does the protocol (sans-IO); this module moves bytes and reads FLV video tag bodies.
 
@@ -15,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::account::Track;
 use crate::media::FrameStamp;
 
 /// Bytes read from a connection at a time.
@@ -23,6 +25,12 @@ const READ_CHUNK: usize = 64 * 1024;
 const FLV_CODEC_AVC: u8 = 7;
 /// FLV `AVCPacketType` of NAL units (0 is the sequence header, 2 the end of sequence).
 const AVC_NALU: u8 = 1;
+/// FLV `SoundFormat` of AAC; its `AACPacketType` 1 is a raw frame (0 the sequence header).
+const FLV_SOUND_AAC: u8 = 10;
+/// FLV `SoundFormat` of an Enhanced RTMP audio header; its `AudioPacketType` 1 is coded frames.
+const FLV_SOUND_EX_HEADER: u8 = 9;
+/// `AACPacketType` raw / Enhanced RTMP `AudioPacketType` CodedFrames.
+const AUDIO_FRAMES: u8 = 1;
 
 /// What the ingest saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +52,16 @@ pub enum IngestEvent {
         stamp: FrameStamp,
         /// Arrival of the bytes that completed the tag.
         received_us: u64,
+    },
+    /// An audio or video tag of `stream` carrying media (not a sequence header), at
+    /// `timestamp_ms` on the FLV timeline.
+    Media {
+        /// The stream key.
+        stream: String,
+        /// Audio or video.
+        track: Track,
+        /// The tag's timestamp.
+        timestamp_ms: u32,
     },
 }
 
@@ -213,9 +231,31 @@ impl Connection<'_> {
                     });
                     queue.extend(session.accept_request(request_id)?);
                 }
+                ServerSessionEvent::AudioDataReceived {
+                    stream_key,
+                    data,
+                    timestamp,
+                    ..
+                } if is_audio_frame(&data) => {
+                    let _ = self.events.send(IngestEvent::Media {
+                        stream: stream_key,
+                        track: Track::Audio,
+                        timestamp_ms: timestamp.value,
+                    });
+                }
                 ServerSessionEvent::VideoDataReceived {
-                    stream_key, data, ..
+                    stream_key,
+                    data,
+                    timestamp,
+                    ..
                 } => {
+                    if is_avc_nalu(&data) {
+                        let _ = self.events.send(IngestEvent::Media {
+                            stream: stream_key.clone(),
+                            track: Track::Video,
+                            timestamp_ms: timestamp.value,
+                        });
+                    }
                     for stamp in stamps_in_video_tag(&data) {
                         let _ = self.events.send(IngestEvent::Frame {
                             stream: stream_key.clone(),
@@ -231,14 +271,27 @@ impl Connection<'_> {
     }
 }
 
+/// Whether an FLV video tag body holds AVC NAL units (not a sequence header).
+fn is_avc_nalu(body: &[u8]) -> bool {
+    matches!(body, [head, AVC_NALU, ..] if head & 0x0F == FLV_CODEC_AVC)
+}
+
+/// Whether an FLV audio tag body holds audio (not a sequence header): AAC raw, Enhanced RTMP
+/// coded frames, or any legacy format (which has no headers).
+fn is_audio_frame(body: &[u8]) -> bool {
+    match body {
+        [head, rest @ ..] if head >> 4 == FLV_SOUND_AAC => rest.first() == Some(&AUDIO_FRAMES),
+        [head, ..] if head >> 4 == FLV_SOUND_EX_HEADER => head & 0x0F == AUDIO_FRAMES,
+        [_, ..] => true,
+        [] => false,
+    }
+}
+
 /// The frame stamps in an FLV video tag body: AVC NAL units (not the sequence header), each
 /// after a 4-byte length, following the 5-byte AVC video tag header.
 pub fn stamps_in_video_tag(body: &[u8]) -> Vec<FrameStamp> {
     let mut stamps = Vec::new();
-    let (Some(&head), Some(&packet_type)) = (body.first(), body.get(1)) else {
-        return stamps;
-    };
-    if head & 0x0F != FLV_CODEC_AVC || packet_type != AVC_NALU {
+    if !is_avc_nalu(body) {
         return stamps;
     }
     let mut rest = body.get(5..).unwrap_or_default();
@@ -277,5 +330,19 @@ mod tests {
         body.truncate(12);
         assert!(stamps_in_video_tag(&body).is_empty());
         assert!(stamps_in_video_tag(&[]).is_empty());
+    }
+
+    #[test]
+    fn tells_media_tags_from_sequence_headers() {
+        assert!(is_avc_nalu(&[0x27, AVC_NALU, 0, 0, 0]));
+        assert!(!is_avc_nalu(&[0x17, 0, 0, 0, 0]));
+        assert!(!is_avc_nalu(&[0x27]));
+        // AAC raw and sequence header.
+        assert!(is_audio_frame(&[0xAF, 1, 0x21]));
+        assert!(!is_audio_frame(&[0xAF, 0, 0x11, 0x90]));
+        // Enhanced RTMP Opus: coded frames and sequence start.
+        assert!(is_audio_frame(&[0x91, b'O', b'p', b'u', b's', 0xfc]));
+        assert!(!is_audio_frame(&[0x90, b'O', b'p', b'u', b's']));
+        assert!(!is_audio_frame(&[]));
     }
 }

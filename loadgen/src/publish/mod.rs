@@ -1,34 +1,51 @@
-//! `loadgen publish`: real media through a WHIP-to-RTMP bridge, timed frame by frame.
+//! `loadgen publish`: real media through a WHIP bridge, timed frame by frame at its outputs.
 //!
 //! N [`Publisher`]s send H.264 + Opus with a [`FrameStamp`] SEI in every video frame (the send
-//! time and the frame number). With `--rtmp-listen`, a built-in RTMP server ([`ingest`]) takes
-//! what the bridge pushes, finds the stamps again in the FLV video tags and measures each
-//! frame's latency (`frame_rtmp`), each publisher's time to its first RTMP byte (`first_rtmp`)
-//! and the frames lost, reordered and duplicated on the way.
+//! time and the frame number). Two receivers find the stamps again in what the bridge puts out:
 //!
-//! The ingest and the publishers share the wall clock, so they must run on one machine.
+//! * with `--rtmp-listen`, a built-in RTMP server ([`ingest`]) takes what the bridge pushes and
+//!   reads the FLV video tags: `frame_rtmp` (send to FLV tag received), `first_rtmp`;
+//! * with `--hls`, a built-in LL-HLS client per stream ([`hls`]) follows the bridge's playlist
+//!   with blocking reloads and reads the fMP4 parts ([`playlist`], [`fmp4`]): `frame_hls` (send
+//!   to the part holding the frame fully received), `first_hls`.
+//!
+//! For each output the same accounting ([`account`]) counts frames lost, reordered and
+//! duplicated and measures the audio/video drift of the output's timelines.
+//!
+//! The receivers and the publishers share the wall clock, so they must run on one machine.
 
+pub mod account;
+pub mod fmp4;
+pub mod hls;
 pub mod ingest;
+pub mod playlist;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::media::FrameStamp;
-use crate::report::{Frames, Report};
+use crate::report::progress::{self, Field, ProgressSource};
+use crate::report::{Drift, OutputReport, Report};
 use crate::signal::parse_duration;
 use crate::stats::{HistogramError, Metric, Recorder};
 use crate::{Publisher, PublisherConfig};
+use account::{AvDrift, FrameAccount, Track};
+use hls::{HlsClient, HlsEvent};
 use ingest::{IngestError, IngestEvent, RtmpIngest, now_us};
 
 /// How long a publisher may take to connect (ICE + DTLS).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// After sending, how long to wait for the last frames to come out of the bridge.
+/// After sending, how long to wait for the last frames to come out of the bridge's RTMP output.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
-/// How often the drain checks whether every stream's last frame arrived.
+/// After the DELETEs, how long to wait for the HLS playlists to end (the last part is cut
+/// only when the stream ends).
+const HLS_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a drain checks whether every stream's last frame arrived.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 /// Failures shown at the end (the rest are only counted).
 const FAILURE_EXAMPLES: usize = 10;
@@ -53,15 +70,42 @@ pub struct PublishArgs {
     /// Run an RTMP server here for the bridge to push to, and measure what arrives.
     #[arg(long, value_name = "ADDR")]
     pub rtmp_listen: Option<SocketAddr>,
+    /// Follow each stream's (LL-)HLS media playlist at this URL and measure what arrives;
+    /// `{stream}` is replaced by the stream name, `{i}` by the publisher number, e.g.
+    /// 'http://127.0.0.1:8080/hls/{stream}/index.m3u8' (http only, fMP4 only).
+    #[arg(long, value_name = "URL_TEMPLATE")]
+    pub hls: Option<String>,
     /// Local address of the publishers' UDP sockets (their host candidate).
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     pub bind_ip: IpAddr,
+    /// Show progress even when stderr is not a terminal (one line every 2 s).
+    #[arg(long, help_heading = "Output")]
+    pub progress: bool,
+}
+
+impl PublishArgs {
+    /// Options for `publishers` publishers on `url`, sending for `duration`, measuring nothing.
+    pub fn new(url: impl Into<String>, publishers: u64, duration: Duration) -> Self {
+        Self {
+            url: url.into(),
+            token: None,
+            publishers,
+            duration,
+            rtmp_listen: None,
+            hls: None,
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            progress: false,
+        }
+    }
 }
 
 /// Why `publish` could not run.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PublishError {
+    /// The options cannot work.
+    #[error("invalid options: {0}")]
+    Config(String),
     /// The RTMP ingest could not listen.
     #[error(transparent)]
     Ingest(#[from] IngestError),
@@ -70,90 +114,220 @@ pub enum PublishError {
     Histogram(#[from] HistogramError),
 }
 
-/// One stream as the ingest saw it.
+/// Where the bridge's output is received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Rtmp,
+    Hls,
+}
+
+impl Output {
+    /// The name in reports and SLOs.
+    fn name(self) -> &'static str {
+        match self {
+            Output::Rtmp => "rtmp",
+            Output::Hls => "hls",
+        }
+    }
+
+    fn frame_metric(self) -> Metric {
+        match self {
+            Output::Rtmp => Metric::FrameRtmp,
+            Output::Hls => Metric::FrameHls,
+        }
+    }
+
+    fn first_metric(self) -> Metric {
+        match self {
+            Output::Rtmp => Metric::FirstRtmp,
+            Output::Hls => Metric::FirstHls,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One output of one stream as its receiver saw it.
+#[derive(Debug, Default)]
+struct OutputState {
+    frames: FrameAccount,
+    drift: AvDrift,
+    first_recorded: bool,
+    /// The output said it ended (HLS: `EXT-X-ENDLIST`).
+    ended: bool,
+    errors: u64,
+}
+
+/// One stream: its publisher's progress and what each output delivered.
 #[derive(Debug, Default)]
 struct StreamState {
     /// The publisher's start (before its POST), µs since the UNIX epoch.
     started_us: Option<u64>,
+    connected: bool,
+    /// When sending began (until it ends).
+    sending_since: Option<Instant>,
+    /// Frames sent, once sending ended.
+    sent: Option<u64>,
     /// Frame number of the last frame sent, once sending ended.
     last_sent: Option<u64>,
-    first_rtmp_recorded: bool,
-    first: Option<u64>,
-    max: Option<u64>,
-    seen: HashSet<u64>,
-    reordered: u64,
-    duplicated: u64,
+    outputs: [OutputState; 2],
 }
 
 impl StreamState {
-    fn frame(&mut self, frame: u64) {
-        if !self.seen.insert(frame) {
-            self.duplicated += 1;
-            return;
-        }
-        self.first.get_or_insert(frame);
-        match self.max {
-            Some(max) if frame < max => self.reordered += 1,
-            _ => self.max = Some(frame),
-        }
+    fn output(&mut self, output: Output) -> &mut OutputState {
+        &mut self.outputs[output.index()]
     }
 
-    /// Frames never seen from the first one seen to the last one sent (all sent ones if none
-    /// was seen: the output never started).
-    fn lost(&self, sent: u64) -> u64 {
-        match (self.first, self.last_sent) {
-            (Some(first), Some(last)) if last >= first => {
-                let seen = self.seen.iter().filter(|&&f| f >= first && f <= last);
-                (last - first + 1).saturating_sub(seen.count() as u64)
-            }
-            (Some(_), _) => 0,
-            (None, _) => sent,
-        }
-    }
-
-    fn drained(&self) -> bool {
-        self.last_sent.is_none_or(|last| self.max >= Some(last))
+    fn drained(&self, output: Output) -> bool {
+        let o = &self.outputs[output.index()];
+        o.ended || o.frames.drained(self.last_sent)
     }
 }
 
-/// Everything measured, shared by the ingest's reader and the publishers.
+/// Everything measured, shared by the receivers, the publishers and the progress line.
 #[derive(Debug)]
 struct Tally {
     recorder: Recorder,
     streams: HashMap<String, StreamState>,
+    failed_publishers: u64,
+    output_errors: u64,
+    failure_examples: Vec<String>,
 }
 
 impl Tally {
-    fn event(&mut self, event: IngestEvent) {
+    fn new() -> Self {
+        Self {
+            recorder: Recorder::new(false),
+            streams: HashMap::new(),
+            failed_publishers: 0,
+            output_errors: 0,
+            failure_examples: Vec::new(),
+        }
+    }
+
+    fn example(&mut self, text: String) {
+        if self.failure_examples.len() < FAILURE_EXAMPLES {
+            self.failure_examples.push(text);
+        }
+    }
+
+    /// The first byte of `stream`'s output arrived at `at_us` (recorded once per output).
+    fn first_byte(&mut self, output: Output, stream: &str, at_us: u64) {
+        let Some(s) = self.streams.get_mut(stream) else {
+            return;
+        };
+        let Some(started) = s.started_us else {
+            return;
+        };
+        let o = s.output(output);
+        if !o.first_recorded {
+            o.first_recorded = true;
+            let d = Duration::from_micros(at_us.saturating_sub(started));
+            self.recorder.record(output.first_metric(), d, d);
+        }
+    }
+
+    /// A frame of `stream` arrived at `received_us`.
+    fn frame(&mut self, output: Output, stream: &str, stamp: FrameStamp, received_us: u64) {
+        let Some(s) = self.streams.get_mut(stream) else {
+            return;
+        };
+        // A frame of an earlier run on the same stream name (an HLS window still listing it).
+        if s.started_us.is_some_and(|started| stamp.sent_us < started) {
+            return;
+        }
+        s.output(output).frames.frame(stamp.frame);
+        // Sending is open loop at the frame rate, so the intended start is the actual one: raw
+        // and corrected are the same here.
+        let d = Duration::from_micros(received_us.saturating_sub(stamp.sent_us));
+        self.recorder.record(output.frame_metric(), d, d);
+    }
+
+    /// `stream`'s output carried media up to these audio and video timestamps (µs).
+    fn media_time(
+        &mut self,
+        output: Output,
+        stream: &str,
+        audio_us: Option<i64>,
+        video_us: Option<i64>,
+    ) {
+        if let Some(s) = self.streams.get_mut(stream) {
+            s.output(output).drift.sample(audio_us, video_us);
+        }
+    }
+
+    fn error(&mut self, output: Output, stream: &str, error: String) {
+        self.output_errors += 1;
+        if let Some(s) = self.streams.get_mut(stream) {
+            s.output(output).errors += 1;
+        }
+        self.example(format!("{stream}: {}: {error}", output.name()));
+    }
+
+    fn ingest(&mut self, event: IngestEvent) {
         match event {
             IngestEvent::Publishing {
                 stream,
                 first_byte_us,
-            } => {
-                let Some(s) = self.streams.get_mut(&stream) else {
-                    return;
-                };
-                if let (Some(started), false) = (s.started_us, s.first_rtmp_recorded) {
-                    let d = Duration::from_micros(first_byte_us.saturating_sub(started));
-                    self.recorder.record(Metric::FirstRtmp, d, d);
-                    s.first_rtmp_recorded = true;
-                }
-            }
+            } => self.first_byte(Output::Rtmp, &stream, first_byte_us),
             IngestEvent::Frame {
                 stream,
-                stamp: FrameStamp { sent_us, frame },
+                stamp,
                 received_us,
+            } => self.frame(Output::Rtmp, &stream, stamp, received_us),
+            IngestEvent::Media {
+                stream,
+                track,
+                timestamp_ms,
             } => {
-                let Some(s) = self.streams.get_mut(&stream) else {
-                    return;
+                let ts = Some(i64::from(timestamp_ms) * 1000);
+                let (audio, video) = match track {
+                    Track::Audio => (ts, None),
+                    Track::Video => (None, ts),
                 };
-                s.frame(frame);
-                // Sending is open loop at the frame rate, so the intended start is the actual
-                // one: raw and corrected are the same here.
-                let d = Duration::from_micros(received_us.saturating_sub(sent_us));
-                self.recorder.record(Metric::FrameRtmp, d, d);
+                self.media_time(Output::Rtmp, &stream, audio, video);
             }
         }
+    }
+
+    fn hls(&mut self, event: HlsEvent) {
+        match event {
+            HlsEvent::Part {
+                stream,
+                first_byte_us,
+                received_us,
+                stamps,
+                video_end_us,
+                audio_end_us,
+                ..
+            } => {
+                let started = self.streams.get(&stream).and_then(|s| s.started_us);
+                if stamps
+                    .iter()
+                    .any(|s| started.is_none_or(|t| s.sent_us >= t))
+                {
+                    self.first_byte(Output::Hls, &stream, first_byte_us);
+                }
+                for stamp in stamps {
+                    self.frame(Output::Hls, &stream, stamp, received_us);
+                }
+                self.media_time(Output::Hls, &stream, audio_end_us, video_end_us);
+            }
+            HlsEvent::Ended { stream } => {
+                if let Some(s) = self.streams.get_mut(&stream) {
+                    s.output(Output::Hls).ended = true;
+                }
+            }
+            HlsEvent::Error { stream, error } => {
+                self.error(Output::Hls, &stream, error.to_string());
+            }
+        }
+    }
+
+    fn all_drained(&self, output: Output) -> bool {
+        self.streams.values().all(|s| s.drained(output))
     }
 }
 
@@ -161,6 +335,56 @@ type Shared = Arc<Mutex<Tally>>;
 
 fn lock(tally: &Shared) -> std::sync::MutexGuard<'_, Tally> {
     tally.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The counters of the progress line.
+#[derive(Debug)]
+struct PublishProgress {
+    tally: Shared,
+    outputs: Vec<Output>,
+}
+
+impl ProgressSource for PublishProgress {
+    fn sample(&self) -> progress::Sample {
+        let t = lock(&self.tally);
+        let connected = t.streams.values().filter(|s| s.connected).count() as u64;
+        let sending = t
+            .streams
+            .values()
+            .filter(|s| s.sending_since.is_some() && s.sent.is_none())
+            .count() as u64;
+        let sent: u64 = t.streams.values().map(sent_so_far).sum();
+        let mut fields = vec![
+            Field::Count("sending", sending),
+            Field::Rate("frames sent", sent),
+        ];
+        for &output in &self.outputs {
+            let received = t
+                .streams
+                .values()
+                .map(|s| s.outputs[output.index()].frames.received())
+                .sum();
+            fields.push(Field::Rate(output.name(), received));
+        }
+        fields.push(Field::Count("failed", t.failed_publishers));
+        fields.push(Field::Count("errors", t.output_errors));
+        progress::Sample {
+            position: connected,
+            fields,
+        }
+    }
+}
+
+/// Frames a stream has sent: the count once sending ended, meanwhile estimated from the time
+/// spent sending at the nominal frame rate (the publisher reports its count only at the end).
+fn sent_so_far(s: &StreamState) -> u64 {
+    match (s.sent, s.sending_since) {
+        (Some(n), _) => n,
+        (None, Some(since)) => {
+            (since.elapsed().as_secs_f64() * f64::from(crate::media::VIDEO_FPS)) as u64
+        }
+        (None, None) => 0,
+    }
 }
 
 /// The stream name of an endpoint URL: its last path segment.
@@ -180,26 +404,33 @@ struct Outcome {
     result: Result<Publisher, (&'static str, crate::Error)>,
 }
 
-async fn publish_one(args: Arc<PublishArgs>, index: u64, tally: Shared) -> Outcome {
-    let endpoint = args.url.replace("{i}", &index.to_string());
-    let stream = stream_name(&endpoint);
-    lock(&tally)
-        .streams
-        .entry(stream.clone())
-        .or_default()
-        .started_us = Some(now_us());
+async fn publish_one(
+    args: Arc<PublishArgs>,
+    endpoint: String,
+    stream: String,
+    tally: Shared,
+) -> Outcome {
     let cfg = PublisherConfig {
         token: args.token.clone(),
         bind_ip: args.bind_ip,
         ..PublisherConfig::new(endpoint)
     };
     let mut sent_frames = 0;
+    let update = |f: &dyn Fn(&mut StreamState)| {
+        if let Some(s) = lock(&tally).streams.get_mut(&stream) {
+            f(s);
+        }
+    };
     let result = async {
         let publisher = Publisher::connect(cfg).await.map_err(|e| ("connect", e))?;
         publisher
             .wait_connected(CONNECT_TIMEOUT)
             .await
             .map_err(|e| ("ice", e))?;
+        update(&|s| {
+            s.connected = true;
+            s.sending_since = Some(Instant::now());
+        });
         let sent = publisher
             .send_media_stamped(args.duration)
             .await
@@ -208,15 +439,25 @@ async fn publish_one(args: Arc<PublishArgs>, index: u64, tally: Shared) -> Outco
         Ok(publisher)
     }
     .await;
-    if let Some(last) = sent_frames.checked_sub(1)
-        && let Some(s) = lock(&tally).streams.get_mut(&stream)
-    {
-        s.last_sent = Some(last);
+    update(&|s| {
+        s.sent = Some(sent_frames);
+        s.last_sent = sent_frames.checked_sub(1);
+    });
+    if result.is_err() {
+        lock(&tally).failed_publishers += 1;
     }
     Outcome {
         stream,
         sent_frames,
         result,
+    }
+}
+
+/// Waits until `done` holds for the tally, or `timeout` passes.
+async fn wait_until(tally: &Shared, timeout: Duration, done: impl Fn(&Tally) -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline && !done(&lock(tally)) {
+        tokio::time::sleep(DRAIN_POLL).await;
     }
 }
 
@@ -227,114 +468,181 @@ pub async fn run(args: &PublishArgs) -> Result<Report, PublishError> {
             "loadgen: --url has no {{i}}: all publishers share one stream, which a server hands from one to the next"
         );
     }
-    let tally: Shared = Arc::new(Mutex::new(Tally {
-        recorder: Recorder::new(false),
-        streams: HashMap::new(),
-    }));
+    if let Some(hls) = &args.hls
+        && !hls.starts_with("http://")
+    {
+        return Err(PublishError::Config(format!(
+            "--hls {hls:?}: only http:// URLs are supported"
+        )));
+    }
+    let tally: Shared = Arc::new(Mutex::new(Tally::new()));
     let ingest = match args.rtmp_listen {
         Some(addr) => Some(RtmpIngest::bind(addr).await?),
         None => None,
     };
-    let measuring = ingest.is_some();
-    let reader = ingest.map(|mut ingest| {
+    let mut outputs = Vec::new();
+    if ingest.is_some() {
+        outputs.push(Output::Rtmp);
+    }
+    if args.hls.is_some() {
+        outputs.push(Output::Hls);
+    }
+    let rtmp_reader = ingest.map(|mut ingest| {
         let tally = tally.clone();
         tokio::spawn(async move {
             while let Some(event) = ingest.recv().await {
-                lock(&tally).event(event);
+                lock(&tally).ingest(event);
             }
         })
     });
+    let (hls_events, mut hls_rx) = mpsc::unbounded_channel();
+    let hls_reader = {
+        let tally = tally.clone();
+        tokio::spawn(async move {
+            while let Some(event) = hls_rx.recv().await {
+                lock(&tally).hls(event);
+            }
+        })
+    };
 
     let t0 = Instant::now();
+    let display_source = Arc::new(PublishProgress {
+        tally: tally.clone(),
+        outputs: outputs.clone(),
+    });
+    let display = progress::spawn(
+        progress::Line {
+            total: args.publishers,
+            label: "connected",
+            force: args.progress,
+            t0,
+        },
+        display_source,
+    );
     let shared_args = Arc::new(args.clone());
+    let hls_client = HlsClient::new();
     let mut tasks = JoinSet::new();
+    let mut hls_tasks = JoinSet::new();
     for index in 0..args.publishers {
-        tasks.spawn(publish_one(shared_args.clone(), index, tally.clone()));
-    }
-    let mut outcomes = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok(outcome) = joined {
-            outcomes.push(outcome);
+        let endpoint = args.url.replace("{i}", &index.to_string());
+        let stream = stream_name(&endpoint);
+        let started_us = now_us();
+        lock(&tally)
+            .streams
+            .entry(stream.clone())
+            .or_default()
+            .started_us = Some(started_us);
+        if let Some(template) = &args.hls {
+            let url = template
+                .replace("{i}", &index.to_string())
+                .replace("{stream}", &stream);
+            let (client, events, stream) = (hls_client.clone(), hls_events.clone(), stream.clone());
+            hls_tasks.spawn(async move {
+                if let Err(error) = client
+                    .follow(url, stream.clone(), started_us, events.clone())
+                    .await
+                {
+                    let _ = events.send(HlsEvent::Error { stream, error });
+                }
+            });
         }
+        tasks.spawn(publish_one(
+            shared_args.clone(),
+            endpoint,
+            stream,
+            tally.clone(),
+        ));
     }
-    if measuring {
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
-        while Instant::now() < deadline && !lock(&tally).streams.values().all(StreamState::drained)
-        {
-            tokio::time::sleep(DRAIN_POLL).await;
-        }
-    }
-    let duration = t0.elapsed();
-    if let Some(reader) = reader {
-        reader.abort();
-    }
-
     let mut report = Report {
         commands: vec![std::env::args().collect::<Vec<_>>().join(" ")],
-        duration_s: duration.as_secs_f64(),
         ..Report::default()
     };
     report.sessions.planned = args.publishers;
-    // Sessions that never came back (a panicked task) count as failed.
-    report.sessions.failed = args.publishers - outcomes.len() as u64;
-    let mut frames = Frames::default();
+    let mut sent = Vec::new();
     let mut publishers = Vec::new();
-    {
-        let tally = lock(&tally);
-        for outcome in outcomes {
-            frames.sent += outcome.sent_frames;
-            if let Some(s) = tally.streams.get(&outcome.stream) {
-                frames.received += s.seen.len() as u64;
-                frames.lost += s.lost(outcome.sent_frames);
-                frames.reordered += s.reordered;
-                frames.duplicated += s.duplicated;
+    while let Some(joined) = tasks.join_next().await {
+        // A task that never came back (it panicked) counts as failed below.
+        let Ok(outcome) = joined else { continue };
+        match outcome.result {
+            Ok(publisher) => {
+                report.sessions.ok += 1;
+                publishers.push(publisher);
             }
-            match outcome.result {
-                Ok(publisher) => {
-                    report.sessions.ok += 1;
-                    publishers.push(publisher);
-                }
-                Err((kind, e)) => {
-                    report.sessions.failed += 1;
-                    *report.sessions.failures.entry(kind.to_owned()).or_default() += 1;
-                    if report.failure_examples.len() < FAILURE_EXAMPLES {
-                        report
-                            .failure_examples
-                            .push(format!("{}: {kind}: {e}", outcome.stream));
-                    }
+            Err((kind, e)) => {
+                report.sessions.failed += 1;
+                *report.sessions.failures.entry(kind.to_owned()).or_default() += 1;
+                if report.failure_examples.len() < FAILURE_EXAMPLES {
+                    report
+                        .failure_examples
+                        .push(format!("{}: {kind}: {e}", outcome.stream));
                 }
             }
         }
-        report.set_latency(&tally.recorder)?;
+        sent.push((outcome.stream, outcome.sent_frames));
     }
-    if measuring {
-        report.frames = Some(frames);
+    report.sessions.failed += args.publishers - sent.len() as u64;
+    if outputs.contains(&Output::Rtmp) {
+        wait_until(&tally, DRAIN_TIMEOUT, |t| t.all_drained(Output::Rtmp)).await;
     }
-    // Deleted only now, so the bridge kept every stream up until its last frame was counted.
+    // Deleted only now, so the bridge kept every stream up until its last RTMP frame was
+    // counted. Ending a stream makes the bridge cut its last HLS part and end the playlist.
     let mut deletes: JoinSet<_> = publishers.into_iter().map(Publisher::delete).collect();
     while deletes.join_next().await.is_some() {}
+    if outputs.contains(&Output::Hls) {
+        wait_until(&tally, HLS_DRAIN_TIMEOUT, |t| t.all_drained(Output::Hls)).await;
+    }
+    report.duration_s = t0.elapsed().as_secs_f64();
+    if let Some(reader) = rtmp_reader {
+        reader.abort();
+    }
+    hls_tasks.shutdown().await;
+    drop(hls_events);
+    // Every sender is gone: the reader ends once it has tallied what they sent.
+    let _ = hls_reader.await;
+    if let Some(display) = display {
+        display.finish().await;
+    }
+
+    let tally = lock(&tally);
+    report
+        .failure_examples
+        .extend(tally.failure_examples.iter().cloned());
+    for &output in &outputs {
+        report.outputs.insert(
+            output.name().to_owned(),
+            output_report(&tally, output, &sent),
+        );
+    }
+    report.set_latency(&tally.recorder)?;
     Ok(report)
+}
+
+/// What `output` delivered of the frames each publisher (stream, frames) sent.
+fn output_report(tally: &Tally, output: Output, sent: &[(String, u64)]) -> OutputReport {
+    let mut out = OutputReport::default();
+    let mut drifts = BTreeMap::new();
+    for (stream, sent_frames) in sent {
+        out.frames.sent += sent_frames;
+        let Some(s) = tally.streams.get(stream) else {
+            continue;
+        };
+        let o = &s.outputs[output.index()];
+        out.frames.received += o.frames.received();
+        out.frames.lost += o.frames.lost(s.last_sent, *sent_frames);
+        out.frames.reordered += o.frames.reordered();
+        out.frames.duplicated += o.frames.duplicated();
+        out.errors += o.errors;
+        if let Some(d) = o.drift.drift_us() {
+            drifts.insert(stream.clone(), d as f64 / 1000.0);
+        }
+    }
+    out.av_drift_ms = Drift::of(drifts);
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn counts_loss_from_the_first_frame_seen() {
-        let mut s = StreamState::default();
-        // The output starts at frame 30 (a keyframe); 32 is lost, 34 comes late, 33 twice.
-        for f in [30, 31, 33, 33, 35, 34] {
-            s.frame(f);
-        }
-        assert!(s.drained());
-        s.last_sent = Some(36);
-        assert!(!s.drained());
-        assert_eq!((s.reordered, s.duplicated, s.seen.len()), (1, 1, 5));
-        // 32 and 36 never arrived.
-        assert_eq!(s.lost(37), 2);
-        assert_eq!(StreamState::default().lost(37), 37);
-    }
 
     #[test]
     fn stream_name_is_the_last_path_segment() {

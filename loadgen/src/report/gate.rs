@@ -6,18 +6,21 @@
 //! * `violations` (total) or `violations.<kind>`;
 //! * `sessions.ok`, `sessions.failed`, `sessions.planned`, `failures.<kind>`;
 //! * `frames.sent`, `frames.received`, `frames.lost`, `frames.reordered`, `frames.duplicated`
-//!   (`publish`);
+//!   (`publish`: every output together, counts summed) or per output, `rtmp.frames.lost`,
+//!   `hls.frames.lost`, ...; `rtmp.errors`, `hls.errors`;
+//! * `av_drift` (the largest audio/video drift magnitude of any output, ms), `rtmp.av_drift`,
+//!   `hls.av_drift` (`publish`);
 //! * `<metric>.<stat>` (timed from the actual start, the JSON's top level) or
 //!   `<metric>.corrected.<stat>`, with `stat` one of `count`, `mean`, `p50`, `p90`, `p99`,
 //!   `p999` (or `p99.9`) and `max`.
 //!
-//! Operators: `<`, `<=`, `>`, `>=`, `==`, `!=`. Latencies are in ms unless suffixed with `us`,
-//! `ms` or `s`.
+//! Operators: `<`, `<=`, `>`, `>=`, `==`, `!=`. Latencies and drifts are in ms unless suffixed
+//! with `us`, `ms` or `s`. A value the report lacks reads as 0.
 
 use std::fmt;
 use std::str::FromStr;
 
-use super::{Frames, Report};
+use super::{Frames, OutputReport, Report};
 use crate::stats::Metric;
 
 /// Latencies both under this (ms) are never called a regression: noise at that scale is not one.
@@ -69,6 +72,15 @@ enum Value {
     Sessions(String),
     Failures(String),
     Frames(String),
+    /// `<output>.frames.<count>`.
+    OutputFrames {
+        output: String,
+        count: String,
+    },
+    /// `<output>.errors`.
+    OutputErrors(String),
+    /// `av_drift` (`None`: the worst output) or `<output>.av_drift`.
+    Drift(Option<String>),
     Latency {
         metric: Metric,
         corrected: bool,
@@ -111,7 +123,7 @@ impl FromStr for Slo {
             .ok_or_else(|| GateError::new(expr, "no comparison (<, <=, >, >=, ==, !=)"))?;
         let (lhs, rhs) = (&text[..at], &text[at + sym.len()..]);
         let value = parse_value(lhs).map_err(|r| GateError::new(expr, r))?;
-        let latency = matches!(value, Value::Latency { ref stat, .. } if stat != "count");
+        let latency = value.is_time();
         let bound = parse_bound(rhs, latency).map_err(|r| GateError::new(expr, r))?;
         Ok(Slo {
             text,
@@ -122,7 +134,42 @@ impl FromStr for Slo {
     }
 }
 
+/// Output names `publish` reports under.
+const OUTPUTS: [&str; 2] = ["rtmp", "hls"];
+
+impl Value {
+    /// Whether the value is a time (ms, or with a unit).
+    fn is_time(&self) -> bool {
+        match self {
+            Value::Latency { stat, .. } => stat != "count",
+            Value::Drift(_) => true,
+            _ => false,
+        }
+    }
+}
+
 fn parse_value(lhs: &str) -> Result<Value, String> {
+    if lhs == "av_drift" {
+        return Ok(Value::Drift(None));
+    }
+    if let Some((output, rest)) = lhs.split_once('.')
+        && OUTPUTS.contains(&output)
+    {
+        let output = output.to_owned();
+        return match rest.split_once('.') {
+            Some(("frames", k)) if Frames::default().count(k).is_some() => {
+                Ok(Value::OutputFrames {
+                    output,
+                    count: k.to_owned(),
+                })
+            }
+            None if rest == "av_drift" => Ok(Value::Drift(Some(output))),
+            None if rest == "errors" => Ok(Value::OutputErrors(output)),
+            _ => Err(format!(
+                "unknown value {lhs:?}: use {output}.frames.sent|received|lost|reordered|duplicated, {output}.errors or {output}.av_drift"
+            )),
+        };
+    }
     let mut parts = lhs.splitn(2, '.');
     let head = parts.next().unwrap_or_default();
     let tail = parts.next();
@@ -134,7 +181,7 @@ fn parse_value(lhs: &str) -> Result<Value, String> {
         (metric, Some(rest)) => {
             let metric = Metric::from_name(metric).ok_or_else(|| {
                 format!(
-                    "unknown value {lhs:?}: use violations, sessions.ok|failed|planned, failures.<kind>, frames.sent|received|lost|reordered|duplicated or <metric>.[corrected.]<stat> with metric one of {}",
+                    "unknown value {lhs:?}: use violations, sessions.ok|failed|planned, failures.<kind>, [rtmp.|hls.]frames.sent|received|lost|reordered|duplicated, [rtmp.|hls.]av_drift, rtmp.errors, hls.errors or <metric>.[corrected.]<stat> with metric one of {}",
                     Metric::ALL.map(Metric::name).join(", ")
                 )
             })?;
@@ -199,7 +246,26 @@ impl Slo {
             Value::Failures(kind) => {
                 report.sessions.failures.get(kind).copied().unwrap_or(0) as f64
             }
-            Value::Frames(which) => report.frames.and_then(|f| f.count(which)).unwrap_or(0) as f64,
+            Value::Frames(which) => report
+                .frames_total()
+                .and_then(|f| f.count(which))
+                .unwrap_or(0) as f64,
+            Value::OutputFrames { output, count } => report
+                .outputs
+                .get(output)
+                .and_then(|o| o.frames.count(count))
+                .unwrap_or(0) as f64,
+            Value::OutputErrors(output) => {
+                report.outputs.get(output).map_or(0, |o| o.errors) as f64
+            }
+            Value::Drift(output) => {
+                let drift =
+                    |o: &OutputReport| o.av_drift_ms.as_ref().map_or(0.0, |d| d.worst.abs());
+                match output {
+                    Some(name) => report.outputs.get(name).map_or(0.0, drift),
+                    None => report.outputs.values().map(drift).fold(0.0, f64::max),
+                }
+            }
             Value::Latency {
                 metric,
                 corrected,
@@ -216,10 +282,7 @@ impl Slo {
     /// `None` if the report meets the objective, else why not.
     pub fn check(&self, report: &Report) -> Option<String> {
         let value = self.read(report);
-        let unit = match &self.value {
-            Value::Latency { stat, .. } if stat != "count" => " ms",
-            _ => "",
-        };
+        let unit = if self.value.is_time() { " ms" } else { "" };
         (!self.op.holds(value, self.bound))
             .then(|| format!("SLO {} not met: the value is {value}{unit}", self.text))
     }
@@ -346,6 +409,8 @@ mod tests {
         assert!(ok("post.count>=10"));
         assert!(ok("frames.lost==0"));
         assert!("frames.bogus==0".parse::<Slo>().is_err());
+        assert!("hls.frames.bogus==0".parse::<Slo>().is_err());
+        assert!("hls.bogus==0".parse::<Slo>().is_err());
         let msg = "post.p99<30ms".parse::<Slo>().unwrap().check(&r).unwrap();
         assert!(msg.contains("40 ms"), "{msg}");
         for bad in [
@@ -357,6 +422,52 @@ mod tests {
         ] {
             assert!(bad.parse::<Slo>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn output_frames_and_drift() {
+        use crate::report::{Drift, Frames};
+        let mut r = report(40.0, 0);
+        let output = |lost, drift: f64| OutputReport {
+            frames: Frames {
+                sent: 100,
+                received: 100 - lost,
+                lost,
+                ..Frames::default()
+            },
+            errors: lost,
+            av_drift_ms: Drift::of([("p0".to_owned(), drift)].into()),
+        };
+        r.outputs.insert("rtmp".into(), output(0, 12.0));
+        r.outputs.insert("hls".into(), output(2, -150.0));
+        let read = |e: &str| e.parse::<Slo>().unwrap().read(&r);
+        assert_eq!(read("frames.lost==0"), 2.0);
+        assert_eq!(read("frames.sent==0"), 100.0);
+        assert_eq!(read("frames.received==0"), 198.0);
+        assert_eq!(read("rtmp.frames.lost==0"), 0.0);
+        assert_eq!(read("hls.frames.lost==0"), 2.0);
+        assert_eq!(read("hls.errors==0"), 2.0);
+        assert_eq!(read("rtmp.av_drift<1"), 12.0);
+        assert_eq!(read("hls.av_drift<1"), 150.0);
+        assert_eq!(read("av_drift<1"), 150.0);
+        let ok = |e: &str| e.parse::<Slo>().unwrap().check(&r).is_none();
+        assert!(ok("rtmp.av_drift<100ms"));
+        assert!(!ok("av_drift<0.1s"));
+        assert!(ok("av_drift<151000us"));
+        let msg = "hls.av_drift<100"
+            .parse::<Slo>()
+            .unwrap()
+            .check(&r)
+            .unwrap();
+        assert!(msg.contains("150 ms"), "{msg}");
+        // Nothing measured reads as 0.
+        assert_eq!(
+            "av_drift<1"
+                .parse::<Slo>()
+                .unwrap()
+                .read(&Report::default()),
+            0.0
+        );
     }
 
     #[test]

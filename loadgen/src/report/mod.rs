@@ -6,6 +6,7 @@
 
 mod gate;
 mod plot;
+pub mod progress;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -130,15 +131,16 @@ pub struct Violations {
     pub by_kind: BTreeMap<String, u64>,
 }
 
-/// Video frames of `publish`, told apart by the frame numbers their stamp SEI carries.
+/// Video frames of `publish` through one output, told apart by the frame numbers their stamp SEI
+/// carries.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Frames {
     /// Sent by the publishers.
     pub sent: u64,
-    /// Distinct frames found in the RTMP output.
+    /// Distinct frames found in the output.
     pub received: u64,
-    /// Never found, from each stream's first received frame on (an RTMP output starts at a
-    /// keyframe, so the frames before it are not lost) to its last sent one.
+    /// Never found, from each stream's first received frame on (an output starts at a keyframe,
+    /// so the frames before it are not lost) to its last sent one.
     pub lost: u64,
     /// Arrived after a later frame of their stream.
     pub reordered: u64,
@@ -169,6 +171,67 @@ impl Frames {
     }
 }
 
+/// Audio/video drift of an output's streams, ms (defined at
+/// [`AvDrift`](crate::publish::account::AvDrift)).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Drift {
+    /// The drift of largest magnitude among the streams, with its sign.
+    pub worst: f64,
+    /// Per stream.
+    pub streams: BTreeMap<String, f64>,
+}
+
+impl Drift {
+    /// From per-stream values; `None` if there are none.
+    pub fn of(streams: BTreeMap<String, f64>) -> Option<Drift> {
+        let worst = streams
+            .values()
+            .copied()
+            .max_by(|a, b| a.abs().total_cmp(&b.abs()))?;
+        Some(Drift { worst, streams })
+    }
+
+    /// Adds another run's streams (a stream in both keeps its larger magnitude).
+    pub fn add(&mut self, other: &Drift) {
+        for (stream, d) in &other.streams {
+            let e = self.streams.entry(stream.clone()).or_insert(*d);
+            if d.abs() > e.abs() {
+                *e = *d;
+            }
+        }
+        if other.worst.abs() > self.worst.abs() {
+            self.worst = other.worst;
+        }
+    }
+}
+
+/// What one output of `publish` delivered: `rtmp` (the built-in RTMP ingest) or `hls` (the
+/// built-in LL-HLS client).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct OutputReport {
+    /// Video frames.
+    pub frames: Frames,
+    /// Errors of the output's receiver (failed HLS requests, unreadable parts, ...).
+    #[serde(default)]
+    pub errors: u64,
+    /// Audio/video drift; absent when no stream carried both tracks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub av_drift_ms: Option<Drift>,
+}
+
+impl OutputReport {
+    /// Adds another run's output.
+    pub fn add(&mut self, other: &OutputReport) {
+        self.frames.add(&other.frames);
+        self.errors += other.errors;
+        match (&mut self.av_drift_ms, &other.av_drift_ms) {
+            (Some(d), Some(o)) => d.add(o),
+            (None, Some(o)) => self.av_drift_ms = Some(o.clone()),
+            _ => {}
+        }
+    }
+}
+
 /// Everything a run (or a merge of runs) measured.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Report {
@@ -193,11 +256,11 @@ pub struct Report {
     /// Datagrams that reached the candidate sink sockets.
     pub stray_datagrams: u64,
     /// Latency per metric (`post`, `patch_trickle`, `patch_restart`, `delete`, `ice_connected`,
-    /// `ice_reconnected`, `frame_rtmp`, `first_rtmp`).
+    /// `ice_reconnected`, `frame_rtmp`, `first_rtmp`, `frame_hls`, `first_hls`).
     pub latency: BTreeMap<String, Latency>,
-    /// Video frames through the bridge (`publish` only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub frames: Option<Frames>,
+    /// What each output measured (`publish` only): `rtmp`, `hls`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, OutputReport>,
 }
 
 /// Errors reading, merging or writing reports.
@@ -294,8 +357,8 @@ impl Report {
                 add(out.statuses.entry(k.clone()).or_default(), v);
             }
             out.stray_datagrams += r.stray_datagrams;
-            if let Some(f) = &r.frames {
-                out.frames.get_or_insert_default().add(f);
+            for (name, o) in &r.outputs {
+                out.outputs.entry(name.clone()).or_default().add(o);
             }
             for (name, lat) in &r.latency {
                 let (raw, corrected) = (lat.raw.histogram()?, lat.corrected.histogram()?);
@@ -357,12 +420,8 @@ impl Report {
                 self.stray_datagrams
             );
         }
-        if let Some(f) = &self.frames {
-            let _ = writeln!(
-                out,
-                "frames: {} sent, {} received, {} lost, {} reordered, {} duplicated",
-                f.sent, f.received, f.lost, f.reordered, f.duplicated
-            );
+        if !self.outputs.is_empty() {
+            self.outputs_table(&mut out);
         }
         let _ = writeln!(
             out,
@@ -405,6 +464,56 @@ impl Report {
         out
     }
 }
+
+impl Report {
+    /// The frames of every output together: counts summed, `sent` the largest (every output
+    /// carries the same frames sent).
+    pub fn frames_total(&self) -> Option<Frames> {
+        let mut outputs = self.outputs.values();
+        let first = outputs.next()?.frames;
+        Some(outputs.fold(first, |mut t, o| {
+            let sent = t.sent.max(o.frames.sent);
+            t.add(&o.frames);
+            t.sent = sent;
+            t
+        }))
+    }
+
+    /// The per-output lines of the table.
+    fn outputs_table(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "\n{:<8}{:>8}{:>10}{:>8}{:>11}{:>12}{:>8}  av_drift_ms worst (per stream)",
+            "output", "sent", "received", "lost", "reordered", "duplicated", "errors",
+        );
+        for (name, o) in &self.outputs {
+            let f = &o.frames;
+            let drift = match &o.av_drift_ms {
+                Some(d) => {
+                    let mut streams: Vec<String> = d
+                        .streams
+                        .iter()
+                        .take(DRIFT_STREAMS_SHOWN)
+                        .map(|(s, v)| format!("{s} {v:+.1}"))
+                        .collect();
+                    if d.streams.len() > DRIFT_STREAMS_SHOWN {
+                        streams.push(format!("+{} more", d.streams.len() - DRIFT_STREAMS_SHOWN));
+                    }
+                    format!("{:+.1} ({})", d.worst, streams.join(", "))
+                }
+                None => "-".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "{name:<8}{:>8}{:>10}{:>8}{:>11}{:>12}{:>8}  {drift}",
+                f.sent, f.received, f.lost, f.reordered, f.duplicated, o.errors
+            );
+        }
+    }
+}
+
+/// Streams whose drift the table lists by name (the JSON has them all).
+const DRIFT_STREAMS_SHOWN: usize = 6;
 
 fn join_counts(map: &BTreeMap<String, u64>) -> String {
     map.iter()
@@ -460,18 +569,37 @@ mod tests {
     fn merging_adds_histograms_not_percentiles() {
         // One run fast, one slow: the merged median is not the mean of the medians.
         let mut a = report(&[1; 90]);
-        a.frames = Some(Frames {
-            sent: 10,
-            received: 9,
-            lost: 1,
-            ..Frames::default()
-        });
+        let drift = |s: &str, v: f64| Drift::of([(s.to_owned(), v)].into()).unwrap();
+        a.outputs.insert(
+            "rtmp".into(),
+            OutputReport {
+                frames: Frames {
+                    sent: 10,
+                    received: 9,
+                    lost: 1,
+                    ..Frames::default()
+                },
+                errors: 0,
+                av_drift_ms: Some(drift("p0", -4.0)),
+            },
+        );
+        let mut a2 = a.clone();
+        a2.outputs.get_mut("rtmp").unwrap().av_drift_ms = Some(drift("p1", 2.5));
         let b = report(&[100; 10]);
-        let m = Report::merge(&[a.clone(), b.clone(), a]).unwrap();
-        assert_eq!(m.frames.map(|f| (f.sent, f.lost)), Some((20, 2)));
-        assert!(m.table().contains("frames: 20 sent, 18 received, 2 lost"));
+        let m = Report::merge(&[a.clone(), b.clone(), a2]).unwrap();
+        let rtmp = &m.outputs["rtmp"];
+        assert_eq!((rtmp.frames.sent, rtmp.frames.lost), (20, 2));
+        let d = rtmp.av_drift_ms.as_ref().unwrap();
+        assert_eq!(d.worst, -4.0);
+        assert_eq!(d.streams.len(), 2);
+        let table = m.table();
+        assert!(
+            table.contains("rtmp          20        18       2          0           0       0  -4.0 (p0 -4.0, p1 +2.5)"),
+            "{table}"
+        );
         let m = Report::merge(&[report(&[1; 90]), b]).unwrap();
-        assert_eq!(m.frames, None);
+        assert!(m.outputs.is_empty());
+        assert_eq!(m.frames_total(), None);
         let post = &m.latency["post"];
         assert_eq!(post.raw.count, 100);
         assert_eq!(post.raw.p50_ms, 1.0);

@@ -15,11 +15,10 @@ pub mod profile;
 pub mod scenario;
 mod session;
 
-use std::io::IsTerminal as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser as _;
@@ -29,6 +28,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::report::Report;
+use crate::report::progress::{self, Field, ProgressSource};
 use crate::stats::{Metric, Recorder};
 use crate::whip_client::{Exchange, WhipHttp};
 use oracle::{EtagMode, Failure, Oracle, Tally};
@@ -43,9 +43,6 @@ const PREPARE_AHEAD: Duration = Duration::from_millis(10);
 const START_DELAY: Duration = Duration::from_millis(50);
 /// Failures shown at the end (the rest are only counted).
 const FAILURE_EXAMPLES: usize = 10;
-/// The progress line's refresh period (TTY) and print period (`--progress` elsewhere).
-const PROGRESS_TTY: Duration = Duration::from_millis(250);
-const PROGRESS_LOG: Duration = Duration::from_secs(2);
 
 /// Options of `loadgen signal`.
 #[derive(Debug, Clone, clap::Args)]
@@ -261,8 +258,6 @@ struct Progress {
     in_flight: AtomicU64,
     violations: AtomicU64,
     errors: AtomicU64,
-    /// Set when the run is over: the display draws once more and stops.
-    finished: AtomicBool,
 }
 
 /// A session's outcome, sent to the collector when it ends.
@@ -503,9 +498,8 @@ pub async fn run(args: &SignalArgs) -> Result<SignalRun, SignalError> {
     let mut collector = collector
         .await
         .map_err(|e| SignalError::Collector(e.to_string()))??;
-    progress.finished.store(true, Ordering::Relaxed);
     if let Some(display) = display {
-        let _ = display.await;
+        display.finish().await;
     }
     let mut report = std::mem::take(&mut collector.report);
     report.commands = vec![command_line(seed)];
@@ -702,65 +696,33 @@ async fn collect(
     Ok(state)
 }
 
-/// A live progress line on stderr: a bar on a terminal, or a line every 2 s with --progress.
-fn spawn_progress(
-    args: &SignalArgs,
-    progress: Arc<Progress>,
-) -> Option<tokio::task::JoinHandle<()>> {
-    let tty = std::io::stderr().is_terminal();
-    if !tty && !args.progress {
-        return None;
-    }
-    let total = args.sessions;
-    Some(tokio::spawn(async move {
-        let bar = tty.then(|| {
-            let bar = indicatif::ProgressBar::new(total);
-            if let Ok(style) = indicatif::ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} started  {msg}",
-            ) {
-                bar.set_style(style.progress_chars("=> "));
-            }
-            bar
-        });
-        let period = if tty { PROGRESS_TTY } else { PROGRESS_LOG };
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        // The schedule starts a little later than now, so the first sessions are ready on time.
-        let t0 = Instant::now() + START_DELAY;
-        let mut last = (0u64, t0);
-        loop {
-            tick.tick().await;
-            let p = &progress;
-            let finished = p.finished.load(Ordering::Relaxed);
-            let started = p.started.load(Ordering::Relaxed);
-            let now = Instant::now();
-            let rate =
-                (started - last.0) as f64 / now.duration_since(last.1).as_secs_f64().max(1e-3);
-            last = (started, now);
-            let msg = format!(
-                "rate {rate:.0}/s  active {}  in flight {}  done {}  failed {}  violations {}  errors {}",
-                p.active.load(Ordering::Relaxed),
-                p.in_flight.load(Ordering::Relaxed),
-                p.done.load(Ordering::Relaxed),
-                p.failed.load(Ordering::Relaxed),
-                p.violations.load(Ordering::Relaxed),
-                p.errors.load(Ordering::Relaxed),
-            );
-            match &bar {
-                Some(bar) => {
-                    bar.set_position(started);
-                    bar.set_message(msg);
-                }
-                None => eprintln!(
-                    "[{:6.1}s] started {started}/{total}  {msg}",
-                    t0.elapsed().as_secs_f64()
-                ),
-            }
-            if finished {
-                if let Some(bar) = &bar {
-                    bar.finish();
-                }
-                break;
-            }
+impl ProgressSource for Progress {
+    fn sample(&self) -> progress::Sample {
+        let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let started = count(&self.started);
+        progress::Sample {
+            position: started,
+            fields: vec![
+                Field::Rate("rate", started),
+                Field::Count("active", count(&self.active)),
+                Field::Count("in flight", count(&self.in_flight)),
+                Field::Count("done", count(&self.done)),
+                Field::Count("failed", count(&self.failed)),
+                Field::Count("violations", count(&self.violations)),
+                Field::Count("errors", count(&self.errors)),
+            ],
         }
-    }))
+    }
+}
+
+/// The live progress line on stderr: a bar on a terminal, or a line every 2 s with --progress.
+fn spawn_progress(args: &SignalArgs, progress: Arc<Progress>) -> Option<progress::Display> {
+    let line = progress::Line {
+        total: args.sessions,
+        label: "started",
+        force: args.progress,
+        // The schedule starts a little later than now, so the first sessions are ready on time.
+        t0: Instant::now() + START_DELAY,
+    };
+    progress::spawn(line, progress)
 }
