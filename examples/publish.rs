@@ -1,10 +1,15 @@
 //! One WHIP publisher, as a small example of the `loadgen` library: POST an offer with no
-//! candidates, trickle them by PATCH with the entity tag, stream H.264 + Opus, restart ICE the
+//! candidates, trickle them by PATCH with the entity tag, stream the test clip, restart ICE the
 //! WHIP way, DELETE. Works against any WHIP server.
+//!
+//! The clip is 2 s of H.264 (640x360, 30 fps, `testsrc2`) and Opus (a sine with a beep every
+//! second), committed in `loadgen/data/` (its README says how it was made), compiled into the
+//! library and looped; a player of the bridge's HLS output shows it moving.
 //!
 //! ```text
 //! cargo run -p bridge &                      # or any WHIP endpoint
 //! cargo run --example publish -- http://127.0.0.1:8080/whip/demo 10
+//! ffplay http://127.0.0.1:8080/hls/demo/index.m3u8
 //! ```
 
 use std::time::Duration;
@@ -33,6 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     publisher.wait_connected(Duration::from_secs(10)).await?;
 
+    // The test clip in real time, looped, for half the time.
     let first = publisher
         .send_media(Duration::from_secs(seconds / 2))
         .await?;

@@ -9,6 +9,9 @@ pub enum Error {
     /// The configuration cannot work (bad endpoint URL, unspecified bind address, ...).
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The embedded test clip does not parse (only after regenerating it badly).
+    #[error("the embedded test clip: {0}")]
+    Clip(#[from] crate::media::ClipError),
     /// The HTTP request could not be built (bad URL or header value).
     #[error("{method} {url}: cannot build request: {source}")]
     Request {

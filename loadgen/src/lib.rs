@@ -2,8 +2,9 @@
 //!
 //! [`Publisher`] is an in-process WHIP client: it POSTs an SDP offer (sendonly Opus + H.264,
 //! BUNDLE, rtcp-mux), trickles its candidate by PATCH if asked, runs the WebRTC peer connection
-//! (webrtc-rs's sans-I/O `rtc` crate) on its own UDP socket in a tokio task, sends synthetic
-//! media, restarts ICE the WHIP way and DELETEs the session.
+//! (webrtc-rs's sans-I/O `rtc` crate) on its own UDP socket in a tokio task, sends a looped
+//! H.264 + Opus test clip (committed in `loadgen/data/` and compiled in, see [`media`]), restarts
+//! ICE the WHIP way and DELETEs the session.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), loadgen::Error> {

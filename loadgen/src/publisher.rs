@@ -34,7 +34,7 @@ use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTra
 use crate::Error;
 use crate::driver::{ConnState, PeerDriver, RxStats};
 use crate::media::{
-    AUDIO_CLOCK_RATE, AUDIO_FRAME_MS, H264Source, OPUS_SILENCE, VIDEO_CLOCK_RATE, VIDEO_FPS,
+    AUDIO_CLOCK_RATE, AUDIO_FRAME_MS, Clip, H264Source, OpusSource, VIDEO_CLOCK_RATE, VIDEO_FPS,
 };
 use crate::sdp::{IceCredentials, SdpFrag, resolve_location, rewrite_ice};
 use crate::whip_client::{APPLICATION_SDP, Response, TRICKLE_ICE_SDPFRAG, WhipHttp};
@@ -280,25 +280,23 @@ impl Publisher {
         self.driver.wait_connected(timeout).await
     }
 
-    /// Sends synthetic media in real time for `duration`: H.264 at 30 fps (SPS + PPS + IDR
-    /// every 30 frames, starting with one; IDRs of 3 to 10 KB so FU-A is used) and Opus 20 ms
-    /// frames. Requires a connected peer connection.
+    /// Sends the test clip ([`Clip::embedded`], looped) in real time for `duration`: H.264
+    /// 640x360 at 30 fps (SPS + PPS + IDR every 30 frames, starting with one; IDRs of about
+    /// 9 KB, so FU-A is used) and stereo Opus in 20 ms packets. Each call starts the clip from
+    /// its beginning; RTP timestamps go on from the previous call, the gap between included.
+    /// Requires a connected peer connection.
     pub async fn send_media(&self, duration: Duration) -> Result<SentStats, Error> {
-        self.send_frames(duration, H264Source::new()).await
+        self.send_frames(duration, false).await
     }
 
     /// [`Publisher::send_media`] with a [`FrameStamp`](crate::media::FrameStamp) SEI in every
     /// video frame (send time and frame number, from 0), for end-to-end latency and loss
     /// measurement downstream.
     pub async fn send_media_stamped(&self, duration: Duration) -> Result<SentStats, Error> {
-        self.send_frames(duration, H264Source::stamped()).await
+        self.send_frames(duration, true).await
     }
 
-    async fn send_frames(
-        &self,
-        duration: Duration,
-        mut h264: H264Source,
-    ) -> Result<SentStats, Error> {
+    async fn send_frames(&self, duration: Duration, stamped: bool) -> Result<SentStats, Error> {
         let state = self.driver.state();
         if !state.is_connected() {
             return Err(Error::ConnectionLost(format!(
@@ -306,10 +304,15 @@ impl Publisher {
                 state.peer, state.ice
             )));
         }
+        let clip = Clip::embedded()?;
+        let mut h264 = if stamped {
+            H264Source::stamped(clip)
+        } else {
+            H264Source::new(clip)
+        };
+        let mut opus = OpusSource::new(clip);
         let audio_period = Duration::from_millis(u64::from(AUDIO_FRAME_MS));
         let video_period = Duration::from_nanos(1_000_000_000 / u64::from(VIDEO_FPS));
-        let audio_samples = AUDIO_CLOCK_RATE * AUDIO_FRAME_MS / 1000;
-        let video_samples = VIDEO_CLOCK_RATE / VIDEO_FPS;
 
         let start = tokio::time::Instant::now();
         let end = start + duration;
@@ -345,21 +348,28 @@ impl Publisher {
             let mut batch: Vec<(RTCRtpSenderId, rtp::Packet, bool)> = Vec::new();
             {
                 let mut media = self.lock_media();
+                // The sources loop forever (a parsed clip is never empty): `None` never comes.
                 while next_audio <= now && next_audio < end {
-                    let payload = Bytes::from_static(&OPUS_SILENCE);
-                    for p in media.audio.packetize(std_now, &payload, audio_samples)? {
+                    next_audio += audio_period;
+                    let Some(packet) = opus.next() else { break };
+                    for p in media
+                        .audio
+                        .packetize(std_now, &packet.data, packet.duration)?
+                    {
                         batch.push((media.audio.sender, p, false));
                     }
-                    next_audio += audio_period;
                 }
                 while next_video <= now && next_video < end {
-                    let frame = h264.next_frame();
+                    next_video += video_period;
+                    let Some(frame) = h264.next() else { break };
                     stats.video_frames += 1;
                     stats.keyframes += u64::from(frame.keyframe);
-                    for p in media.video.packetize(std_now, &frame.data, video_samples)? {
+                    for p in media
+                        .video
+                        .packetize(std_now, &frame.data, frame.duration)?
+                    {
                         batch.push((media.video.sender, p, true));
                     }
-                    next_video += video_period;
                 }
             }
             let (written, errors) = self.driver.with_pc(|pc| {
