@@ -83,12 +83,14 @@ pub struct Metrics {
     hls: crate::sink::hls::HlsMetrics,
 }
 
-/// Upper bounds of the HLS listing delay histogram, in seconds: fine around one LL-HLS part
-/// (200 ms), coarse up to a plain 2 s segment and beyond.
-const LISTING_DELAY_BUCKETS: [f64; 18] = [
-    0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0,
-    3.0, 5.0,
-];
+/// Upper bounds of the HLS listing delay histogram, in seconds: every 10 ms up to 300 ms (an
+/// LL-HLS part is 200 ms, and a frame can wait a part and a frame), so `histogram_quantile` is
+/// good to 10 ms there; coarse beyond, up to plain HLS segments and stalls.
+fn listing_delay_buckets() -> impl Iterator<Item = f64> {
+    (1..=30)
+        .map(|tens_of_ms| f64::from(tens_of_ms) / 100.0)
+        .chain([0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0])
+}
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -174,7 +176,7 @@ impl Default for Metrics {
             parts: Counter::default(),
             bytes: Counter::default(),
             drops: Counter::default(),
-            listing_delay: Histogram::new(LISTING_DELAY_BUCKETS),
+            listing_delay: Histogram::new(listing_delay_buckets()),
         };
         registry.register(
             "hls_segments",
