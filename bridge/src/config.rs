@@ -141,6 +141,10 @@ pub struct Config {
     pub aac_bitrate: u32,
     /// Units queued per output before it starts dropping to the next keyframe.
     pub output_queue: usize,
+    /// Receive buffer asked for the UDP socket, bytes. All sessions share the one socket, and
+    /// publishers' keyframes arrive in bursts: the kernel's default (~200 KB) overflows at a
+    /// few dozen publishers. Linux caps it at `net.core.rmem_max`; the bridge logs what it got.
+    pub udp_recv_buffer: usize,
 }
 
 impl Default for Config {
@@ -172,6 +176,7 @@ impl Default for Config {
             rtmp_ca: None,
             aac_bitrate: 128_000,
             output_queue: 512,
+            udp_recv_buffer: 4 << 20,
         }
     }
 }
@@ -401,6 +406,10 @@ pub struct Cli {
     /// Units queued per output before it drops to the next keyframe [default: 512].
     #[arg(long, env = "BRIDGE_OUTPUT_QUEUE")]
     pub output_queue: Option<usize>,
+    /// Receive buffer for the UDP socket in bytes, capped by the kernel's net.core.rmem_max
+    /// [default: 4194304].
+    #[arg(long, env = "BRIDGE_UDP_RECV_BUFFER")]
+    pub udp_recv_buffer: Option<usize>,
 }
 
 impl Cli {
@@ -459,6 +468,7 @@ impl Cli {
         config.rtmp_ca = self.rtmp_ca.or(config.rtmp_ca);
         set(&mut config.aac_bitrate, self.aac_bitrate);
         set(&mut config.output_queue, self.output_queue);
+        set(&mut config.udp_recv_buffer, self.udp_recv_buffer);
         config.validate()?;
         Ok(config)
     }

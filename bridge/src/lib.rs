@@ -68,7 +68,7 @@ impl Bridge {
     pub async fn start(config: Config) -> Result<Self, StartError> {
         config.validate()?;
         let metrics = Arc::new(metrics::Metrics::default());
-        let udp = rtc::udp::UdpMux::bind(config.udp, metrics.clone())
+        let udp = rtc::udp::UdpMux::bind(config.udp, config.udp_recv_buffer, metrics.clone())
             .await
             .map_err(|source| StartError::Bind {
                 what: "udp",

@@ -45,7 +45,9 @@ async fn harness(tweak: impl FnOnce(&mut Config)) -> Harness {
     };
     tweak(&mut config);
     let metrics = Arc::new(Metrics::default());
-    let udp = UdpMux::bind(config.udp, metrics.clone()).await.unwrap();
+    let udp = UdpMux::bind(config.udp, config.udp_recv_buffer, metrics.clone())
+        .await
+        .unwrap();
     let app = App::new(config, metrics, udp).unwrap();
     let router = bridge::http::router(app.clone())
         .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));

@@ -69,9 +69,35 @@ pub fn stun_local_ufrag(data: &[u8]) -> Option<String> {
 }
 
 impl UdpMux {
-    /// Binds the socket.
-    pub async fn bind(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<Arc<Self>> {
-        let socket = UdpSocket::bind(addr).await?;
+    /// Binds the socket, with a receive buffer of (up to) `recv_buffer` bytes.
+    pub async fn bind(
+        addr: SocketAddr,
+        recv_buffer: usize,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Arc<Self>> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        if let Err(err) = socket.set_recv_buffer_size(recv_buffer) {
+            tracing::warn!(%err, recv_buffer, "UDP receive buffer not set");
+        }
+        // Linux reports twice what it grants (the other half is its bookkeeping).
+        let granted = socket.recv_buffer_size().unwrap_or(0) / 2;
+        if granted < recv_buffer {
+            tracing::warn!(
+                asked = recv_buffer,
+                granted,
+                "UDP receive buffer capped by the kernel: raise net.core.rmem_max (sysctl) or \
+                 expect datagram loss in bursts with many publishers"
+            );
+        } else {
+            tracing::info!(bytes = granted, "UDP receive buffer");
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        let socket = UdpSocket::from_std(socket.into())?;
         let local_addr = socket.local_addr()?;
         Ok(Arc::new(Self {
             socket: Arc::new(socket),
@@ -200,6 +226,23 @@ impl UdpMux {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_socket_gets_the_receive_buffer_asked_for() {
+        // 128 KiB is under every kernel's default cap, so it must be granted in full.
+        let asked = 128 << 10;
+        let mux = UdpMux::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            asked,
+            Arc::new(Metrics::default()),
+        )
+        .await
+        .unwrap();
+        let granted = socket2::SockRef::from(&*mux.socket)
+            .recv_buffer_size()
+            .unwrap();
+        assert!(granted >= asked, "{granted}");
+    }
 
     #[test]
     fn reads_the_local_ufrag_of_a_binding_request() {
