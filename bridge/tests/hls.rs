@@ -365,6 +365,53 @@ async fn loadgen_publisher_is_served_as_low_latency_hls() {
     bridge.shutdown().await;
 }
 
+/// `EXT-X-PROGRAM-DATE-TIME` is the publisher's clock: each segment is dated when the publisher
+/// sent its first frame (which the frame's loadgen stamp says), to within a few milliseconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_are_dated_when_the_publisher_sent_their_first_frame() {
+    use loadgen::publish::fmp4::{Fragment, Init};
+    let dir = TempDir::new("dated");
+    let bridge = start(|c| c.hls_dir = dir.0.clone()).await;
+    let http = bridge.http_addr();
+    let publisher = Publisher::connect(endpoint(&bridge, "dated"))
+        .await
+        .unwrap();
+    publisher.wait_connected(CONNECT).await.unwrap();
+    let sending = tokio::spawn(async move {
+        publisher
+            .send_media_stamped(Duration::from_secs(5))
+            .await
+            .unwrap();
+        publisher
+    });
+    let text = wait_segments(http, "dated", 3).await;
+    let playlist = media_playlist(&text);
+    let map = &playlist.segments[0].map.as_ref().expect("EXT-X-MAP").uri;
+    let init = Init::parse(&get(http, &format!("/hls/dated/{map}")).await.body).unwrap();
+    let mut dated = 0;
+    for segment in &playlist.segments {
+        let Some(date) = segment.program_date_time else {
+            continue;
+        };
+        let body = get(http, &format!("/hls/dated/{}", segment.uri)).await.body;
+        let fragment = Fragment::parse(&init, &body).unwrap();
+        let first = fragment.stamps.first().expect("stamped frames");
+        let offset_us = date.timestamp_micros() - i64::try_from(first.sent_us).unwrap();
+        // The date has millisecond resolution; the rest is the publisher's own pacing.
+        assert!(
+            offset_us.abs() <= 20_000,
+            "{} dated {date}, its frame {} sent {} us off\n{text}",
+            segment.uri,
+            first.frame,
+            offset_us
+        );
+        dated += 1;
+    }
+    assert!(dated >= 3, "{text}");
+    let publisher = sending.await.unwrap();
+    assert_eq!(publisher.delete().await.unwrap(), 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_takeover_continues_the_playlist_after_a_discontinuity() {
     let dir = TempDir::new("takeover");
