@@ -3,7 +3,7 @@
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -137,6 +137,8 @@ pub struct Publisher {
     local: SdpFrag,
     driver: PeerDriver,
     media: Mutex<MediaState>,
+    /// Video frames sent so far, over every `send_media*` call; shared with watchers.
+    frames_sent: Arc<AtomicU64>,
 }
 
 impl Publisher {
@@ -259,6 +261,12 @@ impl Publisher {
         self.driver.vanish().await;
     }
 
+    /// Video frames sent so far, counted as they go out (the counter can be read while
+    /// `send_media*` runs, e.g. for live progress).
+    pub fn frames_sent(&self) -> Arc<AtomicU64> {
+        self.frames_sent.clone()
+    }
+
     /// The local UDP address (the advertised host candidate).
     pub fn local_addr(&self) -> std::net::SocketAddr {
         self.driver.local_addr()
@@ -363,6 +371,7 @@ impl Publisher {
                     next_video += video_period;
                     let Some(frame) = h264.next() else { break };
                     stats.video_frames += 1;
+                    self.frames_sent.fetch_add(1, Ordering::Relaxed);
                     stats.keyframes += u64::from(frame.keyframe);
                     for p in media
                         .video
@@ -619,6 +628,7 @@ impl Prepared {
             local,
             driver,
             media: Mutex::new(media),
+            frames_sent: Arc::default(),
         };
         if publisher.trickle && trickle_patch {
             publisher.trickle_candidates().await?;

@@ -22,6 +22,7 @@ pub mod playlist;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -166,8 +167,8 @@ struct StreamState {
     /// The publisher's start (before its POST), µs since the UNIX epoch.
     started_us: Option<u64>,
     connected: bool,
-    /// When sending began (until it ends).
-    sending_since: Option<Instant>,
+    /// The publisher's live count of frames sent, once sending began.
+    sending: Option<Arc<AtomicU64>>,
     /// Frames sent, once sending ended.
     sent: Option<u64>,
     /// Frame number of the last frame sent, once sending ended.
@@ -351,7 +352,7 @@ impl ProgressSource for PublishProgress {
         let sending = t
             .streams
             .values()
-            .filter(|s| s.sending_since.is_some() && s.sent.is_none())
+            .filter(|s| s.sending.is_some() && s.sent.is_none())
             .count() as u64;
         let sent: u64 = t.streams.values().map(sent_so_far).sum();
         let mut fields = vec![
@@ -375,16 +376,11 @@ impl ProgressSource for PublishProgress {
     }
 }
 
-/// Frames a stream has sent: the count once sending ended, meanwhile estimated from the time
-/// spent sending at the nominal frame rate (the publisher reports its count only at the end).
+/// Frames a stream has sent: the final count once sending ended, the live one meanwhile.
 fn sent_so_far(s: &StreamState) -> u64 {
-    match (s.sent, s.sending_since) {
-        (Some(n), _) => n,
-        (None, Some(since)) => {
-            (since.elapsed().as_secs_f64() * f64::from(crate::media::VIDEO_FPS)) as u64
-        }
-        (None, None) => 0,
-    }
+    s.sent
+        .or_else(|| s.sending.as_ref().map(|n| n.load(Ordering::Relaxed)))
+        .unwrap_or(0)
 }
 
 /// The stream name of an endpoint URL: its last path segment.
@@ -429,7 +425,7 @@ async fn publish_one(
             .map_err(|e| ("ice", e))?;
         update(&|s| {
             s.connected = true;
-            s.sending_since = Some(Instant::now());
+            s.sending = Some(publisher.frames_sent());
         });
         let sent = publisher
             .send_media_stamped(args.duration)
