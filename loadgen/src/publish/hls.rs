@@ -413,14 +413,26 @@ impl Follower {
     /// The playlist once it exists: `404` means the stream has not started yet.
     async fn first_playlist(&mut self) -> Result<MediaPlaylist, HlsError> {
         let url = self.url.clone();
+        self.playlist_retrying(&url, true).await
+    }
+
+    /// `url`'s playlist, retried while failures are tolerated (and while it is `404`, with
+    /// `wait_for_start`).
+    async fn playlist_retrying(
+        &mut self,
+        url: &str,
+        wait_for_start: bool,
+    ) -> Result<MediaPlaylist, HlsError> {
         loop {
-            match self.playlist(&url).await {
+            match self.playlist(url).await {
                 Ok(p) => {
                     self.failures = 0;
                     self.adopt_timeout(&p);
                     return Ok(p);
                 }
-                Err(HlsError::Status { status: 404, .. }) => tokio::time::sleep(WAIT_POLL).await,
+                Err(HlsError::Status { status: 404, .. }) if wait_for_start => {
+                    tokio::time::sleep(WAIT_POLL).await;
+                }
                 Err(e) => self.failed(e).await?,
             }
         }
@@ -442,16 +454,7 @@ impl Follower {
             tokio::time::sleep((current.target_duration / 2).max(MIN_RELOAD)).await;
             self.url.clone()
         };
-        loop {
-            match self.playlist(&url).await {
-                Ok(p) => {
-                    self.failures = 0;
-                    self.adopt_timeout(&p);
-                    return Ok(p);
-                }
-                Err(e) => self.failed(e).await?,
-            }
-        }
+        self.playlist_retrying(&url, false).await
     }
 
     fn resolve(&self, uri: &str) -> Result<String, HlsError> {
