@@ -296,6 +296,20 @@ impl Config {
         if self.hls_window == 0 {
             return Err(ConfigError::Invalid("hls-window must be positive".into()));
         }
+        let wants_aac = (self.hls && self.hls_audio == crate::sink::hls::HlsAudio::Aac)
+            || !self.rtmp.is_empty()
+            || self
+                .rtmp_target
+                .iter()
+                .any(|t| t.audio == crate::sink::rtmp::AudioMode::Aac);
+        if wants_aac && !crate::transcode::AAC_ENCODER {
+            return Err(ConfigError::Invalid(
+                "AAC asked for, but this bridge was built without the AAC encoder (cargo \
+                 feature fdk-aac): use --hls-audio opus|none, and [[rtmp_target]] with audio = \
+                 \"opus\" or \"none\" instead of --rtmp"
+                    .into(),
+            ));
+        }
         if self.hls_audio == crate::sink::hls::HlsAudio::Opus
             && self.hls_container == crate::sink::hls::HlsContainer::Ts
         {
@@ -391,7 +405,8 @@ pub struct Cli {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub hls_event: Option<bool>,
-    /// HLS audio: aac, opus (fMP4 only) or none [default: aac].
+    /// HLS audio: aac, opus (fMP4 only) or none [default: aac; opus in a build without the AAC
+    /// encoder].
     #[arg(long, env = "BRIDGE_HLS_AUDIO", value_enum)]
     pub hls_audio: Option<crate::sink::hls::HlsAudio>,
     /// RTMP push target, `{stream}` is replaced by the stream name (repeatable).
@@ -477,6 +492,32 @@ impl Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aac_needs_a_build_with_the_encoder() {
+        use crate::sink::hls::HlsAudio;
+        let rtmp = Config {
+            rtmp: vec!["rtmp://127.0.0.1/live/{stream}".into()],
+            ..Config::default()
+        };
+        assert_eq!(rtmp.validate().is_ok(), crate::transcode::AAC_ENCODER);
+        let hls = Config {
+            hls_audio: HlsAudio::Aac,
+            ..Config::default()
+        };
+        assert_eq!(hls.validate().is_ok(), crate::transcode::AAC_ENCODER);
+        // The defaults always start: without the encoder, HLS carries Opus.
+        assert!(Config::default().validate().is_ok());
+        assert_eq!(
+            Config::default().hls_audio == HlsAudio::Aac,
+            crate::transcode::AAC_ENCODER
+        );
+        let opus = Config {
+            hls_audio: HlsAudio::Opus,
+            ..Config::default()
+        };
+        assert!(opus.validate().is_ok());
+    }
 
     #[test]
     fn flags_override_file_which_overrides_defaults() {

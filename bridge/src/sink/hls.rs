@@ -73,10 +73,11 @@ pub enum HlsContainer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum HlsAudio {
-    /// Opus transcoded to AAC-LC: plays everywhere.
-    #[default]
+    /// Opus transcoded to AAC-LC: plays everywhere (the default, in builds with the encoder).
+    #[cfg_attr(feature = "fdk-aac", default)]
     Aac,
     /// Opus as is, in fMP4 (no transcoding; Safari and hls.js on Chromium/Firefox play it).
+    #[cfg_attr(not(feature = "fdk-aac"), default)]
     Opus,
     /// No audio.
     None,

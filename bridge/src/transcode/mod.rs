@@ -2,12 +2,23 @@
 //!
 //! The one place that links codec libraries, all built from crates (no system packages):
 //! `opus-pure` decodes Opus in pure Rust; `fdk-aac` compiles Fraunhofer's FDK AAC encoder from the
-//! C++ source it bundles (a C++ compiler is needed at build time, nothing at run time).
+//! C++ source it bundles (a C++ compiler is needed at build time, nothing at run time). The
+//! encoder is the default cargo feature `fdk-aac`: FDK's licence is not OSI-approved, and a build
+//! without it ([`AAC_ENCODER`] false) still bridges Opus (HLS fMP4, Enhanced RTMP).
 //!
 //! Sans-IO like the muxers: [`OpusToAac::push`] takes a frame and returns frames.
 
 pub mod aac;
+#[cfg(feature = "fdk-aac")]
+#[path = "fdk.rs"]
+mod encoder;
+#[cfg(not(feature = "fdk-aac"))]
+#[path = "no_aac.rs"]
+mod encoder;
 mod opus_to_aac;
+
+/// This build has the AAC encoder (cargo feature `fdk-aac`, on by default).
+pub const AAC_ENCODER: bool = cfg!(feature = "fdk-aac");
 
 pub use aac::{DEFAULT_BITRATE, adts_header, audio_specific_config, split_adts};
 pub use opus_to_aac::{MAX_FILL_SAMPLES, OpusToAac, TranscodeStats, channels_for};
@@ -30,6 +41,9 @@ pub enum TranscodeError {
     /// The Opus decoder could not be set up.
     #[error("Opus decoder: {0}")]
     Decoder(String),
+    /// This build has no AAC encoder.
+    #[error("AAC: this bridge was built without the encoder (cargo feature fdk-aac)")]
+    NoEncoder,
     /// The AAC encoder failed (FDK's message; its error type does not implement `Error`).
     #[error("AAC encoder ({during}): {message}")]
     Encoder {

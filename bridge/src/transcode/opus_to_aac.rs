@@ -15,7 +15,8 @@ use bytes::Bytes;
 use opus_pure::OpusDecoder;
 
 use super::TranscodeError;
-use super::aac::{AacEncoder, FRAME_SAMPLES, SAMPLE_RATE};
+use super::aac::{FRAME_SAMPLES, SAMPLE_RATE};
+use super::encoder::AacEncoder;
 use crate::media::opus::{MAX_PACKET_SAMPLES, OpusPacket, Toc};
 use crate::media::unit::{AudioFrame, TIMELINE_HZ};
 
