@@ -62,7 +62,6 @@ fn quantile(values: &mut [f64], q: f64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hls_js_in_chromium_plays_the_low_latency_stream() {
-    let _serial = common::serial();
     let chromium = common::chromium_path();
     if !chromium.exists() {
         return common::skip(&format!("chromium not found at {}", chromium.display()));
