@@ -6,10 +6,10 @@
 //! bridge dates by the publisher's sender reports). Prints both. Missing tools: `SKIPPED`,
 //! unless `BRIDGE_REQUIRE_INTEROP=1`.
 //!
-//! Why not FFmpeg as the publisher here: its sender reports date its media about 0.5 s later
-//! than the media arrives (seen with FFmpeg 9's WHIP muxer), so the date-based latency comes
-//! out 0.5 s short of the edge-based one; loadgen's publisher is webrtc-rs, whose reports the
-//! HLS tests check against the frames' own stamps.
+//! Why not FFmpeg as the publisher here: with FFmpeg 9's WHIP muxer the two measures disagree
+//! by about 0.5 s (the date-based one shorter), so its sender reports do not date its media as
+//! it is sent; loadgen's publisher is webrtc-rs, whose reports the HLS tests check against the
+//! frames' own stamps.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
