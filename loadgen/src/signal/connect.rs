@@ -32,26 +32,10 @@ fn drain(rx: &mut mpsc::UnboundedReceiver<Exchange>) -> Vec<Exchange> {
 
 /// Plays `plan` with a real peer from its intended start `start`.
 pub(super) async fn run(ctx: &Arc<Ctx>, plan: SessionPlan, start: Instant) -> SessionResult {
-    let flood = plan.faults.post_flood.then(|| {
-        tokio::spawn(super::session::flood(
-            ctx.clone(),
-            plan.index,
-            plan.flood_offers.clone(),
-            start,
-        ))
-    });
+    let flood = super::session::start_flood(ctx, &plan, start);
     let mut log = Vec::new();
     let failure = play(ctx, &plan, start, &mut log).await.err();
-    if let Some(flood) = flood {
-        let _ = flood.await;
-    }
-    SessionResult {
-        index: plan.index,
-        profile: plan.profile,
-        faults: plan.faults,
-        exchanges: log,
-        failure,
-    }
+    super::session::finish(plan, flood, log, failure).await
 }
 
 async fn play(

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use hyper::Method;
 use tokio::task::JoinSet;
 
+use super::oracle::Failure;
 use super::scenario::{Batch, Faults, REORDER_SPACING, STORM_DELETES, SessionPlan};
 use super::{Ctx, Event, Req, SessionResult};
 use crate::sdp::{IceCredentials, SdpFrag, resolve_location};
@@ -102,17 +103,36 @@ pub(super) fn session_url(e: &Exchange) -> Option<String> {
 /// Plays `plan` from its intended start `start`.
 pub(super) async fn run(ctx: &Arc<Ctx>, plan: SessionPlan, start: Instant) -> SessionResult {
     let mut log = Vec::new();
-    let flood = plan.faults.post_flood.then(|| {
+    let flood = start_flood(ctx, &plan, start);
+    if let Some(created) = create(ctx, &mut log, &plan, start).await {
+        play(ctx, &mut log, &plan, start, created).await;
+    }
+    finish(plan, flood, log, None).await
+}
+
+/// Starts the session's POST flood beside it, when its plan has one.
+pub(super) fn start_flood(
+    ctx: &Arc<Ctx>,
+    plan: &SessionPlan,
+    start: Instant,
+) -> Option<tokio::task::JoinHandle<()>> {
+    plan.faults.post_flood.then(|| {
         tokio::spawn(flood(
             ctx.clone(),
             plan.index,
             plan.flood_offers.clone(),
             start,
         ))
-    });
-    if let Some(created) = create(ctx, &mut log, &plan, start).await {
-        play(ctx, &mut log, &plan, start, created).await;
-    }
+    })
+}
+
+/// The session's result, once its flood (if any) is over too.
+pub(super) async fn finish(
+    plan: SessionPlan,
+    flood: Option<tokio::task::JoinHandle<()>>,
+    exchanges: Vec<Exchange>,
+    failure: Option<(Failure, String)>,
+) -> SessionResult {
     if let Some(flood) = flood {
         let _ = flood.await;
     }
@@ -120,8 +140,8 @@ pub(super) async fn run(ctx: &Arc<Ctx>, plan: SessionPlan, start: Instant) -> Se
         index: plan.index,
         profile: plan.profile,
         faults: plan.faults,
-        exchanges: log,
-        failure: None,
+        exchanges,
+        failure,
     }
 }
 
@@ -344,7 +364,7 @@ async fn play(
 
 /// The post flood: offers POSTed at once to their own streams; every created session is
 /// DELETEd at once. Each POST goes to the collector as a session of its own.
-pub(super) async fn flood(ctx: Arc<Ctx>, index: u64, offers: Vec<String>, start: Instant) {
+async fn flood(ctx: Arc<Ctx>, index: u64, offers: Vec<String>, start: Instant) {
     let mut set = JoinSet::new();
     for (k, offer) in offers.into_iter().enumerate() {
         let ctx = ctx.clone();
