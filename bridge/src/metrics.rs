@@ -92,112 +92,130 @@ fn listing_delay_buckets() -> impl Iterator<Item = f64> {
         .chain([0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0])
 }
 
+/// Registers `metric` as `bridge_<name>` and hands back a handle to it.
+fn register<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("bridge");
-        let sessions = Family::<StateLabel, Gauge>::default();
-        let sessions_ended = Family::<ReasonLabel, Counter>::default();
-        let requests = Family::<RequestLabel, Counter>::default();
-        let rtp_packets = Family::<KindLabel, Counter>::default();
-        let rtp_bytes = Family::<KindLabel, Counter>::default();
-        let keyframes = Counter::default();
-        let keyframe_requests = Counter::default();
-        let rtmp_up = Family::<TargetLabel, Gauge>::default();
-        let rtmp_bytes = Family::<TargetLabel, Counter>::default();
-        let rtmp_frames = Family::<TargetLabel, Counter>::default();
-        let rtmp_drops = Family::<TargetLabel, Counter>::default();
-        let rtmp_reconnects = Family::<TargetLabel, Counter>::default();
-        registry.register(
-            "rtmp_up",
-            "RTMP target publishing (1) or not (0)",
-            rtmp_up.clone(),
+        let r = &mut registry;
+        let sessions: Family<StateLabel, Gauge> = register(
+            r,
+            "sessions",
+            "Live WHIP sessions by state",
+            Family::default(),
         );
-        registry.register(
-            "rtmp_bytes",
-            "FLV tag bytes sent per RTMP target",
-            rtmp_bytes.clone(),
-        );
-        registry.register(
-            "rtmp_frames",
-            "Video frames sent per RTMP target",
-            rtmp_frames.clone(),
-        );
-        registry.register(
-            "rtmp_drops",
-            "Units dropped per RTMP target (full queue, or no connection)",
-            rtmp_drops.clone(),
-        );
-        registry.register(
-            "rtmp_reconnects",
-            "Reconnects per RTMP target",
-            rtmp_reconnects.clone(),
-        );
-        let udp_unrouted = Counter::default();
-        let udp_dropped = Counter::default();
-        registry.register("sessions", "Live WHIP sessions by state", sessions.clone());
-        registry.register(
+        let sessions_ended = register(
+            r,
             "sessions_ended",
             "WHIP sessions ended, by reason",
-            sessions_ended.clone(),
+            Family::default(),
         );
-        registry.register(
+        let requests = register(
+            r,
             "http_requests",
             "HTTP requests by method and status",
-            requests.clone(),
+            Family::default(),
         );
-        registry.register(
+        let rtp_packets: Family<KindLabel, Counter> = register(
+            r,
             "rtp_packets",
             "RTP packets received by media kind",
-            rtp_packets.clone(),
+            Family::default(),
         );
-        registry.register(
+        let rtp_bytes: Family<KindLabel, Counter> = register(
+            r,
             "rtp_bytes",
             "RTP payload bytes received by media kind",
-            rtp_bytes.clone(),
+            Family::default(),
         );
-        registry.register("keyframes", "H.264 keyframes received", keyframes.clone());
-        registry.register(
+        let keyframes = register(
+            r,
+            "keyframes",
+            "H.264 keyframes received",
+            Counter::default(),
+        );
+        let keyframe_requests = register(
+            r,
             "keyframe_requests",
             "Keyframe requests (PLI) sent to publishers",
-            keyframe_requests.clone(),
+            Counter::default(),
         );
-        registry.register(
+        let rtmp_up = register(
+            r,
+            "rtmp_up",
+            "RTMP target publishing (1) or not (0)",
+            Family::default(),
+        );
+        let rtmp_bytes = register(
+            r,
+            "rtmp_bytes",
+            "FLV tag bytes sent per RTMP target",
+            Family::default(),
+        );
+        let rtmp_frames = register(
+            r,
+            "rtmp_frames",
+            "Video frames sent per RTMP target",
+            Family::default(),
+        );
+        let rtmp_drops = register(
+            r,
+            "rtmp_drops",
+            "Units dropped per RTMP target (full queue, or no connection)",
+            Family::default(),
+        );
+        let rtmp_reconnects = register(
+            r,
+            "rtmp_reconnects",
+            "Reconnects per RTMP target",
+            Family::default(),
+        );
+        let udp_unrouted = register(
+            r,
             "udp_unrouted",
             "UDP datagrams matching no session",
-            udp_unrouted.clone(),
+            Counter::default(),
         );
-        registry.register(
+        let udp_dropped = register(
+            r,
             "udp_dropped",
             "UDP datagrams dropped on a full session queue",
-            udp_dropped.clone(),
+            Counter::default(),
         );
         let hls = crate::sink::hls::HlsMetrics {
-            segments: Counter::default(),
-            parts: Counter::default(),
-            bytes: Counter::default(),
-            drops: Counter::default(),
+            segments: register(
+                r,
+                "hls_segments",
+                "HLS segments listed, all streams",
+                Counter::default(),
+            ),
+            parts: register(
+                r,
+                "hls_parts",
+                "LL-HLS parts listed, all streams",
+                Counter::default(),
+            ),
+            bytes: register(
+                r,
+                "hls_bytes",
+                "HLS media bytes written (segments; parts are their pieces), all streams",
+                Counter::default(),
+            ),
+            drops: register(
+                r,
+                "hls_drops",
+                "Units the HLS outputs dropped on a full queue (to the next keyframe), all streams",
+                Counter::default(),
+            ),
             listing_delay: Histogram::new(listing_delay_buckets()),
         };
-        registry.register(
-            "hls_segments",
-            "HLS segments listed, all streams",
-            hls.segments.clone(),
-        );
-        registry.register(
-            "hls_parts",
-            "LL-HLS parts listed, all streams",
-            hls.parts.clone(),
-        );
-        registry.register(
-            "hls_bytes",
-            "HLS media bytes written (segments; parts are their pieces), all streams",
-            hls.bytes.clone(),
-        );
-        registry.register(
-            "hls_drops",
-            "Units the HLS outputs dropped on a full queue (to the next keyframe), all streams",
-            hls.drops.clone(),
-        );
         registry.register_with_unit(
             "hls_listing_delay",
             "From a video frame reaching the HLS output to its playlist listing it (its LL-HLS \
