@@ -822,13 +822,12 @@ impl Run {
     }
 
     async fn unit(&mut self, unit: Unit) {
-        let now = Instant::now();
-        self.date(&unit, SystemTime::now());
+        self.date(&unit);
         if let Unit::Video(v) = &unit {
             if self.arrivals.len() == MAX_ARRIVALS {
                 self.arrivals.pop_front();
             }
-            self.arrivals.push_back((v.dts, now));
+            self.arrivals.push_back((v.dts, Instant::now()));
         }
         let Some(pending) = self.pending.as_mut() else {
             self.admit(unit).await;
@@ -843,7 +842,7 @@ impl Run {
 
     /// Dates timeline 0 for `EXT-X-PROGRAM-DATE-TIME`: by the bridge's clock at the first unit,
     /// then by the publisher's sender-report clock once it is known and plausible.
-    fn date(&mut self, unit: &Unit, now: SystemTime) {
+    fn date(&mut self, unit: &Unit) {
         let arrival = match self.dated {
             Dating::Settled => return,
             Dating::Arrival(origin) => origin,
@@ -852,7 +851,7 @@ impl Run {
                     Unit::Video(v) => v.pts,
                     Unit::Audio(a) => a.pts,
                 };
-                let Some(origin) = add_ticks(now, pts.saturating_neg()) else {
+                let Some(origin) = add_ticks(SystemTime::now(), pts.saturating_neg()) else {
                     self.dated = Dating::Settled;
                     return;
                 };
