@@ -10,9 +10,9 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 mod common;
 
-use bridge::media::unit::{AudioFrame, VideoUnit};
-use bridge::mux::flv::{AudioCodec, FlvMuxer};
 use bridge::transcode::{DEFAULT_BITRATE, OpusToAac};
+use bridge_proto::media::unit::{AudioFrame, VideoUnit};
+use bridge_proto::mux::flv::{AudioCodec, FlvMuxer};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;

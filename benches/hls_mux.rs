@@ -15,32 +15,16 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 mod common;
 
-use bridge::media::unit::{AudioFrame, Unit, VideoUnit};
-use bridge::mux::hls::fmp4::{AacConfig, AudioParams, Fmp4Muxer, FragmentSamples, VideoParams};
-use bridge::mux::hls::segmenter::{Event, Segmenter, SegmenterConfig};
-use bridge::mux::hls::ts::TsMuxer;
-use bridge::transcode::split_adts;
+use bridge_proto::media::unit::{AudioFrame, Unit, VideoUnit};
+use bridge_proto::mux::hls::fmp4::{
+    AacConfig, AudioParams, Fmp4Muxer, FragmentSamples, VideoParams,
+};
+use bridge_proto::mux::hls::segmenter::{Event, Segmenter, SegmenterConfig};
+use bridge_proto::mux::hls::ts::TsMuxer;
+use bridge_proto::testdata::{ASC, aac_frames};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
-
-static ADTS: &[u8] = include_bytes!("../bridge/tests/data/hls-aac-lc-48k-stereo-2s.adts");
-/// AAC-LC, 48 kHz, stereo.
-const ASC: [u8; 2] = [0x11, 0x90];
-
-/// Raw AAC frames (ADTS headers stripped, slices of one buffer), 1024 samples each.
-fn aac_frames() -> Vec<AudioFrame> {
-    split_adts(&Bytes::from_static(ADTS))
-        .unwrap_or_else(|| panic!("not whole ADTS frames"))
-        .into_iter()
-        .enumerate()
-        .map(|(n, data)| AudioFrame {
-            pts: n as i64 * 1920,
-            duration: 1920,
-            data,
-        })
-        .collect()
-}
 
 /// Video and audio merged in time order, as a session hands them to its HLS output.
 fn arrival_order(units: &[VideoUnit], frames: &[AudioFrame]) -> Vec<Unit> {

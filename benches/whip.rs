@@ -3,7 +3,7 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 use bridge::whip::offer::Offer;
-use bridge::whip::sdpfrag::SdpFrag;
+use bridge_proto::whip::sdpfrag::SdpFrag;
 
 const OFFER: &str = include_str!("../bridge/tests/data/ffmpeg9-whip-offer.sdp");
 

@@ -202,7 +202,7 @@ impl App {
         let (tx, commands) = mpsc::channel(16);
         let resource = WhipResource::new(
             etag,
-            self.config.etag,
+            self.config.etag.into(),
             offer.credentials.clone(),
             &offer.candidates,
         );

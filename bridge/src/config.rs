@@ -10,7 +10,28 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
-use crate::whip::resource::EtagMode;
+use crate::whip::resource;
+
+/// How strictly `If-Match` is enforced on trickle PATCHes (the user-facing side of
+/// [`resource::EtagMode`], which the protocol crate keeps free of clap and serde).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EtagMode {
+    /// RFC 9725 as written: a trickle PATCH must carry the current tag.
+    #[default]
+    Strict,
+    /// Also accept a trickle PATCH with no `If-Match`, or with `*` and unchanged credentials.
+    Lenient,
+}
+
+impl From<EtagMode> for resource::EtagMode {
+    fn from(mode: EtagMode) -> Self {
+        match mode {
+            EtagMode::Strict => Self::Strict,
+            EtagMode::Lenient => Self::Lenient,
+        }
+    }
+}
 
 /// What to do when a publisher POSTs to a stream name that is already live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]

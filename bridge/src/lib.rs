@@ -1,7 +1,8 @@
 //! WHIP (RFC 9725) ingest bridge: WebRTC publishers in, RTMP and HLS out.
 //!
-//! Pure protocol code lives in [`whip`] and [`media`]; [`rtc`], [`http`] and [`session`] are the
-//! IO edges. [`Bridge`] runs the whole thing inside another program:
+//! This crate is the runtime: [`rtc`], [`http`], [`session`] and [`sink`] are the IO edges that
+//! drive the pure protocol crate ([`bridge_proto`], re-exported as [`media`], [`mux`] and, with
+//! the offer checks, [`whip`]). [`Bridge`] runs the whole thing inside another program:
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), bridge::StartError> {
@@ -15,17 +16,15 @@
 pub mod app;
 pub mod config;
 pub mod http;
-pub mod media;
 pub mod metrics;
-pub mod mux;
 pub mod ratelimit;
 pub mod rtc;
 pub mod session;
 pub mod sink;
-#[cfg(test)]
-mod testdata;
 pub mod transcode;
 pub mod whip;
+
+pub use bridge_proto::{media, mux};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

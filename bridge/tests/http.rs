@@ -10,10 +10,10 @@ use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Request, StatusCode, header};
 use bridge::app::App;
+use bridge::config::EtagMode;
 use bridge::config::{Config, IceServer, OnConflict};
 use bridge::metrics::Metrics;
 use bridge::rtc::udp::UdpMux;
-use bridge::whip::resource::EtagMode;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 
-use bridge::media::h264::Depacketizer;
-use bridge::media::reorder::{ReorderBuffer, ReorderConfig, RtpPacket};
+use bridge_proto::media::h264::Depacketizer;
+use bridge_proto::media::reorder::{ReorderBuffer, ReorderConfig, RtpPacket};
 
 fuzz_target!(|data: &[u8]| {
     let start = Instant::now();

@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use bridge::mux::hls::playlist::DeliveryDirectives;
+use bridge_proto::mux::hls::playlist::DeliveryDirectives;
 use bridge::sink::hls::HlsFile;
 use libfuzzer_sys::fuzz_target;
 

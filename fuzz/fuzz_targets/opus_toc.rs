@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-use bridge::media::opus::{MAX_PACKET_SAMPLES, OpusPacket};
+use bridge_proto::media::opus::{MAX_PACKET_SAMPLES, OpusPacket};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(packet) = OpusPacket::parse(data) {

@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(frag) = bridge::whip::sdpfrag::SdpFrag::parse(data) {
+    if let Ok(frag) = bridge_proto::whip::sdpfrag::SdpFrag::parse(data) {
         for candidate in &frag.candidates {
             assert!(candidate.line.starts_with("candidate:"));
             assert!(!candidate.key.is_empty());

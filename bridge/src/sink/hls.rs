@@ -1433,7 +1433,7 @@ mod tests {
     async fn dated_run(name: &str, skew: i64) -> (i64, String) {
         let metrics = crate::metrics::Metrics::default();
         let settings = HlsSettings {
-            dir: crate::testdata::temp_dir(name),
+            dir: bridge_proto::testdata::temp_dir(name),
             container: Container::Fmp4,
             low_latency: true,
             kind: PlaylistKind::Live { window: 6 },
@@ -1448,7 +1448,7 @@ mod tests {
         let output = streams.output("s", false, true, Arc::default(), wallclock);
         let (tx, rx) = mpsc::channel(64);
         let task = tokio::spawn(output.run(rx));
-        for unit in crate::testdata::video_units(0) {
+        for unit in bridge_proto::testdata::video_units(0) {
             tx.send(Unit::Video(unit)).await.unwrap();
         }
         drop(tx);

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use fdk_aac::enc::{AudioObjectType, BitRate, ChannelMode, Encoder, EncoderParams, Transport};
 
 use super::TranscodeError;
-use super::aac::{FRAME_SAMPLES, SAMPLE_RATE, audio_specific_config};
+use crate::media::aac::{FRAME_SAMPLES, SAMPLE_RATE, audio_specific_config};
 
 /// Lowest bit rate accepted, per channel (FDK refuses less at 48 kHz).
 const MIN_BITRATE_PER_CHANNEL: u32 = 8_000;

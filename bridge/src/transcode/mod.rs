@@ -8,19 +8,23 @@
 //!
 //! Sans-IO like the muxers: [`OpusToAac::push`] takes a frame and returns frames.
 
-pub mod aac;
 #[cfg(feature = "fdk-aac")]
 #[path = "fdk.rs"]
 mod encoder;
 #[cfg(not(feature = "fdk-aac"))]
 #[path = "no_aac.rs"]
 mod encoder;
+#[cfg(test)]
+mod flv_playback;
 mod opus_to_aac;
+
+/// AAC bit rate when none is configured.
+pub const DEFAULT_BITRATE: u32 = 128_000;
 
 /// This build has the AAC encoder (cargo feature `fdk-aac`, on by default).
 pub const AAC_ENCODER: bool = cfg!(feature = "fdk-aac");
 
-pub use aac::{DEFAULT_BITRATE, adts_header, audio_specific_config, split_adts};
+pub use crate::media::aac::{adts_header, audio_specific_config, split_adts};
 pub use opus_to_aac::{MAX_FILL_SAMPLES, OpusToAac, TranscodeStats, channels_for};
 
 /// Why a transcoder could not be made or could not go on.

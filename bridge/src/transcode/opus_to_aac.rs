@@ -15,8 +15,8 @@ use bytes::Bytes;
 use opus_pure::OpusDecoder;
 
 use super::TranscodeError;
-use super::aac::{FRAME_SAMPLES, SAMPLE_RATE};
 use super::encoder::AacEncoder;
+use crate::media::aac::{FRAME_SAMPLES, SAMPLE_RATE};
 use crate::media::opus::{MAX_PACKET_SAMPLES, OpusPacket, Toc};
 use crate::media::unit::{AudioFrame, TIMELINE_HZ};
 
@@ -294,9 +294,9 @@ fn round_down(samples: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testdata::{self, ogg_opus, s16le, snr_db};
+    use crate::media::aac::adts_header;
     use crate::transcode::DEFAULT_BITRATE;
-    use crate::transcode::aac::adts_header;
+    use bridge_proto::testdata::{self, ogg_opus, s16le, snr_db};
 
     const PTS0: i64 = 900_000;
 

@@ -1,5 +1,8 @@
 //! Helpers for the unit tests, in one place: the captured files under `bridge/tests/data/` (see
 //! its README) as units and frames, and the ffmpeg and ffprobe that check what the muxers write.
+//! Test support only (`cfg(test)` or the `test-support` feature): a failed read or tool is a
+//! failed test, so unwrapping is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,15 +14,15 @@ use crate::media::unit::{AudioFrame, VideoUnit};
 
 /// 2 s of x264 baseline 640x360 at 30 fps, two slices a picture, an IDR every 30 pictures.
 /// Compiled in, so that tests can tell its memory from copies.
-pub(crate) static H264: &[u8] = include_bytes!("../tests/data/x264-baseline-640x360-2s.h264");
+pub static H264: &[u8] = include_bytes!("../../tests/data/x264-baseline-640x360-2s.h264");
 /// 2 s of AAC-LC 48 kHz stereo in ADTS (no CRC) from ffmpeg 9's encoder.
-pub(crate) static ADTS: &[u8] = include_bytes!("../tests/data/hls-aac-lc-48k-stereo-2s.adts");
+pub static ADTS: &[u8] = include_bytes!("../../tests/data/hls-aac-lc-48k-stereo-2s.adts");
 /// The AudioSpecificConfig of [`ADTS`]: AAC-LC (2), 48 kHz (index 3), stereo (2).
-pub(crate) const ASC: [u8; 2] = [0x11, 0x90];
+pub const ASC: [u8; 2] = [0x11, 0x90];
 
 /// The 60 access units of [`H264`] (slices of it), 30 fps from `pts0`:
 /// `pts = dts = pts0 + n * 3000`.
-pub(crate) fn video_units(pts0: i64) -> Vec<VideoUnit> {
+pub fn video_units(pts0: i64) -> Vec<VideoUnit> {
     annexb::access_units(annexb::split(&Bytes::from_static(H264)))
         .into_iter()
         .enumerate()
@@ -36,8 +39,8 @@ pub(crate) fn video_units(pts0: i64) -> Vec<VideoUnit> {
 }
 
 /// The raw AAC frames of [`ADTS`] (slices of it), 1024 samples each: `pts = n * 1920`.
-pub(crate) fn aac_frames() -> Vec<AudioFrame> {
-    crate::transcode::split_adts(&Bytes::from_static(ADTS))
+pub fn aac_frames() -> Vec<AudioFrame> {
+    crate::media::aac::split_adts(&Bytes::from_static(ADTS))
         .expect("whole ADTS frames")
         .into_iter()
         .enumerate()
@@ -50,16 +53,16 @@ pub(crate) fn aac_frames() -> Vec<AudioFrame> {
 }
 
 /// A file under `bridge/tests/data/`.
-pub(crate) fn read(name: &str) -> Bytes {
+pub fn read(name: &str) -> Bytes {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
+        .join("../tests/data")
         .join(name);
     Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
 
 /// The packets of a single-stream Ogg file (RFC 3533): pages are `OggS`, 22 more header bytes, a
 /// segment count and table, then the segments; a packet ends at a segment shorter than 255.
-pub(crate) fn ogg_packets(data: &[u8]) -> Vec<Bytes> {
+pub fn ogg_packets(data: &[u8]) -> Vec<Bytes> {
     let mut packets = Vec::new();
     let mut current = Vec::new();
     let mut at = 0;
@@ -82,13 +85,14 @@ pub(crate) fn ogg_packets(data: &[u8]) -> Vec<Bytes> {
 
 /// An Ogg Opus file as the frames the transcoder takes (20 ms apart from `pts0`), with the
 /// OpusHead's channel count and pre-skip.
-pub(crate) struct OggOpus {
-    pub(crate) channels: u8,
-    pub(crate) pre_skip: usize,
-    pub(crate) frames: Vec<AudioFrame>,
+#[derive(Debug)]
+pub struct OggOpus {
+    pub channels: u8,
+    pub pre_skip: usize,
+    pub frames: Vec<AudioFrame>,
 }
 
-pub(crate) fn ogg_opus(name: &str, pts0: i64) -> OggOpus {
+pub fn ogg_opus(name: &str, pts0: i64) -> OggOpus {
     let packets = ogg_packets(&read(name));
     let head = &packets[0];
     assert_eq!(&head[..8], b"OpusHead");
@@ -109,14 +113,14 @@ pub(crate) fn ogg_opus(name: &str, pts0: i64) -> OggOpus {
 }
 
 /// Little-endian 16-bit PCM.
-pub(crate) fn s16le(data: &[u8]) -> Vec<i16> {
+pub fn s16le(data: &[u8]) -> Vec<i16> {
     data.chunks_exact(2)
         .map(|c| i16::from_le_bytes([c[0], c[1]]))
         .collect()
 }
 
 /// Signal-to-noise ratio of `test` against `reference` in dB, over the shorter length.
-pub(crate) fn snr_db(reference: &[i16], test: &[i16]) -> f64 {
+pub fn snr_db(reference: &[i16], test: &[i16]) -> f64 {
     let (mut signal, mut noise) = (0f64, 0f64);
     for (&r, &t) in reference.iter().zip(test) {
         let (r, t) = (f64::from(r), f64::from(t));
@@ -128,7 +132,7 @@ pub(crate) fn snr_db(reference: &[i16], test: &[i16]) -> f64 {
 
 /// A xorshift64 generator (Marsaglia): the same numbers for the same (nonzero) seed on every run,
 /// for the tests that feed random input.
-pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
     let mut x = seed;
     move || {
         x ^= x << 13;
@@ -143,13 +147,13 @@ pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
 
 /// An ffmpeg to check output with: `$FFMPEG`, else `ffmpeg` on the PATH. `None` (and the test
 /// prints SKIPPED) when there is none.
-pub(crate) fn ffmpeg() -> Option<PathBuf> {
+pub fn ffmpeg() -> Option<PathBuf> {
     env_tool("FFMPEG", "ffmpeg")
 }
 
 /// FFmpeg 9 (`$FFMPEG9`, else the imageio-ffmpeg wheel's binary), for what Debian's 5.1 cannot
 /// read (Enhanced RTMP audio).
-pub(crate) fn ffmpeg9() -> Option<PathBuf> {
+pub fn ffmpeg9() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("FFMPEG9") {
         let path = PathBuf::from(path);
         return path.is_file().then_some(path);
@@ -166,7 +170,7 @@ pub(crate) fn ffmpeg9() -> Option<PathBuf> {
 }
 
 /// Like [`ffmpeg`], for ffprobe (`$FFPROBE`).
-pub(crate) fn ffprobe() -> Option<PathBuf> {
+pub fn ffprobe() -> Option<PathBuf> {
     env_tool("FFPROBE", "ffprobe")
 }
 
@@ -180,7 +184,7 @@ fn env_tool(var: &str, name: &str) -> Option<PathBuf> {
 }
 
 /// Runs a tool and returns what it printed (stdout, stderr).
-pub(crate) fn run(tool: &PathBuf, args: &[&str]) -> (String, String) {
+pub fn run(tool: &PathBuf, args: &[&str]) -> (String, String) {
     let out = Command::new(tool).args(args).output().unwrap();
     assert!(
         out.status.success(),
@@ -194,7 +198,7 @@ pub(crate) fn run(tool: &PathBuf, args: &[&str]) -> (String, String) {
 }
 
 /// A path for a scratch file (removed by the caller if it likes; under the target dir's tmp).
-pub(crate) fn scratch(name: &str) -> PathBuf {
+pub fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("bridge-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
@@ -205,7 +209,7 @@ pub(crate) fn scratch(name: &str) -> PathBuf {
 
 /// The Debian ffmpeg tool at `/usr/bin/<name>`, or `None` (with a SKIPPED line) when absent;
 /// absence fails the test when `BRIDGE_REQUIRE_INTEROP=1`.
-pub(crate) fn tool(name: &str) -> Option<PathBuf> {
+pub fn tool(name: &str) -> Option<PathBuf> {
     let path = Path::new("/usr/bin").join(name);
     if path.exists() {
         return Some(path);
@@ -219,7 +223,7 @@ pub(crate) fn tool(name: &str) -> Option<PathBuf> {
 }
 
 /// A fresh directory under the system temp dir.
-pub(crate) fn temp_dir(name: &str) -> PathBuf {
+pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("bridge-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -229,13 +233,7 @@ pub(crate) fn temp_dir(name: &str) -> PathBuf {
 /// Checks a file or playlist of [`video_units`] and `audio_frames` of [`aac_frames`] as ffprobe
 /// and ffmpeg see it: H.264 640x360 and AAC-LC 48 kHz stereo, 60 pictures 1/30 s apart and the
 /// audio frames 1024/48000 s apart, both from `start` s; decoded without a word.
-pub(crate) fn check_plays(
-    ffprobe: &Path,
-    ffmpeg: &Path,
-    path: &Path,
-    start: f64,
-    audio_frames: usize,
-) {
+pub fn check_plays(ffprobe: &Path, ffmpeg: &Path, path: &Path, start: f64, audio_frames: usize) {
     let file = path.display();
     let json = probe(ffprobe, path);
     let streams = json["streams"].as_array().unwrap();
@@ -331,7 +329,7 @@ fn check_packets(times: &[(f64, f64)], count: usize, start: f64, step: f64) {
 }
 
 /// A one-NAL video unit at `dts` (pts = dts), for timing tests that never decode it.
-pub(crate) fn timed_video(dts: i64, keyframe: bool) -> crate::media::unit::Unit {
+pub fn timed_video(dts: i64, keyframe: bool) -> crate::media::unit::Unit {
     crate::media::unit::Unit::Video(crate::media::unit::VideoUnit {
         pts: dts,
         dts,
@@ -341,7 +339,7 @@ pub(crate) fn timed_video(dts: i64, keyframe: bool) -> crate::media::unit::Unit 
 }
 
 /// A one-byte audio frame at `pts` lasting `duration` ticks, for timing tests.
-pub(crate) fn timed_audio(pts: i64, duration: i64) -> crate::media::unit::Unit {
+pub fn timed_audio(pts: i64, duration: i64) -> crate::media::unit::Unit {
     crate::media::unit::Unit::Audio(crate::media::unit::AudioFrame {
         pts,
         duration,

@@ -1,5 +1,6 @@
 //! Media: pure code over RTP payloads.
 
+pub mod aac;
 pub mod clock;
 pub mod h264;
 pub mod ingest;

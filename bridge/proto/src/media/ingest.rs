@@ -263,7 +263,7 @@ mod tests {
 
     /// The RTP an ffmpeg 9 publisher sends (tests/data/README.md says how it was captured).
     fn ffmpeg_capture() -> Vec<RtpPacket> {
-        read_capture(include_bytes!("../../tests/data/ffmpeg9-whip-h264.rtp"))
+        read_capture(include_bytes!("../../../tests/data/ffmpeg9-whip-h264.rtp"))
     }
 
     /// Length-prefixed plain RTP packets, as `--rtp-dump` writes them.
@@ -323,7 +323,7 @@ mod tests {
 
     #[test]
     fn a_real_ffmpeg_opus_capture_gives_every_frame() {
-        let packets = read_capture(include_bytes!("../../tests/data/ffmpeg9-whip-opus.rtp"));
+        let packets = read_capture(include_bytes!("../../../tests/data/ffmpeg9-whip-opus.rtp"));
         let count = packets.len() as u64;
         let t0 = Instant::now();
         let mut ingest = Ingest::new(t0, ReorderConfig::default(), None);
@@ -363,10 +363,10 @@ mod tests {
     #[test]
     fn a_real_chromium_capture_gives_every_frame_and_audio_packet() {
         let video = read_capture(include_bytes!(
-            "../../tests/data/chromium156-whipclient-h264.rtp"
+            "../../../tests/data/chromium156-whipclient-h264.rtp"
         ));
         let audio = read_capture(include_bytes!(
-            "../../tests/data/chromium156-whipclient-opus.rtp"
+            "../../../tests/data/chromium156-whipclient-opus.rtp"
         ));
         let t0 = Instant::now();
         let mut ingest = Ingest::new(t0, ReorderConfig::default(), None);

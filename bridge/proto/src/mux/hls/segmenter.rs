@@ -197,9 +197,9 @@ pub struct Segment {
     pub parts: Vec<PartInfo>,
 }
 
-/// What the segmenter decided.
+/// What the segmenter decided. Exhaustive on purpose: the output that drives the segmenter must
+/// handle every decision, and a new one should fail its build.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Event {
     /// Ask the publisher for a key frame (PLI/FIR) now; a segment boundary is near or overdue.
     KeyframeWanted,

@@ -8,8 +8,7 @@ use std::collections::HashSet;
 use super::sdpfrag::{Candidate, IceCredentials, SdpFrag};
 
 /// How strictly `If-Match` is enforced on trickle PATCHes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EtagMode {
     /// RFC 9725 as written: a trickle PATCH must carry the current tag.
     #[default]

@@ -1,6 +1,6 @@
 //! AAC-LC at 48 kHz as the containers carry it: the AudioSpecificConfig FLV and MP4 carry, and
 //! the ADTS header MPEG-TS and `.aac` files need (and [`split_adts`], which takes it off again).
-//! The encoder itself is in `fdk.rs`, behind the `fdk-aac` cargo feature.
+//! The encoder itself is in the bridge's `transcode` module, which links the codec library.
 
 use bytes::Bytes;
 
@@ -8,8 +8,6 @@ use bytes::Bytes;
 pub const SAMPLE_RATE: u32 = 48_000;
 /// Samples per channel in one AAC-LC frame.
 pub const FRAME_SAMPLES: usize = 1024;
-/// Bit rate when none is configured.
-pub const DEFAULT_BITRATE: u32 = 128_000;
 
 /// MPEG-4 audio object type of AAC-LC.
 const AOT_AAC_LC: u8 = 2;

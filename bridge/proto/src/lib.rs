@@ -1,0 +1,15 @@
+//! The bridge's protocol core, as quinn-proto is to quinn: everything here is plain code over
+//! [`bytes::Bytes`] and explicit time. It reads no clock, opens no socket or file and needs no
+//! async runtime; the `bridge` crate drives it from tokio, axum and webrtc-rs. That split is
+//! checked by the compiler: this crate's dependencies have none of them.
+//!
+//! - [`whip`]: the WHIP resource (entity tags, trickle, ICE restart) and SDP fragments.
+//! - [`media`]: RTP in: reorder buffer, H.264 and Opus depacketizing, AAC framing, the session
+//!   clock, the per-session ingest.
+//! - [`mux`]: containers out: FLV for RTMP, fMP4/CMAF and MPEG-TS segments, HLS playlists.
+
+pub mod media;
+pub mod mux;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testdata;
+pub mod whip;

@@ -1,0 +1,4 @@
+//! WHIP protocol state (RFC 9725): pure code, no IO, no clock.
+
+pub mod resource;
+pub mod sdpfrag;
