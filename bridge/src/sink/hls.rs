@@ -44,7 +44,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{OwnedMutexGuard, mpsc, watch};
 
 use crate::config::Config;
-use crate::media::unit::{AudioFrame, TIMELINE_HZ, Unit};
+use crate::media::start::{FrameRate, StartGate};
+use crate::media::unit::{AudioFrame, Unit};
 use crate::mux::hls::fmp4::{
     AacConfig, AudioParams, Fmp4Muxer, FragmentSamples, OpusParams, VideoParams,
 };
@@ -82,12 +83,6 @@ pub enum HlsAudio {
     /// No audio.
     None,
 }
-
-/// An output waits at most this long (timeline ticks) for the first audio frame, which says the
-/// channel count, before it starts without audio.
-const AUDIO_WAIT: i64 = TIMELINE_HZ;
-/// Units held while waiting for that first audio frame.
-const MAX_PENDING: usize = 256;
 
 /// The HLS settings every stream shares, from [`Config`].
 #[derive(Debug, Clone)]
@@ -718,8 +713,7 @@ struct Run {
     muxer: Option<Muxer>,
     /// The open segment's parts, which make the segment file.
     segment_parts: Vec<Bytes>,
-    first_video_pts: Option<i64>,
-    frame_rate: Option<f64>,
+    frame_rate: FrameRate,
     /// How `EXT-X-PROGRAM-DATE-TIME` is dated so far.
     dated: Dating,
     segments: u64,
@@ -811,8 +805,7 @@ impl Run {
             video_params: None,
             muxer: None,
             segment_parts: Vec::new(),
-            first_video_pts: None,
-            frame_rate: None,
+            frame_rate: FrameRate::default(),
             dated: Dating::Undated,
             segments: 0,
             arrivals: VecDeque::new(),
@@ -834,7 +827,8 @@ impl Run {
             return;
         };
         pending.push(unit);
-        if !audio_known(pending) {
+        // Only outputs that want audio hold units: they wait for its format.
+        if StartGate::new(true, false).open(pending).is_none() {
             return;
         }
         self.start_audio().await;
@@ -972,14 +966,7 @@ impl Run {
                 }
             }
             Unit::Video(v) if self.out.has_video => {
-                match self.first_video_pts {
-                    None => self.first_video_pts = Some(v.pts),
-                    Some(first) if self.frame_rate.is_none() && v.pts > first => {
-                        let fps = TIMELINE_HZ as f64 / (v.pts - first) as f64;
-                        self.frame_rate = Some((fps * 1000.0).round() / 1000.0);
-                    }
-                    Some(_) => {}
-                }
+                self.frame_rate.observe(v.pts);
                 if v.keyframe {
                     match (VideoParams::from_unit(&v), &self.video_params) {
                         (Ok(params), None) => self.video_params = Some(params),
@@ -1219,7 +1206,7 @@ impl Run {
             average_bandwidth: meter.average(),
             codecs,
             resolution: video.map(|p| (p.info().width, p.info().height)),
-            frame_rate: self.frame_rate,
+            frame_rate: self.frame_rate.get(),
         };
         variant
             .to_bytes()
@@ -1325,8 +1312,6 @@ impl Run {
     }
 }
 
-/// Whether the held units say enough about audio to start: a frame came, or a second passed,
-/// or too many units wait.
 /// The publisher's clock (`sender`) is within [`MAX_CLOCK_SKEW`] of the bridge's (`bridge`),
 /// both as the wallclock time of timeline 0.
 fn plausible_clock(sender: SystemTime, bridge: SystemTime) -> bool {
@@ -1335,20 +1320,6 @@ fn plausible_clock(sender: SystemTime, bridge: SystemTime) -> bool {
         .or_else(|_| bridge.duration_since(sender))
         .unwrap_or(Duration::MAX);
     skew <= MAX_CLOCK_SKEW
-}
-
-fn audio_known(pending: &[Unit]) -> bool {
-    let pts = |u: &Unit| match u {
-        Unit::Video(v) => v.pts,
-        Unit::Audio(a) => a.pts,
-    };
-    let waited = match (pending.first(), pending.last()) {
-        (Some(a), Some(b)) => pts(b).saturating_sub(pts(a)),
-        _ => 0,
-    };
-    pending.iter().any(|u| matches!(u, Unit::Audio(_)))
-        || waited >= AUDIO_WAIT
-        || pending.len() >= MAX_PENDING
 }
 
 fn concat(chunks: Vec<Bytes>) -> Bytes {

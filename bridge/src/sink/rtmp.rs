@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::rustls;
 
 use super::rtmp_conn::{RtmpConnection, RtmpError, RtmpUrl};
+use crate::media::start::StartGate;
 use crate::media::unit::{AudioFrame, Unit};
 use crate::mux::flv::{AudioCodec, FlvMuxer, FlvTag, TagKind};
 use crate::transcode::{OpusToAac, channels_for};
@@ -69,11 +70,6 @@ pub struct RtmpOutput {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
-/// An output waits at most this long for its first audio frame (channel count) and second
-/// picture (frame rate) before it starts without them.
-const AUDIO_WAIT: i64 = 90_000;
-/// Units held while waiting for that first audio frame.
-const MAX_PENDING: usize = 256;
 
 enum Event {
     Unit(Option<Unit>),
@@ -221,38 +217,16 @@ impl RtmpOutput {
     }
 
     /// Holds units until the audio format (channel count) and the frame rate (two pictures) are
-    /// known, or a second has passed; returns the pipeline then. Costs one frame of delay once.
+    /// known, or a second has passed ([`StartGate`]); returns the pipeline then. Costs one frame
+    /// of delay once.
     fn start(&self, pending: &mut Vec<Unit>, unit: Unit) -> Option<Pipeline> {
         pending.push(unit);
-        let first_audio = pending.iter().find_map(|u| match u {
-            Unit::Audio(f) => Some(f),
-            Unit::Video(_) => None,
-        });
-        let mut video_pts = pending.iter().filter_map(|u| match u {
-            Unit::Video(v) => Some(v.pts),
-            Unit::Audio(_) => None,
-        });
-        let interval = match (video_pts.next(), video_pts.next()) {
-            (Some(a), Some(b)) if b > a => Some(b - a),
-            _ => None,
-        };
-        let pts = |u: &Unit| match u {
-            Unit::Video(v) => v.pts,
-            Unit::Audio(f) => f.pts,
-        };
-        let waited = match (pending.first(), pending.last()) {
-            (Some(a), Some(b)) => pts(b) - pts(a),
-            _ => 0,
-        };
-        let audio_known = first_audio.is_some() || !self.has_audio || self.audio == AudioMode::None;
-        let rate_known = interval.is_some() || !self.has_video;
-        if (audio_known && rate_known) || waited >= AUDIO_WAIT || pending.len() >= MAX_PENDING {
-            let mut pipeline = self.pipeline(first_audio);
-            // Frame rate as onMetaData reports it, from the first two pictures.
-            pipeline.frame_rate = interval.map(|ticks| (90_000.0 / ticks as f64) as f32);
-            return Some(pipeline);
-        }
-        None
+        let wait_audio = self.has_audio && self.audio != AudioMode::None;
+        let start = StartGate::new(wait_audio, self.has_video).open(pending)?;
+        let mut pipeline = self.pipeline(start.first_audio);
+        // Frame rate as onMetaData reports it.
+        pipeline.frame_rate = start.frame_rate.map(|fps| fps as f32);
+        Some(pipeline)
     }
 
     async fn send(&self, p: &mut Pipeline, conn: &mut Option<RtmpConnection>, unit: Unit) {
