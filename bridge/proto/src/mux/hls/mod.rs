@@ -1,4 +1,5 @@
 pub mod fmp4;
+pub mod names;
 pub mod playlist;
 pub mod segmenter;
 pub mod ts;

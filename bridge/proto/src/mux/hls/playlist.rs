@@ -38,10 +38,7 @@ use thiserror::Error;
 use super::segmenter::{PartInfo, Segment, SegmenterConfig, duration_to_ticks};
 use crate::media::unit::TIMELINE_HZ;
 
-/// The media playlist's name, as the multivariant playlist refers to it.
-pub const MEDIA_PLAYLIST_URI: &str = "index.m3u8";
-/// The multivariant playlist's name.
-pub const MULTIVARIANT_PLAYLIST_URI: &str = "main.m3u8";
+pub use super::names::{MEDIA_PLAYLIST_URI, MULTIVARIANT_PLAYLIST_URI};
 
 /// Parts of a segment stay listed until the segment starts this many target durations before the
 /// end of the playlist (RFC 8216bis §6.2.2: parts SHOULD go after three target durations), and
@@ -58,42 +55,12 @@ const PART_HOLD_BACK_PARTS: u64 = 3;
 const UNITS_PER_SEC: u64 = 100_000;
 
 /// The container segments and parts are in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Container {
     /// Fragmented MP4 (CMAF): needs an init section (`EXT-X-MAP`).
     Fmp4,
     /// MPEG-2 transport stream: self-contained segments.
     MpegTs,
-}
-
-impl Container {
-    fn extension(self) -> &'static str {
-        match self {
-            Container::Fmp4 => "m4s",
-            Container::MpegTs => "ts",
-        }
-    }
-
-    /// A segment's file name: `seg{msn}.m4s` or `seg{msn}.ts`.
-    pub fn segment_uri(self, msn: u64) -> String {
-        format!("seg{msn}.{}", self.extension())
-    }
-
-    /// A part's file name: `part{msn}.{index}.m4s` or `.ts`.
-    pub fn part_uri(self, msn: u64, index: u32) -> String {
-        format!("part{msn}.{index}.{}", self.extension())
-    }
-
-    /// The init section's file name for segments of `epoch` (see [`PartInfo::epoch`]):
-    /// `init.mp4`, then `init1.mp4`, `init2.mp4` after each discontinuity (a new publisher may
-    /// bring new parameter sets, and a cached old init section must not be reused). None for TS.
-    pub fn init_uri(self, epoch: u64) -> Option<String> {
-        match (self, epoch) {
-            (Container::MpegTs, _) => None,
-            (Container::Fmp4, 0) => Some("init.mp4".to_owned()),
-            (Container::Fmp4, n) => Some(format!("init{n}.mp4")),
-        }
-    }
 }
 
 /// Which segments a playlist keeps.
@@ -317,7 +284,7 @@ impl MediaPlaylistDoc {
 const ENDLIST: &[u8] = b"#EXT-X-ENDLIST\n";
 
 /// A complete segment in the playlist.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Entry {
     msn: u64,
     duration: i64,
@@ -333,7 +300,7 @@ struct Entry {
 }
 
 /// The segment in progress: parts only.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Open {
     msn: u64,
     epoch: u64,
@@ -342,14 +309,14 @@ struct Open {
 }
 
 /// A file no longer listed, and when (on the playlist clock) it may be deleted.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Retiring {
     uri: String,
     at: i64,
 }
 
 /// A media playlist being built. See the module docs.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Playlist {
     config: PlaylistConfig,
     segment_target: i64,
