@@ -4,8 +4,8 @@
 
 #![no_main]
 
+use bridge_proto::mux::hls::names::HlsFile;
 use bridge_proto::mux::hls::playlist::DeliveryDirectives;
-use bridge::sink::hls::HlsFile;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,7 +13,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let (name, query) = text.split_once('?').unwrap_or((text, ""));
-    if HlsFile::parse(name).is_some() {
+    if let Some(file) = HlsFile::parse(name) {
+        // Exactly the name the output writes for it.
+        assert_eq!(file.to_string(), name);
         // Served from inside the stream's folder only.
         assert!(!name.contains('/') && !name.contains('\\') && !name.starts_with('.'));
         assert!(!name.is_empty());

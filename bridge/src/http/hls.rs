@@ -1,7 +1,7 @@
 //! `GET /hls/{stream}/{file}`: playlists (with LL-HLS blocking reload), init sections, parts and
 //! segments of the bridge's HLS output. Playback is public: no bearer token here.
 //!
-//! Playlists and parts come from memory ([`crate::sink::hls::StreamState`]); segments, and
+//! Playlists and parts come from memory ([`crate::hls::store::StreamState`]); segments, and
 //! anything memory no longer holds, from the stream's folder. Only names the HLS output itself
 //! makes are served (parsed strictly by [`HlsFile::parse`]), inside a folder named by a valid
 //! stream name, so no request reaches outside it.
@@ -16,8 +16,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
 use crate::app::App;
+use crate::hls::store::{HlsFile, PartAnswer, PlaylistAnswer, StreamState};
 use crate::mux::hls::playlist::DeliveryDirectives;
-use crate::sink::hls::{HlsFile, PartAnswer, PlaylistAnswer, StreamState};
 
 /// Segments, parts and init sections never change under their name (the output never reuses
 /// one), so caches may keep them.
@@ -39,10 +39,10 @@ fn playlist(bytes: Bytes) -> Response {
         .into_response()
 }
 
-fn media(kind: HlsFile, name: &str, bytes: Bytes) -> Response {
+fn media(kind: HlsFile, bytes: Bytes) -> Response {
     (
         [
-            (header::CONTENT_TYPE, kind.content_type(name)),
+            (header::CONTENT_TYPE, kind.content_type()),
             (header::CACHE_CONTROL, IMMUTABLE),
         ],
         bytes,
@@ -116,7 +116,7 @@ pub(super) async fn get(
                 .map(playlist)
                 .ok_or_else(not_found)
         }
-        HlsFile::Part { msn, index } => {
+        HlsFile::Part { msn, index, .. } => {
             let timeout = state.blocking_timeout().unwrap_or(first_wait);
             let answer = wait_for(&state, timeout, || match state.part(msn, index) {
                 PartAnswer::Wait => None,
@@ -124,16 +124,16 @@ pub(super) async fn get(
             })
             .await;
             match answer {
-                Some(PartAnswer::Ready(bytes)) => Ok(media(kind, &file, bytes)),
+                Some(PartAnswer::Ready(bytes)) => Ok(media(kind, bytes)),
                 Some(PartAnswer::NotHere) => from_disk(&state, kind, file).await,
                 _ => Err(ApiError::new(503, "the part did not arrive in time").retry_after(1)),
             }
         }
-        HlsFile::Init => match state.init(&file) {
-            Some(bytes) => Ok(media(kind, &file, bytes)),
+        HlsFile::Init { .. } => match state.init(&file) {
+            Some(bytes) => Ok(media(kind, bytes)),
             None => from_disk(&state, kind, file).await,
         },
-        HlsFile::Segment => from_disk(&state, kind, file).await,
+        HlsFile::Segment { .. } => from_disk(&state, kind, file).await,
     }
 }
 
@@ -143,7 +143,7 @@ async fn from_disk(state: &StreamState, kind: HlsFile, name: String) -> Result<R
         .await
         .map_err(ApiError::internal)?;
     match read {
-        Ok(bytes) => Ok(media(kind, &name, Bytes::from(bytes))),
+        Ok(bytes) => Ok(media(kind, Bytes::from(bytes))),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(not_found()),
         Err(err) => Err(ApiError::internal(err)),
     }

@@ -14,7 +14,7 @@
 //!   clock is more than [`MAX_CLOCK_SKEW`] off the bridge's, the bridge's clock at the first
 //!   unit dates it: within the network delay of the capture time.
 //! - **Discontinuities.** New parameter sets (a resolution change) need a new init section,
-//!   which only a discontinuity can introduce ([`params_changed`]).
+//!   which only a discontinuity can introduce (`params_changed`).
 //! - **Numbering.** Each session has its own segmenter counting from 0; its sequence numbers
 //!   and epochs are offset to follow the last session's ([`Handoff`]), and a session that
 //!   continues another's playlist starts with a discontinuity.
