@@ -25,24 +25,26 @@
 //! The output makes one [`Rendition`] of a stream: a ladder of renditions (simulcast, alternate
 //! audio) is one output per rendition, each with its own handoff.
 
+mod action;
+mod config;
 mod muxer;
 
-use std::collections::{BTreeSet, VecDeque};
+pub use self::action::{Action, Listed, Rendered, ViewChange};
+pub use self::config::{
+    AacEncode, AudioChoice, Handoff, NewAacEncoder, OutputConfig, OutputError, Rendition,
+};
+
+use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use thiserror::Error;
 
 use self::muxer::{Muxer, concat};
 use super::fmp4::{AacConfig, AudioParams, Fmp4Muxer, OpusParams, VideoParams};
 use super::names::HlsFile;
-use super::playlist::{
-    BandwidthMeter, Container, Playlist, PlaylistConfig, PlaylistError, Variant,
-};
-use super::segmenter::{
-    Event, Part, PartInfo, Segment, Segmenter, SegmenterConfig, SegmenterError, add_ticks,
-};
+use super::playlist::{BandwidthMeter, Container, Playlist, Variant};
+use super::segmenter::{Event, Part, PartInfo, Segment, Segmenter, add_ticks};
 use super::ts::TsMuxer;
 use crate::media::opus::Toc;
 use crate::media::start::{FrameRate, StartGate};
@@ -56,195 +58,6 @@ pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
 /// Arrivals kept for frames the segmenter has not put in a part yet: past this, the oldest go
 /// (frames dropped before the first key frame never reach a part).
 const MAX_ARRIVALS: usize = 512;
-
-/// Which rendition of a stream an output makes. A stream has one today; a simulcast ladder or
-/// an alternate audio track adds variants here, each naming its own files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Rendition {
-    /// The stream as published: `index.m3u8`, `seg{msn}.m4s`, ...
-    #[default]
-    Main,
-}
-
-impl Rendition {
-    /// The name of this rendition's `file`.
-    pub fn uri(self, file: HlsFile) -> String {
-        match self {
-            Rendition::Main => file.to_string(),
-        }
-    }
-}
-
-/// What HLS carries for audio.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AudioChoice {
-    /// Opus transcoded to AAC by the [`AacEncode`] the output is given.
-    Aac,
-    /// Opus as is (fMP4 only).
-    Opus,
-    /// No audio.
-    None,
-}
-
-/// How one output works.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutputConfig {
-    /// The rendition it makes.
-    pub rendition: Rendition,
-    /// How units are cut; with a part target this is an LL-HLS output.
-    pub segmenter: SegmenterConfig,
-    /// How the playlist is written (its container is the output's).
-    pub playlist: PlaylistConfig,
-    /// What it does with audio.
-    pub audio: AudioChoice,
-    /// The publisher sends audio (else nothing waits for it).
-    pub has_audio: bool,
-    /// The publisher sends video (else audio is cut on its own).
-    pub has_video: bool,
-}
-
-/// Opus to AAC, for [`AudioChoice::Aac`]: the bridge's is libfdk-aac; tests bring their own.
-pub trait AacEncode: fmt::Debug + Send {
-    /// The AudioSpecificConfig of the frames it makes.
-    fn audio_specific_config(&self) -> Bytes;
-    /// Takes an Opus frame; returns the AAC frames complete so far.
-    fn push(&mut self, frame: &AudioFrame) -> Result<Vec<AudioFrame>, String>;
-    /// Encodes what is buffered: the end of the stream.
-    fn flush(&mut self) -> Result<Vec<AudioFrame>, String>;
-}
-
-/// Makes the [`AacEncode`] for a channel count (1 or 2), once the first frame said it.
-pub type NewAacEncoder = Box<dyn FnOnce(u8) -> Result<Box<dyn AacEncode>, String> + Send>;
-
-/// What one session's output hands the next on the same stream (and rendition): the playlist,
-/// the numbers to continue from and the files on disk. One per stream, passed along.
-#[derive(Debug)]
-pub struct Handoff {
-    /// Sequence number the next session's first segment gets.
-    next_msn: u64,
-    /// Epoch (init section) the next session's first segment gets.
-    next_epoch: u64,
-    /// The presentation's playlist, once one had media.
-    playlist: Option<Playlist>,
-    /// `index.m3u8` as last rendered.
-    index: Bytes,
-    /// `main.m3u8` as last published.
-    main: Option<Bytes>,
-    /// Files on disk of the current presentation.
-    files: BTreeSet<String>,
-    /// Measures the variant's bandwidth over the presentation.
-    meter: Option<BandwidthMeter>,
-}
-
-impl Handoff {
-    /// Nothing published yet; numbers start at `base` (see the bridge's `sink::hls` for why
-    /// that is the wall clock in milliseconds).
-    pub fn new(base: u64) -> Self {
-        Self {
-            next_msn: base,
-            next_epoch: base,
-            playlist: None,
-            index: Bytes::new(),
-            main: None,
-            files: BTreeSet::new(),
-            meter: None,
-        }
-    }
-
-    /// Sequence number the next session's first segment gets.
-    pub fn next_msn(&self) -> u64 {
-        self.next_msn
-    }
-
-    /// A live playlist is there to continue.
-    pub fn is_live(&self) -> bool {
-        self.playlist.as_ref().is_some_and(|p| !p.is_ended())
-    }
-}
-
-/// What the output wants done, in order.
-#[derive(Debug)]
-pub enum Action {
-    /// Write this file whole (atomically: readers see the old bytes or the new ones).
-    Write {
-        /// File name (in the stream's folder).
-        name: String,
-        /// Its bytes, in chunks.
-        data: Vec<Bytes>,
-    },
-    /// Delete this file (one already gone is fine).
-    Remove {
-        /// File name.
-        name: String,
-    },
-    /// Change what the HTTP layer serves; files written before this are on disk by now.
-    Publish(Box<ViewChange>),
-    /// Count what was just listed.
-    Listed(Listed),
-    /// Ask the publisher for a key frame.
-    KeyframeWanted,
-}
-
-/// A media playlist and its renderings.
-#[derive(Debug, Clone)]
-pub struct Rendered {
-    /// The playlist (for blocking reload and preload hints).
-    pub playlist: Playlist,
-    /// `index.m3u8`.
-    pub index: Bytes,
-    /// The delta update (`_HLS_skip=YES`), when the playlist offers them.
-    pub delta: Option<Bytes>,
-}
-
-/// A change to what the HTTP layer serves from memory.
-#[derive(Debug, Clone, Default)]
-pub struct ViewChange {
-    /// A new presentation: forget everything before applying the rest.
-    pub reset: bool,
-    /// The playlist, when it changed.
-    pub playlist: Option<Rendered>,
-    /// A new `main.m3u8`.
-    pub main: Option<Bytes>,
-    /// A new init section, by name.
-    pub init: Option<(String, Bytes)>,
-    /// A new LL-HLS part: `(msn, index)` and its bytes. Memory keeps those of its segment and
-    /// the one before.
-    pub part: Option<((u64, u32), Bytes)>,
-    /// Files no longer listed: out of memory too.
-    pub expired: Vec<String>,
-    /// The playlist ended: every part is on disk; memory is for live streams.
-    pub ended: bool,
-}
-
-/// What was listed, for the metrics.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Listed {
-    /// An LL-HLS part.
-    Part {
-        /// When its video frames reached the output.
-        arrivals: Vec<Instant>,
-    },
-    /// A segment.
-    Segment {
-        /// Its size.
-        bytes: u64,
-        /// When its video frames reached the output, if no part listed them.
-        arrivals: Vec<Instant>,
-    },
-}
-
-/// Why an output cannot start.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
-pub enum OutputError {
-    /// The segmenter refused its configuration.
-    #[error("HLS segmenter configuration refused: {0}")]
-    Segmenter(#[from] SegmenterError),
-    /// The playlist refused its configuration.
-    #[error("HLS playlist configuration refused: {0}")]
-    Playlist(#[from] PlaylistError),
-}
 
 /// How audio is handled, once the first frame said how many channels there are.
 #[derive(Debug)]

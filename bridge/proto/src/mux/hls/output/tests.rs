@@ -1,7 +1,8 @@
 use std::time::UNIX_EPOCH;
 
 use super::*;
-use crate::mux::hls::playlist::PlaylistKind;
+use crate::mux::hls::playlist::{PlaylistConfig, PlaylistKind};
+use crate::mux::hls::segmenter::SegmenterConfig;
 use crate::testdata::video_units;
 
 /// The bridge's clock at the first unit of every run.
