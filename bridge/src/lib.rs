@@ -2,7 +2,8 @@
 //!
 //! This crate is the runtime: [`rtc`], [`http`], [`session`] and [`sink`] are the IO edges that
 //! drive the pure protocol crate ([`bridge_proto`], re-exported as [`media`], [`mux`] and, with
-//! the offer checks, [`whip`]). [`Bridge`] runs the whole thing inside another program:
+//! the offer checks, [`whip`]); [`hls`] is the store between the HLS outputs and the HTTP layer.
+//! [`Bridge`] runs the whole thing inside another program:
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), bridge::StartError> {

@@ -5,8 +5,9 @@
 //!
 //! - [`whip`]: the WHIP resource (entity tags, trickle, ICE restart) and SDP fragments.
 //! - [`media`]: RTP in: reorder buffer, H.264 and Opus depacketizing, AAC framing, the session
-//!   clock, the per-session ingest.
-//! - [`mux`]: containers out: FLV for RTMP, fMP4/CMAF and MPEG-TS segments, HLS playlists.
+//!   clock, the per-session ingest, the gate outputs start behind.
+//! - [`mux`]: containers out: FLV for RTMP, fMP4/CMAF and MPEG-TS segments, HLS playlists, and
+//!   the HLS output that decides what to write, list and delete.
 
 pub mod media;
 pub mod mux;

@@ -277,3 +277,50 @@ impl StreamState {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_keeps_the_newest_parts_until_they_expire_or_the_playlist_ends() {
+        let state = StreamState::new("s", Path::new("/nonexistent"));
+        let changes = state.changes();
+        let part = |msn: u64| ViewChange {
+            part: Some(((msn, 0), Bytes::from(vec![msn as u8]))),
+            ..ViewChange::default()
+        };
+        for msn in 5..=7 {
+            state.publish(part(msn));
+        }
+        assert!(changes.has_changed().unwrap(), "readers woken");
+        assert_eq!(
+            state.part(5, 0),
+            PartAnswer::NotHere,
+            "two segments back: disk"
+        );
+        assert_eq!(
+            state.part(6, 0),
+            PartAnswer::Ready(Bytes::from_static(&[6]))
+        );
+        state.publish(ViewChange {
+            expired: vec!["part6.0.m4s".to_owned()],
+            init: Some(("init3.mp4".to_owned(), Bytes::from_static(b"moov"))),
+            ..ViewChange::default()
+        });
+        assert_eq!(state.part(6, 0), PartAnswer::NotHere);
+        assert_eq!(state.init("init3.mp4"), Some(Bytes::from_static(b"moov")));
+        state.publish(ViewChange {
+            ended: true,
+            ..ViewChange::default()
+        });
+        assert_eq!(state.part(7, 0), PartAnswer::NotHere, "all on disk");
+        state.publish(ViewChange {
+            reset: true,
+            ..ViewChange::default()
+        });
+        assert_eq!(state.init("init3.mp4"), None, "a new presentation");
+        let directives = DeliveryDirectives::default();
+        assert_eq!(state.media_playlist(&directives), PlaylistAnswer::Wait);
+    }
+}
