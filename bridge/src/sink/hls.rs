@@ -58,30 +58,7 @@ use crate::mux::hls::segmenter::{
 use crate::mux::hls::ts::TsMuxer;
 use crate::transcode::{OpusToAac, channels_for};
 
-/// The HLS segment container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum HlsContainer {
-    /// Fragmented MP4 (CMAF): LL-HLS parts, AAC or Opus.
-    #[default]
-    Fmp4,
-    /// MPEG-2 transport stream: the oldest players' format; AAC only, no parts.
-    Ts,
-}
-
-/// What HLS carries for audio.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum HlsAudio {
-    /// Opus transcoded to AAC-LC: plays everywhere (the default, in builds with the encoder).
-    #[cfg_attr(feature = "fdk-aac", default)]
-    Aac,
-    /// Opus as is, in fMP4 (no transcoding; Safari and hls.js on Chromium/Firefox play it).
-    #[cfg_attr(not(feature = "fdk-aac"), default)]
-    Opus,
-    /// No audio.
-    None,
-}
+pub use crate::config::{HlsAudio, HlsContainer};
 
 /// An output waits at most this long (timeline ticks) for the first audio frame, which says the
 /// channel count, before it starts without audio.
