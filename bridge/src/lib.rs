@@ -15,6 +15,7 @@
 pub mod app;
 pub mod config;
 pub mod http;
+pub mod ids;
 pub mod media;
 pub mod metrics;
 pub mod mux;
