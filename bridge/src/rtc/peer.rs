@@ -568,3 +568,47 @@ impl Peer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(now: Instant) -> (Peer, Answer) {
+        let offer = Offer::parse(include_bytes!("../../tests/data/ffmpeg9-whip-offer.sdp"))
+            .expect("the captured offer is accepted");
+        let addr: SocketAddr = "127.0.0.1:40000".parse().expect("literal address");
+        Peer::answer(offer, &[addr.ip()], addr, addr, now).expect("answer")
+    }
+
+    #[test]
+    fn dtls_alerts_are_told_by_their_first_byte() {
+        assert!(is_dtls_alert(&[21, 0xfe, 0xfd]));
+        for other in [&[][..], &[22, 0xfe, 0xfd], &[23], &[0x80, 96], &[0, 1]] {
+            assert!(!is_dtls_alert(other), "{other:?}");
+        }
+    }
+
+    /// Without a socket: the peer answers, shrugs off junk, and asks for no keyframe before its
+    /// video track is open.
+    #[test]
+    fn a_new_peer_answers_and_takes_junk_without_harm() {
+        let now = Instant::now();
+        let (mut peer, answer) = peer(now);
+        assert!(!answer.credentials.ufrag.is_empty());
+        assert_eq!(answer.candidates.len(), 1, "{:?}", answer.candidates);
+        assert!(answer.candidates[0].contains("127.0.0.1 40000 typ host"));
+        assert!(peer.offer().video_mid.is_some());
+        for data in [&[21u8, 0xfe, 0xfd, 0, 0][..], &[0x80, 96, 0, 1], b"junk"] {
+            peer.handle_datagram(Datagram {
+                now,
+                from: "127.0.0.1:5000".parse().expect("literal address"),
+                data: BytesMut::from(data),
+            });
+        }
+        peer.handle_timeout(now);
+        assert_eq!(peer.poll_state(), None);
+        assert!(peer.poll_received().is_none());
+        assert!(!peer.has_video());
+        assert!(!peer.request_keyframe(now, 1));
+    }
+}
