@@ -16,6 +16,7 @@
 pub mod app;
 pub mod config;
 pub mod http;
+pub mod ids;
 pub mod metrics;
 pub mod ratelimit;
 pub mod rtc;
