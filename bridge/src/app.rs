@@ -16,6 +16,7 @@ use crate::metrics::{Metrics, TargetLabel};
 use crate::ratelimit::RateLimiter;
 use crate::rtc::peer::{self, Peer};
 use crate::rtc::udp::UdpMux;
+use crate::rtmp_url::RtmpUrl;
 use crate::session::{
     self, Command, Outputs, PatchError, PatchReply, SessionEnv, SessionHandle, SessionInit,
     SessionSettings,
@@ -23,7 +24,7 @@ use crate::session::{
 use crate::sink::hls::{HlsAudio, HlsSettings, HlsStreams};
 use crate::sink::queue::OutputQueue;
 use crate::sink::rtmp::RtmpOutput;
-use crate::sink::rtmp_conn::{RtmpUrl, tls_config};
+use crate::sink::rtmp_conn::tls_config;
 use crate::whip::liveness::{EndReason, LivenessConfig, SessionState};
 use crate::whip::offer::{Offer, OfferError};
 use crate::whip::resource::{ETag, WhipResource};

@@ -363,7 +363,7 @@ impl Config {
             ));
         }
         for target in self.rtmp_targets_for("stream") {
-            crate::sink::rtmp_conn::RtmpUrl::parse(&target.url)
+            crate::rtmp_url::RtmpUrl::parse(&target.url)
                 .map_err(|e| ConfigError::Invalid(format!("RTMP target: {e}")))?;
         }
         if self.output_queue == 0 || self.aac_bitrate < 8_000 {

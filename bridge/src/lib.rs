@@ -25,7 +25,7 @@ pub mod sink;
 pub mod transcode;
 pub mod whip;
 
-pub use bridge_proto::{media, mux};
+pub use bridge_proto::{media, mux, rtmp_url};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -7,9 +7,11 @@
 //! - [`media`]: RTP in: reorder buffer, H.264 and Opus depacketizing, AAC framing, the session
 //!   clock, the per-session ingest.
 //! - [`mux`]: containers out: FLV for RTMP, fMP4/CMAF and MPEG-TS segments, HLS playlists.
+//! - [`rtmp_url`]: RTMP push URLs and the `{stream}` templates they are configured as.
 
 pub mod media;
 pub mod mux;
+pub mod rtmp_url;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testdata;
 pub mod whip;

@@ -12,9 +12,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc;
 use tokio_rustls::rustls;
 
-use super::rtmp_conn::{RtmpConnection, RtmpError, RtmpUrl};
+use super::rtmp_conn::{RtmpConnection, RtmpError};
 use crate::media::unit::{AudioFrame, Unit};
 use crate::mux::flv::{AudioCodec, FlvMuxer, FlvTag, TagKind};
+use crate::rtmp_url::RtmpUrl;
 use crate::transcode::{OpusToAac, channels_for};
 
 pub use crate::config::AudioMode;
