@@ -9,23 +9,22 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use crate::config::{Config, ConfigError, OnConflict};
+use crate::config::{ConfigError, HlsAudio, OnConflict, Settings};
 use crate::ids::random_hex;
 use crate::media::ingest::Ingest;
 use crate::metrics::{Metrics, TargetLabel};
 use crate::ratelimit::RateLimiter;
 use crate::rtc::peer::{self, Peer};
 use crate::rtc::udp::UdpMux;
-use crate::rtmp_url::RtmpUrl;
 use crate::session::{
     self, Command, Outputs, PatchError, PatchReply, SessionEnv, SessionHandle, SessionInit,
     SessionSettings,
 };
-use crate::sink::hls::{HlsAudio, HlsSettings, HlsStreams};
+use crate::sink::hls::HlsStreams;
 use crate::sink::queue::OutputQueue;
 use crate::sink::rtmp::RtmpOutput;
 use crate::sink::rtmp_conn::tls_config;
-use crate::whip::liveness::{EndReason, LivenessConfig, SessionState};
+use crate::whip::liveness::{EndReason, SessionState};
 use crate::whip::offer::{Offer, OfferError};
 use crate::whip::resource::{ETag, WhipResource};
 use crate::whip::sdpfrag::SdpFrag;
@@ -86,8 +85,8 @@ struct Registry {
 /// Shared state of a running bridge.
 #[derive(Debug)]
 pub struct App {
-    /// The configuration it runs with.
-    pub config: Config,
+    /// The configuration it runs with, parsed.
+    pub settings: Settings,
     /// Its metrics.
     pub metrics: Arc<Metrics>,
     /// The shared UDP socket.
@@ -115,34 +114,31 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl App {
     /// Builds the state around an already bound UDP mux.
     pub fn new(
-        config: Config,
+        settings: Settings,
         metrics: Arc<Metrics>,
         udp: Arc<UdpMux>,
     ) -> Result<Arc<Self>, ConfigError> {
-        let rtmp_tls = rtmp_tls(config.rtmp_ca.as_deref())?;
+        let rtmp_tls = rtmp_tls(settings.rtmp.ca.as_deref())?;
         let local_candidate = std::net::SocketAddr::new(
-            config
-                .candidate_ips()
+            settings
+                .udp
+                .candidate_ips
                 .first()
                 .copied()
                 .unwrap_or(udp.local_addr().ip()),
             udp.local_addr().port(),
         );
         let session_settings = SessionSettings {
-            liveness: LivenessConfig {
-                connect_timeout: config.connect_timeout(),
-                consent_timeout: config.consent_timeout(),
-                keyframe_interval: config.keyframe_interval(),
-            },
-            rtp_dump: config.rtp_dump.clone(),
+            liveness: settings.liveness,
+            rtp_dump: settings.rtp_dump.clone(),
         };
         Ok(Arc::new(Self {
             local_candidate,
             session_settings,
             rtmp_tls,
-            hls: HlsStreams::new(HlsSettings::from_config(&config), metrics.hls()),
-            rate: Mutex::new(RateLimiter::new(config.post_rate_per_ip)),
-            config,
+            hls: HlsStreams::new(settings.hls.clone(), metrics.hls()),
+            rate: Mutex::new(RateLimiter::new(settings.whip.post_rate_per_ip)),
+            settings,
             metrics,
             udp,
             sessions: Mutex::default(),
@@ -178,11 +174,11 @@ impl App {
         let offer = Offer::parse(body)?;
         let replaced = {
             let registry = lock(&self.sessions);
-            if registry.by_id.len() >= self.config.max_sessions {
+            if registry.by_id.len() >= self.settings.whip.max_sessions {
                 return Err(CreateError::Full);
             }
             match registry.by_stream.get(stream) {
-                Some(_) if self.config.on_conflict == OnConflict::Refuse => {
+                Some(_) if self.settings.whip.on_conflict == OnConflict::Refuse => {
                     return Err(CreateError::Conflict(stream.to_owned()));
                 }
                 other => other.cloned(),
@@ -193,7 +189,7 @@ impl App {
         let has_video = offer.video_mid.is_some();
         let (peer, answer) = Peer::answer(
             offer,
-            &self.config.candidate_ips(),
+            &self.settings.udp.candidate_ips,
             self.udp.local_addr(),
             self.local_candidate,
             now,
@@ -206,7 +202,7 @@ impl App {
         let (tx, commands) = mpsc::channel(16);
         let resource = WhipResource::new(
             etag,
-            self.config.etag.into(),
+            self.settings.whip.etag,
             peer.offer().credentials.clone(),
             &peer.offer().candidates,
         );
@@ -243,7 +239,7 @@ impl App {
             resource,
             commands,
             datagrams,
-            ingest: Ingest::new(now, self.config.reorder(), video_fmtp),
+            ingest: Ingest::new(now, self.settings.reorder, video_fmtp),
             outputs,
         };
         let app = Arc::clone(self);
@@ -268,10 +264,10 @@ impl App {
     /// HLS, each behind its own bounded queue.
     fn outputs_for(&self, stream: &str, has_audio: bool, has_video: bool) -> Outputs {
         let mut outputs = Outputs::default();
-        let hls_audio = has_audio && self.config.hls_audio != HlsAudio::None;
-        if self.config.hls && (has_video || hls_audio) {
+        let hls_audio = has_audio && self.settings.hls.audio != HlsAudio::None;
+        if self.settings.hls_enabled && (has_video || hls_audio) {
             let (queue, rx) =
-                OutputQueue::new(self.config.output_queue, self.hls.metrics().drops.clone());
+                OutputQueue::new(self.settings.output_queue, self.hls.metrics().drops.clone());
             let output = self.hls.output(
                 stream,
                 has_audio,
@@ -285,22 +281,18 @@ impl App {
                 .push(tokio::spawn(output.run(rx).instrument(span)));
             outputs.queues.push(queue);
         }
-        for target in self.config.rtmp_targets_for(stream) {
-            // Checked by Config::validate with the same substitution shape.
-            let Ok(url) = RtmpUrl::parse(&target.url) else {
-                continue;
-            };
+        for (url, audio) in self.settings.rtmp.targets_for(stream) {
             let label = TargetLabel {
                 stream: stream.to_owned(),
                 target: url.redacted(),
             };
             let target_metrics = self.metrics.rtmp_target(&label);
             let (queue, rx) =
-                OutputQueue::new(self.config.output_queue, target_metrics.drops.clone());
+                OutputQueue::new(self.settings.output_queue, target_metrics.drops.clone());
             let output = RtmpOutput {
                 url,
-                audio: target.audio,
-                aac_bitrate: self.config.aac_bitrate,
+                audio,
+                aac_bitrate: self.settings.rtmp.aac_bitrate,
                 has_audio,
                 has_video,
                 tls: self.rtmp_tls.clone(),

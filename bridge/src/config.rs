@@ -17,6 +17,10 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser};
 use serde::{Deserialize, Serialize};
 
+use crate::media::reorder::ReorderConfig;
+use crate::mux::hls::playlist::{Container, PlaylistKind};
+use crate::rtmp_url::RtmpUrl;
+use crate::whip::liveness::LivenessConfig;
 use crate::whip::resource;
 
 /// How strictly `If-Match` is enforced on trickle PATCHes (the user-facing side of
@@ -288,57 +292,8 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// The addresses to advertise in host candidates.
-    pub fn candidate_ips(&self) -> Vec<IpAddr> {
-        if self.advertise_ip.is_empty() {
-            vec![self.udp.ip()]
-        } else {
-            self.advertise_ip.clone()
-        }
-    }
-
-    /// The ICE connection deadline.
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_secs(self.connect_timeout_secs)
-    }
-
-    /// Every RTMP target a stream is pushed to: `--rtmp` templates (AAC), then the config
-    /// file's targets whose stream filter admits it.
-    pub fn rtmp_targets_for(&self, stream: &str) -> Vec<RtmpTarget> {
-        let simple = self.rtmp.iter().map(|url| RtmpTarget {
-            url: url.clone(),
-            audio: Default::default(),
-            streams: Vec::new(),
-        });
-        simple
-            .chain(self.rtmp_target.iter().cloned())
-            .filter(|t| t.streams.is_empty() || t.streams.iter().any(|s| s == stream))
-            .map(|t| RtmpTarget {
-                url: t.url.replace("{stream}", stream),
-                ..t
-            })
-            .collect()
-    }
-
-    /// The periodic keyframe request interval, if any.
-    pub fn keyframe_interval(&self) -> Option<Duration> {
-        self.keyframe_interval_secs.map(Duration::from_secs)
-    }
-
-    /// How long a silent publisher keeps its session.
-    pub fn consent_timeout(&self) -> Duration {
-        Duration::from_secs(self.consent_timeout_secs)
-    }
-
-    /// The reorder buffer settings.
-    pub fn reorder(&self) -> crate::media::reorder::ReorderConfig {
-        crate::media::reorder::ReorderConfig {
-            max_delay: Duration::from_millis(self.reorder_ms),
-            ..Default::default()
-        }
-    }
-
-    /// Checks what types cannot.
+    /// Checks what types cannot (RTMP URLs are checked by [`Config::into_settings`], which
+    /// parses them).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.advertise_ip.is_empty() && self.udp.ip().is_unspecified() {
             return Err(ConfigError::Invalid(format!(
@@ -361,10 +316,6 @@ impl Config {
                  must be positive"
                     .into(),
             ));
-        }
-        for target in self.rtmp_targets_for("stream") {
-            crate::rtmp_url::RtmpUrl::parse(&target.url)
-                .map_err(|e| ConfigError::Invalid(format!("RTMP target: {e}")))?;
         }
         if self.output_queue == 0 || self.aac_bitrate < 8_000 {
             return Err(ConfigError::Invalid(
@@ -395,6 +346,194 @@ impl Config {
         }
         Ok(())
     }
+
+    /// Checks the configuration and parses it once into what each part of the bridge runs on:
+    /// durations, parsed RTMP URLs, the HLS output's shape. Nothing downstream re-parses a
+    /// setting or skips one it cannot read.
+    pub fn into_settings(self) -> Result<Settings, ConfigError> {
+        self.validate()?;
+        let simple = self.rtmp.iter().map(|url| RtmpTarget {
+            url: url.clone(),
+            audio: AudioMode::Aac,
+            streams: Vec::new(),
+        });
+        let targets = simple
+            .chain(self.rtmp_target.iter().cloned())
+            .map(|t| {
+                let url = RtmpUrl::parse(&t.url)
+                    .map_err(|e| ConfigError::Invalid(format!("RTMP target: {e}")))?;
+                Ok(RtmpTargetSettings {
+                    url,
+                    audio: t.audio,
+                    streams: t.streams,
+                })
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        let container = match self.hls_container {
+            HlsContainer::Fmp4 => Container::Fmp4,
+            HlsContainer::Ts => Container::MpegTs,
+        };
+        let candidate_ips = if self.advertise_ip.is_empty() {
+            vec![self.udp.ip()]
+        } else {
+            self.advertise_ip
+        };
+        Ok(Settings {
+            http: self.http,
+            udp: UdpSettings {
+                bind: self.udp,
+                recv_buffer: self.udp_recv_buffer,
+                candidate_ips,
+            },
+            whip: WhipSettings {
+                token: self.token,
+                ice_servers: self.ice_server,
+                max_sessions: self.max_sessions,
+                etag: self.etag.into(),
+                on_conflict: self.on_conflict,
+                post_rate_per_ip: self.post_rate_per_ip,
+            },
+            liveness: LivenessConfig {
+                connect_timeout: Duration::from_secs(self.connect_timeout_secs),
+                consent_timeout: Duration::from_secs(self.consent_timeout_secs),
+                keyframe_interval: self.keyframe_interval_secs.map(Duration::from_secs),
+            },
+            rtp_dump: self.rtp_dump,
+            reorder: ReorderConfig {
+                max_delay: Duration::from_millis(self.reorder_ms),
+                ..Default::default()
+            },
+            hls_enabled: self.hls,
+            hls: HlsSettings {
+                dir: self.hls_dir,
+                container,
+                // Parts in TS would each need their own PAT/PMT and players rarely take them.
+                low_latency: self.hls_low_latency && container == Container::Fmp4,
+                kind: if self.hls_event {
+                    PlaylistKind::Event
+                } else {
+                    PlaylistKind::Live {
+                        window: self.hls_window,
+                    }
+                },
+                audio: self.hls_audio,
+                aac_bitrate: self.aac_bitrate,
+            },
+            rtmp: RtmpSettings {
+                targets,
+                ca: self.rtmp_ca,
+                aac_bitrate: self.aac_bitrate,
+            },
+            output_queue: self.output_queue,
+        })
+    }
+}
+
+/// The configuration parsed once ([`Config::into_settings`]): each part of the bridge gets its
+/// own piece.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Settings {
+    /// HTTP listen address.
+    pub http: SocketAddr,
+    /// The shared UDP socket.
+    pub udp: UdpSettings,
+    /// The WHIP endpoint.
+    pub whip: WhipSettings,
+    /// Session deadlines and keyframe request pacing.
+    pub liveness: LivenessConfig,
+    /// Where to dump received RTP, if anywhere.
+    pub rtp_dump: Option<PathBuf>,
+    /// The per-SSRC reorder buffer.
+    pub reorder: ReorderConfig,
+    /// Streams are also served as HLS.
+    pub hls_enabled: bool,
+    /// The HLS output's shape (also used to serve nothing when HLS is off).
+    pub hls: HlsSettings,
+    /// RTMP push targets.
+    pub rtmp: RtmpSettings,
+    /// Units queued per output before it drops to the next keyframe.
+    pub output_queue: usize,
+}
+
+/// The shared UDP socket.
+#[derive(Debug, Clone)]
+pub struct UdpSettings {
+    /// Bind address.
+    pub bind: SocketAddr,
+    /// Receive buffer asked of the kernel, bytes.
+    pub recv_buffer: usize,
+    /// IPs put in host candidates (never empty, never a wildcard).
+    pub candidate_ips: Vec<IpAddr>,
+}
+
+/// The WHIP endpoint.
+#[derive(Debug, Clone)]
+pub struct WhipSettings {
+    /// Bearer token required, if any (never empty).
+    pub token: Option<String>,
+    /// ICE servers for `Link` headers.
+    pub ice_servers: Vec<IceServer>,
+    /// Most concurrent sessions.
+    pub max_sessions: usize,
+    /// If-Match strictness on trickle PATCHes.
+    pub etag: resource::EtagMode,
+    /// A second publisher on a live stream.
+    pub on_conflict: OnConflict,
+    /// POSTs per second per client address.
+    pub post_rate_per_ip: u32,
+}
+
+/// The HLS settings every stream shares.
+#[derive(Debug, Clone)]
+pub struct HlsSettings {
+    /// The folder holding one subfolder per stream.
+    pub dir: PathBuf,
+    /// Segment container.
+    pub container: Container,
+    /// LL-HLS parts (fMP4 only).
+    pub low_latency: bool,
+    /// Sliding window or event playlist.
+    pub kind: PlaylistKind,
+    /// Audio handling (never Opus with MPEG-TS: refused when parsed).
+    pub audio: HlsAudio,
+    /// AAC bit rate.
+    pub aac_bitrate: u32,
+}
+
+/// RTMP push targets and what they share.
+#[derive(Debug, Clone)]
+pub struct RtmpSettings {
+    /// `--rtmp` templates (AAC), then the config file's targets.
+    pub targets: Vec<RtmpTargetSettings>,
+    /// Extra root certificates for `rtmps://`.
+    pub ca: Option<PathBuf>,
+    /// AAC bit rate.
+    pub aac_bitrate: u32,
+}
+
+impl RtmpSettings {
+    /// The targets `stream` is pushed to, with their URLs filled in.
+    pub fn targets_for<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> impl Iterator<Item = (RtmpUrl, AudioMode)> + 'a {
+        self.targets
+            .iter()
+            .filter(move |t| t.streams.is_empty() || t.streams.iter().any(|s| s == stream))
+            .map(move |t| (t.url.for_stream(stream), t.audio))
+    }
+}
+
+/// One RTMP target, parsed.
+#[derive(Debug, Clone)]
+pub struct RtmpTargetSettings {
+    /// The URL template, `{stream}` not yet filled.
+    pub url: RtmpUrl,
+    /// What it gets for audio.
+    pub audio: AudioMode,
+    /// Only these streams (empty: every stream).
+    pub streams: Vec<String>,
 }
 
 /// Command line: the [`Config`] flags, plus where to read a file from.
@@ -679,6 +818,54 @@ mod tests {
             .to_string();
         assert!(err.contains("max_sessions"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn settings_are_parsed_once() {
+        let cli = Cli::try_parse_from([
+            "bridge",
+            "--connect-timeout-secs",
+            "7",
+            "--reorder-ms",
+            "40",
+            "--advertise-ip",
+            "127.0.0.9",
+            "--hls-container",
+            "ts",
+            "--hls-event",
+        ])
+        .unwrap();
+        let mut config = cli.into_config().unwrap();
+        config.rtmp_target = vec![
+            RtmpTarget {
+                url: "rtmp://a.example/live/{stream}".into(),
+                audio: AudioMode::Opus,
+                streams: vec!["x".into()],
+            },
+            RtmpTarget {
+                url: "rtmps://b.example/app/{stream}?k=1".into(),
+                audio: AudioMode::None,
+                streams: Vec::new(),
+            },
+        ];
+        let settings = config.clone().into_settings().unwrap();
+        assert_eq!(settings.liveness.connect_timeout, Duration::from_secs(7));
+        assert_eq!(settings.reorder.max_delay, Duration::from_millis(40));
+        assert_eq!(settings.udp.candidate_ips, [IpAddr::from([127, 0, 0, 9])]);
+        assert_eq!(settings.hls.container, Container::MpegTs);
+        assert!(!settings.hls.low_latency, "no parts in TS");
+        assert_eq!(settings.hls.kind, PlaylistKind::Event);
+        let for_x: Vec<_> = settings.rtmp.targets_for("x").collect();
+        assert_eq!(for_x.len(), 2);
+        assert_eq!(for_x[0].0.key, "x");
+        assert_eq!(for_x[1].0.key, "x?k=1");
+        assert_eq!(settings.rtmp.targets_for("y").count(), 1, "the filter");
+        config.rtmp_target[0].url = "rtmp://nohost".into();
+        let err = config.into_settings().unwrap_err().to_string();
+        assert!(
+            err.contains("RTMP target") && err.contains("nohost"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -99,7 +99,7 @@ pub(super) async fn post(
         created.answer,
     )
         .into_response();
-    for server in &app.config.ice_server {
+    for server in &app.settings.whip.ice_servers {
         if let Ok(value) = HeaderValue::from_str(&link_header(server)) {
             response.headers_mut().append(header::LINK, value);
         }

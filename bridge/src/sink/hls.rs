@@ -43,14 +43,13 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{OwnedMutexGuard, mpsc, watch};
 
-use crate::config::Config;
 use crate::media::unit::{AudioFrame, TIMELINE_HZ, Unit};
 use crate::mux::hls::fmp4::{
     AacConfig, AudioParams, Fmp4Muxer, FragmentSamples, OpusParams, VideoParams,
 };
 use crate::mux::hls::playlist::{
     BandwidthMeter, Container, DeliveryDirectives, MEDIA_PLAYLIST_URI, MULTIVARIANT_PLAYLIST_URI,
-    Playlist, PlaylistConfig, PlaylistKind, Reload, Variant,
+    Playlist, PlaylistConfig, Reload, Variant,
 };
 use crate::mux::hls::segmenter::{
     Event, Part, PartInfo, Segment, Segmenter, SegmenterConfig, add_ticks,
@@ -58,7 +57,7 @@ use crate::mux::hls::segmenter::{
 use crate::mux::hls::ts::TsMuxer;
 use crate::transcode::{OpusToAac, channels_for};
 
-pub use crate::config::{HlsAudio, HlsContainer};
+pub use crate::config::{HlsAudio, HlsContainer, HlsSettings};
 
 /// An output waits at most this long (timeline ticks) for the first audio frame, which says the
 /// channel count, before it starts without audio.
@@ -66,51 +65,7 @@ const AUDIO_WAIT: i64 = TIMELINE_HZ;
 /// Units held while waiting for that first audio frame.
 const MAX_PENDING: usize = 256;
 
-/// The HLS settings every stream shares, from [`Config`].
-#[derive(Debug, Clone)]
-pub struct HlsSettings {
-    /// The folder holding one subfolder per stream.
-    pub dir: PathBuf,
-    /// Segment container.
-    pub container: Container,
-    /// LL-HLS parts (fMP4 only).
-    pub low_latency: bool,
-    /// Sliding window or event playlist.
-    pub kind: PlaylistKind,
-    /// Audio handling.
-    pub audio: HlsAudio,
-    /// AAC bit rate.
-    pub aac_bitrate: u32,
-}
-
 impl HlsSettings {
-    /// The settings `config` asks for.
-    pub fn from_config(config: &Config) -> Self {
-        let container = match config.hls_container {
-            HlsContainer::Fmp4 => Container::Fmp4,
-            HlsContainer::Ts => Container::MpegTs,
-        };
-        Self {
-            dir: config.hls_dir.clone(),
-            container,
-            // Parts in TS would each need their own PAT/PMT and players rarely take them.
-            low_latency: config.hls_low_latency && container == Container::Fmp4,
-            kind: if config.hls_event {
-                PlaylistKind::Event
-            } else {
-                PlaylistKind::Live {
-                    window: config.hls_window.max(1),
-                }
-            },
-            audio: match (config.hls_audio, container) {
-                // Refused by Config::validate; AAC is the safe reading if it gets here anyway.
-                (HlsAudio::Opus, Container::MpegTs) => HlsAudio::Aac,
-                (audio, _) => audio,
-            },
-            aac_bitrate: config.aac_bitrate,
-        }
-    }
-
     fn segmenter(&self, video: bool) -> SegmenterConfig {
         if self.low_latency {
             SegmenterConfig::low_latency(video)
@@ -1413,7 +1368,7 @@ mod tests {
             dir: bridge_proto::testdata::temp_dir(name),
             container: Container::Fmp4,
             low_latency: true,
-            kind: PlaylistKind::Live { window: 6 },
+            kind: crate::mux::hls::playlist::PlaylistKind::Live { window: 6 },
             audio: HlsAudio::None,
             aac_bitrate: 64_000,
         };
