@@ -5,7 +5,6 @@
 //! rml_rtmp does the protocol (sans-IO); this module moves bytes and reads FLV video tag bodies.
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rml_rtmp::handshake::{Handshake, HandshakeError, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
@@ -17,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::account::Track;
-use crate::media::FrameStamp;
+use crate::media::{FrameStamp, now_us};
 
 /// Bytes read from a connection at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -134,13 +133,6 @@ async fn accept_loop(listener: TcpListener, events: mpsc::UnboundedSender<Ingest
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
-}
-
-/// Microseconds since the UNIX epoch.
-pub(crate) fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// One connection: handshake, then the session until the peer closes.
