@@ -28,6 +28,7 @@
 //! a built-in RTMP ingest, [`stats`] keeps the latency histograms and [`report`] turns them into
 //! tables, JSON, plots and CI gates.
 
+pub mod cli;
 pub mod driver;
 mod error;
 pub mod media;

@@ -29,10 +29,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use crate::cli::parse_duration;
 use crate::media::{FrameStamp, now_us};
 use crate::report::progress::{self, Field, ProgressSource};
 use crate::report::{Drift, OutputReport, Report};
-use crate::signal::parse_duration;
 use crate::stats::{HistogramError, Metric, Recorder};
 use crate::{Publisher, PublisherConfig};
 use account::{AvDrift, FrameAccount, Track};
