@@ -117,7 +117,7 @@ impl<'a> Page<'a> {
             .get(offset..)
             .and_then(|rest| rest.get(..HEADER_LEN))
             .ok_or_else(truncated)?;
-        let [b'O', b'g', b'g', b'S', version, flags, rest @ ..] = header else {
+        let [b'O', b'g', b'g', b'S', version, flags, ..] = header else {
             return Err(OggError::NoPage { offset });
         };
         if *version != 0 {
@@ -126,26 +126,23 @@ impl<'a> Page<'a> {
                 version: *version,
             });
         }
-        // rest: granule position (8), serial (4), sequence (4), CRC (4), segment count (1).
-        let granule_position = u64::from_le_bytes(array(&rest[..8]));
-        let le_u32 = |at: usize| u32::from_le_bytes(array(&rest[at..at + 4]));
-        let (serial, sequence, crc_field) = (le_u32(8), le_u32(12), le_u32(16));
         let table_start = offset + HEADER_LEN;
-        let table_end = table_start + usize::from(rest[20]);
+        let [segment_count] = field(header, HEADER_LEN - 1);
+        let table_end = table_start + usize::from(segment_count);
         let segments = data.get(table_start..table_end).ok_or_else(truncated)?;
         let page_end = table_end + segments.iter().map(|&len| usize::from(len)).sum::<usize>();
         let page = data.get(offset..page_end).ok_or_else(truncated)?;
-        if crc(page) != crc_field {
+        if crc(page) != u32::from_le_bytes(field(header, 22)) {
             return Err(OggError::PageCrc { offset });
         }
         Ok(Self {
             offset,
             flags: *flags,
-            granule_position,
-            serial,
-            sequence,
+            granule_position: u64::from_le_bytes(field(header, 6)),
+            serial: u32::from_le_bytes(field(header, 14)),
+            sequence: u32::from_le_bytes(field(header, 18)),
             segments,
-            body: &page[table_end - offset..],
+            body: data.get(table_end..page_end).ok_or_else(truncated)?,
         })
     }
 
@@ -160,11 +157,14 @@ impl<'a> Page<'a> {
     }
 }
 
-/// The first `N` bytes of `bytes`, which has at least that many.
-fn array<const N: usize>(bytes: &[u8]) -> [u8; N] {
-    let mut out = [0; N];
-    out.copy_from_slice(&bytes[..N]);
-    out
+/// The `N` bytes at `at` in a page header (zeros past its end, which the header fields of a
+/// [`HEADER_LEN`]-byte header never reach).
+fn field<const N: usize>(header: &[u8], at: usize) -> [u8; N] {
+    header
+        .get(at..)
+        .and_then(|rest| rest.first_chunk::<N>())
+        .copied()
+        .unwrap_or([0; N])
 }
 
 /// The packets of a single-stream Ogg file, in order. Every page's CRC is checked, the first
@@ -207,7 +207,9 @@ pub fn packets(data: &[u8]) -> Result<Vec<Bytes>, OggError> {
         let mut body = page.body;
         for &len in page.segments {
             // Page::parse checked that the body holds every segment.
-            let (segment, rest) = body.split_at(usize::from(len));
+            let (segment, rest) = body
+                .split_at_checked(usize::from(len))
+                .ok_or(OggError::TruncatedPage { offset })?;
             open.get_or_insert_with(Vec::new).extend_from_slice(segment);
             if len < FULL_SEGMENT {
                 packets.extend(open.take().map(Bytes::from));
@@ -396,6 +398,9 @@ mod tests {
             assert!(packets.len() > 10, "{name}");
             let first = Page::parse(&data, 0).unwrap();
             assert_eq!(first.flags, BEGINNING_OF_STREAM, "{name}");
+            assert_eq!(first.granule_position, 0, "{name}");
+            let second = Page::parse(&data, first.encoded_len()).unwrap();
+            assert_eq!((second.serial, second.sequence), (first.serial, 1));
             assert_eq!(
                 crc(&data[..first.encoded_len()]),
                 u32::from_le_bytes(data[22..26].try_into().unwrap())
