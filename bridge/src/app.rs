@@ -9,37 +9,25 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use crate::config::{Config, ConfigError, OnConflict};
+use crate::config::{ConfigError, HlsAudio, OnConflict, Settings};
+use crate::ids::random_hex;
 use crate::media::ingest::Ingest;
 use crate::metrics::{Metrics, TargetLabel};
 use crate::ratelimit::RateLimiter;
-use crate::rtc::peer;
+use crate::rtc::peer::{self, Peer};
 use crate::rtc::udp::UdpMux;
-use crate::session::{self, Command, Outputs, PatchError, PatchReply, SessionHandle, SessionInit};
-use crate::sink::hls::{HlsAudio, HlsSettings, HlsStreams};
+use crate::session::{
+    self, Command, Outputs, PatchError, PatchReply, SessionEnv, SessionHandle, SessionInit,
+    SessionSettings,
+};
+use crate::sink::hls::HlsStreams;
 use crate::sink::queue::OutputQueue;
 use crate::sink::rtmp::RtmpOutput;
-use crate::sink::rtmp_conn::{RtmpUrl, tls_config};
+use crate::sink::rtmp_conn::tls_config;
+use crate::whip::liveness::{EndReason, SessionState};
 use crate::whip::offer::{Offer, OfferError};
 use crate::whip::resource::{ETag, WhipResource};
 use crate::whip::sdpfrag::SdpFrag;
-
-/// 128 random bits as hex: session ids (unguessable, RFC 9725 §4.2) and entity tags.
-pub fn random_hex() -> String {
-    let mut bytes = [0u8; 16];
-    // The OS random source failing is not something a request can cause or recover from; a
-    // predictable id would be worse than a panic, so fall back to nothing weaker than the time
-    // mixed with a counter only if it ever happens, and log it.
-    if let Err(err) = getrandom::fill(&mut bytes) {
-        tracing::error!(%err, "OS random source failed");
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        bytes = t.to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// Why a POST failed.
 #[derive(Debug, thiserror::Error)]
@@ -97,8 +85,8 @@ struct Registry {
 /// Shared state of a running bridge.
 #[derive(Debug)]
 pub struct App {
-    /// The configuration it runs with.
-    pub config: Config,
+    /// The configuration it runs with, parsed.
+    pub settings: Settings,
     /// Its metrics.
     pub metrics: Arc<Metrics>,
     /// The shared UDP socket.
@@ -111,7 +99,9 @@ pub struct App {
     /// The address datagrams are told to have arrived on: the first advertised host candidate.
     /// rtc matches it against its local candidates, so with `--advertise-ip` (NAT 1:1, a bind
     /// on a wildcard) the socket's own address would match none.
-    pub(crate) local_candidate: std::net::SocketAddr,
+    local_candidate: std::net::SocketAddr,
+    /// What every session reads of the configuration, taken from it once.
+    session_settings: SessionSettings,
     next_route: AtomicU64,
 }
 
@@ -124,25 +114,31 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl App {
     /// Builds the state around an already bound UDP mux.
     pub fn new(
-        config: Config,
+        settings: Settings,
         metrics: Arc<Metrics>,
         udp: Arc<UdpMux>,
     ) -> Result<Arc<Self>, ConfigError> {
-        let rtmp_tls = rtmp_tls(config.rtmp_ca.as_deref())?;
+        let rtmp_tls = rtmp_tls(settings.rtmp.ca.as_deref())?;
         let local_candidate = std::net::SocketAddr::new(
-            config
-                .candidate_ips()
+            settings
+                .udp
+                .candidate_ips
                 .first()
                 .copied()
                 .unwrap_or(udp.local_addr().ip()),
             udp.local_addr().port(),
         );
+        let session_settings = SessionSettings {
+            liveness: settings.liveness,
+            rtp_dump: settings.rtp_dump.clone(),
+        };
         Ok(Arc::new(Self {
             local_candidate,
+            session_settings,
             rtmp_tls,
-            hls: HlsStreams::new(HlsSettings::from_config(&config), metrics.hls()),
-            rate: Mutex::new(RateLimiter::new(config.post_rate_per_ip)),
-            config,
+            hls: HlsStreams::new(settings.hls.clone(), metrics.hls()),
+            rate: Mutex::new(RateLimiter::new(settings.whip.post_rate_per_ip)),
+            settings,
             metrics,
             udp,
             sessions: Mutex::default(),
@@ -178,20 +174,24 @@ impl App {
         let offer = Offer::parse(body)?;
         let replaced = {
             let registry = lock(&self.sessions);
-            if registry.by_id.len() >= self.config.max_sessions {
+            if registry.by_id.len() >= self.settings.whip.max_sessions {
                 return Err(CreateError::Full);
             }
             match registry.by_stream.get(stream) {
-                Some(_) if self.config.on_conflict == OnConflict::Refuse => {
+                Some(_) if self.settings.whip.on_conflict == OnConflict::Refuse => {
                     return Err(CreateError::Conflict(stream.to_owned()));
                 }
                 other => other.cloned(),
             }
         };
-        let (pc, answer) = peer::answer(
-            &offer,
-            &self.config.candidate_ips(),
+        let video_fmtp = offer.video_fmtp.clone();
+        let has_audio = offer.audio_mid.is_some();
+        let has_video = offer.video_mid.is_some();
+        let (peer, answer) = Peer::answer(
+            offer,
+            &self.settings.udp.candidate_ips,
             self.udp.local_addr(),
+            self.local_candidate,
             now,
         )?;
         let id = random_hex();
@@ -202,15 +202,10 @@ impl App {
         let (tx, commands) = mpsc::channel(16);
         let resource = WhipResource::new(
             etag,
-            self.config.etag.into(),
-            offer.credentials.clone(),
-            &offer.candidates,
+            self.settings.whip.etag,
+            peer.offer().credentials.clone(),
+            &peer.offer().candidates,
         );
-        let mut pc = pc;
-        let video_fmtp = offer.video_fmtp.clone();
-        let has_audio = offer.audio_mid.is_some();
-        let has_video = offer.video_mid.is_some();
-        peer::add_remote_candidates(&mut pc, &offer.first_mid, &offer.candidates);
         {
             let mut registry = lock(&self.sessions);
             registry.by_id.insert(
@@ -227,23 +222,35 @@ impl App {
         let outputs = self.outputs_for(stream, has_audio, has_video);
         if let Some(old) = replaced {
             tracing::info!(stream, old_session = %old, new_session = %id, "stream taken over");
-            self.end_session(&old, "takeover");
+            self.end_session(&old, EndReason::Takeover);
         }
-        self.metrics.session_state(None, Some("connecting"));
+        let metrics = self.metrics.session();
+        metrics.state(None, Some(SessionState::Connecting));
+        let init = SessionInit {
+            env: SessionEnv {
+                udp: self.udp.clone(),
+                metrics,
+                settings: self.session_settings.clone(),
+            },
+            id: id.clone(),
+            route,
+            answered: now,
+            peer,
+            resource,
+            commands,
+            datagrams,
+            ingest: Ingest::new(now, self.settings.reorder, video_fmtp),
+            outputs,
+        };
+        let app = Arc::clone(self);
         let span = tracing::info_span!("session", %stream, session = %id);
         tokio::spawn(
-            session::run(SessionInit {
-                app: Arc::clone(self),
-                id: id.clone(),
-                route,
-                pc,
-                offer,
-                resource,
-                commands,
-                datagrams,
-                ingest: Ingest::new(now, self.config.reorder(), video_fmtp),
-                outputs,
-            })
+            async move {
+                let id = init.id.clone();
+                session::run(init).await;
+                // Last, so that a session gone from the registry has released everything.
+                app.forget_session(&id);
+            }
             .instrument(span),
         );
         Ok(Created {
@@ -257,10 +264,10 @@ impl App {
     /// HLS, each behind its own bounded queue.
     fn outputs_for(&self, stream: &str, has_audio: bool, has_video: bool) -> Outputs {
         let mut outputs = Outputs::default();
-        let hls_audio = has_audio && self.config.hls_audio != HlsAudio::None;
-        if self.config.hls && (has_video || hls_audio) {
+        let hls_audio = has_audio && self.settings.hls.audio != HlsAudio::None;
+        if self.settings.hls_enabled && (has_video || hls_audio) {
             let (queue, rx) =
-                OutputQueue::new(self.config.output_queue, self.hls.metrics().drops.clone());
+                OutputQueue::new(self.settings.output_queue, self.hls.metrics().drops.clone());
             let output = self.hls.output(
                 stream,
                 has_audio,
@@ -274,22 +281,18 @@ impl App {
                 .push(tokio::spawn(output.run(rx).instrument(span)));
             outputs.queues.push(queue);
         }
-        for target in self.config.rtmp_targets_for(stream) {
-            // Checked by Config::validate with the same substitution shape.
-            let Ok(url) = RtmpUrl::parse(&target.url) else {
-                continue;
-            };
+        for (url, audio) in self.settings.rtmp.targets_for(stream) {
             let label = TargetLabel {
                 stream: stream.to_owned(),
                 target: url.redacted(),
             };
             let target_metrics = self.metrics.rtmp_target(&label);
             let (queue, rx) =
-                OutputQueue::new(self.config.output_queue, target_metrics.drops.clone());
+                OutputQueue::new(self.settings.output_queue, target_metrics.drops.clone());
             let output = RtmpOutput {
                 url,
-                audio: target.audio,
-                aac_bitrate: self.config.aac_bitrate,
+                audio,
+                aac_bitrate: self.settings.rtmp.aac_bitrate,
                 has_audio,
                 has_video,
                 tls: self.rtmp_tls.clone(),
@@ -312,7 +315,7 @@ impl App {
 
     /// Removes a session from the registry (so its URL 404s at once) and tells it to end.
     /// Returns a receiver that fires once it has released everything.
-    pub fn end_session(&self, id: &str, reason: &'static str) -> Option<oneshot::Receiver<()>> {
+    pub fn end_session(&self, id: &str, reason: EndReason) -> Option<oneshot::Receiver<()>> {
         let handle = self.forget_session(id)?;
         let (done, wait) = oneshot::channel();
         let command = Command::End {
@@ -326,8 +329,8 @@ impl App {
         Some(wait)
     }
 
-    /// Drops a session from the registry; the actor calls this on its own end too.
-    pub(crate) fn forget_session(&self, id: &str) -> Option<SessionHandle> {
+    /// Drops a session from the registry; also done when its task returns.
+    fn forget_session(&self, id: &str) -> Option<SessionHandle> {
         let mut registry = lock(&self.sessions);
         let handle = registry.by_id.remove(id)?;
         if registry.by_stream.get(&handle.stream).map(String::as_str) == Some(id) {
@@ -361,7 +364,7 @@ impl App {
         let ids: Vec<String> = lock(&self.sessions).by_id.keys().cloned().collect();
         let waits: Vec<_> = ids
             .iter()
-            .filter_map(|id| self.end_session(id, "shutdown"))
+            .filter_map(|id| self.end_session(id, EndReason::Shutdown))
             .collect();
         for wait in waits {
             let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;

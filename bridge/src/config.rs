@@ -1,20 +1,31 @@
-//! The bridge's one configuration: every knob, its default and its documentation live here.
+//! The bridge's one configuration. Every setting is declared once, as a field of [`Config`]: its
+//! flag, its `BRIDGE_*` environment variable, its default (clap attributes) and its documentation
+//! (the doc comment, which is also the `--help` text); the TOML file given by `--config` uses the
+//! field names. [`Config::default`] is what the command line gives with no flags, and
+//! `tests::every_flag_is_in_the_readme` keeps the README's table in step.
 //!
-//! Sources, strongest first: command-line flags, `BRIDGE_*` environment variables (clap reads
-//! both), the TOML file given by `--config`, then the defaults below.
+//! Sources, strongest first: command-line flags, `BRIDGE_*` environment variables, the TOML file,
+//! then the defaults.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
-use serde::Deserialize;
+use clap::builder::BoolishValueParser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser};
+use serde::{Deserialize, Serialize};
 
+use crate::media::reorder::ReorderConfig;
+use crate::mux::hls::playlist::{Container, PlaylistKind};
+use crate::rtmp_url::RtmpUrl;
+use crate::whip::liveness::LivenessConfig;
 use crate::whip::resource;
 
 /// How strictly `If-Match` is enforced on trickle PATCHes (the user-facing side of
 /// [`resource::EtagMode`], which the protocol crate keeps free of clap and serde).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum EtagMode {
     /// RFC 9725 as written: a trickle PATCH must carry the current tag.
@@ -34,7 +45,7 @@ impl From<EtagMode> for resource::EtagMode {
 }
 
 /// What to do when a publisher POSTs to a stream name that is already live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum OnConflict {
     /// The new publisher takes the stream over; the old session ends (its URL then 404s).
@@ -44,16 +55,54 @@ pub enum OnConflict {
     Refuse,
 }
 
+/// The HLS segment container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HlsContainer {
+    /// Fragmented MP4 (CMAF): LL-HLS parts, AAC or Opus.
+    #[default]
+    Fmp4,
+    /// MPEG-2 transport stream: the oldest players' format; AAC only, no parts.
+    Ts,
+}
+
+/// What HLS carries for audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HlsAudio {
+    /// Opus transcoded to AAC-LC: plays everywhere (the default, in builds with the encoder).
+    #[cfg_attr(feature = "fdk-aac", default)]
+    Aac,
+    /// Opus as is, in fMP4 (no transcoding; Safari and hls.js on Chromium/Firefox play it).
+    #[cfg_attr(not(feature = "fdk-aac"), default)]
+    Opus,
+    /// No audio.
+    None,
+}
+
+/// What an RTMP target gets for audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AudioMode {
+    /// Opus transcoded to AAC-LC: what every legacy platform takes.
+    #[default]
+    Aac,
+    /// Opus as is, in Enhanced RTMP audio tags (only for servers that accept it).
+    Opus,
+    /// No audio.
+    None,
+}
+
 /// An ICE server advertised to clients in `Link` headers (RFC 9725 §4.6).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IceServer {
     /// `stun:`, `turn:` or `turns:` URL.
     pub url: String,
     /// TURN username.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// TURN credential.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
 }
 
@@ -88,117 +137,132 @@ impl std::str::FromStr for IceServer {
 }
 
 /// An RTMP push target with its own settings (config file only; `--rtmp` gives the common case).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RtmpTarget {
     /// URL template, `{stream}` replaced by the WHIP stream name.
     pub url: String,
     /// aac (default), opus (Enhanced RTMP) or none.
     #[serde(default)]
-    pub audio: crate::sink::rtmp::AudioMode,
+    pub audio: AudioMode,
     /// Only these streams (empty: every stream).
     #[serde(default)]
     pub streams: Vec<String>,
 }
 
-/// The bridge's configuration.
-#[derive(Debug, Clone, Deserialize)]
+/// The bridge's configuration: one field per setting, each the single declaration of its flag,
+/// environment variable, TOML key, default and help.
+#[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// HTTP listen address (WHIP, HLS, metrics).
+    #[arg(long, env = "BRIDGE_HTTP", default_value = "127.0.0.1:8080")]
     pub http: SocketAddr,
     /// The one UDP address every WebRTC session shares.
+    #[arg(long, env = "BRIDGE_UDP", default_value = "127.0.0.1:8189")]
     pub udp: SocketAddr,
-    /// Addresses put in host candidates. Empty: the `udp` bind address (which must then not be a
-    /// wildcard). Candidates are never gathered from the machine's interfaces.
+    /// Addresses put in host candidates (repeatable). Empty: the `udp` bind address (which must
+    /// then not be a wildcard). Candidates are never gathered from the machine's interfaces.
+    #[arg(long, env = "BRIDGE_ADVERTISE_IP", value_delimiter = ',')]
     pub advertise_ip: Vec<IpAddr>,
     /// Bearer token every request but CORS preflights must carry. None: no auth.
+    #[arg(long, env = "BRIDGE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// ICE servers advertised in `Link` headers.
+    /// ICE servers advertised in `Link` headers: `URL` or `"URL USERNAME CREDENTIAL"`
+    /// (repeatable).
+    #[arg(long, env = "BRIDGE_ICE_SERVER", value_delimiter = ',')]
     pub ice_server: Vec<IceServer>,
     /// Most concurrent sessions; beyond it POST answers 503 with Retry-After.
+    #[arg(long, env = "BRIDGE_MAX_SESSIONS", default_value_t = 10_000)]
     pub max_sessions: usize,
     /// Entity-tag checking on trickle PATCHes.
+    #[arg(long, env = "BRIDGE_ETAG", value_enum, default_value_t)]
     pub etag: EtagMode,
-    /// What a second publisher on a live stream name gets.
+    /// What a second publisher on a live stream name gets: takeover, or refuse (409).
+    #[arg(long, env = "BRIDGE_ON_CONFLICT", value_enum, default_value_t)]
     pub on_conflict: OnConflict,
     /// POSTs per second allowed from one client address; beyond it 429.
+    #[arg(long, env = "BRIDGE_POST_RATE_PER_IP", default_value_t = 2_000)]
     pub post_rate_per_ip: u32,
     /// A session that has not connected ICE within this many seconds ends.
+    #[arg(long, env = "BRIDGE_CONNECT_TIMEOUT_SECS", default_value_t = 30)]
     pub connect_timeout_secs: u64,
     /// A connected session whose publisher sends nothing (media or consent checks) for this many
     /// seconds ends (RFC 7675 consent freshness: 30).
+    #[arg(long, env = "BRIDGE_CONSENT_TIMEOUT_SECS", default_value_t = 30)]
     pub consent_timeout_secs: u64,
     /// Also ask publishers for a keyframe this often (seconds), for outputs that want regular
     /// GOPs from encoders that send one IDR per session (aiortc, browsers). None: only when
     /// needed (output start, loss).
+    #[arg(long, env = "BRIDGE_KEYFRAME_INTERVAL_SECS")]
     pub keyframe_interval_secs: Option<u64>,
     /// Write every received RTP packet (after SRTP) to files in this folder, for bug reports
     /// and test vectors. None: off.
+    #[arg(long, env = "BRIDGE_RTP_DUMP")]
     pub rtp_dump: Option<PathBuf>,
-    /// How long a packet may wait for a missing one before the gap is declared lost.
+    /// How long a packet may wait for a missing one before the gap is declared lost (ms).
+    #[arg(long, env = "BRIDGE_REORDER_MS", default_value_t = 100)]
     pub reorder_ms: u64,
     /// Where HLS output is written (served at /hls/).
+    #[arg(long, env = "BRIDGE_HLS_DIR", default_value = "hls")]
     pub hls_dir: PathBuf,
-    /// Every stream is also available as HLS (from /hls/ and `hls_dir`).
+    /// Every stream is also available as HLS (from /hls/ and `hls_dir`): on or off.
+    #[arg(long, env = "BRIDGE_HLS", action = clap::ArgAction::Set, default_value = "on",
+          value_parser = BoolishValueParser::new())]
     pub hls: bool,
     /// HLS segment container.
-    pub hls_container: crate::sink::hls::HlsContainer,
+    #[arg(long, env = "BRIDGE_HLS_CONTAINER", value_enum, default_value_t)]
+    pub hls_container: HlsContainer,
     /// LL-HLS (parts, blocking reload, preload hints); fMP4 only.
+    #[arg(long, env = "BRIDGE_HLS_LOW_LATENCY", action = clap::ArgAction::Set,
+          default_value = "true", value_parser = BoolishValueParser::new())]
     pub hls_low_latency: bool,
     /// Segments a live HLS playlist keeps.
+    #[arg(long, env = "BRIDGE_HLS_WINDOW", default_value_t = 6)]
     pub hls_window: usize,
     /// HLS playlists keep every segment (`EXT-X-PLAYLIST-TYPE:EVENT`) instead of a window.
+    #[arg(long, env = "BRIDGE_HLS_EVENT", action = clap::ArgAction::Set, num_args = 0..=1,
+          default_value = "false", default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
     pub hls_event: bool,
-    /// HLS audio: AAC, Opus (fMP4 only) or none.
-    pub hls_audio: crate::sink::hls::HlsAudio,
-    /// RTMP push targets, `{stream}` replaced by the WHIP stream name (audio as AAC).
+    /// HLS audio: AAC, Opus (fMP4 only) or none (Opus by default in a build without the AAC
+    /// encoder).
+    #[arg(long, env = "BRIDGE_HLS_AUDIO", value_enum, default_value_t)]
+    pub hls_audio: HlsAudio,
+    /// RTMP push targets, `{stream}` replaced by the WHIP stream name, audio as AAC
+    /// (repeatable).
+    #[arg(long, env = "BRIDGE_RTMP", value_delimiter = ',')]
     pub rtmp: Vec<String>,
-    /// RTMP targets with their own audio mode and stream filter.
+    /// RTMP targets with their own audio mode and stream filter (config file only).
+    #[arg(skip)]
     pub rtmp_target: Vec<RtmpTarget>,
     /// PEM file of extra root certificates trusted for `rtmps://` (a private CA).
+    #[arg(long, env = "BRIDGE_RTMP_CA")]
     pub rtmp_ca: Option<PathBuf>,
     /// AAC bitrate for RTMP targets and HLS, bits per second.
+    #[arg(long, env = "BRIDGE_AAC_BITRATE", default_value_t = 128_000)]
     pub aac_bitrate: u32,
     /// Units queued per output before it starts dropping to the next keyframe.
+    #[arg(long, env = "BRIDGE_OUTPUT_QUEUE", default_value_t = 512)]
     pub output_queue: usize,
     /// Receive buffer asked for the UDP socket, bytes. All sessions share the one socket, and
     /// publishers' keyframes arrive in bursts: the kernel's default (~200 KB) overflows at a
     /// few dozen publishers. Linux caps it at `net.core.rmem_max`; the bridge logs what it got.
+    #[arg(long, env = "BRIDGE_UDP_RECV_BUFFER", default_value_t = 4 << 20)]
     pub udp_recv_buffer: usize,
 }
 
 impl Default for Config {
+    /// What the command line gives with no flags and no environment.
     fn default() -> Self {
-        Self {
-            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            udp: SocketAddr::from(([127, 0, 0, 1], 8189)),
-            advertise_ip: Vec::new(),
-            token: None,
-            ice_server: Vec::new(),
-            max_sessions: 10_000,
-            etag: EtagMode::Strict,
-            on_conflict: OnConflict::Takeover,
-            post_rate_per_ip: 2_000,
-            connect_timeout_secs: 30,
-            consent_timeout_secs: 30,
-            keyframe_interval_secs: None,
-            rtp_dump: None,
-            reorder_ms: 100,
-            hls_dir: PathBuf::from("hls"),
-            hls: true,
-            hls_container: Default::default(),
-            hls_low_latency: true,
-            hls_window: 6,
-            hls_event: false,
-            hls_audio: Default::default(),
-            rtmp: Vec::new(),
-            rtmp_target: Vec::new(),
-            rtmp_ca: None,
-            aac_bitrate: 128_000,
-            output_queue: 512,
-            udp_recv_buffer: 4 << 20,
-        }
+        let command = Cli::command().mut_args(|arg| arg.env(None));
+        // Every field has a default or is optional (a flag, a list, an Option), so parsing no
+        // arguments cannot fail: `tests::defaults` checks it and pins the values.
+        #[allow(clippy::expect_used)]
+        command
+            .try_get_matches_from(["bridge"])
+            .and_then(|matches| Config::from_arg_matches(&matches))
+            .expect("defaults parse")
     }
 }
 
@@ -228,57 +292,8 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// The addresses to advertise in host candidates.
-    pub fn candidate_ips(&self) -> Vec<IpAddr> {
-        if self.advertise_ip.is_empty() {
-            vec![self.udp.ip()]
-        } else {
-            self.advertise_ip.clone()
-        }
-    }
-
-    /// The ICE connection deadline.
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_secs(self.connect_timeout_secs)
-    }
-
-    /// Every RTMP target a stream is pushed to: `--rtmp` templates (AAC), then the config
-    /// file's targets whose stream filter admits it.
-    pub fn rtmp_targets_for(&self, stream: &str) -> Vec<RtmpTarget> {
-        let simple = self.rtmp.iter().map(|url| RtmpTarget {
-            url: url.clone(),
-            audio: Default::default(),
-            streams: Vec::new(),
-        });
-        simple
-            .chain(self.rtmp_target.iter().cloned())
-            .filter(|t| t.streams.is_empty() || t.streams.iter().any(|s| s == stream))
-            .map(|t| RtmpTarget {
-                url: t.url.replace("{stream}", stream),
-                ..t
-            })
-            .collect()
-    }
-
-    /// The periodic keyframe request interval, if any.
-    pub fn keyframe_interval(&self) -> Option<Duration> {
-        self.keyframe_interval_secs.map(Duration::from_secs)
-    }
-
-    /// How long a silent publisher keeps its session.
-    pub fn consent_timeout(&self) -> Duration {
-        Duration::from_secs(self.consent_timeout_secs)
-    }
-
-    /// The reorder buffer settings.
-    pub fn reorder(&self) -> crate::media::reorder::ReorderConfig {
-        crate::media::reorder::ReorderConfig {
-            max_delay: Duration::from_millis(self.reorder_ms),
-            ..Default::default()
-        }
-    }
-
-    /// Checks what types cannot.
+    /// Checks what types cannot (RTMP URLs are checked by [`Config::into_settings`], which
+    /// parses them).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.advertise_ip.is_empty() && self.udp.ip().is_unspecified() {
             return Err(ConfigError::Invalid(format!(
@@ -302,10 +317,6 @@ impl Config {
                     .into(),
             ));
         }
-        for target in self.rtmp_targets_for("stream") {
-            crate::sink::rtmp_conn::RtmpUrl::parse(&target.url)
-                .map_err(|e| ConfigError::Invalid(format!("RTMP target: {e}")))?;
-        }
         if self.output_queue == 0 || self.aac_bitrate < 8_000 {
             return Err(ConfigError::Invalid(
                 "output-queue must be positive and aac-bitrate at least 8000".into(),
@@ -317,12 +328,9 @@ impl Config {
         if self.hls_window == 0 {
             return Err(ConfigError::Invalid("hls-window must be positive".into()));
         }
-        let wants_aac = (self.hls && self.hls_audio == crate::sink::hls::HlsAudio::Aac)
+        let wants_aac = (self.hls && self.hls_audio == HlsAudio::Aac)
             || !self.rtmp.is_empty()
-            || self
-                .rtmp_target
-                .iter()
-                .any(|t| t.audio == crate::sink::rtmp::AudioMode::Aac);
+            || self.rtmp_target.iter().any(|t| t.audio == AudioMode::Aac);
         if wants_aac && !crate::transcode::AAC_ENCODER {
             return Err(ConfigError::Invalid(
                 "AAC asked for, but this bridge was built without the AAC encoder (cargo \
@@ -331,180 +339,301 @@ impl Config {
                     .into(),
             ));
         }
-        if self.hls_audio == crate::sink::hls::HlsAudio::Opus
-            && self.hls_container == crate::sink::hls::HlsContainer::Ts
-        {
+        if self.hls_audio == HlsAudio::Opus && self.hls_container == HlsContainer::Ts {
             return Err(ConfigError::Invalid(
                 "--hls-audio opus needs --hls-container fmp4 (MPEG-TS here carries AAC)".into(),
             ));
         }
         Ok(())
     }
+
+    /// Checks the configuration and parses it once into what each part of the bridge runs on:
+    /// durations, parsed RTMP URLs, the HLS output's shape. Nothing downstream re-parses a
+    /// setting or skips one it cannot read.
+    pub fn into_settings(self) -> Result<Settings, ConfigError> {
+        self.validate()?;
+        let simple = self.rtmp.iter().map(|url| RtmpTarget {
+            url: url.clone(),
+            audio: AudioMode::Aac,
+            streams: Vec::new(),
+        });
+        let targets = simple
+            .chain(self.rtmp_target.iter().cloned())
+            .map(|t| {
+                let url = RtmpUrl::parse(&t.url)
+                    .map_err(|e| ConfigError::Invalid(format!("RTMP target: {e}")))?;
+                Ok(RtmpTargetSettings {
+                    url,
+                    audio: t.audio,
+                    streams: t.streams,
+                })
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        let container = match self.hls_container {
+            HlsContainer::Fmp4 => Container::Fmp4,
+            HlsContainer::Ts => Container::MpegTs,
+        };
+        let candidate_ips = if self.advertise_ip.is_empty() {
+            vec![self.udp.ip()]
+        } else {
+            self.advertise_ip
+        };
+        Ok(Settings {
+            http: self.http,
+            udp: UdpSettings {
+                bind: self.udp,
+                recv_buffer: self.udp_recv_buffer,
+                candidate_ips,
+            },
+            whip: WhipSettings {
+                token: self.token,
+                ice_servers: self.ice_server,
+                max_sessions: self.max_sessions,
+                etag: self.etag.into(),
+                on_conflict: self.on_conflict,
+                post_rate_per_ip: self.post_rate_per_ip,
+            },
+            liveness: LivenessConfig {
+                connect_timeout: Duration::from_secs(self.connect_timeout_secs),
+                consent_timeout: Duration::from_secs(self.consent_timeout_secs),
+                keyframe_interval: self.keyframe_interval_secs.map(Duration::from_secs),
+            },
+            rtp_dump: self.rtp_dump,
+            reorder: ReorderConfig {
+                max_delay: Duration::from_millis(self.reorder_ms),
+                ..Default::default()
+            },
+            hls_enabled: self.hls,
+            hls: HlsSettings {
+                dir: self.hls_dir,
+                container,
+                // Parts in TS would each need their own PAT/PMT and players rarely take them.
+                low_latency: self.hls_low_latency && container == Container::Fmp4,
+                kind: if self.hls_event {
+                    PlaylistKind::Event
+                } else {
+                    PlaylistKind::Live {
+                        window: self.hls_window,
+                    }
+                },
+                audio: self.hls_audio,
+                aac_bitrate: self.aac_bitrate,
+            },
+            rtmp: RtmpSettings {
+                targets,
+                ca: self.rtmp_ca,
+                aac_bitrate: self.aac_bitrate,
+            },
+            output_queue: self.output_queue,
+        })
+    }
 }
 
-/// Command line; every flag also reads `BRIDGE_<NAME>` from the environment.
+/// The configuration parsed once ([`Config::into_settings`]): each part of the bridge gets its
+/// own piece.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Settings {
+    /// HTTP listen address.
+    pub http: SocketAddr,
+    /// The shared UDP socket.
+    pub udp: UdpSettings,
+    /// The WHIP endpoint.
+    pub whip: WhipSettings,
+    /// Session deadlines and keyframe request pacing.
+    pub liveness: LivenessConfig,
+    /// Where to dump received RTP, if anywhere.
+    pub rtp_dump: Option<PathBuf>,
+    /// The per-SSRC reorder buffer.
+    pub reorder: ReorderConfig,
+    /// Streams are also served as HLS.
+    pub hls_enabled: bool,
+    /// The HLS output's shape (also used to serve nothing when HLS is off).
+    pub hls: HlsSettings,
+    /// RTMP push targets.
+    pub rtmp: RtmpSettings,
+    /// Units queued per output before it drops to the next keyframe.
+    pub output_queue: usize,
+}
+
+/// The shared UDP socket.
+#[derive(Debug, Clone)]
+pub struct UdpSettings {
+    /// Bind address.
+    pub bind: SocketAddr,
+    /// Receive buffer asked of the kernel, bytes.
+    pub recv_buffer: usize,
+    /// IPs put in host candidates (never empty, never a wildcard).
+    pub candidate_ips: Vec<IpAddr>,
+}
+
+/// The WHIP endpoint.
+#[derive(Debug, Clone)]
+pub struct WhipSettings {
+    /// Bearer token required, if any (never empty).
+    pub token: Option<String>,
+    /// ICE servers for `Link` headers.
+    pub ice_servers: Vec<IceServer>,
+    /// Most concurrent sessions.
+    pub max_sessions: usize,
+    /// If-Match strictness on trickle PATCHes.
+    pub etag: resource::EtagMode,
+    /// A second publisher on a live stream.
+    pub on_conflict: OnConflict,
+    /// POSTs per second per client address.
+    pub post_rate_per_ip: u32,
+}
+
+/// The HLS settings every stream shares.
+#[derive(Debug, Clone)]
+pub struct HlsSettings {
+    /// The folder holding one subfolder per stream.
+    pub dir: PathBuf,
+    /// Segment container.
+    pub container: Container,
+    /// LL-HLS parts (fMP4 only).
+    pub low_latency: bool,
+    /// Sliding window or event playlist.
+    pub kind: PlaylistKind,
+    /// Audio handling (never Opus with MPEG-TS: refused when parsed).
+    pub audio: HlsAudio,
+    /// AAC bit rate.
+    pub aac_bitrate: u32,
+}
+
+/// RTMP push targets and what they share.
+#[derive(Debug, Clone)]
+pub struct RtmpSettings {
+    /// `--rtmp` templates (AAC), then the config file's targets.
+    pub targets: Vec<RtmpTargetSettings>,
+    /// Extra root certificates for `rtmps://`.
+    pub ca: Option<PathBuf>,
+    /// AAC bit rate.
+    pub aac_bitrate: u32,
+}
+
+impl RtmpSettings {
+    /// The targets `stream` is pushed to, with their URLs filled in.
+    pub fn targets_for<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> impl Iterator<Item = (RtmpUrl, AudioMode)> + 'a {
+        self.targets
+            .iter()
+            .filter(move |t| t.streams.is_empty() || t.streams.iter().any(|s| s == stream))
+            .map(move |t| (t.url.for_stream(stream), t.audio))
+    }
+}
+
+/// One RTMP target, parsed.
+#[derive(Debug, Clone)]
+pub struct RtmpTargetSettings {
+    /// The URL template, `{stream}` not yet filled.
+    pub url: RtmpUrl,
+    /// What it gets for audio.
+    pub audio: AudioMode,
+    /// Only these streams (empty: every stream).
+    pub streams: Vec<String>,
+}
+
+/// Command line: the [`Config`] flags, plus where to read a file from.
 #[derive(Debug, Parser)]
 #[command(
     name = "bridge",
     version,
     about = "WHIP (RFC 9725) ingest: WebRTC in, RTMP and HLS out"
 )]
-pub struct Cli {
-    /// TOML file with any of the settings below (flags and environment override it).
+struct CliArgs {
+    /// TOML file with any of the settings (flags and environment override it).
     #[arg(long, env = "BRIDGE_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// HTTP listen address [default: 127.0.0.1:8080].
-    #[arg(long, env = "BRIDGE_HTTP")]
-    pub http: Option<SocketAddr>,
-    /// UDP address shared by all WebRTC sessions [default: 127.0.0.1:8189].
-    #[arg(long, env = "BRIDGE_UDP")]
-    pub udp: Option<SocketAddr>,
-    /// IP to advertise in host candidates (repeatable) [default: the --udp address].
-    #[arg(
-        long = "advertise-ip",
-        env = "BRIDGE_ADVERTISE_IP",
-        value_delimiter = ','
-    )]
-    pub advertise_ip: Vec<IpAddr>,
-    /// Bearer token required on every request but preflights.
-    #[arg(long, env = "BRIDGE_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// ICE server for Link headers: `URL` or `"URL USERNAME CREDENTIAL"` (repeatable).
-    #[arg(long = "ice-server", env = "BRIDGE_ICE_SERVER", value_delimiter = ',')]
-    pub ice_server: Vec<IceServer>,
-    /// Most concurrent sessions [default: 10000].
-    #[arg(long, env = "BRIDGE_MAX_SESSIONS")]
-    pub max_sessions: Option<usize>,
-    /// If-Match checking on trickle PATCH [default: strict].
-    #[arg(long, env = "BRIDGE_ETAG", value_enum)]
-    pub etag: Option<EtagMode>,
-    /// A second publisher on a live stream: takeover or refuse (409) [default: takeover].
-    #[arg(long, env = "BRIDGE_ON_CONFLICT", value_enum)]
-    pub on_conflict: Option<OnConflict>,
-    /// POSTs per second per client address before 429 [default: 2000].
-    #[arg(long, env = "BRIDGE_POST_RATE_PER_IP")]
-    pub post_rate_per_ip: Option<u32>,
-    /// Seconds a session may take to connect ICE [default: 30].
-    #[arg(long, env = "BRIDGE_CONNECT_TIMEOUT_SECS")]
-    pub connect_timeout_secs: Option<u64>,
-    /// Seconds of silence from a connected publisher before its session ends [default: 30].
-    #[arg(long, env = "BRIDGE_CONSENT_TIMEOUT_SECS")]
-    pub consent_timeout_secs: Option<u64>,
-    /// Dump every received RTP packet into files in DIR (debugging, test vectors).
-    #[arg(long, env = "BRIDGE_RTP_DUMP")]
-    pub rtp_dump: Option<PathBuf>,
-    /// Ask publishers for a keyframe every N seconds (default: only when needed).
-    #[arg(long, env = "BRIDGE_KEYFRAME_INTERVAL_SECS")]
-    pub keyframe_interval_secs: Option<u64>,
-    /// Milliseconds a packet waits for a missing one before it is declared lost [default: 100].
-    #[arg(long, env = "BRIDGE_REORDER_MS")]
-    pub reorder_ms: Option<u64>,
-    /// HLS output folder [default: ./hls].
-    #[arg(long, env = "BRIDGE_HLS_DIR")]
-    pub hls_dir: Option<PathBuf>,
-    /// HLS output on or off [default: on].
-    #[arg(long, env = "BRIDGE_HLS", value_parser = clap::builder::BoolishValueParser::new())]
-    pub hls: Option<bool>,
-    /// HLS segment container: fmp4 or ts [default: fmp4].
-    #[arg(long, env = "BRIDGE_HLS_CONTAINER", value_enum)]
-    pub hls_container: Option<crate::sink::hls::HlsContainer>,
-    /// LL-HLS parts and blocking reload, fMP4 only [default: true].
-    #[arg(long, env = "BRIDGE_HLS_LOW_LATENCY", value_parser = clap::builder::BoolishValueParser::new())]
-    pub hls_low_latency: Option<bool>,
+    config: Option<PathBuf>,
     /// Same as `--hls-low-latency false`.
     #[arg(long, conflicts_with = "hls_low_latency")]
-    pub no_hls_low_latency: bool,
-    /// Segments a live HLS playlist keeps [default: 6].
-    #[arg(long, env = "BRIDGE_HLS_WINDOW")]
-    pub hls_window: Option<usize>,
-    /// Keep every segment in the playlist (EVENT) instead of a sliding window.
-    #[arg(
-        long,
-        env = "BRIDGE_HLS_EVENT",
-        num_args = 0..=1,
-        default_missing_value = "true",
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
-    pub hls_event: Option<bool>,
-    /// HLS audio: aac, opus (fMP4 only) or none [default: aac; opus in a build without the AAC
-    /// encoder].
-    #[arg(long, env = "BRIDGE_HLS_AUDIO", value_enum)]
-    pub hls_audio: Option<crate::sink::hls::HlsAudio>,
-    /// RTMP push target, `{stream}` is replaced by the stream name (repeatable).
-    #[arg(long, env = "BRIDGE_RTMP", value_delimiter = ',')]
-    pub rtmp: Vec<String>,
-    /// PEM file with extra root certificates to trust for rtmps:// targets.
-    #[arg(long, env = "BRIDGE_RTMP_CA")]
-    pub rtmp_ca: Option<PathBuf>,
-    /// AAC bitrate for RTMP targets and HLS in bits/s [default: 128000].
-    #[arg(long, env = "BRIDGE_AAC_BITRATE")]
-    pub aac_bitrate: Option<u32>,
-    /// Units queued per output before it drops to the next keyframe [default: 512].
-    #[arg(long, env = "BRIDGE_OUTPUT_QUEUE")]
-    pub output_queue: Option<usize>,
-    /// Receive buffer for the UDP socket in bytes, capped by the kernel's net.core.rmem_max
-    /// [default: 4194304].
-    #[arg(long, env = "BRIDGE_UDP_RECV_BUFFER")]
-    pub udp_recv_buffer: Option<usize>,
+    no_hls_low_latency: bool,
+    #[command(flatten)]
+    settings: Config,
 }
 
+/// The parsed command line and environment, with which settings they gave (the rest come from
+/// the file, then the defaults).
+#[derive(Debug)]
+pub struct Cli {
+    args: CliArgs,
+    /// Settings given by a flag or an environment variable.
+    given: BTreeSet<String>,
+}
+
+impl FromArgMatches for Cli {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let given = matches
+            .ids()
+            .filter(|id| {
+                matches!(
+                    matches.value_source(id.as_str()),
+                    Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                )
+            })
+            .map(|id| id.as_str().to_owned())
+            .collect();
+        Ok(Self {
+            args: CliArgs::from_arg_matches(matches)?,
+            given,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl CommandFactory for Cli {
+    fn command() -> clap::Command {
+        CliArgs::command()
+    }
+
+    fn command_for_update() -> clap::Command {
+        CliArgs::command_for_update()
+    }
+}
+
+impl Parser for Cli {}
+
 impl Cli {
-    /// Merges file, environment and flags into one validated [`Config`].
+    /// The settings the command line and environment give (defaults for the rest), before the
+    /// file is merged.
+    pub fn settings(&self) -> &Config {
+        &self.args.settings
+    }
+
+    /// Merges file, environment and flags into one validated [`Config`]: a setting comes from a
+    /// flag or the environment if given there, else from the file, else its default.
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        let mut config = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                    path: path.clone(),
-                    source,
-                })?
+        let mut config = self.args.settings;
+        if let Some(path) = &self.args.config {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let file: toml::Table = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.clone(),
+                source,
+            })?;
+            let mut merged = toml::Table::try_from(&config)
+                .map_err(|e| ConfigError::Invalid(format!("settings as TOML (a bug): {e}")))?;
+            for (key, value) in file {
+                if !self.given.contains(&key) {
+                    merged.insert(key, value);
+                }
             }
-            None => Config::default(),
-        };
-        fn set<T>(slot: &mut T, value: Option<T>) {
-            if let Some(v) = value {
-                *slot = v;
-            }
+            config = Config::deserialize(merged).map_err(|source| ConfigError::Parse {
+                path: path.clone(),
+                source,
+            })?;
         }
-        fn set_list<T>(slot: &mut Vec<T>, value: Vec<T>) {
-            if !value.is_empty() {
-                *slot = value;
-            }
-        }
-        set(&mut config.http, self.http);
-        set(&mut config.udp, self.udp);
-        set_list(&mut config.advertise_ip, self.advertise_ip);
-        config.token = self.token.or(config.token);
-        set_list(&mut config.ice_server, self.ice_server);
-        set(&mut config.max_sessions, self.max_sessions);
-        set(&mut config.etag, self.etag);
-        set(&mut config.on_conflict, self.on_conflict);
-        set(&mut config.post_rate_per_ip, self.post_rate_per_ip);
-        set(&mut config.connect_timeout_secs, self.connect_timeout_secs);
-        set(&mut config.consent_timeout_secs, self.consent_timeout_secs);
-        config.rtp_dump = self.rtp_dump.or(config.rtp_dump);
-        config.keyframe_interval_secs = self
-            .keyframe_interval_secs
-            .or(config.keyframe_interval_secs);
-        set(&mut config.reorder_ms, self.reorder_ms);
-        set(&mut config.hls_dir, self.hls_dir);
-        set(&mut config.hls, self.hls);
-        set(&mut config.hls_container, self.hls_container);
-        set(&mut config.hls_low_latency, self.hls_low_latency);
-        if self.no_hls_low_latency {
+        if self.args.no_hls_low_latency {
             config.hls_low_latency = false;
         }
-        set(&mut config.hls_window, self.hls_window);
-        set(&mut config.hls_event, self.hls_event);
-        set(&mut config.hls_audio, self.hls_audio);
-        set_list(&mut config.rtmp, self.rtmp);
-        config.rtmp_ca = self.rtmp_ca.or(config.rtmp_ca);
-        set(&mut config.aac_bitrate, self.aac_bitrate);
-        set(&mut config.output_queue, self.output_queue);
-        set(&mut config.udp_recv_buffer, self.udp_recv_buffer);
         config.validate()?;
         Ok(config)
     }
@@ -516,7 +645,6 @@ mod tests {
 
     #[test]
     fn aac_needs_a_build_with_the_encoder() {
-        use crate::sink::hls::HlsAudio;
         let rtmp = Config {
             rtmp: vec!["rtmp://127.0.0.1/live/{stream}".into()],
             ..Config::default()
@@ -587,8 +715,8 @@ mod tests {
         .into_config()
         .unwrap();
         assert!(!config.hls && !config.hls_low_latency && config.hls_event);
-        assert_eq!(config.hls_container, crate::sink::hls::HlsContainer::Ts);
-        assert_eq!(config.hls_audio, crate::sink::hls::HlsAudio::None);
+        assert_eq!(config.hls_container, HlsContainer::Ts);
+        assert_eq!(config.hls_audio, HlsAudio::None);
         assert_eq!(config.hls_window, 3);
         let defaults = Cli::try_parse_from(["bridge"])
             .unwrap()
@@ -603,6 +731,144 @@ mod tests {
     }
 
     #[test]
+    fn defaults() {
+        let d = Config::default();
+        assert_eq!(d.http, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(d.udp, SocketAddr::from(([127, 0, 0, 1], 8189)));
+        assert!(d.advertise_ip.is_empty() && d.ice_server.is_empty() && d.rtmp.is_empty());
+        assert_eq!((d.token, d.rtp_dump, d.rtmp_ca), (None, None, None));
+        assert_eq!(d.keyframe_interval_secs, None);
+        assert_eq!((d.max_sessions, d.post_rate_per_ip), (10_000, 2_000));
+        assert_eq!(
+            (d.etag, d.on_conflict),
+            (EtagMode::Strict, OnConflict::Takeover)
+        );
+        assert_eq!((d.connect_timeout_secs, d.consent_timeout_secs), (30, 30));
+        assert_eq!(d.reorder_ms, 100);
+        assert_eq!(d.hls_dir, PathBuf::from("hls"));
+        assert!(d.hls && d.hls_low_latency && !d.hls_event);
+        assert_eq!((d.hls_container, d.hls_window), (HlsContainer::Fmp4, 6));
+        assert_eq!(d.hls_audio, HlsAudio::default());
+        assert!(d.rtmp_target.is_empty());
+        assert_eq!((d.aac_bitrate, d.output_queue), (128_000, 512));
+        assert_eq!(d.udp_recv_buffer, 4 << 20);
+        // A file that says nothing changes nothing.
+        let empty = Config::deserialize(toml::Table::new()).unwrap();
+        assert_eq!(empty, Config::default());
+    }
+
+    #[test]
+    fn every_flag_is_in_the_readme() {
+        let readme = include_str!("../../README.md");
+        let table = readme
+            .split("\n## Flags\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("a Flags section in the README");
+        let mut documented = BTreeSet::new();
+        for row in table.lines().filter(|l| l.starts_with("| `--")) {
+            let first = row.split(" | ").next().unwrap_or_default();
+            for word in first.split('`').filter(|w| w.starts_with("--")) {
+                let name = word.split([' ', '=']).next().unwrap_or_default();
+                documented.insert(name.trim_start_matches('-').to_owned());
+            }
+        }
+        let flags: BTreeSet<String> = Cli::command()
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_owned))
+            .filter(|f| f != "help" && f != "version")
+            .collect();
+        let missing: Vec<_> = flags.difference(&documented).collect();
+        let stale: Vec<_> = documented.difference(&flags).collect();
+        assert!(
+            missing.is_empty(),
+            "flags missing from the README: {missing:?}"
+        );
+        assert!(stale.is_empty(), "README rows for no flag: {stale:?}");
+    }
+
+    #[test]
+    fn the_file_is_checked_and_merged_by_name() {
+        let dir = std::env::temp_dir().join(format!("bridge-config-m-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bridge.toml");
+        let load = |text: &str, args: &[&str]| {
+            std::fs::write(&path, text).unwrap();
+            let mut argv = vec!["bridge", "--config", path.to_str().unwrap()];
+            argv.extend(args);
+            Cli::try_parse_from(argv).unwrap().into_config()
+        };
+        let config = load(
+            "hls = false\nadvertise_ip = [\"127.0.0.2\"]\n\
+             [[rtmp_target]]\nurl = \"rtmp://b/live/{stream}\"\naudio = \"opus\"\nstreams = [\"x\"]\n",
+            &["--advertise-ip", "127.0.0.3"],
+        )
+        .unwrap();
+        assert!(!config.hls, "from the file");
+        assert_eq!(
+            config.advertise_ip,
+            [IpAddr::from([127, 0, 0, 3])],
+            "the flag wins"
+        );
+        assert_eq!(config.rtmp_target[0].audio, AudioMode::Opus);
+        let err = load("max_sesions = 5\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("max_sesions"), "a typo is named: {err}");
+        let err = load("max_sessions = \"many\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_sessions"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn settings_are_parsed_once() {
+        let cli = Cli::try_parse_from([
+            "bridge",
+            "--connect-timeout-secs",
+            "7",
+            "--reorder-ms",
+            "40",
+            "--advertise-ip",
+            "127.0.0.9",
+            "--hls-container",
+            "ts",
+            "--hls-event",
+        ])
+        .unwrap();
+        let mut config = cli.into_config().unwrap();
+        config.rtmp_target = vec![
+            RtmpTarget {
+                url: "rtmp://a.example/live/{stream}".into(),
+                audio: AudioMode::Opus,
+                streams: vec!["x".into()],
+            },
+            RtmpTarget {
+                url: "rtmps://b.example/app/{stream}?k=1".into(),
+                audio: AudioMode::None,
+                streams: Vec::new(),
+            },
+        ];
+        let settings = config.clone().into_settings().unwrap();
+        assert_eq!(settings.liveness.connect_timeout, Duration::from_secs(7));
+        assert_eq!(settings.reorder.max_delay, Duration::from_millis(40));
+        assert_eq!(settings.udp.candidate_ips, [IpAddr::from([127, 0, 0, 9])]);
+        assert_eq!(settings.hls.container, Container::MpegTs);
+        assert!(!settings.hls.low_latency, "no parts in TS");
+        assert_eq!(settings.hls.kind, PlaylistKind::Event);
+        let for_x: Vec<_> = settings.rtmp.targets_for("x").collect();
+        assert_eq!(for_x.len(), 2);
+        assert_eq!(for_x[0].0.key, "x");
+        assert_eq!(for_x[1].0.key, "x?k=1");
+        assert_eq!(settings.rtmp.targets_for("y").count(), 1, "the filter");
+        config.rtmp_target[0].url = "rtmp://nohost".into();
+        let err = config.into_settings().unwrap_err().to_string();
+        assert!(
+            err.contains("RTMP target") && err.contains("nohost"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn bad_settings_are_refused_with_a_reason() {
         let cli = Cli::try_parse_from(["bridge", "--udp", "0.0.0.0:8189"]).unwrap();
         let err = cli.into_config().unwrap_err().to_string();
@@ -610,6 +876,9 @@ mod tests {
         assert!(Cli::try_parse_from(["bridge", "--ice-server", "http://x"]).is_err());
         assert!(Cli::try_parse_from(["bridge", "--etag", "loose"]).is_err());
         let cli = Cli::try_parse_from(["bridge", "--ice-server", "turn:t.example u c"]).unwrap();
-        assert_eq!(cli.ice_server[0].credential.as_deref(), Some("c"));
+        assert_eq!(
+            cli.settings().ice_server[0].credential.as_deref(),
+            Some("c")
+        );
     }
 }

@@ -18,6 +18,7 @@ pub mod app;
 pub mod config;
 pub mod hls;
 pub mod http;
+pub mod ids;
 pub mod metrics;
 pub mod ratelimit;
 pub mod rtc;
@@ -26,12 +27,12 @@ pub mod sink;
 pub mod transcode;
 pub mod whip;
 
-pub use bridge_proto::{media, mux};
+pub use bridge_proto::{media, mux, rtmp_url};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use config::{Cli, Config};
+pub use config::{Cli, Config, Settings};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -65,30 +66,32 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// Binds the HTTP and UDP sockets and starts serving.
+    /// Checks the configuration, binds the HTTP and UDP sockets and starts serving.
     pub async fn start(config: Config) -> Result<Self, StartError> {
-        config.validate()?;
+        Self::start_with(config.into_settings()?).await
+    }
+
+    /// Binds the HTTP and UDP sockets and starts serving, with settings already parsed.
+    pub async fn start_with(settings: Settings) -> Result<Self, StartError> {
         let metrics = Arc::new(metrics::Metrics::default());
-        let udp = rtc::udp::UdpMux::bind(config.udp, config.udp_recv_buffer, metrics.clone())
+        let udp_addr = settings.udp.bind;
+        let udp = rtc::udp::UdpMux::bind(udp_addr, settings.udp.recv_buffer, metrics.clone())
             .await
             .map_err(|source| StartError::Bind {
                 what: "udp",
-                addr: config.udp,
+                addr: udp_addr,
                 source,
             })?;
-        let listener = tokio::net::TcpListener::bind(config.http)
-            .await
-            .map_err(|source| StartError::Bind {
-                what: "http",
-                addr: config.http,
-                source,
-            })?;
-        let http_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        let bind_error = |source| StartError::Bind {
             what: "http",
-            addr: config.http,
+            addr: settings.http,
             source,
-        })?;
-        let app = app::App::new(config, metrics, udp.clone())?;
+        };
+        let listener = tokio::net::TcpListener::bind(settings.http)
+            .await
+            .map_err(bind_error)?;
+        let http_addr = listener.local_addr().map_err(bind_error)?;
+        let app = app::App::new(settings, metrics, udp.clone())?;
         let udp_reader = tokio::spawn(udp.run());
         let (stop, mut stopped) = watch::channel(false);
         let service = http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();

@@ -12,14 +12,18 @@ async fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = match bridge::Cli::parse().into_config() {
-        Ok(config) => config,
+    // Every setting is parsed before anything binds: a bad one exits with 2 and its reason.
+    let settings = match bridge::Cli::parse()
+        .into_config()
+        .and_then(bridge::Config::into_settings)
+    {
+        Ok(settings) => settings,
         Err(err) => {
             eprintln!("bridge: {err}");
             return std::process::ExitCode::from(2);
         }
     };
-    let running = match bridge::Bridge::start(config).await {
+    let running = match bridge::Bridge::start_with(settings).await {
         Ok(b) => b,
         Err(err) => {
             eprintln!("bridge: {err}");

@@ -1,4 +1,9 @@
 //! Prometheus metrics, registered once; handlers and sessions update them.
+//!
+//! Metric names and label values are a user interface (dashboards, alerts): add, never rename.
+//! Session states, end reasons and media kinds get their label values from their enums' `label`
+//! (`as_str`) alone. The label sets hold those `&'static str`s rather than the enums, because the
+//! enums live in pure code that does not depend on `prometheus_client`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -7,25 +12,49 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-/// `kind="audio|video"`.
+use crate::media::ingest::{IngestStats, Kind, PerKind};
+use crate::whip::liveness::{EndReason, SessionState};
+
+/// `kind="audio|video"`, from [`Kind::as_str`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
-    /// audio or video
-    pub kind: &'static str,
+    kind: &'static str,
 }
 
-/// `state=...` of a session.
+impl From<Kind> for KindLabel {
+    fn from(kind: Kind) -> Self {
+        Self {
+            kind: kind.as_str(),
+        }
+    }
+}
+
+/// `state=...` of a session, from [`SessionState::label`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
-    /// connecting, connected
-    pub state: &'static str,
+    state: &'static str,
 }
 
-/// `reason=...` a session ended.
+impl From<SessionState> for StateLabel {
+    fn from(state: SessionState) -> Self {
+        Self {
+            state: state.label(),
+        }
+    }
+}
+
+/// `reason=...` a session ended, from [`EndReason::label`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
-    /// delete, takeover, ice_failed, closed, connect_timeout, shutdown
-    pub reason: &'static str,
+    reason: &'static str,
+}
+
+impl From<EndReason> for ReasonLabel {
+    fn from(reason: EndReason) -> Self {
+        Self {
+            reason: reason.label(),
+        }
+    }
 }
 
 /// `stream`, `target` of an output (the target URL with its stream key hidden).
@@ -78,6 +107,8 @@ pub struct Metrics {
     pub udp_unrouted: Counter,
     /// UDP datagrams dropped because a session's queue was full.
     pub udp_dropped: Counter,
+    /// What the sessions' ingest pipelines produced and dropped, all sessions together.
+    ingest: IngestCounters,
     /// The HLS output's, all streams together (per-stream series would grow with thousands of
     /// publishers; the playlists themselves say what each stream has).
     hls: crate::sink::hls::HlsMetrics,
@@ -189,6 +220,38 @@ impl Default for Metrics {
             "UDP datagrams dropped on a full session queue",
             Counter::default(),
         );
+        let ingest = IngestCounters {
+            video_units: register(
+                r,
+                "ingest_video_units",
+                "H.264 access units the ingest pipelines produced",
+                Counter::default(),
+            ),
+            audio_frames: register(
+                r,
+                "ingest_audio_frames",
+                "Opus frames the ingest pipelines produced",
+                Counter::default(),
+            ),
+            lost: register(
+                r,
+                "ingest_lost_packets",
+                "RTP packets the reorder buffers gave up waiting for",
+                Counter::default(),
+            ),
+            video_dropped: register(
+                r,
+                "ingest_video_units_dropped",
+                "H.264 access units dropped whole (loss, malformed packets, no parameter sets)",
+                Counter::default(),
+            ),
+            audio_dropped: register(
+                r,
+                "ingest_audio_packets_dropped",
+                "Audio packets dropped (not valid Opus, or not timeable)",
+                Counter::default(),
+            ),
+        };
         let hls = crate::sink::hls::HlsMetrics {
             segments: register(
                 r,
@@ -223,13 +286,13 @@ impl Default for Metrics {
             prometheus_client::registry::Unit::Seconds,
             hls.listing_delay.clone(),
         );
-        for state in ["connecting", "connected"] {
-            // Present from the start, so a scrape shows 0 rather than nothing.
-            sessions.get_or_create(&StateLabel { state }).set(0);
+        // Present from the start, so a scrape shows 0 rather than nothing.
+        for state in SessionState::ALL {
+            sessions.get_or_create(&state.into()).set(0);
         }
-        for kind in ["audio", "video"] {
-            rtp_packets.get_or_create(&KindLabel { kind }).inc_by(0);
-            rtp_bytes.get_or_create(&KindLabel { kind }).inc_by(0);
+        for kind in [Kind::Audio, Kind::Video] {
+            rtp_packets.get_or_create(&kind.into()).inc_by(0);
+            rtp_bytes.get_or_create(&kind.into()).inc_by(0);
         }
         Self {
             registry,
@@ -247,6 +310,7 @@ impl Default for Metrics {
             rtmp_reconnects,
             udp_unrouted,
             udp_dropped,
+            ingest,
             hls,
         }
     }
@@ -287,13 +351,201 @@ impl Metrics {
         self.rtmp_reconnects.remove(label);
     }
 
-    /// Moves one session between states (`None` = not counted).
-    pub fn session_state(&self, from: Option<&'static str>, to: Option<&'static str>) {
+    /// The handles one session updates, looked up once rather than per packet.
+    pub fn session(&self) -> SessionMetrics {
+        let rtp = PerKind::from_fn(|kind| {
+            let label = KindLabel::from(kind);
+            RtpCounters {
+                packets: self.rtp_packets.get_or_create(&label).clone(),
+                bytes: self.rtp_bytes.get_or_create(&label).clone(),
+            }
+        });
+        SessionMetrics {
+            sessions: self.sessions.clone(),
+            sessions_ended: self.sessions_ended.clone(),
+            rtp,
+            keyframes: self.keyframes.clone(),
+            keyframe_requests: self.keyframe_requests.clone(),
+            ingest: self.ingest.clone(),
+            reported: IngestStats::default(),
+        }
+    }
+}
+
+/// The exported [`IngestStats`] counters.
+#[derive(Debug, Clone, Default)]
+struct IngestCounters {
+    video_units: Counter,
+    audio_frames: Counter,
+    lost: Counter,
+    video_dropped: Counter,
+    audio_dropped: Counter,
+}
+
+#[derive(Debug, Clone)]
+struct RtpCounters {
+    packets: Counter,
+    bytes: Counter,
+}
+
+/// The part of [`Metrics`] one session updates: all it needs, and nothing else.
+#[derive(Debug)]
+pub struct SessionMetrics {
+    sessions: Family<StateLabel, Gauge>,
+    sessions_ended: Family<ReasonLabel, Counter>,
+    rtp: PerKind<RtpCounters>,
+    keyframes: Counter,
+    keyframe_requests: Counter,
+    ingest: IngestCounters,
+    /// The session's [`IngestStats`] as last added to the shared counters.
+    reported: IngestStats,
+}
+
+impl SessionMetrics {
+    /// Moves the session between states (`None` = not counted: not started yet, or ended).
+    pub fn state(&self, from: Option<SessionState>, to: Option<SessionState>) {
         if let Some(state) = from {
-            self.sessions.get_or_create(&StateLabel { state }).dec();
+            self.sessions.get_or_create(&state.into()).dec();
         }
         if let Some(state) = to {
-            self.sessions.get_or_create(&StateLabel { state }).inc();
+            self.sessions.get_or_create(&state.into()).inc();
         }
+    }
+
+    /// The session ended.
+    pub fn ended(&self, reason: EndReason) {
+        self.sessions_ended.get_or_create(&reason.into()).inc();
+    }
+
+    /// One RTP packet received, with `payload` bytes of payload.
+    pub fn rtp_received(&self, kind: Kind, payload: usize) {
+        let counters = self.rtp.get(kind);
+        counters.packets.inc();
+        counters.bytes.inc_by(payload as u64);
+    }
+
+    /// A keyframe request (PLI) went out.
+    pub fn keyframe_requested(&self) {
+        self.keyframe_requests.inc();
+    }
+
+    /// Adds what the session's ingest counted since the last call to the shared counters.
+    pub fn ingest(&mut self, stats: IngestStats) {
+        // `IngestStats` never goes down (it keeps the counts of replaced tracks), so every
+        // difference is an increase; the comparison only keeps a bug there from panicking.
+        let before = std::mem::replace(&mut self.reported, stats);
+        let add = |counter: &Counter, now: u64, then: u64| {
+            if now > then {
+                counter.inc_by(now - then);
+            }
+        };
+        add(&self.keyframes, stats.keyframes, before.keyframes);
+        add(
+            &self.ingest.video_units,
+            stats.video_units,
+            before.video_units,
+        );
+        add(
+            &self.ingest.audio_frames,
+            stats.audio_frames,
+            before.audio_frames,
+        );
+        add(&self.ingest.lost, stats.lost, before.lost);
+        add(
+            &self.ingest.video_dropped,
+            stats.video_dropped,
+            before.video_dropped,
+        );
+        add(
+            &self.ingest.audio_dropped,
+            stats.audio_dropped,
+            before.audio_dropped,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(metrics: &Metrics, series: &str) -> Option<f64> {
+        metrics.render().lines().find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+    }
+
+    /// The label values dashboards know, spelled as they were before the enums.
+    #[test]
+    fn session_series_keep_their_names() {
+        let metrics = Metrics::default();
+        let session = metrics.session();
+        assert_eq!(
+            value(&metrics, "bridge_sessions{state=\"connecting\"}"),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(&metrics, "bridge_sessions{state=\"connected\"}"),
+            Some(0.0)
+        );
+        session.state(None, Some(SessionState::Connecting));
+        session.state(
+            Some(SessionState::Connecting),
+            Some(SessionState::Connected),
+        );
+        assert_eq!(
+            value(&metrics, "bridge_sessions{state=\"connected\"}"),
+            Some(1.0)
+        );
+        for reason in EndReason::ALL {
+            session.ended(reason);
+            let series = format!(
+                "bridge_sessions_ended_total{{reason=\"{}\"}}",
+                reason.label()
+            );
+            assert_eq!(value(&metrics, &series), Some(1.0), "{series}");
+        }
+        session.rtp_received(Kind::Video, 1200);
+        assert_eq!(
+            value(&metrics, "bridge_rtp_packets_total{kind=\"video\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&metrics, "bridge_rtp_bytes_total{kind=\"video\"}"),
+            Some(1200.0)
+        );
+        assert_eq!(
+            value(&metrics, "bridge_rtp_packets_total{kind=\"audio\"}"),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn ingest_stats_are_added_once() {
+        let metrics = Metrics::default();
+        let mut a = metrics.session();
+        let mut b = metrics.session();
+        let stats = |video_units, keyframes, lost| IngestStats {
+            video_units,
+            keyframes,
+            lost,
+            ..IngestStats::default()
+        };
+        a.ingest(stats(10, 1, 0));
+        a.ingest(stats(30, 1, 2));
+        b.ingest(stats(5, 1, 1));
+        assert_eq!(
+            value(&metrics, "bridge_ingest_video_units_total"),
+            Some(35.0)
+        );
+        assert_eq!(value(&metrics, "bridge_keyframes_total"), Some(2.0));
+        assert_eq!(
+            value(&metrics, "bridge_ingest_lost_packets_total"),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(&metrics, "bridge_ingest_audio_frames_total"),
+            Some(0.0)
+        );
     }
 }

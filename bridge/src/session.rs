@@ -1,46 +1,26 @@
-//! One task per WHIP session (an actor): it owns the WHIP resource state and the peer connection;
-//! HTTP handlers talk to it by message.
+//! One task per WHIP session (an actor): it owns the WHIP resource state, the peer, the ingest
+//! pipeline and the liveness rules, and feeds the outputs; HTTP handlers talk to it by message.
+//! It is `Peer + Ingest + WhipResource + Liveness` and the IO between them: it receives only what
+//! it needs (`SessionEnv`), and the app forgets it when its task returns.
 
-use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use prometheus_client::metrics::counter::Counter;
-use rtc::peer_connection::RTCPeerConnection;
-use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
-use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
-use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::rtcp::payload_feedbacks::full_intra_request::{FirEntry, FullIntraRequest};
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtcp::sender_report::SenderReport;
-use rtc::rtp_transceiver::RTCRtpReceiverId;
-use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use rtc::sansio::Protocol;
-use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::app::App;
-use crate::media::ingest::{Ingest, Kind};
+use crate::ids::random_hex;
+use crate::media::ingest::{Ingest, Kind, PerKind};
 use crate::media::reorder::RtpPacket;
-use crate::metrics::KindLabel;
-use crate::rtc::peer;
-use crate::rtc::udp::Datagram;
+use crate::metrics::SessionMetrics;
+use crate::rtc::dump::RtpDump;
+use crate::rtc::peer::{self, Peer, PeerState, Received};
+use crate::rtc::udp::{Datagram, UdpMux};
 use crate::sink::queue::OutputQueue;
-use crate::whip::offer::Offer;
+use crate::whip::liveness::{EndReason, Liveness, LivenessConfig};
 use crate::whip::resource::{ETag, PatchDecision, PatchRefusal, WhipResource};
 use crate::whip::sdpfrag::{SdpFrag, write_restart_answer};
-
-/// DTLS record content type `alert` (RFC 6347 §4.1). After the handshake a peer only sends
-/// alerts to close (close_notify) or to fail, and `rtc` 0.21 does not surface a peer's
-/// close_notify as a state change (W3C maps "ICE connected + DTLS closed" to "connected").
-const DTLS_ALERT: u8 = 21;
-
-/// After an alert, this much silence from the peer means it has really gone. A spoofed alert
-/// cannot end a session: the real publisher's next packet (media or consent check) cancels it.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
-
-/// Keyframe requests (PLI) are sent at most this often, however many reasons there are.
-const PLI_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A message to a session.
 #[derive(Debug)]
@@ -57,7 +37,7 @@ pub enum Command {
     /// End the session (DELETE, takeover, shutdown); the reply comes once everything is released.
     End {
         /// Why, for metrics and logs.
-        reason: &'static str,
+        reason: EndReason,
         /// Signalled when done.
         done: Option<oneshot::Sender<()>>,
     },
@@ -97,13 +77,35 @@ pub struct SessionHandle {
     pub tx: mpsc::Sender<Command>,
 }
 
+/// What a session needs from the rest of the bridge.
+#[derive(Debug)]
+pub(crate) struct SessionEnv {
+    /// The shared socket: datagrams out, and the route of a restarted ICE session's ufrag.
+    pub(crate) udp: Arc<UdpMux>,
+    /// The metrics it updates.
+    pub(crate) metrics: SessionMetrics,
+    /// What it reads of the configuration.
+    pub(crate) settings: SessionSettings,
+}
+
+/// What a session reads of the configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionSettings {
+    /// Connect and consent timeouts, keyframe interval.
+    pub(crate) liveness: LivenessConfig,
+    /// `--rtp-dump`: where received RTP is written.
+    pub(crate) rtp_dump: Option<PathBuf>,
+}
+
 /// Everything a new session starts with.
+#[derive(Debug)]
 pub(crate) struct SessionInit {
-    pub(crate) app: Arc<App>,
+    pub(crate) env: SessionEnv,
     pub(crate) id: String,
     pub(crate) route: u64,
-    pub(crate) pc: RTCPeerConnection,
-    pub(crate) offer: Offer,
+    /// When the offer was answered: the connect timeout runs from here.
+    pub(crate) answered: Instant,
+    pub(crate) peer: Peer,
     pub(crate) resource: WhipResource,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) datagrams: mpsc::Receiver<Datagram>,
@@ -122,90 +124,67 @@ pub(crate) struct Outputs {
     pub(crate) wallclock: tokio::sync::watch::Sender<Option<std::time::SystemTime>>,
 }
 
+/// A `--rtp-dump` file of one kind, opened on the first packet.
+#[derive(Debug, Default)]
+enum Dump {
+    #[default]
+    Unopened,
+    Open(RtpDump),
+    /// Opening or writing failed: the dump is off for this kind from then on, the session goes on.
+    Off,
+}
+
 struct Session {
-    app: Arc<App>,
+    env: SessionEnv,
     id: String,
     route: u64,
-    pc: RTCPeerConnection,
-    offer: Offer,
+    peer: Peer,
     resource: WhipResource,
-    state: &'static str,
-    kinds: HashMap<String, Kind>,
-    /// RTP packet and byte counters for audio and video, looked up once rather than per packet.
-    counters: [(Counter, Counter); 2],
-    video_receiver: Option<RTCRtpReceiverId>,
+    liveness: Liveness,
     ingest: Ingest,
     outputs: Outputs,
-    last_pli: Option<Instant>,
-    /// RFC 5104 FIR command sequence number, one per request.
-    fir_sequence: u8,
-    /// `--rtp-dump` files, per kind, opened on the first packet.
-    /// `None` once writing failed: the dump is off for that kind from then on.
-    dumps: HashMap<&'static str, Option<crate::rtc::dump::RtpDump>>,
-    connect_deadline: Option<Instant>,
-    last_rx: Instant,
-    /// When the peer sent a DTLS alert with nothing after it.
-    alert_at: Option<Instant>,
-    ended: Option<&'static str>,
+    dumps: PerKind<Dump>,
+    ended: Option<EndReason>,
 }
 
 /// Runs a session to its end.
 pub(crate) async fn run(init: SessionInit) {
     let SessionInit {
-        app,
+        env,
         id,
         route,
-        pc,
-        offer,
+        answered,
+        peer,
         resource,
         mut commands,
         mut datagrams,
         ingest,
         outputs,
     } = init;
-    let now = Instant::now();
-    let counters = [Kind::Audio, Kind::Video].map(|kind| {
-        let label = KindLabel {
-            kind: kind.as_str(),
-        };
-        (
-            app.metrics.rtp_packets.get_or_create(&label).clone(),
-            app.metrics.rtp_bytes.get_or_create(&label).clone(),
-        )
-    });
     let mut s = Session {
-        connect_deadline: Some(now + app.config.connect_timeout()),
-        app,
+        liveness: Liveness::new(env.settings.liveness, answered),
+        env,
         id,
         route,
-        pc,
-        offer,
+        peer,
         resource,
-        state: "connecting",
-        counters,
-        kinds: HashMap::new(),
-        video_receiver: None,
         ingest,
         outputs,
-        last_pli: None,
-        fir_sequence: 0,
-        dumps: HashMap::new(),
-        last_rx: now,
-        alert_at: None,
+        dumps: PerKind::default(),
         ended: None,
     };
     tracing::info!("session started");
     let mut done_waiters = Vec::new();
-    loop {
+    let reason = loop {
         s.drain().await;
-        if s.ended.is_some() {
-            break;
+        if let Some(reason) = s.ended {
+            break reason;
         }
         let deadline = s.next_deadline();
         tokio::select! {
             datagram = datagrams.recv() => match datagram {
                 Some(d) => s.handle_datagram(d),
-                None => s.end("shutdown"),
+                None => s.end(EndReason::Shutdown),
             },
             command = commands.recv() => match command {
                 Some(Command::Patch { if_match, frag, reply }) => {
@@ -217,31 +196,26 @@ pub(crate) async fn run(init: SessionInit) {
                     done_waiters.extend(done);
                     s.end(reason);
                 }
-                None => s.end("shutdown"),
+                None => s.end(EndReason::Shutdown),
             },
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
                 s.handle_timeout(Instant::now());
             }
         }
-    }
-    s.close().await;
+    };
+    s.close(reason).await;
     for done in done_waiters {
+        // A waiter that gave up (its own timeout) is no longer listening.
         let _ = done.send(());
     }
 }
 
 impl Session {
     fn next_deadline(&mut self) -> Instant {
-        // Consent applies once connected; before that, the connect timeout decides.
-        let consent =
-            (self.state == "connected").then(|| self.last_rx + self.app.config.consent_timeout());
-        let closing = self.alert_at.map(|t| t + CLOSE_GRACE);
         [
-            self.pc.poll_timeout(),
-            self.connect_deadline,
-            closing,
+            self.peer.poll_timeout(),
+            self.liveness.poll_timeout(),
             self.ingest.deadline(),
-            consent,
         ]
         .into_iter()
         .flatten()
@@ -250,58 +224,24 @@ impl Session {
         .unwrap_or_else(|| Instant::now() + Duration::from_secs(60))
     }
 
-    fn end(&mut self, reason: &'static str) {
+    fn end(&mut self, reason: EndReason) {
         if self.ended.is_none() {
-            tracing::info!(reason, "session ending");
+            tracing::info!(%reason, "session ending");
             self.ended = Some(reason);
         }
     }
 
-    fn set_state(&mut self, state: &'static str) {
-        if self.state != state {
-            self.app
-                .metrics
-                .session_state(Some(self.state), Some(state));
-            self.state = state;
-        }
-    }
-
     fn handle_datagram(&mut self, d: Datagram) {
-        self.last_rx = d.now;
-        self.alert_at =
-            (self.state == "connected" && d.data.first() == Some(&DTLS_ALERT)).then_some(d.now);
-        let tagged = TaggedBytesMut {
-            now: d.now,
-            transport: TransportContext {
-                local_addr: self.app.local_candidate,
-                peer_addr: d.from,
-                ecn: None,
-                transport_protocol: TransportProtocol::UDP,
-            },
-            message: d.data,
-        };
-        if let Err(err) = self.pc.handle_read(tagged) {
-            // One bad datagram (a stray, a replay) must not end the session.
-            tracing::debug!(from = %d.from, %err, "datagram rejected");
-        }
+        self.liveness.received(d.now, peer::is_dtls_alert(&d.data));
+        self.peer.handle_datagram(d);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        if self.connect_deadline.is_some_and(|d| now >= d) {
-            self.end("connect_timeout");
+        if let Some(reason) = self.liveness.handle_timeout(now) {
+            self.end(reason);
             return;
         }
-        if self.alert_at.is_some_and(|t| now >= t + CLOSE_GRACE) {
-            self.end("dtls_closed");
-            return;
-        }
-        if self.state == "connected" && now >= self.last_rx + self.app.config.consent_timeout() {
-            self.end("consent_timeout");
-            return;
-        }
-        if let Err(err) = self.pc.handle_timeout(now) {
-            tracing::debug!(%err, "timeout handling failed");
-        }
+        self.peer.handle_timeout(now);
         self.ingest.handle_timeout(now);
     }
 
@@ -320,7 +260,7 @@ impl Session {
                     tracing::info!(etag = %current, ?if_match, "trickle accepted by --etag lenient");
                 }
                 tracing::debug!(count = new_candidates.len(), "trickle candidates");
-                peer::add_remote_candidates(&mut self.pc, &self.offer.first_mid, &new_candidates);
+                self.peer.add_remote_candidates(&new_candidates);
                 Ok(PatchReply::Trickled)
             }
             PatchDecision::Restart {
@@ -328,22 +268,23 @@ impl Session {
                 candidates,
                 end_of_candidates,
             } => {
-                let answer = peer::restart(&mut self.pc, &self.offer, &remote, Instant::now())
+                let answer = self
+                    .peer
+                    .restart(&remote, &candidates, Instant::now())
                     .map_err(|e| PatchError::RestartFailed(e.to_string()))?;
-                peer::add_remote_candidates(&mut self.pc, &self.offer.first_mid, &candidates);
-                self.app
+                self.env
                     .udp
                     .add_ufrag(self.route, &answer.credentials.ufrag);
-                let etag = ETag::new(crate::app::random_hex());
+                let etag = ETag::new(random_hex());
                 let header = etag.header_value();
                 self.resource
                     .commit_restart(remote, &candidates, end_of_candidates, etag);
-                self.connect_deadline = Some(Instant::now() + self.app.config.connect_timeout());
+                self.liveness.restarted(Instant::now());
                 tracing::info!(etag = %header, "ICE restarted");
                 Ok(PatchReply::Restarted {
                     etag: header,
                     body: write_restart_answer(
-                        &self.offer.first_mid,
+                        &self.peer.offer().first_mid,
                         &answer.credentials,
                         &answer.candidates,
                     ),
@@ -352,49 +293,42 @@ impl Session {
         }
     }
 
-    /// Flushes everything the peer produced: datagrams out, events, received media.
+    /// Sends every datagram the peer has queued.
+    async fn transmit(&mut self) {
+        while let Some(out) = self.peer.poll_transmit() {
+            self.env.udp.send(out.to, &out.data).await;
+        }
+    }
+
+    /// Flushes everything the peer produced: datagrams out, state changes, received media.
     async fn drain(&mut self) {
-        while let Some(out) = self.pc.poll_write() {
-            self.app
-                .udp
-                .send(out.transport.peer_addr, &out.message)
-                .await;
-        }
-        while let Some(event) = self.pc.poll_event() {
-            self.handle_event(event);
-        }
-        while let Some(TaggedRTCMessage { now, message }) = self.pc.poll_read() {
-            match message {
-                RTCMessage::RtpPacket(track_id, packet) => {
-                    let Some(&kind) = self.kinds.get(&track_id) else {
-                        continue;
-                    };
-                    let (packets, bytes) = match kind {
-                        Kind::Audio => &self.counters[0],
-                        Kind::Video => &self.counters[1],
-                    };
-                    packets.inc();
-                    bytes.inc_by(packet.payload.len() as u64);
-                    self.dump(kind, &packet.header, &packet.payload);
-                    let h = &packet.header;
-                    let rtp = RtpPacket::new(
-                        h.ssrc,
-                        h.sequence_number,
-                        h.timestamp,
-                        h.marker,
-                        packet.payload,
-                    );
-                    self.ingest.push(kind, rtp, now);
-                }
-                RTCMessage::RtcpPacket(_, packets) => {
-                    for sr in packets
-                        .iter()
-                        .filter_map(|p| p.as_any().downcast_ref::<SenderReport>())
-                    {
-                        tracing::trace!(ssrc = sr.ssrc, rtp = sr.rtp_time, "sender report");
-                        self.ingest
-                            .sender_report(sr.ssrc, sr.ntp_time, sr.rtp_time, now);
+        self.transmit().await;
+        while let Some(state) = self.peer.poll_state() {
+            match state {
+                PeerState::Connected => {
+                    if let Some(from) = self.liveness.connected() {
+                        self.env
+                            .metrics
+                            .state(Some(from), Some(self.liveness.state()));
                     }
+                }
+                PeerState::Failed => self.end(EndReason::IceFailed),
+                PeerState::Closed => self.end(EndReason::Closed),
+            }
+        }
+        while let Some((now, received)) = self.peer.poll_received() {
+            match received {
+                Received::Rtp {
+                    kind,
+                    payload_type,
+                    packet,
+                } => {
+                    self.env.metrics.rtp_received(kind, packet.payload.len());
+                    self.dump(kind, payload_type, &packet);
+                    self.ingest.push(kind, packet, now);
+                }
+                Received::SenderReport { ssrc, ntp, rtp } => {
+                    self.ingest.sender_report(ssrc, ntp, rtp, now);
                     let origin = self.ingest.wallclock_origin();
                     self.outputs.wallclock.send_if_modified(|known| {
                         let changed = *known != origin;
@@ -402,160 +336,85 @@ impl Session {
                         changed
                     });
                 }
-                _ => {}
             }
+        }
+        while let Some(err) = self.ingest.poll_error() {
+            tracing::debug!(%err, "ingest dropped media");
         }
         self.fan_out();
         self.request_keyframe(Instant::now()).await;
     }
 
     /// `--rtp-dump`: a failure to write turns the dump off for this kind, never the session.
-    fn dump(&mut self, kind: Kind, header: &rtc::rtp::header::Header, payload: &[u8]) {
-        let Some(dir) = self.app.config.rtp_dump.as_deref() else {
+    fn dump(&mut self, kind: Kind, payload_type: u8, packet: &RtpPacket) {
+        let Some(dir) = self.env.settings.rtp_dump.as_deref() else {
             return;
         };
-        let name = kind.as_str();
-        let id = &self.id;
-        let dump = self.dumps.entry(name).or_insert_with(|| {
-            crate::rtc::dump::RtpDump::create(dir, &format!("{id}-{name}"))
-                .inspect_err(|err| tracing::warn!(%err, "rtp dump disabled"))
-                .ok()
-        });
-        if let Some(d) = dump
-            && let Err(err) = d.write(header, payload)
+        let dump = self.dumps.get_mut(kind);
+        if let Dump::Unopened = dump {
+            let name = format!("{}-{}", self.id, kind.as_str());
+            *dump = match RtpDump::create(dir, &name) {
+                Ok(d) => Dump::Open(d),
+                Err(err) => {
+                    tracing::warn!(%err, "rtp dump disabled");
+                    Dump::Off
+                }
+            };
+        }
+        if let Dump::Open(d) = dump
+            && let Err(err) = d.write(payload_type, packet)
         {
             tracing::warn!(%err, "rtp dump write failed; dump disabled");
-            *dump = None;
+            *dump = Dump::Off;
         }
     }
 
     /// Hands every new unit to every output (cheap clones: payloads are shared `Bytes`).
     fn fan_out(&mut self) {
         while let Some(unit) = self.ingest.poll() {
-            if let crate::media::unit::Unit::Video(v) = &unit
-                && v.keyframe
-            {
-                self.app.metrics.keyframes.inc();
-            }
             for queue in &mut self.outputs.queues {
                 queue.push(&unit);
             }
         }
+        self.env.metrics.ingest(self.ingest.stats());
     }
 
     /// Sends a PLI when video waits for a keyframe (start, loss), an output asked for one, or
-    /// `--keyframe-interval-secs` has passed; at most once per [`PLI_INTERVAL`].
+    /// `--keyframe-interval-secs` has passed; [`Liveness::keyframe_request`] paces them.
     async fn request_keyframe(&mut self, now: Instant) {
-        use std::sync::atomic::Ordering;
+        let Some(media_ssrc) = self.ingest.video_ssrc() else {
+            return;
+        };
         let asked = self.outputs.keyframe_wanted.load(Ordering::Relaxed);
-        let periodic = self
-            .app
-            .config
-            .keyframe_interval()
-            .is_some_and(|every| self.last_pli.is_none_or(|t| now >= t + every));
-        if !(asked || periodic || self.ingest.wants_keyframe())
-            || self.last_pli.is_some_and(|t| now < t + PLI_INTERVAL)
+        if !self.peer.has_video()
+            || !self
+                .liveness
+                .keyframe_request(now, asked || self.ingest.wants_keyframe())
         {
             return;
         }
-        let (Some(receiver), Some(media_ssrc)) = (self.video_receiver, self.ingest.video_ssrc())
-        else {
-            return;
-        };
         self.outputs.keyframe_wanted.store(false, Ordering::Relaxed);
-        self.last_pli = Some(now);
-        let mut requests: Vec<Box<dyn rtc::rtcp::Packet>> = vec![Box::new(PictureLossIndication {
-            sender_ssrc: 0,
-            media_ssrc,
-        })];
-        // Where FIR was negotiated, send it too: some encoders honour only one of the two.
-        if self.offer.video_fir {
-            self.fir_sequence = self.fir_sequence.wrapping_add(1);
-            requests.push(Box::new(FullIntraRequest {
-                sender_ssrc: 0,
-                media_ssrc,
-                fir: vec![FirEntry {
-                    ssrc: media_ssrc,
-                    sequence_number: self.fir_sequence,
-                }],
-            }));
-        }
-        let sent = self
-            .pc
-            .rtp_receiver(receiver)
-            .map(|mut r| r.write_rtcp(now, requests));
-        if let Some(Ok(())) = sent {
-            self.app.metrics.keyframe_requests.inc();
-            while let Some(out) = self.pc.poll_write() {
-                self.app
-                    .udp
-                    .send(out.transport.peer_addr, &out.message)
-                    .await;
-            }
+        if self.peer.request_keyframe(now, media_ssrc) {
+            self.env.metrics.keyframe_requested();
+            self.transmit().await;
         }
     }
 
-    fn handle_event(&mut self, event: RTCPeerConnectionEvent) {
-        match event {
-            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
-                tracing::info!(%state, "peer connection state");
-                match state {
-                    RTCPeerConnectionState::Connected => {
-                        self.connect_deadline = None;
-                        self.set_state("connected");
-                    }
-                    RTCPeerConnectionState::Failed => self.end("ice_failed"),
-                    RTCPeerConnectionState::Closed => self.end("closed"),
-                    _ => {}
-                }
-            }
-            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                let kind = self
-                    .pc
-                    .rtp_receiver(init.receiver_id)
-                    .map(|r| r.track().kind());
-                let kind = match kind {
-                    Some(RtpCodecKind::Audio) => Kind::Audio,
-                    Some(RtpCodecKind::Video) => {
-                        self.video_receiver = Some(init.receiver_id);
-                        Kind::Video
-                    }
-                    _ => return,
-                };
-                tracing::info!(kind = kind.as_str(), ssrc = init.ssrc, "track open");
-                self.kinds.insert(init.track_id, kind);
-            }
-            _ => {}
-        }
-    }
-
-    /// Releases everything: DTLS close to the publisher, routes, registry entry, metrics.
-    async fn close(mut self) {
-        let reason = self.ended.unwrap_or("closed");
-        if let Err(err) = self.pc.close() {
-            tracing::debug!(%err, "peer close");
-        }
-        while let Some(out) = self.pc.poll_write() {
-            self.app
-                .udp
-                .send(out.transport.peer_addr, &out.message)
-                .await;
-        }
-        self.app.udp.unregister(self.route);
+    /// Releases everything: DTLS close to the publisher, routes, outputs, metrics. The app
+    /// forgets the session once this task returns.
+    async fn close(mut self, reason: EndReason) {
+        self.peer.close();
+        self.transmit().await;
+        self.env.udp.unregister(self.route);
         // Closing the queues tells each output to finish cleanly (RTMP: FCUnpublish,
         // deleteStream; HLS: the last segment and ENDLIST); wait for them, bounded.
         self.outputs.queues.clear();
         for task in self.outputs.tasks.drain(..) {
+            // A task still running after this is abandoned (detached), not awaited forever.
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
-        self.app.metrics.session_state(Some(self.state), None);
-        self.app
-            .metrics
-            .sessions_ended
-            .get_or_create(&crate::metrics::ReasonLabel { reason })
-            .inc();
-        // Last, so that a session gone from the registry has released everything.
-        self.app.forget_session(&self.id);
-        tracing::info!(reason, "session ended");
+        self.env.metrics.state(Some(self.liveness.state()), None);
+        self.env.metrics.ended(reason);
+        tracing::info!(%reason, "session ended");
     }
 }

@@ -48,7 +48,7 @@ async fn harness(tweak: impl FnOnce(&mut Config)) -> Harness {
     let udp = UdpMux::bind(config.udp, config.udp_recv_buffer, metrics.clone())
         .await
         .unwrap();
-    let app = App::new(config, metrics, udp).unwrap();
+    let app = App::new(config.into_settings().unwrap(), metrics, udp).unwrap();
     let router = bridge::http::router(app.clone())
         .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
     Harness { app, router }

@@ -27,7 +27,25 @@
 //! with an RFC 9725 oracle, [`publish`] sends stamped media through a bridge and times it at
 //! a built-in RTMP ingest, [`stats`] keeps the latency histograms and [`report`] turns them into
 //! tables, JSON, plots and CI gates.
+//!
+//! # What loadgen shares with the bridge, and what it does not
+//!
+//! loadgen checks the bridge, so its *checkers* are a second, independent implementation on
+//! purpose: the RFC 9725 oracle ([`signal`]'s `oracle`), and the readers of what the bridge
+//! outputs: FLV tags at the RTMP ingest, fMP4 boxes ([`publish::fmp4`]) and HLS playlists
+//! ([`publish::playlist`]). They are written from the specifications, not from the bridge's
+//! muxers and state machines, and must stay so: reading the bridge's output with the bridge's
+//! own code would agree with its bugs instead of finding them.
+//!
+//! The *input plumbing*, which only turns files into what a publisher sends and checks nothing of
+//! the bridge, comes from the pure protocol crate `bridge-proto` instead of being written twice:
+//! the Annex B split and access units, the Ogg page and packet reader, the Opus TOC durations
+//! (all in [`media`]), the H.264 NAL unit types, and the names of standard FLV codes (tag types,
+//! codec and sound format numbers). A checker may name a standard code with the bridge's constant;
+//! what it does with the code stays its own. `bridge-proto` is pure (no runtime, no IO) and adds
+//! no crate loadgen does not already build.
 
+pub mod cli;
 pub mod driver;
 mod error;
 pub mod media;

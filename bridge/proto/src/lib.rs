@@ -8,9 +8,11 @@
 //!   clock, the per-session ingest, the gate outputs start behind.
 //! - [`mux`]: containers out: FLV for RTMP, fMP4/CMAF and MPEG-TS segments, HLS playlists, and
 //!   the HLS output that decides what to write, list and delete.
+//! - [`rtmp_url`]: RTMP push URLs and the `{stream}` templates they are configured as.
 
 pub mod media;
 pub mod mux;
+pub mod rtmp_url;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testdata;
 pub mod whip;

@@ -60,27 +60,10 @@ pub fn read(name: &str) -> Bytes {
     Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
 
-/// The packets of a single-stream Ogg file (RFC 3533): pages are `OggS`, 22 more header bytes, a
-/// segment count and table, then the segments; a packet ends at a segment shorter than 255.
+/// The packets of a single-stream Ogg file, read by [`crate::media::ogg::packets`] (which
+/// checks every page); panics if the file is not one.
 pub fn ogg_packets(data: &[u8]) -> Vec<Bytes> {
-    let mut packets = Vec::new();
-    let mut current = Vec::new();
-    let mut at = 0;
-    while at < data.len() {
-        assert_eq!(&data[at..at + 4], b"OggS", "page at {at}");
-        let segments = usize::from(data[at + 26]);
-        let table = &data[at + 27..at + 27 + segments];
-        let mut body = at + 27 + segments;
-        for &len in table {
-            current.extend_from_slice(&data[body..body + usize::from(len)]);
-            body += usize::from(len);
-            if len < 255 {
-                packets.push(Bytes::from(std::mem::take(&mut current)));
-            }
-        }
-        at = body;
-    }
-    packets
+    crate::media::ogg::packets(data).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// An Ogg Opus file as the frames the transcoder takes (20 ms apart from `pts0`), with the

@@ -1,38 +1,20 @@
 //! HLS: what the outputs ([`crate::sink::hls`]) write and the HTTP layer ([`crate::http`])
 //! serves, in between: the [`store`] of every stream's playlist and recent parts, and the
-//! settings and metrics both sides share. The decisions (what to write, list and delete) are
+//! metrics both sides share. The decisions (what to write, list and delete) are
 //! the pure output in [`crate::mux::hls::output`]; the file names are
 //! [`crate::mux::hls::names`].
 
 pub mod store;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
+use crate::config::{HlsAudio, HlsSettings};
 use crate::mux::hls::output::{AudioChoice, OutputConfig, Rendition};
-use crate::mux::hls::playlist::{Container, PlaylistConfig, PlaylistKind};
+use crate::mux::hls::playlist::PlaylistConfig;
 use crate::mux::hls::segmenter::SegmenterConfig;
-
-/// The HLS settings every stream shares (from the [`crate::Config`]: see
-/// `HlsSettings::from_config` in [`crate::sink::hls`]).
-#[derive(Debug, Clone)]
-pub struct HlsSettings {
-    /// The folder holding one subfolder per stream.
-    pub dir: PathBuf,
-    /// Segment container.
-    pub container: Container,
-    /// LL-HLS parts (fMP4 only).
-    pub low_latency: bool,
-    /// Sliding window or event playlist.
-    pub kind: PlaylistKind,
-    /// Audio handling.
-    pub audio: AudioChoice,
-    /// AAC bit rate.
-    pub aac_bitrate: u32,
-}
 
 impl HlsSettings {
     fn segmenter(&self, video: bool) -> SegmenterConfig {
@@ -53,7 +35,11 @@ impl HlsSettings {
                 kind: self.kind,
                 ..PlaylistConfig::new(self.container, &segmenter)
             },
-            audio: self.audio,
+            audio: match self.audio {
+                HlsAudio::Aac => AudioChoice::Aac,
+                HlsAudio::Opus => AudioChoice::Opus,
+                HlsAudio::None => AudioChoice::None,
+            },
             has_audio,
             has_video,
         }

@@ -15,7 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use super::{HlsMetrics, HlsSettings};
+use super::HlsMetrics;
+use crate::config::HlsSettings;
 pub use crate::mux::hls::names::HlsFile;
 use crate::mux::hls::output::{Handoff, ViewChange};
 use crate::mux::hls::playlist::{DeliveryDirectives, Playlist, Reload};

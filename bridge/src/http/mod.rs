@@ -60,7 +60,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 /// Bearer auth (RFC 9725 §4.7) on every WHIP request but CORS preflights. The token is accepted
 /// with or without the `Bearer ` prefix, because some clients send it bare.
 async fn auth(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    let Some(token) = app.config.token.as_deref() else {
+    let Some(token) = app.settings.whip.token.as_deref() else {
         return next.run(request).await;
     };
     if request.method() == Method::OPTIONS {

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use super::ApiError;
 use crate::app::{App, CreateError};
 use crate::session::{PatchError, PatchReply};
+use crate::whip::liveness::EndReason;
 use crate::whip::sdpfrag::SdpFrag;
 
 /// Largest accepted SDP or fragment body.
@@ -98,7 +99,7 @@ pub(super) async fn post(
         created.answer,
     )
         .into_response();
-    for server in &app.config.ice_server {
+    for server in &app.settings.whip.ice_servers {
         if let Ok(value) = HeaderValue::from_str(&link_header(server)) {
             response.headers_mut().append(header::LINK, value);
         }
@@ -159,7 +160,7 @@ pub(super) async fn delete(
 ) -> Result<StatusCode, ApiError> {
     app.session(&stream, &id).ok_or_else(ApiError::no_session)?;
     let wait = app
-        .end_session(&id, "delete")
+        .end_session(&id, EndReason::Delete)
         .ok_or_else(ApiError::no_session)?;
     // Answer once the outputs are closed, but never hang a client on a stuck session.
     let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;

@@ -7,6 +7,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+use crate::media::reorder::RtpPacket;
+
 /// One open dump file.
 #[derive(Debug)]
 pub struct RtpDump {
@@ -22,24 +24,21 @@ impl RtpDump {
         })
     }
 
-    /// Appends one packet; a packet too large for the 2-byte length is skipped.
-    pub fn write(
-        &mut self,
-        header: &rtc::rtp::header::Header,
-        payload: &[u8],
-    ) -> std::io::Result<()> {
-        let Ok(len) = u16::try_from(12 + payload.len()) else {
+    /// Appends one packet of payload type `payload_type`; a packet too large for the 2-byte
+    /// length is skipped.
+    pub fn write(&mut self, payload_type: u8, packet: &RtpPacket) -> std::io::Result<()> {
+        let Ok(len) = u16::try_from(12 + packet.payload.len()) else {
             return Ok(());
         };
         let mut head = [0u8; 14];
         head[..2].copy_from_slice(&len.to_be_bytes());
         head[2] = 0x80;
-        head[3] = (u8::from(header.marker) << 7) | (header.payload_type & 0x7f);
-        head[4..6].copy_from_slice(&header.sequence_number.to_be_bytes());
-        head[6..10].copy_from_slice(&header.timestamp.to_be_bytes());
-        head[10..14].copy_from_slice(&header.ssrc.to_be_bytes());
+        head[3] = (u8::from(packet.marker) << 7) | (payload_type & 0x7f);
+        head[4..6].copy_from_slice(&packet.sequence_number.to_be_bytes());
+        head[6..10].copy_from_slice(&packet.timestamp.to_be_bytes());
+        head[10..14].copy_from_slice(&packet.ssrc.to_be_bytes());
         self.out.write_all(&head)?;
-        self.out.write_all(payload)
+        self.out.write_all(&packet.payload)
     }
 }
 

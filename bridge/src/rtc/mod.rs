@@ -1,4 +1,5 @@
-//! WebRTC edge: the only module that names webrtc-rs (`rtc`) types besides the session actor.
+//! WebRTC edge: the only module that names webrtc-rs (`rtc`) types. The session drives a
+//! [`peer::Peer`] in the bridge's own types.
 
 pub mod dump;
 pub mod peer;

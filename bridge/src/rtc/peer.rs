@@ -1,8 +1,13 @@
-//! Building and renegotiating the sans-IO `rtc` peer connection of one WHIP session.
+//! The sans-IO `rtc` peer connection of one WHIP session, behind a [`Peer`] that speaks the
+//! bridge's types: datagrams in, datagrams out, connection state changes, RTP packets and sender
+//! reports, keyframe requests. The session drives it; nothing else here does IO or reads the
+//! clock.
 
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use bytes::BytesMut;
 use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
@@ -12,16 +17,104 @@ use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
 };
-use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
-use rtc::rtp_transceiver::RTCRtpTransceiverInit;
+use rtc::rtcp::payload_feedbacks::full_intra_request::{FirEntry, FullIntraRequest};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
+use super::udp::Datagram;
+use crate::media::ingest::Kind;
+use crate::media::reorder::RtpPacket;
 use crate::whip::offer::Offer;
 use crate::whip::sdpfrag::{Candidate, IceCredentials, SdpFrag};
+
+/// DTLS record content type `alert` (RFC 6347 §4.1). `rtc` 0.21 does not surface a peer's
+/// close_notify as a state change (W3C maps "ICE connected + DTLS closed" to "connected"), so the
+/// session watches for alerts itself (see [`crate::whip::liveness`]).
+const DTLS_ALERT: u8 = 21;
+
+/// Whether a datagram is a DTLS alert record.
+pub fn is_dtls_alert(datagram: &[u8]) -> bool {
+    datagram.first() == Some(&DTLS_ALERT)
+}
+
+/// A connection state change the session acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// ICE and DTLS are up (first time, or again after an ICE restart).
+    Connected,
+    /// ICE failed.
+    Failed,
+    /// The connection closed.
+    Closed,
+}
+
+/// Media and timing the peer received.
+#[derive(Debug)]
+pub enum Received {
+    /// An RTP packet of an open track, after SRTP.
+    Rtp {
+        /// Its track's kind.
+        kind: Kind,
+        /// Its payload type (only `--rtp-dump` records it; the track says the codec).
+        payload_type: u8,
+        /// The packet.
+        packet: RtpPacket,
+    },
+    /// An RTCP sender report: the publisher's wallclock (NTP) for an RTP timestamp.
+    SenderReport {
+        /// The sender's SSRC.
+        ssrc: u32,
+        /// NTP timestamp (64-bit fixed point).
+        ntp: u64,
+        /// The RTP timestamp of the same instant.
+        rtp: u32,
+    },
+}
+
+/// One datagram to send.
+#[derive(Debug)]
+pub struct Transmit {
+    /// Where to.
+    pub to: SocketAddr,
+    /// Its bytes.
+    pub data: BytesMut,
+}
+
+/// One WHIP session's peer connection, and what the session needs to remember about it.
+pub struct Peer {
+    pc: RTCPeerConnection,
+    offer: Offer,
+    /// The address datagrams are told to have arrived on (see `App::local_candidate`).
+    local_candidate: SocketAddr,
+    /// Open tracks by track id.
+    kinds: HashMap<String, Kind>,
+    video_receiver: Option<RTCRtpReceiverId>,
+    /// RFC 5104 FIR command sequence number, one per request.
+    fir_sequence: u8,
+    /// Sender reports of a compound RTCP packet not handed on yet.
+    reports: VecDeque<(Instant, Received)>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("local_candidate", &self.local_candidate)
+            .field("kinds", &self.kinds)
+            .field("fir_sequence", &self.fir_sequence)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A peer-connection failure, with the step that failed.
 #[derive(Debug, thiserror::Error)]
@@ -108,9 +201,9 @@ fn media_engine() -> Result<MediaEngine, PeerError> {
     Ok(engine)
 }
 
-/// Creates the answering peer for an accepted offer, with host candidates only on `ips` at the
-/// shared UDP port, and returns it with its answer.
-pub fn answer(
+/// Creates the answering peer connection for an accepted offer, with host candidates only on
+/// `ips` at the shared UDP port, and returns it with its answer.
+fn answer(
     offer: &Offer,
     ips: &[IpAddr],
     udp: SocketAddr,
@@ -230,11 +323,7 @@ fn own_candidates(candidates: Vec<Candidate>) -> Vec<String> {
 }
 
 /// Adds remote candidates; one the stack refuses is dropped (RFC 9725 §4.3.1), not fatal.
-pub fn add_remote_candidates(
-    pc: &mut RTCPeerConnection,
-    first_mid: &str,
-    candidates: &[Candidate],
-) {
+fn add_remote_candidates(pc: &mut RTCPeerConnection, first_mid: &str, candidates: &[Candidate]) {
     for candidate in candidates {
         let init = RTCIceCandidateInit {
             candidate: candidate.line.clone(),
@@ -256,7 +345,7 @@ pub fn add_remote_candidates(
 
 /// ICE restart as the answerer: the original offer with the new remote credentials is applied as
 /// a renegotiation, which makes the stack pick new local credentials.
-pub fn restart(
+fn restart(
     pc: &mut RTCPeerConnection,
     offer: &Offer,
     remote: &IceCredentials,
@@ -267,4 +356,259 @@ pub fn restart(
     pc.set_remote_description(now, description)
         .step("set restart offer")?;
     negotiate(pc, now)
+}
+
+impl Peer {
+    /// Answers an accepted offer, with host candidates only on `ips` at the shared UDP port
+    /// `udp`, and adds the candidates the offer carried. `local_candidate` is the address
+    /// received datagrams are told to have arrived on.
+    pub fn answer(
+        offer: Offer,
+        ips: &[IpAddr],
+        udp: SocketAddr,
+        local_candidate: SocketAddr,
+        now: Instant,
+    ) -> Result<(Self, Answer), PeerError> {
+        let (mut pc, answer) = answer(&offer, ips, udp, now)?;
+        add_remote_candidates(&mut pc, &offer.first_mid, &offer.candidates);
+        let peer = Self {
+            pc,
+            offer,
+            local_candidate,
+            kinds: HashMap::new(),
+            video_receiver: None,
+            fir_sequence: 0,
+            reports: VecDeque::new(),
+        };
+        Ok((peer, answer))
+    }
+
+    /// The offer it answered.
+    pub fn offer(&self) -> &Offer {
+        &self.offer
+    }
+
+    /// Whether the video track is open (keyframe requests have somewhere to go).
+    pub fn has_video(&self) -> bool {
+        self.video_receiver.is_some()
+    }
+
+    /// Trickled candidates (PATCH).
+    pub fn add_remote_candidates(&mut self, candidates: &[Candidate]) {
+        add_remote_candidates(&mut self.pc, &self.offer.first_mid, candidates);
+    }
+
+    /// ICE restart with the publisher's new credentials and candidates; the answer carries our
+    /// new credentials. On failure the old ICE session goes on.
+    pub fn restart(
+        &mut self,
+        remote: &IceCredentials,
+        candidates: &[Candidate],
+        now: Instant,
+    ) -> Result<Answer, PeerError> {
+        let answer = restart(&mut self.pc, &self.offer, remote, now)?;
+        self.add_remote_candidates(candidates);
+        Ok(answer)
+    }
+
+    /// One datagram from the publisher.
+    pub fn handle_datagram(&mut self, d: Datagram) {
+        let tagged = TaggedBytesMut {
+            now: d.now,
+            transport: TransportContext {
+                local_addr: self.local_candidate,
+                peer_addr: d.from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: d.data,
+        };
+        if let Err(err) = self.pc.handle_read(tagged) {
+            // One bad datagram (a stray, a replay) must not end the session.
+            tracing::debug!(from = %d.from, %err, "datagram rejected");
+        }
+    }
+
+    /// When the peer connection next wants [`Self::handle_timeout`].
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.pc.poll_timeout()
+    }
+
+    /// Runs the peer connection's timers (ICE, DTLS retransmits, RTCP reports) at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Err(err) = self.pc.handle_timeout(now) {
+            tracing::debug!(%err, "timeout handling failed");
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.pc.poll_write().map(|out| Transmit {
+            to: out.transport.peer_addr,
+            data: out.message,
+        })
+    }
+
+    /// The next connection state change the session acts on. Tracks that open are noted here.
+    pub fn poll_state(&mut self) -> Option<PeerState> {
+        while let Some(event) = self.pc.poll_event() {
+            match event {
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                    tracing::info!(%state, "peer connection state");
+                    match state {
+                        RTCPeerConnectionState::Connected => return Some(PeerState::Connected),
+                        RTCPeerConnectionState::Failed => return Some(PeerState::Failed),
+                        RTCPeerConnectionState::Closed => return Some(PeerState::Closed),
+                        _ => {}
+                    }
+                }
+                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                    let kind = self
+                        .pc
+                        .rtp_receiver(init.receiver_id)
+                        .map(|r| r.track().kind());
+                    let kind = match kind {
+                        Some(RtpCodecKind::Audio) => Kind::Audio,
+                        Some(RtpCodecKind::Video) => {
+                            self.video_receiver = Some(init.receiver_id);
+                            Kind::Video
+                        }
+                        _ => continue,
+                    };
+                    tracing::info!(kind = kind.as_str(), ssrc = init.ssrc, "track open");
+                    self.kinds.insert(init.track_id, kind);
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// The next thing received, with when it arrived. Packets of tracks not (yet) open and RTCP
+    /// other than sender reports stay inside the peer connection.
+    pub fn poll_received(&mut self) -> Option<(Instant, Received)> {
+        loop {
+            if let Some(report) = self.reports.pop_front() {
+                return Some(report);
+            }
+            let TaggedRTCMessage { now, message } = self.pc.poll_read()?;
+            match message {
+                RTCMessage::RtpPacket(track_id, packet) => {
+                    let Some(&kind) = self.kinds.get(&track_id) else {
+                        continue;
+                    };
+                    let h = &packet.header;
+                    let received = Received::Rtp {
+                        kind,
+                        payload_type: h.payload_type,
+                        packet: RtpPacket::new(
+                            h.ssrc,
+                            h.sequence_number,
+                            h.timestamp,
+                            h.marker,
+                            packet.payload,
+                        ),
+                    };
+                    return Some((now, received));
+                }
+                RTCMessage::RtcpPacket(_, packets) => {
+                    for sr in packets
+                        .iter()
+                        .filter_map(|p| p.as_any().downcast_ref::<SenderReport>())
+                    {
+                        tracing::trace!(ssrc = sr.ssrc, rtp = sr.rtp_time, "sender report");
+                        self.reports.push_back((
+                            now,
+                            Received::SenderReport {
+                                ssrc: sr.ssrc,
+                                ntp: sr.ntp_time,
+                                rtp: sr.rtp_time,
+                            },
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Asks the publisher for a keyframe of `media_ssrc`: a PLI, and a FIR too where FIR was
+    /// negotiated (some encoders honour only one of the two). Returns whether it was queued for
+    /// [`Self::poll_transmit`].
+    pub fn request_keyframe(&mut self, now: Instant, media_ssrc: u32) -> bool {
+        let Some(receiver) = self.video_receiver else {
+            return false;
+        };
+        let mut requests: Vec<Box<dyn rtc::rtcp::Packet>> = vec![Box::new(PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc,
+        })];
+        if self.offer.video_fir {
+            self.fir_sequence = self.fir_sequence.wrapping_add(1);
+            requests.push(Box::new(FullIntraRequest {
+                sender_ssrc: 0,
+                media_ssrc,
+                fir: vec![FirEntry {
+                    ssrc: media_ssrc,
+                    sequence_number: self.fir_sequence,
+                }],
+            }));
+        }
+        let sent = self
+            .pc
+            .rtp_receiver(receiver)
+            .map(|mut r| r.write_rtcp(now, requests));
+        matches!(sent, Some(Ok(())))
+    }
+
+    /// Closes the connection (DTLS close_notify to the publisher, via [`Self::poll_transmit`]).
+    pub fn close(&mut self) {
+        if let Err(err) = self.pc.close() {
+            tracing::debug!(%err, "peer close");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(now: Instant) -> (Peer, Answer) {
+        let offer = Offer::parse(include_bytes!("../../tests/data/ffmpeg9-whip-offer.sdp"))
+            .expect("the captured offer is accepted");
+        let addr: SocketAddr = "127.0.0.1:40000".parse().expect("literal address");
+        Peer::answer(offer, &[addr.ip()], addr, addr, now).expect("answer")
+    }
+
+    #[test]
+    fn dtls_alerts_are_told_by_their_first_byte() {
+        assert!(is_dtls_alert(&[21, 0xfe, 0xfd]));
+        for other in [&[][..], &[22, 0xfe, 0xfd], &[23], &[0x80, 96], &[0, 1]] {
+            assert!(!is_dtls_alert(other), "{other:?}");
+        }
+    }
+
+    /// Without a socket: the peer answers, shrugs off junk, and asks for no keyframe before its
+    /// video track is open.
+    #[test]
+    fn a_new_peer_answers_and_takes_junk_without_harm() {
+        let now = Instant::now();
+        let (mut peer, answer) = peer(now);
+        assert!(!answer.credentials.ufrag.is_empty());
+        assert_eq!(answer.candidates.len(), 1, "{:?}", answer.candidates);
+        assert!(answer.candidates[0].contains("127.0.0.1 40000 typ host"));
+        assert!(peer.offer().video_mid.is_some());
+        for data in [&[21u8, 0xfe, 0xfd, 0, 0][..], &[0x80, 96, 0, 1], b"junk"] {
+            peer.handle_datagram(Datagram {
+                now,
+                from: "127.0.0.1:5000".parse().expect("literal address"),
+                data: BytesMut::from(data),
+            });
+        }
+        peer.handle_timeout(now);
+        assert_eq!(peer.poll_state(), None);
+        assert!(peer.poll_received().is_none());
+        assert!(!peer.has_video());
+        assert!(!peer.request_keyframe(now, 1));
+    }
 }

@@ -33,73 +33,17 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use tokio::sync::{OwnedMutexGuard, mpsc, watch};
 
-use crate::config::Config;
 use crate::hls::store::{HlsFile, StreamState, Writer, first_number};
 use crate::media::unit::{AudioFrame, Unit};
 use crate::mux::hls::output::{
-    AacEncode, Action, AudioChoice, Handoff, HlsOutput, Listed, NewAacEncoder, Rendition,
+    AacEncode, Action, Handoff, HlsOutput, Listed, NewAacEncoder, Rendition,
 };
-use crate::mux::hls::playlist::{Container, PlaylistKind};
 use crate::transcode::OpusToAac;
 
+pub use crate::config::{HlsAudio, HlsContainer, HlsSettings};
+pub use crate::hls::HlsMetrics;
 pub use crate::hls::store::HlsStreams;
-pub use crate::hls::{HlsMetrics, HlsSettings};
 pub use crate::mux::hls::output::MAX_CLOCK_SKEW;
-
-/// The HLS segment container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum HlsContainer {
-    /// Fragmented MP4 (CMAF): LL-HLS parts, AAC or Opus.
-    #[default]
-    Fmp4,
-    /// MPEG-2 transport stream: the oldest players' format; AAC only, no parts.
-    Ts,
-}
-
-/// What HLS carries for audio.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum HlsAudio {
-    /// Opus transcoded to AAC-LC: plays everywhere (the default, in builds with the encoder).
-    #[cfg_attr(feature = "fdk-aac", default)]
-    Aac,
-    /// Opus as is, in fMP4 (no transcoding; Safari and hls.js on Chromium/Firefox play it).
-    #[cfg_attr(not(feature = "fdk-aac"), default)]
-    Opus,
-    /// No audio.
-    None,
-}
-
-impl HlsSettings {
-    /// The settings `config` asks for.
-    pub fn from_config(config: &Config) -> Self {
-        let container = match config.hls_container {
-            HlsContainer::Fmp4 => Container::Fmp4,
-            HlsContainer::Ts => Container::MpegTs,
-        };
-        Self {
-            dir: config.hls_dir.clone(),
-            container,
-            // Parts in TS would each need their own PAT/PMT and players rarely take them.
-            low_latency: config.hls_low_latency && container == Container::Fmp4,
-            kind: if config.hls_event {
-                PlaylistKind::Event
-            } else {
-                PlaylistKind::Live {
-                    window: config.hls_window.max(1),
-                }
-            },
-            audio: match (config.hls_audio, container) {
-                // Refused by Config::validate; AAC is the safe reading if it gets here anyway.
-                (HlsAudio::Opus, Container::MpegTs) | (HlsAudio::Aac, _) => AudioChoice::Aac,
-                (HlsAudio::Opus, _) => AudioChoice::Opus,
-                (HlsAudio::None, _) => AudioChoice::None,
-            },
-            aac_bitrate: config.aac_bitrate,
-        }
-    }
-}
 
 impl HlsStreams {
     /// The output task of a new session on `stream`. Call it when the session is created, before
@@ -400,6 +344,7 @@ fn prepare_blocking(dir: &Path) -> std::io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mux::hls::playlist::{Container, PlaylistKind};
 
     /// 2 s of real video through an LL-HLS output task: the files land on disk and every
     /// listing is counted. (What is listed, and how it is dated, is tested on the pure output.)
@@ -411,7 +356,7 @@ mod tests {
             container: Container::Fmp4,
             low_latency: true,
             kind: PlaylistKind::Live { window: 6 },
-            audio: AudioChoice::None,
+            audio: HlsAudio::None,
             aac_bitrate: 64_000,
         };
         let streams = HlsStreams::new(settings, metrics.hls());

@@ -12,24 +12,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc;
 use tokio_rustls::rustls;
 
-use super::rtmp_conn::{RtmpConnection, RtmpError, RtmpUrl};
+use super::rtmp_conn::{RtmpConnection, RtmpError};
 use crate::media::start::StartGate;
 use crate::media::unit::{AudioFrame, Unit};
 use crate::mux::flv::{AudioCodec, FlvMuxer, FlvTag, TagKind};
+use crate::rtmp_url::RtmpUrl;
 use crate::transcode::{OpusToAac, channels_for};
 
-/// What a target gets for audio.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AudioMode {
-    /// Opus transcoded to AAC-LC: what every legacy platform takes.
-    #[default]
-    Aac,
-    /// Opus as is, in Enhanced RTMP audio tags (only for servers that accept it).
-    Opus,
-    /// No audio.
-    None,
-}
+pub use crate::config::AudioMode;
 
 /// Per-target metrics (already labelled with stream and target).
 #[derive(Debug, Clone, Default)]

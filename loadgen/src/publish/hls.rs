@@ -25,9 +25,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::fmp4::{Fmp4Error, Fragment, Init};
-use super::ingest::now_us;
 use super::playlist::{MediaPlaylist, PlaylistError};
-use crate::media::FrameStamp;
+use crate::media::{FrameStamp, now_us};
 use crate::sdp::resolve_location;
 
 /// Largest body read (a playlist, init section, part or segment).

@@ -3,10 +3,12 @@
 //! of every audio and video tag (for the audio/video drift).
 //!
 //! rml_rtmp does the protocol (sans-IO); this module moves bytes and reads FLV video tag bodies.
+//! That reading is a checker of the bridge's FLV muxer and stays its own code (see the crate
+//! docs); only the names of the standard FLV codes come from bridge-proto.
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use bridge_proto::mux::flv::{CODEC_AVC, SOUND_AAC, SOUND_EX_HEADER};
 use rml_rtmp::handshake::{Handshake, HandshakeError, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionError, ServerSessionEvent, ServerSessionResult,
@@ -17,19 +19,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::account::Track;
-use crate::media::FrameStamp;
+use crate::media::{FrameStamp, now_us};
 
 /// Bytes read from a connection at a time.
 const READ_CHUNK: usize = 64 * 1024;
-/// FLV `CodecID` of AVC.
-const FLV_CODEC_AVC: u8 = 7;
 /// FLV `AVCPacketType` of NAL units (0 is the sequence header, 2 the end of sequence).
 const AVC_NALU: u8 = 1;
-/// FLV `SoundFormat` of AAC; its `AACPacketType` 1 is a raw frame (0 the sequence header).
-const FLV_SOUND_AAC: u8 = 10;
-/// FLV `SoundFormat` of an Enhanced RTMP audio header; its `AudioPacketType` 1 is coded frames.
-const FLV_SOUND_EX_HEADER: u8 = 9;
-/// `AACPacketType` raw / Enhanced RTMP `AudioPacketType` CodedFrames.
+/// `AACPacketType` raw (after [`SOUND_AAC`]; 0 is the sequence header) / Enhanced RTMP
+/// `AudioPacketType` CodedFrames (after [`SOUND_EX_HEADER`]).
 const AUDIO_FRAMES: u8 = 1;
 
 /// What the ingest saw.
@@ -134,13 +131,6 @@ async fn accept_loop(listener: TcpListener, events: mpsc::UnboundedSender<Ingest
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
-}
-
-/// Microseconds since the UNIX epoch.
-pub(crate) fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// One connection: handshake, then the session until the peer closes.
@@ -273,15 +263,15 @@ impl Connection<'_> {
 
 /// Whether an FLV video tag body holds AVC NAL units (not a sequence header).
 fn is_avc_nalu(body: &[u8]) -> bool {
-    matches!(body, [head, AVC_NALU, ..] if head & 0x0F == FLV_CODEC_AVC)
+    matches!(body, [head, AVC_NALU, ..] if head & 0x0F == CODEC_AVC)
 }
 
 /// Whether an FLV audio tag body holds audio (not a sequence header): AAC raw, Enhanced RTMP
 /// coded frames, or any legacy format (which has no headers).
 fn is_audio_frame(body: &[u8]) -> bool {
     match body {
-        [head, rest @ ..] if head >> 4 == FLV_SOUND_AAC => rest.first() == Some(&AUDIO_FRAMES),
-        [head, ..] if head >> 4 == FLV_SOUND_EX_HEADER => head & 0x0F == AUDIO_FRAMES,
+        [head, rest @ ..] if head >> 4 == SOUND_AAC => rest.first() == Some(&AUDIO_FRAMES),
+        [head, ..] if head >> 4 == SOUND_EX_HEADER => head & 0x0F == AUDIO_FRAMES,
         [_, ..] => true,
         [] => false,
     }

@@ -29,15 +29,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::media::FrameStamp;
+use crate::cli::parse_duration;
+use crate::media::{FrameStamp, now_us};
 use crate::report::progress::{self, Field, ProgressSource};
 use crate::report::{Drift, OutputReport, Report};
-use crate::signal::parse_duration;
 use crate::stats::{HistogramError, Metric, Recorder};
 use crate::{Publisher, PublisherConfig};
 use account::{AvDrift, FrameAccount, Track};
 use hls::{HlsClient, HlsEvent};
-use ingest::{IngestError, IngestEvent, RtmpIngest, now_us};
+use ingest::{IngestError, IngestEvent, RtmpIngest};
 
 /// How long a publisher may take to connect (ICE + DTLS).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -171,8 +171,9 @@ impl Frames {
     }
 }
 
-/// Audio/video drift of an output's streams, ms (defined at
-/// [`AvDrift`](crate::publish::account::AvDrift)).
+/// Audio/video drift of an output's streams, ms: how far audio ran ahead (positive) or behind
+/// (negative) video from the first second of a stream to its last (`publish` measures it; its
+/// `account::AvDrift` has the definition).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Drift {
     /// The drift of largest magnitude among the streams, with its sign.

@@ -27,6 +27,7 @@ use rand::{RngExt as _, SeedableRng as _};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::cli::parse_duration;
 use crate::report::Report;
 use crate::report::progress::{self, Field, ProgressSource};
 use crate::stats::{Metric, Recorder};
@@ -161,28 +162,6 @@ pub struct CountRange(pub u32, pub u32);
 /// An inclusive duration range (`20ms..50ms`, or `30ms`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DurationRange(pub Duration, pub Duration);
-
-/// Parses `1.5`, `1.5s`, `250ms`, `100us` or `2m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = t.strip_suffix("us") {
-        (n, 1e-6)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (t, 1.0)
-    };
-    number
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .and_then(|v| Duration::try_from_secs_f64(v * scale).ok())
-        .ok_or_else(|| format!("{text:?} is not a duration like 30s, 250ms or 1.5"))
-}
 
 fn parse_count_range(text: &str) -> Result<CountRange, String> {
     let parse = |s: &str| {

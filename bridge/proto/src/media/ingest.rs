@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::clock::SessionClock;
-use super::h264::Depacketizer;
+use super::h264::{DepacketizeError, Depacketizer, FmtpError};
 use super::opus;
 use super::reorder::{ReorderBuffer, ReorderConfig, RtpPacket};
 use super::unit::Unit;
@@ -29,6 +29,57 @@ impl Kind {
     }
 }
 
+/// One value per media kind (counters, dump files): indexed by [`Kind`], not by a string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PerKind<T> {
+    /// The audio track's.
+    pub audio: T,
+    /// The video track's.
+    pub video: T,
+}
+
+impl<T> PerKind<T> {
+    /// One value per kind, made by `f`.
+    pub fn from_fn(mut f: impl FnMut(Kind) -> T) -> Self {
+        Self {
+            audio: f(Kind::Audio),
+            video: f(Kind::Video),
+        }
+    }
+
+    /// The value for `kind`.
+    pub fn get(&self, kind: Kind) -> &T {
+        match kind {
+            Kind::Audio => &self.audio,
+            Kind::Video => &self.video,
+        }
+    }
+
+    /// The value for `kind`, to change.
+    pub fn get_mut(&mut self, kind: Kind) -> &mut T {
+        match kind {
+            Kind::Audio => &mut self.audio,
+            Kind::Video => &mut self.video,
+        }
+    }
+}
+
+/// What the pipeline dropped, with enough context to find the packet in a capture. The pipeline
+/// goes on (and counts the loss in [`IngestStats`]); the session logs these.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    /// A video packet the depacketizer refused; its access unit is dropped.
+    #[error(transparent)]
+    Depacketize(#[from] DepacketizeError),
+    /// The negotiated fmtp's parameter sets are unusable: video waits for in-band SPS/PPS.
+    #[error(transparent)]
+    Fmtp(#[from] FmtpError),
+}
+
+/// Errors kept for the session to read; beyond this many unread, more are only counted.
+const MAX_PENDING_ERRORS: usize = 64;
+
 /// Counters worth exporting.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IngestStats {
@@ -51,6 +102,17 @@ struct Track {
     reorder: ReorderBuffer,
 }
 
+impl Track {
+    /// Adds what this track's buffer (and depacketizer) counted to `stats`.
+    fn add_stats(&self, stats: &mut IngestStats, depacketizer: Option<&Depacketizer>) {
+        stats.lost += self.reorder.stats().lost;
+        if let Some(d) = depacketizer {
+            let s = d.stats();
+            stats.video_dropped += s.dropped_loss + s.dropped_malformed + s.dropped_no_parameters;
+        }
+    }
+}
+
 /// The ingest pipeline of one session.
 pub struct Ingest {
     config: ReorderConfig,
@@ -59,6 +121,7 @@ pub struct Ingest {
     video: Option<(Track, Depacketizer)>,
     audio: Option<Track>,
     out: VecDeque<Unit>,
+    errors: VecDeque<IngestError>,
     stats: IngestStats,
 }
 
@@ -81,23 +144,22 @@ impl Ingest {
             video: None,
             audio: None,
             out: VecDeque::new(),
+            errors: VecDeque::new(),
             stats: IngestStats::default(),
         }
     }
 
-    /// Counters so far.
+    /// Counters so far, of every track the session had: they never go down, so they can be
+    /// exported as counters.
     pub fn stats(&self) -> IngestStats {
-        let lost = |t: &Track| t.reorder.stats().lost;
-        IngestStats {
-            lost: self.video.as_ref().map_or(0, |(t, _)| lost(t))
-                + self.audio.as_ref().map_or(0, lost),
-            video_dropped: self.stats.video_dropped
-                + self.video.as_ref().map_or(0, |(_, d)| {
-                    let s = d.stats();
-                    s.dropped_loss + s.dropped_malformed + s.dropped_no_parameters
-                }),
-            ..self.stats
+        let mut stats = self.stats;
+        if let Some((track, depacketizer)) = &self.video {
+            track.add_stats(&mut stats, Some(depacketizer));
         }
+        if let Some(track) = &self.audio {
+            track.add_stats(&mut stats, None);
+        }
+        stats
     }
 
     /// True while video output waits for a keyframe (at the start, after loss): time for a PLI.
@@ -125,7 +187,8 @@ impl Ingest {
 
     /// A sender report (RTCP SR) for `ssrc`.
     pub fn sender_report(&mut self, ssrc: u32, ntp: u64, rtp: u32, now: Instant) {
-        // An SR for an SSRC we have not seen yet is simply not useful yet.
+        // The only error is an SSRC not seen yet (its SR came before its first RTP packet): not
+        // useful yet, and the next SR comes within seconds.
         let _ = self.clock.sender_report(ssrc, ntp, rtp, now);
     }
 
@@ -135,11 +198,17 @@ impl Ingest {
         let track = match kind {
             Kind::Video => {
                 if self.video.as_ref().is_none_or(|(t, _)| t.ssrc != ssrc) {
-                    let mut depacketizer = Depacketizer::new();
-                    if let Some(fmtp) = &self.video_fmtp {
-                        // A bad sprop-parameter-sets only means waiting for in-band SPS/PPS.
-                        let _ = depacketizer.set_fmtp(fmtp);
+                    if let Some((old, d)) = &self.video {
+                        old.add_stats(&mut self.stats, Some(d));
                     }
+                    let mut depacketizer = Depacketizer::new();
+                    if let Some(fmtp) = &self.video_fmtp
+                        && let Err(err) = depacketizer.set_fmtp(fmtp)
+                    {
+                        // A bad sprop-parameter-sets only means waiting for in-band SPS/PPS.
+                        Self::report(&mut self.errors, err.into());
+                    }
+                    // Fails only for a clock rate of 0.
                     let _ = self.clock.add_track(ssrc, 90_000);
                     self.video = Some((self.new_track(ssrc), depacketizer));
                 }
@@ -147,6 +216,10 @@ impl Ingest {
             }
             Kind::Audio => {
                 if self.audio.as_ref().is_none_or(|t| t.ssrc != ssrc) {
+                    if let Some(old) = &self.audio {
+                        old.add_stats(&mut self.stats, None);
+                    }
+                    // Fails only for a clock rate of 0.
                     let _ = self.clock.add_track(ssrc, 48_000);
                     self.audio = Some(self.new_track(ssrc));
                 }
@@ -154,7 +227,8 @@ impl Ingest {
             }
         };
         if let Some(track) = track {
-            // Duplicates, late and stray packets are counted by the buffer and go no further.
+            // Duplicates, late and stray packets are counted by the buffer and go no further. The
+            // only error is an SSRC other than the buffer's, and each SSRC has its own buffer.
             let _ = track.reorder.push(packet, now);
         }
         self.drain(now);
@@ -170,6 +244,19 @@ impl Ingest {
         self.out.pop_front()
     }
 
+    /// The next thing dropped for a reason worth logging, oldest first.
+    pub fn poll_error(&mut self) -> Option<IngestError> {
+        self.errors.pop_front()
+    }
+
+    /// Keeps `err` for [`Self::poll_error`], unless too many are unread already (a session that
+    /// never reads them must not grow without bound; the stats count every drop anyway).
+    fn report(errors: &mut VecDeque<IngestError>, err: IngestError) {
+        if errors.len() < MAX_PENDING_ERRORS {
+            errors.push_back(err);
+        }
+    }
+
     fn new_track(&self, ssrc: u32) -> Track {
         Track {
             ssrc,
@@ -180,7 +267,8 @@ impl Ingest {
     fn drain(&mut self, now: Instant) {
         if let Some((track, depacketizer)) = self.video.as_mut() {
             while let Some(packet) = track.reorder.pop(now) {
-                if depacketizer.push(&packet).is_err() {
+                if let Err(err) = depacketizer.push(&packet) {
+                    Self::report(&mut self.errors, err.into());
                     continue;
                 }
                 while let Some(frame) = depacketizer.pull() {
@@ -259,6 +347,29 @@ mod tests {
         assert!(ingest.poll().is_none(), "inter frame after loss is dropped");
         assert!(ingest.wants_keyframe());
         assert_eq!(ingest.stats().lost, 1);
+    }
+
+    #[test]
+    fn a_refused_packet_is_reported_with_its_ssrc_and_seq() {
+        let t0 = Instant::now();
+        let mut ingest = Ingest::new(
+            t0,
+            ReorderConfig::default(),
+            Some("sprop-parameter-sets=!!".into()),
+        );
+        // NAL unit type 25 (STAP-B): packetization mode 2, never negotiated.
+        let stap_b = Bytes::from_static(&[0x19, 0x00, 0x01, 0x41]);
+        ingest.push(Kind::Video, RtpPacket::new(5, 7, 0, true, stap_b), t0);
+        assert!(matches!(ingest.poll_error(), Some(IngestError::Fmtp(_))));
+        assert_eq!(
+            ingest.poll_error(),
+            Some(IngestError::Depacketize(DepacketizeError::Unsupported {
+                ssrc: 5,
+                seq: 7,
+                nal_type: 25
+            }))
+        );
+        assert_eq!(ingest.poll_error(), None);
     }
 
     /// The RTP an ffmpeg 9 publisher sends (tests/data/README.md says how it was captured).

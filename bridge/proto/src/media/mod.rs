@@ -4,6 +4,7 @@ pub mod aac;
 pub mod clock;
 pub mod h264;
 pub mod ingest;
+pub mod ogg;
 pub mod opus;
 pub mod reorder;
 pub mod start;

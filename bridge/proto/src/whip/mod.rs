@@ -1,4 +1,5 @@
 //! WHIP protocol state (RFC 9725): pure code, no IO, no clock.
 
+pub mod liveness;
 pub mod resource;
 pub mod sdpfrag;
