@@ -6,4 +6,5 @@ pub mod h264;
 pub mod ingest;
 pub mod opus;
 pub mod reorder;
+pub mod rtp;
 pub mod unit;
