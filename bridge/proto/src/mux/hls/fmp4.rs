@@ -936,6 +936,8 @@ fn write_dops(b: &mut BytesMut, opus: &OpusParams) {
 
 #[cfg(test)]
 mod tests {
+    use loadgen::publish::fmp4 as reader;
+
     use super::*;
     use crate::testdata::{
         ADTS, ASC, H264, aac_frames, check_plays, temp_dir, tool, video_units, xorshift,
@@ -1083,13 +1085,11 @@ mod tests {
         let tkhd = find(&init, &["moov", "trak#0", "tkhd"]);
         assert_eq!(tkhd.len(), 84);
         assert_eq!(u32_at(tkhd, 0), 3, "enabled, in movie");
-        assert_eq!(u32_at(tkhd, 12), 1, "track_ID");
         assert_eq!(&tkhd[32..36], [0, 0, 0, 0], "layer, alternate group");
         assert_eq!(&tkhd[36..38], [0, 0], "video volume 0");
         assert_eq!(u32_at(tkhd, 76), 640 << 16);
         assert_eq!(u32_at(tkhd, 80), 360 << 16);
         let mdhd = find(&init, &["moov", "trak#0", "mdia", "mdhd"]);
-        assert_eq!(u32_at(mdhd, 12), 90_000, "timescale");
         assert_eq!(&mdhd[20..22], [0x55, 0xc4], "und");
         let hdlr = find(&init, &["moov", "trak#0", "mdia", "hdlr"]);
         assert_eq!(&hdlr[8..12], b"vide");
@@ -1147,11 +1147,8 @@ mod tests {
 
         // Audio track.
         let tkhd = find(&init, &["moov", "trak#1", "tkhd"]);
-        assert_eq!(u32_at(tkhd, 12), 2, "track_ID");
         assert_eq!(&tkhd[36..38], [1, 0], "volume 1.0");
         assert_eq!(u32_at(tkhd, 76), 0);
-        let mdhd = find(&init, &["moov", "trak#1", "mdia", "mdhd"]);
-        assert_eq!(u32_at(mdhd, 12), 48_000, "timescale");
         let hdlr = find(&init, &["moov", "trak#1", "mdia", "hdlr"]);
         assert_eq!(&hdlr[8..12], b"soun");
         assert_eq!(
@@ -1191,6 +1188,20 @@ mod tests {
             );
         }
         assert_eq!(muxer.codecs(), "avc1.42c01e,mp4a.40.2");
+
+        // Track IDs, timescales and the NAL length size, as loadgen's reader sees them.
+        let read = reader::Init::parse(&init).unwrap();
+        let video = read.video;
+        assert_eq!(
+            (
+                video.track.track_id,
+                video.track.timescale,
+                video.nal_length_size
+            ),
+            (1, 90_000, 4)
+        );
+        let audio = read.audio.unwrap();
+        assert_eq!((audio.track_id, audio.timescale), (2, 48_000));
     }
 
     /// One publisher, one decoder configuration: the FLV sequence header's record (RTMP) and the
@@ -1332,6 +1343,15 @@ mod tests {
             at += frame.data.len();
         }
         assert_eq!(at, data.len(), "mdat ends with the last audio frame");
+
+        // loadgen's reader: six video samples whose NAL lengths tile them, and the time each
+        // track covers (tfdt plus the trun durations).
+        let read =
+            reader::Fragment::parse(&reader::Init::parse(&muxer.init()).unwrap(), &data).unwrap();
+        assert_eq!(read.video_samples, 6);
+        let span = |s: Option<reader::Span>| s.map(|s| (s.start, s.end, s.timescale));
+        assert_eq!(span(read.video), Some((0, 18_000, 90_000)));
+        assert_eq!(span(read.audio), Some((0, 10 * 1024, 48_000)));
     }
 
     /// Consecutive 200 ms parts: `tfdt` advances by exactly the durations written, in both
@@ -1349,6 +1369,7 @@ mod tests {
                 ..f
             })
             .collect();
+        let init = reader::Init::parse(&muxer.init()).unwrap();
         let mut expect: [Option<u64>; 2] = [None, None];
         let mut video_total = 0u64;
         for part in 0..10 {
@@ -1370,19 +1391,22 @@ mod tests {
             check_tree(&data);
             let mfhd = find(&data, &["moof", "mfhd"]);
             assert_eq!(u32_at(mfhd, 4), part as u32 + 1);
-            for (track, first_time) in [(0, video[0].dts), (1, audio[0].pts * 8 / 15)] {
-                let traf = format!("traf#{track}");
-                let tfdt = find(&data, &["moof", &traf, "tfdt"]);
-                let base = u64::from_be_bytes(tfdt[4..12].try_into().unwrap());
-                assert_eq!(base, first_time as u64, "part {part} track {track}");
+            // Where each track starts (tfdt) and ends (plus its trun durations), read by
+            // loadgen's reader.
+            let read = reader::Fragment::parse(&init, &data).unwrap();
+            let tracks = [
+                (0, read.video, video[0].dts),
+                (1, read.audio, audio[0].pts * 8 / 15),
+            ];
+            for (track, span, first_time) in tracks {
+                let span = span.unwrap();
+                assert_eq!(span.start, first_time as u64, "part {part} track {track}");
                 if let Some(want) = expect[track] {
-                    assert_eq!(base, want, "part {part} track {track} continues");
+                    assert_eq!(span.start, want, "part {part} track {track} continues");
                 }
-                let (_, samples) = trun_samples(find(&data, &["moof", &traf, "trun"]));
-                let sum: u64 = samples.iter().map(|s| u64::from(s.0)).sum();
-                expect[track] = Some(base + sum);
+                expect[track] = Some(span.end);
                 if track == 0 {
-                    video_total += sum;
+                    video_total += span.end - span.start;
                 }
             }
         }
@@ -1571,6 +1595,7 @@ mod tests {
     #[test]
     fn random_input_never_panics() {
         let mut rand = xorshift(0x9e37_79b9_7f4a_7c15_u64);
+        let init = reader::Init::parse(&muxer().init()).unwrap();
         let mut ok = 0;
         for _ in 0..300 {
             let mut muxer = muxer();
@@ -1606,7 +1631,10 @@ mod tests {
                     audio: &audio,
                     audio_end: end(rand()),
                 }) {
-                    check_tree(&concat(&chunks));
+                    let data = concat(&chunks);
+                    check_tree(&data);
+                    // Every sample where its trun says, NAL lengths tiling it.
+                    reader::Fragment::parse(&init, &data).unwrap();
                     ok += 1;
                 }
             }
