@@ -15,7 +15,8 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 mod common;
 
 use bridge_proto::media::h264::Depacketizer;
-use bridge_proto::media::reorder::{ReorderBuffer, ReorderConfig, RtpPacket};
+use bridge_proto::media::reorder::{ReorderBuffer, ReorderConfig};
+use bridge_proto::media::rtp::RtpPacket;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;

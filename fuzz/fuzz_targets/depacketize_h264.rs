@@ -11,7 +11,8 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 
 use bridge_proto::media::h264::Depacketizer;
-use bridge_proto::media::reorder::{ReorderBuffer, ReorderConfig, RtpPacket};
+use bridge_proto::media::reorder::{ReorderBuffer, ReorderConfig};
+use bridge_proto::media::rtp::RtpPacket;
 
 fuzz_target!(|data: &[u8]| {
     let start = Instant::now();

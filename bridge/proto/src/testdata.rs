@@ -113,6 +113,25 @@ pub fn snr_db(reference: &[i16], test: &[i16]) -> f64 {
     10.0 * (signal / noise.max(1e-9)).log10()
 }
 
+/// Bytes from hex digits, whitespace ignored (`"67 42c0"`): readable byte literals in tests.
+pub fn hex(s: &str) -> Bytes {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// High profile (100) and High 4:4:4 Predictive (244) SPS and PPS of one-frame 64x64 x264
+/// streams, for tests of what depends on the profile (the avcC extension).
+pub const HIGH_SPS: &str = "6764000aacd94426c044000003000400000300f03c489658";
+/// The PPS that goes with [`HIGH_SPS`].
+pub const HIGH_PPS: &str = "68ebe3cb22c0";
+/// See [`HIGH_SPS`].
+pub const HIGH444_SPS: &str = "67f4000a919b2884d80880000003008000001e078912cb";
+/// The PPS that goes with [`HIGH444_SPS`].
+pub const HIGH444_PPS: &str = "68ebe3c44844";
+
 /// A xorshift64 generator (Marsaglia): the same numbers for the same (nonzero) seed on every run,
 /// for the tests that feed random input.
 pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {

@@ -1,8 +1,11 @@
-//! AAC-LC at 48 kHz as the containers carry it: the AudioSpecificConfig FLV and MP4 carry, and
-//! the ADTS header MPEG-TS and `.aac` files need (and [`split_adts`], which takes it off again).
-//! The encoder itself is in the bridge's `transcode` module, which links the codec library.
+//! AAC as the containers carry it: the AudioSpecificConfig FLV and MP4 carry ([`AacConfig`]
+//! reads one, [`audio_specific_config`] writes the bridge's own AAC-LC at 48 kHz), and the ADTS
+//! header MPEG-TS and `.aac` files need ([`Adts`], [`adts_header`]; [`split_adts`] takes it off
+//! again). The encoder itself is in the bridge's `transcode` module, which links the codec
+//! library.
 
 use bytes::Bytes;
+use thiserror::Error;
 
 /// The only rate the bridge encodes at: Opus decodes to 48 kHz, so no resampling is needed.
 pub const SAMPLE_RATE: u32 = 48_000;
@@ -27,25 +30,70 @@ pub fn audio_specific_config(channels: u8) -> [u8; 2] {
 /// The 7-byte ADTS header (ISO/IEC 14496-3 §1.A.2, no CRC) for one raw AAC-LC 48 kHz frame of
 /// `payload_len` bytes. `None` if the frame is too long for the 13-bit length field.
 pub fn adts_header(channels: u8, payload_len: usize) -> Option<[u8; 7]> {
-    let frame_len = payload_len.checked_add(7)?;
-    if frame_len >= 1 << 13 {
-        return None;
+    Adts::from_fields(AOT_AAC_LC, FREQ_INDEX_48K, channels & 0x07)?.header(payload_len)
+}
+
+/// ADTS headers (ISO/IEC 14496-3 §1.A.2.2: MPEG-4, no CRC, one raw data block a frame) for one
+/// stream: the fields that do not change from frame to frame, worked out once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Adts {
+    /// The first four bytes; the frame length goes into the last two bits of the fourth and the
+    /// two bytes after it.
+    prefix: [u8; 4],
+}
+
+impl Adts {
+    /// Bytes of a header without CRC.
+    pub const HEADER_LEN: usize = 7;
+    /// The largest raw frame a header can frame: `aac_frame_length` is 13 bits and counts the
+    /// header.
+    pub const MAX_PAYLOAD: usize = (1 << 13) - 1 - Self::HEADER_LEN;
+
+    /// Headers for the stream `config` describes; `None` unless its object type fits ADTS's
+    /// 2-bit profile (1 to 4) and its rate is a tabled one (index 0 to 12: ADTS has no explicit
+    /// rate).
+    pub fn new(config: &AacConfig) -> Option<Self> {
+        Self::from_fields(
+            config.object_type(),
+            config.frequency_index(),
+            config.channel_config(),
+        )
     }
-    // Bounded by the check above, so the casts below keep every bit.
-    let len = frame_len as u16;
-    let profile = AOT_AAC_LC - 1;
-    let channels = channels & 0x07;
-    Some([
-        0xff,
-        // sync (low 4 bits), MPEG-4, layer 0, protection_absent
-        0xf1,
-        (profile << 6) | (FREQ_INDEX_48K << 2) | (channels >> 2),
-        ((channels & 0x03) << 6) | ((len >> 11) as u8 & 0x03),
-        (len >> 3) as u8,
-        (((len & 0x07) as u8) << 5) | 0x1f,
-        // buffer fullness 0x7ff (VBR) low 6 bits, one raw data block
-        0xfc,
-    ])
+
+    fn from_fields(object_type: u8, frequency_index: u8, channel_config: u8) -> Option<Self> {
+        if !(1..=4).contains(&object_type) || frequency_index > 12 {
+            return None;
+        }
+        Some(Self {
+            prefix: [
+                0xff,
+                0xf1, // syncword (low 4 bits), ID 0 (MPEG-4), layer 0, protection_absent
+                (object_type - 1) << 6 | frequency_index << 2 | (channel_config >> 2 & 1),
+                (channel_config & 3) << 6,
+            ],
+        })
+    }
+
+    /// The header of one raw frame of `payload_len` bytes; `None` past [`Self::MAX_PAYLOAD`].
+    pub fn header(&self, payload_len: usize) -> Option<[u8; 7]> {
+        if payload_len > Self::MAX_PAYLOAD {
+            return None;
+        }
+        // Bounded by the check above, so the casts below keep every bit.
+        let len = (payload_len + Self::HEADER_LEN) as u16;
+        let p = self.prefix;
+        Some([
+            p[0],
+            p[1],
+            p[2],
+            p[3] | ((len >> 11) as u8 & 0x03),
+            (len >> 3) as u8,
+            // buffer fullness 0x7ff (variable rate): high 5 bits here, low 6 in the next byte,
+            (((len & 0x07) as u8) << 5) | 0x1f,
+            // ... then number_of_raw_data_blocks_in_frame 0: one raw data block
+            0xfc,
+        ])
+    }
 }
 
 /// The raw AAC frames of an ADTS stream (ISO/IEC 14496-3 §1.A.2), headers stripped, as slices
@@ -77,9 +125,150 @@ pub fn split_adts(data: &Bytes) -> Option<Vec<Bytes>> {
     Some(frames)
 }
 
+/// What went wrong reading an AudioSpecificConfig (ISO/IEC 14496-3 §1.6.2.1).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum AacConfigError {
+    /// Fewer bits than the fields need.
+    #[error("AudioSpecificConfig truncated")]
+    Truncated,
+    /// Object type 0 (null).
+    #[error("audio object type 0")]
+    NullObjectType,
+    /// A reserved sampling frequency index (13 or 14), or an explicit rate of 0.
+    #[error("sampling frequency index {0} unusable")]
+    Frequency(u8),
+    /// Channel configurations other than 1..=7 (0 means a program config element, which the
+    /// muxers would have to parse for a channel count).
+    #[error("channel configuration {0} unsupported")]
+    Channels(u8),
+}
+
+/// Sampling frequencies by index (ISO/IEC 14496-3 Table 1.18).
+const AAC_RATES: [u32; 13] = [
+    96_000, 88_200, 64_000, 48_000, 44_100, 32_000, 24_000, 22_050, 16_000, 12_000, 11_025, 8_000,
+    7_350,
+];
+
+/// A parsed AudioSpecificConfig, with the bytes it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AacConfig {
+    raw: Bytes,
+    object_type: u8,
+    frequency_index: u8,
+    sample_rate: u32,
+    channel_config: u8,
+}
+
+impl AacConfig {
+    /// Parses the leading fields of an AudioSpecificConfig (AAC-LC at 48 kHz stereo is
+    /// `[0x11, 0x90]`); the rest is kept opaque and copied into `esds` as is.
+    pub fn parse(asc: &[u8]) -> Result<Self, AacConfigError> {
+        let mut bits = Bits::new(asc);
+        let mut object_type = bits.take(5)?;
+        if object_type == 31 {
+            object_type = 32 + bits.take(6)?;
+        }
+        if object_type == 0 {
+            return Err(AacConfigError::NullObjectType);
+        }
+        let frequency_index = bits.take(4)? as u8;
+        let sample_rate = match frequency_index {
+            15 => bits.take(24)?,
+            i => AAC_RATES
+                .get(usize::from(i))
+                .copied()
+                .ok_or(AacConfigError::Frequency(i))?,
+        };
+        if sample_rate == 0 {
+            return Err(AacConfigError::Frequency(frequency_index));
+        }
+        let channel_config = bits.take(4)? as u8;
+        if !(1..=7).contains(&channel_config) {
+            return Err(AacConfigError::Channels(channel_config));
+        }
+        Ok(Self {
+            raw: Bytes::copy_from_slice(asc),
+            // At most 32 + 63.
+            object_type: object_type as u8,
+            frequency_index,
+            sample_rate,
+            channel_config,
+        })
+    }
+
+    /// The AudioSpecificConfig bytes.
+    pub fn bytes(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// Audio object type (2 for AAC-LC).
+    pub fn object_type(&self) -> u8 {
+        self.object_type
+    }
+
+    /// The sampling frequency index, 15 when the rate is explicit.
+    pub fn frequency_index(&self) -> u8 {
+        self.frequency_index
+    }
+
+    /// Samples per second.
+    pub fn sample_rate(&self) -> u32 {
+        self.sample_rate
+    }
+
+    /// The channel configuration (1..=7; 7 is 7.1).
+    pub fn channel_config(&self) -> u8 {
+        self.channel_config
+    }
+
+    /// Output channels.
+    pub fn channels(&self) -> u8 {
+        if self.channel_config == 7 {
+            8
+        } else {
+            self.channel_config
+        }
+    }
+
+    /// The RFC 6381 codec string, e.g. `mp4a.40.2`.
+    pub fn codec_string(&self) -> String {
+        format!("mp4a.40.{}", self.object_type)
+    }
+}
+
+/// An MSB-first reader over at most 64 bits, enough for the head of an AudioSpecificConfig.
+struct Bits {
+    value: u64,
+    left: u32,
+}
+
+impl Bits {
+    fn new(data: &[u8]) -> Self {
+        let mut value = 0u64;
+        let mut left = 0;
+        for &b in data.iter().take(8) {
+            value |= u64::from(b) << (56 - left);
+            left += 8;
+        }
+        Self { value, left }
+    }
+
+    fn take(&mut self, n: u32) -> Result<u32, AacConfigError> {
+        if n > self.left || n == 0 || n > 32 {
+            return Err(AacConfigError::Truncated);
+        }
+        let v = (self.value >> (64 - n)) as u32;
+        self.value <<= n;
+        self.left -= n;
+        Ok(v)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testdata::ASC;
 
     #[test]
     fn audio_specific_config_bits() {
@@ -103,6 +292,25 @@ mod tests {
         assert_eq!(h[6] & 0x03, 0, "one raw data block");
         assert!(adts_header(2, 8184).is_some());
         assert!(adts_header(2, 8185).is_none());
+    }
+
+    #[test]
+    fn adts_for_configs() {
+        let lc = Adts::new(&AacConfig::parse(&ASC).unwrap()).unwrap();
+        assert_eq!(lc.header(371), adts_header(2, 371));
+        assert_eq!(lc.header(Adts::MAX_PAYLOAD), adts_header(2, 8184));
+        assert_eq!(lc.header(Adts::MAX_PAYLOAD + 1), None);
+        // 7.1 (channel configuration 7 spans the two bytes).
+        let surround = Adts::new(&AacConfig::parse(&[0x11, 0xb8]).unwrap()).unwrap();
+        let h = surround.header(0).unwrap();
+        assert_eq!(((h[2] & 1) << 2) | (h[3] >> 6), 7);
+        // HE-AAC (object type 5) and explicit rates have no ADTS header.
+        assert_eq!(
+            Adts::new(&AacConfig::parse(&[0x2b, 0x08, 0x80]).unwrap()),
+            None
+        );
+        let usac = AacConfig::parse(&[0xf9, 0x5e, 0x01, 0x77, 0x00, 0xe0]).unwrap();
+        assert_eq!(Adts::new(&usac), None);
     }
 
     #[test]
@@ -172,5 +380,53 @@ mod tests {
                 assert!(payload + 7 * frames.len() <= data.len());
             }
         }
+    }
+
+    #[test]
+    fn audio_specific_configs() {
+        let lc = AacConfig::parse(&ASC).unwrap();
+        assert_eq!(
+            (
+                lc.object_type(),
+                lc.frequency_index(),
+                lc.sample_rate(),
+                lc.channels()
+            ),
+            (2, 3, 48_000, 2)
+        );
+        assert_eq!(lc.codec_string(), "mp4a.40.2");
+        // HE-AAC at 24 kHz mono (its SBR extension after the fields is kept opaque).
+        let he = AacConfig::parse(&[0x2b, 0x08, 0x80]).unwrap();
+        assert_eq!(
+            (he.object_type(), he.sample_rate(), he.channels()),
+            (5, 24_000, 1)
+        );
+        // Escape object type 31 + 10 = 42 (USAC), explicit rate 0x00bb80 = 48 kHz, 7.1.
+        // 11111 001010 1111 000000001011101110000000 0111 -> bits in bytes:
+        let escaped = [0xf9, 0x5e, 0x01, 0x77, 0x00, 0xe0];
+        let usac = AacConfig::parse(&escaped).unwrap();
+        assert_eq!(
+            (
+                usac.object_type(),
+                usac.frequency_index(),
+                usac.sample_rate(),
+                usac.channels()
+            ),
+            (42, 15, 48_000, 8)
+        );
+        assert_eq!(AacConfig::parse(&[]), Err(AacConfigError::Truncated));
+        assert_eq!(AacConfig::parse(&[0x11]), Err(AacConfigError::Truncated));
+        assert_eq!(
+            AacConfig::parse(&[0x01, 0x90]),
+            Err(AacConfigError::NullObjectType)
+        );
+        assert_eq!(
+            AacConfig::parse(&[0x16, 0x90]),
+            Err(AacConfigError::Frequency(13))
+        );
+        assert_eq!(
+            AacConfig::parse(&[0x11, 0x80]),
+            Err(AacConfigError::Channels(0))
+        );
     }
 }

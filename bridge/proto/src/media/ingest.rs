@@ -7,7 +7,8 @@ use std::time::Instant;
 use super::clock::SessionClock;
 use super::h264::{DepacketizeError, Depacketizer, FmtpError};
 use super::opus;
-use super::reorder::{ReorderBuffer, ReorderConfig, RtpPacket};
+use super::reorder::{ReorderBuffer, ReorderConfig};
+use super::rtp::RtpPacket;
 use super::unit::Unit;
 
 /// Which track a packet belongs to.

@@ -7,5 +7,6 @@ pub mod ingest;
 pub mod ogg;
 pub mod opus;
 pub mod reorder;
+pub mod rtp;
 pub mod start;
 pub mod unit;

@@ -17,52 +17,15 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use thiserror::Error;
+
+// Re-exported: the bridge's RTC layer names the packet by this path.
+pub use super::rtp::RtpPacket;
 
 /// A packet further ahead than this is a possible sequence restart, not loss (RFC 3550 A.1).
 pub const MAX_DROPOUT: u16 = 3000;
 /// A packet further behind than this is a possible sequence restart, not a late one (RFC 3550 A.1).
 pub const MAX_MISORDER: u16 = 100;
-
-/// The parts of an RTP packet media code uses; built by the RTC layer from whatever its stack
-/// hands over, so that media/ names no WebRTC types.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RtpPacket {
-    /// Synchronization source.
-    pub ssrc: u32,
-    /// RTP sequence number.
-    pub sequence_number: u16,
-    /// RTP timestamp, in the payload format's clock.
-    pub timestamp: u32,
-    /// Marker bit: for video, the last packet of an access unit.
-    pub marker: bool,
-    /// Payload with padding already removed; empty for a padding-only packet.
-    pub payload: Bytes,
-    /// Packets given up on just before this one (0 if none). Set by [`ReorderBuffer`] on output;
-    /// ignored on input.
-    pub loss: u16,
-}
-
-impl RtpPacket {
-    /// A packet with no loss before it.
-    pub fn new(
-        ssrc: u32,
-        sequence_number: u16,
-        timestamp: u32,
-        marker: bool,
-        payload: Bytes,
-    ) -> Self {
-        Self {
-            ssrc,
-            sequence_number,
-            timestamp,
-            marker,
-            payload,
-            loss: 0,
-        }
-    }
-}
 
 /// How long and how much to wait for a missing packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -440,6 +403,8 @@ impl ReorderBuffer {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     fn pkt(seq: u16) -> RtpPacket {

@@ -15,8 +15,10 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use rml_rtmp::sessions::StreamMetadata;
 
-use crate::media::h264::sps::{self, NAL_SPS, Sps, SpsError};
-use crate::media::h264::{NAL_IDR, NAL_PPS};
+use crate::media::h264::avcc::{self, AvccError};
+use crate::media::h264::nal::{NAL_IDR, NAL_PPS, NAL_SPS, is_framing, nal_type};
+use crate::media::h264::params::ParameterSets;
+use crate::media::h264::sps::{self, Sps};
 use crate::media::unit::{AudioFrame, VideoUnit};
 
 /// FLV tag type of audio.
@@ -36,10 +38,6 @@ pub const FOURCC_OPUS: [u8; 4] = *b"Opus";
 /// Largest tag body: RTMP message and FLV tag lengths are 24-bit.
 pub const MAX_BODY: usize = (1 << 24) - 1;
 
-/// NAL unit type of an access unit delimiter.
-const NAL_AUD: u8 = 9;
-/// NAL unit type of filler data.
-const NAL_FILLER: u8 = 12;
 /// AVCPacketType values (FLV spec E.4.3.1).
 const AVC_SEQUENCE_HEADER: u8 = 0;
 const AVC_NALU: u8 = 1;
@@ -60,30 +58,9 @@ const CTS_MAX: i64 = (1 << 23) - 1;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FlvError {
-    /// An SPS too short to hold profile, constraint flags and level.
-    #[error("SPS of {0} bytes (at least 4 needed)")]
-    SpsTooShort(usize),
-    /// The SPS does not parse (needed for the record's chroma format and bit depths).
-    #[error("SPS: {0}")]
-    Sps(#[from] SpsError),
-    /// A parameter set longer than the record's 16-bit length field.
-    #[error("{kind} of {len} bytes (at most 65535)")]
-    ParameterSetTooLong {
-        /// SPS or PPS.
-        kind: &'static str,
-        /// Its length.
-        len: usize,
-    },
-    /// More parameter sets than the record can count.
-    #[error("{count} {kind}s (at most {max})")]
-    TooManyParameterSets {
-        /// SPS or PPS.
-        kind: &'static str,
-        /// How many there were.
-        count: usize,
-        /// The record's limit.
-        max: usize,
-    },
+    /// The parameter sets make no AVCDecoderConfigurationRecord.
+    #[error(transparent)]
+    Avcc(#[from] AvccError),
     /// A tag body longer than RTMP's 24-bit message length.
     #[error("tag body of {0} bytes (RTMP and FLV allow at most 16777215)")]
     TooLong(usize),
@@ -165,84 +142,13 @@ impl RtmpClock {
     }
 }
 
-/// The AVCDecoderConfigurationRecord (ISO/IEC 14496-15 §5.3.3.1) for these parameter sets, with
-/// 4-byte NAL lengths. Profile, compatibility and level come from the first SPS. The chroma
-/// format and bit depth extension is written for every profile but Baseline, Main and Extended,
-/// as the 2010+ editions of 14496-15 (and ffmpeg) do; the 2004 edition listed only profiles
-/// 100, 110, 122 and 144, which this includes.
-pub fn avc_decoder_configuration_record(
-    sps_list: &[Bytes],
-    pps_list: &[Bytes],
-) -> Result<Bytes, FlvError> {
-    let first = sps_list.first().ok_or(FlvError::TooManyParameterSets {
-        kind: "SPS",
-        count: 0,
-        max: 31,
-    })?;
-    let [_, profile, compat, level, ..] = first[..] else {
-        return Err(FlvError::SpsTooShort(first.len()));
-    };
-    if sps_list.len() > 31 {
-        return Err(FlvError::TooManyParameterSets {
-            kind: "SPS",
-            count: sps_list.len(),
-            max: 31,
-        });
-    }
-    if pps_list.is_empty() || pps_list.len() > 255 {
-        return Err(FlvError::TooManyParameterSets {
-            kind: "PPS",
-            count: pps_list.len(),
-            max: 255,
-        });
-    }
-    let extension = !matches!(profile, 66 | 77 | 88);
-    let parsed = if extension {
-        Some(sps::parse(first)?)
-    } else {
-        None
-    };
-    let sets_len: usize = sps_list.iter().chain(pps_list).map(|s| 2 + s.len()).sum();
-    let mut out = BytesMut::with_capacity(7 + sets_len + 4);
-    out.put_slice(&[1, profile, compat, level, 0xfc | 3]);
-    // Bounded by the checks above.
-    out.put_u8(0xe0 | sps_list.len() as u8);
-    put_parameter_sets(&mut out, "SPS", sps_list)?;
-    out.put_u8(pps_list.len() as u8);
-    put_parameter_sets(&mut out, "PPS", pps_list)?;
-    if let Some(s) = parsed {
-        out.put_u8(0xfc | (s.chroma_format_idc & 0x03));
-        out.put_u8(0xf8 | (s.bit_depth_luma.saturating_sub(8) & 0x07));
-        out.put_u8(0xf8 | (s.bit_depth_chroma.saturating_sub(8) & 0x07));
-        // numOfSequenceParameterSetExt: SPS extensions (type 13) are not forwarded.
-        out.put_u8(0);
-    }
-    Ok(out.freeze())
-}
-
-fn put_parameter_sets(
-    out: &mut BytesMut,
-    kind: &'static str,
-    sets: &[Bytes],
-) -> Result<(), FlvError> {
-    for set in sets {
-        let len = u16::try_from(set.len()).map_err(|_| FlvError::ParameterSetTooLong {
-            kind,
-            len: set.len(),
-        })?;
-        out.put_u16(len);
-        out.put_slice(set);
-    }
-    Ok(())
-}
-
 /// The video tag body of an AVC sequence header: keyframe, AVC, AVCPacketType 0, composition
-/// time 0, then the decoder configuration record.
+/// time 0, then the AVCDecoderConfigurationRecord (the one [`avcc`] writes for MP4 too).
 pub fn avc_sequence_header(sps_list: &[Bytes], pps_list: &[Bytes]) -> Result<Bytes, FlvError> {
-    let record = avc_decoder_configuration_record(sps_list, pps_list)?;
-    let mut out = BytesMut::with_capacity(5 + record.len());
+    let sets_len: usize = sps_list.iter().chain(pps_list).map(|s| 2 + s.len()).sum();
+    let mut out = BytesMut::with_capacity(5 + 7 + sets_len + 4);
     out.put_slice(&[(FRAME_KEY << 4) | CODEC_AVC, AVC_SEQUENCE_HEADER, 0, 0, 0]);
-    out.put_slice(&record);
+    avcc::write(&mut out, sps_list, pps_list)?;
     Ok(out.freeze())
 }
 
@@ -349,8 +255,7 @@ pub struct FlvVideoStats {
 /// meaningless in FLV).
 #[derive(Debug, Default)]
 pub struct FlvVideo {
-    sps: Vec<Bytes>,
-    pps: Vec<Bytes>,
+    params: ParameterSets,
     parsed: Option<Sps>,
     configured: bool,
     started: bool,
@@ -381,33 +286,10 @@ impl FlvVideo {
         clock: &mut RtmpClock,
     ) -> Result<Vec<FlvTag>, FlvError> {
         let mut tags = Vec::new();
-        let nal_type = |n: &Bytes| n.first().map_or(0, |b| b & 0x1f);
-        let unit_sps: Vec<&Bytes> = unit
-            .nalus
-            .iter()
-            .filter(|n| nal_type(n) == NAL_SPS)
-            .collect();
-        let unit_pps: Vec<&Bytes> = unit
-            .nalus
-            .iter()
-            .filter(|n| nal_type(n) == NAL_PPS)
-            .collect();
-        let changed = (!unit_sps.is_empty() && !same(&unit_sps, &self.sps))
-            || (!unit_pps.is_empty() && !same(&unit_pps, &self.pps));
-        if changed {
-            let sps = if unit_sps.is_empty() {
-                self.sps.clone()
-            } else {
-                unit_sps.into_iter().cloned().collect()
-            };
-            let pps = if unit_pps.is_empty() {
-                self.pps.clone()
-            } else {
-                unit_pps.into_iter().cloned().collect()
-            };
-            if !sps.is_empty() && !pps.is_empty() {
-                let body = avc_sequence_header(&sps, &pps)?;
-                self.parsed = sps.first().and_then(|s| sps::parse(s).ok());
+        if let Some(next) = self.params.changed_by(&unit.nalus) {
+            if next.is_complete() {
+                let body = avc_sequence_header(next.sps(), next.pps())?;
+                self.parsed = next.sps().first().and_then(|s| sps::parse(s).ok());
                 tags.push(FlvTag {
                     kind: TagKind::Video,
                     timestamp: RtmpClock::timestamp(clock.ms(unit.dts)),
@@ -418,16 +300,16 @@ impl FlvVideo {
                 self.configured = true;
                 self.stats.sequence_headers += 1;
             }
-            self.sps = sps;
-            self.pps = pps;
+            self.params = next;
         }
-        let keyframe = unit.keyframe || unit.nalus.iter().any(|n| nal_type(n) == NAL_IDR);
+        let keyframe = unit.keyframe || unit.nalus.iter().any(|n| nal_type(n) == Some(NAL_IDR));
         if !self.configured || !(self.started || keyframe) {
             self.stats.skipped += 1;
             return Ok(tags);
         }
+        // Parameter sets are in the sequence header (every one in the unit is in force now).
         let picture = unit.nalus.iter().filter(|n| {
-            !n.is_empty() && !matches!(nal_type(n), NAL_SPS | NAL_PPS | NAL_AUD | NAL_FILLER)
+            nal_type(n).is_some_and(|t| !is_framing(t) && !matches!(t, NAL_SPS | NAL_PPS))
         });
         if picture.clone().next().is_none() {
             return Ok(tags);
@@ -445,10 +327,6 @@ impl FlvVideo {
         self.stats.frames += 1;
         Ok(tags)
     }
-}
-
-fn same(new: &[&Bytes], current: &[Bytes]) -> bool {
-    new.len() == current.len() && new.iter().zip(current).all(|(a, b)| *a == b)
 }
 
 /// The audio codec of an FLV output.
@@ -676,21 +554,9 @@ pub fn write_tag(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testdata::video_units;
+    use crate::testdata::{HIGH_PPS, HIGH_SPS, HIGH444_PPS, HIGH444_SPS, hex, video_units};
 
     const PTS0: i64 = 900_000;
-
-    fn hex(s: &str) -> Bytes {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
-
-    fn nal_type(n: &Bytes) -> u8 {
-        n[0] & 0x1f
-    }
 
     /// Sequence headers byte for byte against ffmpeg 9's FLV muxer (`-c copy -f flv`) on the
     /// same parameter sets: the test file (Baseline), and one-frame x264 High and High 4:4:4
@@ -701,13 +567,13 @@ mod tests {
         let sps: Vec<Bytes> = units[0]
             .nalus
             .iter()
-            .filter(|n| nal_type(n) == 7)
+            .filter(|n| nal_type(n) == Some(NAL_SPS))
             .cloned()
             .collect();
         let pps: Vec<Bytes> = units[0]
             .nalus
             .iter()
-            .filter(|n| nal_type(n) == 8)
+            .filter(|n| nal_type(n) == Some(NAL_PPS))
             .cloned()
             .collect();
         assert_eq!(
@@ -717,8 +583,7 @@ mod tests {
                  01 0004 68ce3c80"
             )
         );
-        let high_sps = hex("6764000aacd94426c044000003000400000300f03c489658");
-        let high_pps = hex("68ebe3cb22c0");
+        let (high_sps, high_pps) = (hex(HIGH_SPS), hex(HIGH_PPS));
         assert_eq!(
             avc_sequence_header(&[high_sps], &[high_pps]).unwrap(),
             hex(
@@ -726,8 +591,7 @@ mod tests {
                  01 0006 68ebe3cb22c0 fd f8 f8 00"
             )
         );
-        let h444_sps = hex("67f4000a919b2884d80880000003008000001e078912cb");
-        let h444_pps = hex("68ebe3c44844");
+        let (h444_sps, h444_pps) = (hex(HIGH444_SPS), hex(HIGH444_PPS));
         assert_eq!(
             avc_sequence_header(&[h444_sps], &[h444_pps]).unwrap(),
             hex(
@@ -735,55 +599,6 @@ mod tests {
                  01 0006 68ebe3c44844 ff f8 f8 00"
             )
         );
-    }
-
-    #[test]
-    fn decoder_configuration_record_fields() {
-        let sps = hex("6742c01eda0280bfe5c044000003000400000300f23c58ba80");
-        let pps = [hex("68ce3c80"), hex("68ce3c81")];
-        let r = avc_decoder_configuration_record(std::slice::from_ref(&sps), &pps).unwrap();
-        assert_eq!(r[0], 1, "configurationVersion");
-        assert_eq!(r[1], 0x42, "AVCProfileIndication");
-        assert_eq!(r[2], 0xc0, "profile_compatibility");
-        assert_eq!(r[3], 0x1e, "AVCLevelIndication");
-        assert_eq!(r[4], 0xff, "reserved 111111 + lengthSizeMinusOne 3");
-        assert_eq!(r[5], 0xe1, "reserved 111 + one SPS");
-        assert_eq!(u16::from_be_bytes([r[6], r[7]]), 25);
-        assert_eq!(&r[8..33], &sps[..]);
-        assert_eq!(r[33], 2, "two PPS");
-        assert_eq!(&r[34..40], &[0, 4, 0x68, 0xce, 0x3c, 0x80]);
-        assert_eq!(&r[40..46], &[0, 4, 0x68, 0xce, 0x3c, 0x81]);
-        assert_eq!(r.len(), 46, "no High profile extension for Baseline");
-
-        assert_eq!(
-            avc_decoder_configuration_record(&[hex("6742c0")], &pps),
-            Err(FlvError::SpsTooShort(3))
-        );
-        assert!(matches!(
-            avc_decoder_configuration_record(std::slice::from_ref(&sps), &[]),
-            Err(FlvError::TooManyParameterSets { kind: "PPS", .. })
-        ));
-        assert!(matches!(
-            avc_decoder_configuration_record(&vec![sps.clone(); 32], &pps),
-            Err(FlvError::TooManyParameterSets {
-                kind: "SPS",
-                count: 32,
-                ..
-            })
-        ));
-        let long = Bytes::from(vec![0x68; 70_000]);
-        assert!(matches!(
-            avc_decoder_configuration_record(&[sps], &[long]),
-            Err(FlvError::ParameterSetTooLong {
-                kind: "PPS",
-                len: 70_000
-            })
-        ));
-        // A High profile SPS that does not parse cannot give the extension fields.
-        assert!(matches!(
-            avc_decoder_configuration_record(&[hex("6764000a")], &pps),
-            Err(FlvError::Sps(_))
-        ));
     }
 
     fn unit(pts: i64, dts: i64, keyframe: bool, nalus: &[&str]) -> VideoUnit {

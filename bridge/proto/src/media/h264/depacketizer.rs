@@ -27,13 +27,11 @@ use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-use super::sps::{self, NAL_SPS, Sps};
-use super::{FU_A, NAL_IDR, NAL_PPS, STAP_A};
-use crate::media::reorder::RtpPacket;
+use super::nal::{NAL_AUD, NAL_IDR, NAL_PPS, NAL_SEI, NAL_SLICE, NAL_SPS, is_slice, nal_type};
+use super::sps::{self, Sps};
+use super::{FU_A, STAP_A};
+use crate::media::rtp::RtpPacket;
 use crate::media::unit::VideoUnit;
-
-const NAL_SEI: u8 = 6;
-const NAL_AUD: u8 = 9;
 
 /// Largest access unit taken, in payload bytes: far above any real picture (a 4K IDR at a high
 /// bitrate is a few MB), low enough that a sender that never ends a unit cannot grow one forever.
@@ -219,8 +217,7 @@ impl Depacketizer {
             let nal = engine
                 .decode(set)
                 .map_err(|_| FmtpError::Base64(set.to_owned()))?;
-            let nal_type = nal.first().map_or(0, |h| h & 0x1f);
-            match nal_type {
+            match nal_type(&nal).unwrap_or(0) {
                 NAL_SPS => {
                     self.sps_info = Some(sps::parse(&nal)?);
                     self.sps = Some(Bytes::from(nal));
@@ -436,13 +433,13 @@ impl Depacketizer {
 
     fn add_nal(&mut self, nal: Bytes) {
         match nal_type(&nal) {
-            NAL_SPS if self.sps.as_ref() != Some(&nal) => {
+            Some(NAL_SPS) if self.sps.as_ref() != Some(&nal) => {
                 if let Ok(info) = sps::parse(&nal) {
                     self.sps_info = Some(info);
                     self.sps = Some(nal.clone());
                 }
             }
-            NAL_PPS if nal.len() >= 2 => self.pps = Some(nal.clone()),
+            Some(NAL_PPS) if nal.len() >= 2 => self.pps = Some(nal.clone()),
             _ => {}
         }
         self.nalus.push(nal);
@@ -467,11 +464,11 @@ impl Depacketizer {
         let mut nalus = std::mem::replace(&mut self.nalus, Vec::with_capacity(8));
         self.unit_bytes = 0;
         self.unit_packets = 0;
-        if !nalus.iter().any(|n| matches!(nal_type(n), 1..=5)) {
+        if !nalus.iter().any(|n| nal_type(n).is_some_and(is_slice)) {
             // Parameter sets or SEI on their own: not a picture (parameter sets are cached).
             return;
         }
-        let keyframe = nalus.iter().any(|n| nal_type(n) == NAL_IDR);
+        let keyframe = nalus.iter().any(|n| nal_type(n) == Some(NAL_IDR));
         if !keyframe {
             if self.need_idr {
                 self.stats.dropped_waiting_for_idr += 1;
@@ -495,7 +492,7 @@ impl Depacketizer {
     /// Puts the cached SPS and PPS before the slices of an IDR unit that lacks them; false if one
     /// is needed and none is known.
     fn complete_parameters(&self, nalus: &mut Vec<Bytes>) -> bool {
-        let has = |t: u8| nalus.iter().any(|n| nal_type(n) == t);
+        let has = |t: u8| nalus.iter().any(|n| nal_type(n) == Some(t));
         let (has_sps, has_pps) = (has(NAL_SPS), has(NAL_PPS));
         if !has_pps {
             let Some(pps) = &self.pps else {
@@ -503,7 +500,7 @@ impl Depacketizer {
             };
             let at = nalus
                 .iter()
-                .position(|n| matches!(nal_type(n), 1..=5))
+                .position(|n| nal_type(n).is_some_and(is_slice))
                 .unwrap_or(0);
             nalus.insert(at, pps.clone());
         }
@@ -513,16 +510,12 @@ impl Depacketizer {
             };
             let at = nalus
                 .iter()
-                .position(|n| matches!(nal_type(n), 1..=5 | NAL_PPS))
+                .position(|n| nal_type(n).is_some_and(|t| is_slice(t) || t == NAL_PPS))
                 .unwrap_or(0);
             nalus.insert(at, sps.clone());
         }
         true
     }
-}
-
-fn nal_type(nal: &[u8]) -> u8 {
-    nal.first().map_or(0, |h| h & 0x1f)
 }
 
 /// The error for STAP-B, MTAP16, MTAP24 and FU-B payloads (interleaved mode).
@@ -557,7 +550,7 @@ fn starts_picture(payload: &[u8]) -> bool {
     };
     match nal_type {
         Some(NAL_SEI | NAL_SPS | NAL_PPS | NAL_AUD) => true,
-        Some(1 | NAL_IDR) => body.is_some_and(|b| b & 0x80 != 0),
+        Some(NAL_SLICE | NAL_IDR) => body.is_some_and(|b| b & 0x80 != 0),
         _ => false,
     }
 }

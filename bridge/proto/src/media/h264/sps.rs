@@ -7,8 +7,7 @@
 
 use thiserror::Error;
 
-/// NAL unit type of a sequence parameter set.
-pub const NAL_SPS: u8 = 7;
+pub use super::nal::NAL_SPS;
 
 /// What went wrong reading an SPS.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

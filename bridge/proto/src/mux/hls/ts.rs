@@ -26,9 +26,10 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-use super::fmp4::{AacConfig, Track};
-use crate::media::h264::NAL_PPS;
-use crate::media::h264::sps::NAL_SPS;
+use super::fmp4::Track;
+use crate::media::aac::{AacConfig, Adts};
+use crate::media::h264::nal::{NAL_AUD, NAL_IDR, NAL_PPS, NAL_SPS, nal_type};
+use crate::media::h264::params::ParameterSets;
 use crate::media::unit::{AudioFrame, TIMELINE_HZ, VideoUnit};
 
 /// Size of a transport stream packet.
@@ -55,11 +56,7 @@ const STREAM_ID_AUDIO: u8 = 0xc0;
 /// An access unit delimiter saying any slice type may follow (`primary_pic_type` 7).
 const AUD: [u8; 6] = [0, 0, 0, 1, 0x09, 0xf0];
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
-const NAL_IDR: u8 = 5;
-const NAL_AUD: u8 = 9;
-const ADTS_HEADER: usize = 7;
-/// ADTS `aac_frame_length` is 13 bits and counts the header.
-const ADTS_MAX_FRAME: usize = (1 << 13) - 1;
+const ADTS_HEADER: usize = Adts::HEADER_LEN;
 /// PES header with PTS only: start code, stream id, length, two flag bytes, header length, PTS.
 const PES_HEADER_PTS: usize = 14;
 /// `PES_packet_length` counts the bytes after itself.
@@ -86,7 +83,7 @@ pub enum TsError {
         frequency_index: u8,
     },
     /// An AAC frame too large for ADTS's 13-bit length.
-    #[error("AAC frame of {0} bytes (ADTS allows {max})", max = ADTS_MAX_FRAME - ADTS_HEADER)]
+    #[error("AAC frame of {0} bytes (ADTS allows {max})", max = Adts::MAX_PAYLOAD)]
     FrameTooLarge(usize),
 }
 
@@ -95,15 +92,14 @@ pub enum TsError {
 #[derive(Debug, Clone)]
 pub struct TsMuxer {
     video: bool,
-    /// The first four bytes of the ADTS header; the frame length goes into the last three.
-    adts: Option<[u8; 4]>,
+    /// The ADTS headers of the audio track.
+    adts: Option<Adts>,
     pat_cc: u8,
     pmt_cc: u8,
     video_cc: u8,
     audio_cc: u8,
     /// The latest parameter sets seen, for key frames that come without them.
-    sps: Option<Bytes>,
-    pps: Option<Bytes>,
+    params: ParameterSets,
     /// The last PCR sent, on the timeline: the clock never steps back, even if a decode time does.
     last_pcr: Option<i64>,
 }
@@ -114,7 +110,14 @@ impl TsMuxer {
         if !video && audio.is_none() {
             return Err(TsError::NoTracks);
         }
-        let adts = audio.map(adts_prefix).transpose()?;
+        let adts = audio
+            .map(|config| {
+                Adts::new(config).ok_or(TsError::NotAdts {
+                    object_type: config.object_type(),
+                    frequency_index: config.frequency_index(),
+                })
+            })
+            .transpose()?;
         Ok(Self {
             video,
             adts,
@@ -122,8 +125,7 @@ impl TsMuxer {
             pmt_cc: 0,
             video_cc: 0,
             audio_cc: 0,
-            sps: None,
-            pps: None,
+            params: ParameterSets::new(),
             last_pcr: None,
         })
     }
@@ -185,32 +187,24 @@ impl TsMuxer {
         let nalus: Vec<&Bytes> = unit
             .nalus
             .iter()
-            .filter(|n| n.first().is_some_and(|h| h & 0x1f != NAL_AUD))
+            .filter(|n| nal_type(n).is_some_and(|t| t != NAL_AUD))
             .collect();
         if nalus.is_empty() {
             return Ok(Bytes::new());
         }
-        let has = |kind: u8| {
-            nalus
-                .iter()
-                .any(|n| n.first().map(|h| h & 0x1f) == Some(kind))
-        };
+        let has = |kind: u8| nalus.iter().any(|n| nal_type(n) == Some(kind));
         let (has_sps, has_pps) = (has(NAL_SPS), has(NAL_PPS));
         let mut inserted: Vec<Bytes> = Vec::new();
         if has(NAL_IDR) {
-            if !has_sps && let Some(sps) = &self.sps {
-                inserted.push(sps.clone());
+            if !has_sps {
+                inserted.extend(self.params.sps().iter().cloned());
             }
-            if !has_pps && let Some(pps) = &self.pps {
-                inserted.push(pps.clone());
+            if !has_pps {
+                inserted.extend(self.params.pps().iter().cloned());
             }
         }
-        for nal in &nalus {
-            match nal.first().map(|h| h & 0x1f) {
-                Some(NAL_SPS) => self.sps = Some((*nal).clone()),
-                Some(NAL_PPS) => self.pps = Some((*nal).clone()),
-                _ => {}
-            }
+        if let Some(next) = self.params.changed_by(&unit.nalus) {
+            self.params = next;
         }
 
         let mut body: Vec<&[u8]> = Vec::with_capacity(1 + 2 * (nalus.len() + inserted.len()));
@@ -244,13 +238,10 @@ impl TsMuxer {
     /// AAC frames (raw, without ADTS headers) as one PES on the audio PID, each frame behind an
     /// ADTS header; more than one PES only if they would pass 64 KiB.
     pub fn audio(&mut self, frames: &[AudioFrame]) -> Result<Bytes, TsError> {
-        let Some(prefix) = self.adts else {
+        let Some(adts) = self.adts else {
             return Err(TsError::NoSuchTrack(Track::Audio));
         };
-        if let Some(big) = frames
-            .iter()
-            .find(|f| f.data.len() + ADTS_HEADER > ADTS_MAX_FRAME)
-        {
+        if let Some(big) = frames.iter().find(|f| f.data.len() > Adts::MAX_PAYLOAD) {
             return Err(TsError::FrameTooLarge(big.data.len()));
         }
         let total_in: usize = frames.iter().map(|f| ADTS_HEADER + f.data.len()).sum();
@@ -273,10 +264,11 @@ impl TsMuxer {
             let (batch, next) = rest.split_at(count.min(rest.len()));
             rest = next;
 
-            let headers: Vec<[u8; ADTS_HEADER]> = batch
+            let headers = batch
                 .iter()
-                .map(|frame| adts_header(prefix, frame.data.len()))
-                .collect();
+                .map(|f| adts.header(f.data.len()))
+                .collect::<Option<Vec<_>>>()
+                .ok_or(TsError::FrameTooLarge(Adts::MAX_PAYLOAD + 1))?; // checked above
             let mut body: Vec<&[u8]> = Vec::with_capacity(2 * batch.len());
             for (frame, adts) in batch.iter().zip(&headers) {
                 body.push(adts);
@@ -310,40 +302,6 @@ fn timestamp(time: i64) -> u64 {
 fn packets_for(header: usize, body: &[&[u8]]) -> usize {
     let bytes = header + body.iter().map(|p| p.len()).sum::<usize>();
     bytes.div_ceil(PAYLOAD_SIZE) + 1
-}
-
-/// The ADTS fields that do not change from frame to frame (ISO/IEC 14496-3 §1.A.2.2): MPEG-4,
-/// no CRC, profile, frequency index and channels.
-fn adts_prefix(config: &AacConfig) -> Result<[u8; 4], TsError> {
-    let object_type = config.object_type();
-    let frequency_index = config.frequency_index();
-    if !(1..=4).contains(&object_type) || frequency_index > 12 {
-        return Err(TsError::NotAdts {
-            object_type,
-            frequency_index,
-        });
-    }
-    let channels = config.channel_config();
-    Ok([
-        0xff,
-        0xf1, // syncword, ID 0 (MPEG-4), layer 0, protection_absent
-        (object_type - 1) << 6 | frequency_index << 2 | (channels >> 2 & 1),
-        (channels & 3) << 6,
-    ])
-}
-
-/// A full ADTS header for a raw frame of `payload` bytes (checked to fit 13 bits).
-fn adts_header(prefix: [u8; 4], payload: usize) -> [u8; ADTS_HEADER] {
-    let len = (payload + ADTS_HEADER) as u32;
-    [
-        prefix[0],
-        prefix[1],
-        prefix[2],
-        prefix[3] | (len >> 11 & 0x3) as u8,
-        (len >> 3) as u8,
-        ((len & 0x7) << 5) as u8 | 0x1f, // buffer fullness 0x7ff: variable rate
-        0xfc,                            // ... and one raw data block
-    ]
 }
 
 /// A PES header for `payload` bytes. Its length is 0 (unbounded) when it does not fit 16 bits,
