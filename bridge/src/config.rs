@@ -832,6 +832,8 @@ mod tests {
             "127.0.0.9",
             "--hls-container",
             "ts",
+            "--hls-audio",
+            "none",
             "--hls-event",
         ])
         .unwrap();
