@@ -16,7 +16,11 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use common::binary::*;
+use common::metrics::*;
+use common::netns::*;
+use common::peers::*;
+use common::proc::*;
 
 // ---------------------------------------------------------------------------------------------
 // One publish: run the publisher, watch the bridge, check what it counted.

@@ -10,7 +10,7 @@ use loadgen::signal;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_sessions_under_every_fault_show_no_violation() {
-    let bridge = common::start_in_process(|config| {
+    let bridge = common::inproc::start_in_process(|config| {
         config.max_sessions = 5_000;
     })
     .await;
