@@ -263,7 +263,9 @@ fn chromium_publish(restart: bool) {
         return skip("node not found");
     }
     if !node_modules_available() {
-        return skip("npm packages playwright-core and @binbat/whip-whep not found (npm ci)");
+        return skip(
+            "npm packages playwright-core and @binbat/whip-whep not found (npm ci in bridge/tests/interop)",
+        );
     }
     if !succeeds(Command::new("python3").arg("--version")) {
         return skip("python3 not found");

@@ -109,7 +109,7 @@ async fn play(source: Source) -> Option<Measured> {
         return None;
     }
     if !common::peers::node_modules_available() {
-        common::proc::skip("node modules missing (npm ci)");
+        common::proc::skip("node modules missing (npm ci in bridge/tests/interop)");
         return None;
     }
     let scratch = Scratch::new();

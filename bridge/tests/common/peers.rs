@@ -40,7 +40,7 @@ pub(crate) fn chromium_path() -> PathBuf {
 }
 
 /// Node with playwright-core, the WHIP client library and hls.js resolvable from the interop
-/// folder (`npm ci` at the repository root installs them all).
+/// folder (`npm ci` in `bridge/tests/interop/`, where `package.json` is, installs them all).
 pub(crate) fn node_modules_available() -> bool {
     succeeds(
         Command::new("node")
