@@ -7,27 +7,14 @@ mod common;
 use std::time::Duration;
 
 use bridge::{Bridge, Config};
+use common::inproc::endpoint;
+use common::metrics::Metrics;
 use loadgen::{Publisher, PublisherConfig};
 
 const CONNECT: Duration = Duration::from_secs(10);
 
 async fn start(tweak: impl FnOnce(&mut Config)) -> Bridge {
-    common::start_in_process(tweak).await
-}
-
-fn endpoint(bridge: &Bridge, stream: &str) -> PublisherConfig {
-    PublisherConfig {
-        trickle: true,
-        ..PublisherConfig::new(format!("http://{}/whip/{stream}", bridge.http_addr()))
-    }
-}
-
-/// Reads one sample from the exposition text: `name{labels} value`.
-fn metric(bridge: &Bridge, series: &str) -> f64 {
-    let text = bridge.app().metrics.render();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+    common::inproc::start_in_process(tweak).await
 }
 
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
@@ -47,7 +34,7 @@ async fn trickle_connect_media_delete() {
     let publisher = Publisher::connect(endpoint(&bridge, "cam")).await.unwrap();
     publisher.wait_connected(CONNECT).await.unwrap();
     wait_until("connected gauge", || {
-        metric(&bridge, "bridge_sessions{state=\"connected\"}") == 1.0
+        Metrics::of(&bridge).sum("bridge_sessions", &[("state", "connected")]) == 1.0
     })
     .await;
     let sent = publisher.send_media(Duration::from_secs(2)).await.unwrap();
@@ -56,23 +43,27 @@ async fn trickle_connect_media_delete() {
         "{sent:?}"
     );
     wait_until("all packets counted", || {
-        metric(&bridge, "bridge_rtp_packets_total{kind=\"video\"}") as u64 == sent.video_packets
-            && metric(&bridge, "bridge_rtp_packets_total{kind=\"audio\"}") as u64
+        Metrics::of(&bridge).sum("bridge_rtp_packets_total", &[("kind", "video")]) as u64
+            == sent.video_packets
+            && Metrics::of(&bridge).sum("bridge_rtp_packets_total", &[("kind", "audio")]) as u64
                 == sent.audio_packets
     })
     .await;
     assert_eq!(
-        metric(&bridge, "bridge_keyframes_total") as u64,
+        Metrics::of(&bridge).sum("bridge_keyframes_total", &[]) as u64,
         sent.keyframes
     );
-    assert!(metric(&bridge, "bridge_rtp_bytes_total{kind=\"video\"}") > 0.0);
+    assert!(Metrics::of(&bridge).sum("bridge_rtp_bytes_total", &[("kind", "video")]) > 0.0);
 
     assert_eq!(publisher.delete().await.unwrap(), 200);
     assert_eq!(bridge.app().session_count(), 0);
     assert!(bridge.app().udp.is_empty(), "routes released");
-    assert_eq!(metric(&bridge, "bridge_sessions{state=\"connected\"}"), 0.0);
     assert_eq!(
-        metric(&bridge, "bridge_sessions_ended_total{reason=\"delete\"}"),
+        Metrics::of(&bridge).sum("bridge_sessions", &[("state", "connected")]),
+        0.0
+    );
+    assert_eq!(
+        Metrics::of(&bridge).sum("bridge_sessions_ended_total", &[("reason", "delete")]),
         1.0
     );
     bridge.shutdown().await;
@@ -93,10 +84,10 @@ async fn ice_restart_reconnects_and_late_patches_are_refused() {
     publisher.restart_ice().await.unwrap();
     assert_ne!(publisher.etag(), old_etag);
     publisher.wait_connected(CONNECT).await.unwrap();
-    let before = metric(&bridge, "bridge_rtp_packets_total{kind=\"video\"}");
+    let before = Metrics::of(&bridge).sum("bridge_rtp_packets_total", &[("kind", "video")]);
     let sent = publisher.send_media(Duration::from_secs(1)).await.unwrap();
     wait_until("media after the restart", || {
-        metric(&bridge, "bridge_rtp_packets_total{kind=\"video\"}")
+        Metrics::of(&bridge).sum("bridge_rtp_packets_total", &[("kind", "video")])
             >= before + sent.video_packets as f64
     })
     .await;
@@ -136,9 +127,9 @@ async fn candidates_in_the_offer_without_trickle() {
         .await
         .unwrap();
     assert_eq!(
-        metric(
-            &bridge,
-            "bridge_http_requests_total{method=\"PATCH\",status=\"204\"}"
+        Metrics::of(&bridge).sum(
+            "bridge_http_requests_total",
+            &[("method", "PATCH"), ("status", "204")]
         ),
         0.0
     );
@@ -169,13 +160,11 @@ async fn sessions_end_on_dtls_close_takeover_and_timeout() {
     publisher.wait_connected(CONNECT).await.unwrap();
     publisher.vanish().await;
     wait_until("consent timeout", || bridge.app().session_count() == 0).await;
-    let ended = metric(
-        &bridge,
-        "bridge_sessions_ended_total{reason=\"consent_timeout\"}",
-    ) + metric(
-        &bridge,
-        "bridge_sessions_ended_total{reason=\"ice_failed\"}",
-    );
+    let ended = Metrics::of(&bridge).sum(
+        "bridge_sessions_ended_total",
+        &[("reason", "consent_timeout")],
+    ) + Metrics::of(&bridge)
+        .sum("bridge_sessions_ended_total", &[("reason", "ice_failed")]);
     assert_eq!(ended, 1.0, "{}", bridge.app().metrics.render());
 
     // A second publisher on the same stream takes over; the first one's URL is gone.
@@ -185,7 +174,7 @@ async fn sessions_end_on_dtls_close_takeover_and_timeout() {
     second.wait_connected(CONNECT).await.unwrap();
     assert_eq!(first.delete().await.unwrap(), 404);
     assert_eq!(
-        metric(&bridge, "bridge_sessions_ended_total{reason=\"takeover\"}"),
+        Metrics::of(&bridge).sum("bridge_sessions_ended_total", &[("reason", "takeover")]),
         1.0
     );
     assert_eq!(second.delete().await.unwrap(), 200);
@@ -200,9 +189,9 @@ async fn sessions_end_on_dtls_close_takeover_and_timeout() {
     assert_eq!(app.session_count(), 1);
     wait_until("connect timeout", || app.session_count() == 0).await;
     assert_eq!(
-        metric(
-            &bridge,
-            "bridge_sessions_ended_total{reason=\"connect_timeout\"}"
+        Metrics::of(&bridge).sum(
+            "bridge_sessions_ended_total",
+            &[("reason", "connect_timeout")]
         ),
         1.0
     );

@@ -8,46 +8,21 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bridge::{Bridge, Config};
-use loadgen::{Publisher, PublisherConfig};
+use common::inproc::endpoint;
+use common::proc::Scratch;
+use loadgen::Publisher;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const CONNECT: Duration = Duration::from_secs(10);
 
 async fn start(tweak: impl FnOnce(&mut Config)) -> Bridge {
-    common::start_in_process(tweak).await
-}
-
-/// A folder removed on drop (kept if the test fails).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("bridge-hls-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn endpoint(bridge: &Bridge, stream: &str) -> PublisherConfig {
-    PublisherConfig {
-        trickle: true,
-        ..PublisherConfig::new(format!("http://{}/whip/{stream}", bridge.http_addr()))
-    }
+    common::inproc::start_in_process(tweak).await
 }
 
 /// An HTTP answer, as a tiny HTTP/1.1 client saw it.
@@ -182,7 +157,7 @@ async fn wait_segments(http: SocketAddr, stream: &str, segments: usize) -> Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadgen_publisher_is_served_as_low_latency_hls() {
-    let dir = TempDir::new("ll");
+    let dir = Scratch::new();
     let bridge = start(|c| c.hls_dir = dir.0.clone()).await;
     let http = bridge.http_addr();
     let publisher = Publisher::connect(endpoint(&bridge, "demo")).await.unwrap();
@@ -370,7 +345,7 @@ async fn loadgen_publisher_is_served_as_low_latency_hls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segments_are_dated_when_the_publisher_sent_their_first_frame() {
     use loadgen::publish::fmp4::{Fragment, Init};
-    let dir = TempDir::new("dated");
+    let dir = Scratch::new();
     let bridge = start(|c| c.hls_dir = dir.0.clone()).await;
     let http = bridge.http_addr();
     let publisher = Publisher::connect(endpoint(&bridge, "dated"))
@@ -414,7 +389,7 @@ async fn segments_are_dated_when_the_publisher_sent_their_first_frame() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_takeover_continues_the_playlist_after_a_discontinuity() {
-    let dir = TempDir::new("takeover");
+    let dir = Scratch::new();
     let bridge = start(|c| c.hls_dir = dir.0.clone()).await;
     let http = bridge.http_addr();
     let first = Publisher::connect(endpoint(&bridge, "cam")).await.unwrap();
@@ -539,20 +514,23 @@ fn decode_errors(url: &str) -> String {
 }
 
 fn ffmpeg_publishes_and_players_read_it_back(container: &str) {
-    use common::{Bridge as BridgeProc, Proc, Scratch};
-    let _serial = common::serial();
+    use common::binary::Bridge as BridgeProc;
+    use common::proc::Proc;
+    let _serial = common::proc::serial();
     for tool in ["/usr/bin/ffprobe", "/usr/bin/ffmpeg"] {
         if !Path::new(tool).exists() {
-            return common::skip(&format!("{tool} not found (apt-get install ffmpeg)"));
+            return common::proc::skip(&format!("{tool} not found (apt-get install ffmpeg)"));
         }
     }
-    let Some(ffmpeg) = common::ffmpeg_whip() else {
-        return common::skip("ffmpeg with the WHIP muxer not found (pip install imageio-ffmpeg)");
+    let Some(ffmpeg) = common::peers::ffmpeg_whip() else {
+        return common::proc::skip(
+            "ffmpeg with the WHIP muxer not found (pip install imageio-ffmpeg)",
+        );
     };
     const SECS: u32 = 12;
     let scratch = Scratch::new();
     let hls_dir = scratch.file("hls");
-    let (http, udp) = common::free_loopback_ports();
+    let (http, udp) = common::binary::free_loopback_ports();
     let bridge = BridgeProc::start_with(
         &scratch,
         None,
@@ -570,7 +548,7 @@ fn ffmpeg_publishes_and_players_read_it_back(container: &str) {
     );
     let mut publisher = Proc::spawn(
         "ffmpeg",
-        &mut common::ffmpeg_publish(&ffmpeg, &bridge.whip_url("cam"), SECS),
+        &mut common::peers::ffmpeg_publish(&ffmpeg, &bridge.whip_url("cam"), SECS),
         scratch.file("ffmpeg.log"),
     );
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -16,7 +16,11 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use common::binary::*;
+use common::metrics::*;
+use common::netns::*;
+use common::peers::*;
+use common::proc::*;
 
 // ---------------------------------------------------------------------------------------------
 // One publish: run the publisher, watch the bridge, check what it counted.
@@ -259,7 +263,9 @@ fn chromium_publish(restart: bool) {
         return skip("node not found");
     }
     if !node_modules_available() {
-        return skip("npm packages playwright-core and @binbat/whip-whep not found (npm ci)");
+        return skip(
+            "npm packages playwright-core and @binbat/whip-whep not found (npm ci in bridge/tests/interop)",
+        );
     }
     if !succeeds(Command::new("python3").arg("--version")) {
         return skip("python3 not found");

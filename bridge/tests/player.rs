@@ -16,7 +16,8 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Bridge, Proc, Scratch};
+use common::binary::Bridge;
+use common::proc::{Proc, Scratch};
 use loadgen::{Publisher, PublisherConfig};
 
 /// Seconds of playback the page waits for.
@@ -98,40 +99,42 @@ struct Measured {
 /// Publishes `source` to a fresh bridge for as long as hls.js needs, plays it, checks the
 /// playback and returns its latencies (`None` when a tool is missing: skipped).
 async fn play(source: Source) -> Option<Measured> {
-    let chromium = common::chromium_path();
+    let chromium = common::peers::chromium_path();
     if !chromium.exists() {
-        common::skip(&format!("chromium not found at {}", chromium.display()));
+        common::proc::skip(&format!("chromium not found at {}", chromium.display()));
         return None;
     }
-    if !common::succeeds(Command::new("node").arg("--version")) {
-        common::skip("node not found");
+    if !common::proc::succeeds(Command::new("node").arg("--version")) {
+        common::proc::skip("node not found");
         return None;
     }
-    if !common::node_modules_available() {
-        common::skip("node modules missing (npm ci)");
+    if !common::peers::node_modules_available() {
+        common::proc::skip("node modules missing (npm ci in bridge/tests/interop)");
         return None;
     }
     let scratch = Scratch::new();
-    let (http, udp) = common::free_loopback_ports();
+    let (http, udp) = common::binary::free_loopback_ports();
     let bridge = Bridge::start_with(&scratch, None, http, udp, None, &[]);
     // Long enough for the page to start, play PLAY_SECS and report.
     let secs = PLAY_SECS + 25;
     let mut sending = match source {
         Source::Ffmpeg => {
-            let Some(ffmpeg) = common::ffmpeg_whip() else {
-                common::skip("ffmpeg with the WHIP muxer not found (pip install imageio-ffmpeg)");
+            let Some(ffmpeg) = common::peers::ffmpeg_whip() else {
+                common::proc::skip(
+                    "ffmpeg with the WHIP muxer not found (pip install imageio-ffmpeg)",
+                );
                 return None;
             };
             Sending::Ffmpeg(Proc::spawn(
                 "ffmpeg",
-                &mut common::ffmpeg_publish(&ffmpeg, &bridge.whip_url("cam"), secs),
+                &mut common::peers::ffmpeg_publish(&ffmpeg, &bridge.whip_url("cam"), secs),
                 scratch.file("ffmpeg.log"),
             ))
         }
         Source::Loadgen => {
             let publisher = Publisher::connect(PublisherConfig {
                 trickle: true,
-                token: Some(common::TOKEN.to_owned()),
+                token: Some(common::binary::TOKEN.to_owned()),
                 ..PublisherConfig::new(bridge.whip_url("cam"))
             })
             .await
@@ -161,9 +164,9 @@ async fn play(source: Source) -> Option<Measured> {
     let playlist = format!("http://{http}/hls/cam/index.m3u8");
     let mut driver = Command::new("node");
     driver
-        .arg(common::interop_dir().join("hlsjs_play.mjs"))
+        .arg(common::peers::interop_dir().join("hlsjs_play.mjs"))
         .args([playlist.as_str(), &PLAY_SECS.to_string()])
-        .current_dir(common::interop_dir())
+        .current_dir(common::peers::interop_dir())
         .env("CHROMIUM", &chromium);
     let out = tokio::task::spawn_blocking(move || driver.output().expect("node runs"))
         .await
@@ -243,13 +246,13 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn hls_js_plays_what_ffmpeg_publishes() {
-    let _serial = common::serial();
+    let _serial = common::proc::serial();
     runtime().block_on(play(Source::Ffmpeg));
 }
 
 #[test]
 fn hls_js_latency_behind_the_edge_matches_the_publishers_clock() {
-    let _serial = common::serial();
+    let _serial = common::proc::serial();
     let Some(m) = runtime().block_on(play(Source::Loadgen)) else {
         return;
     };

@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use common::binary::*;
+use common::netns::*;
+use common::peers::*;
+use common::proc::*;
 
 const NGINX: &str = "/usr/sbin/nginx";
 const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";

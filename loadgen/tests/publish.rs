@@ -1,6 +1,7 @@
 //! `publish`: the RTMP ingest against rml_rtmp's client, the LL-HLS client against a scripted
 //! server and a part captured from the bridge, and end to end (RTMP and LL-HLS) through the
-//! bridge binary when it is built (the bridge cannot run in-process: it depends on loadgen).
+//! bridge binary when it is built (found beside this test's own executable, so it follows
+//! `CARGO_TARGET_DIR` and `--release`; `cargo test --workspace` builds it).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -483,11 +484,23 @@ impl Drop for Bridge {
     }
 }
 
+/// The `bridge` binary of the build this test belongs to: `<target>/<profile>/bridge`, this test
+/// being `<target>/<profile>/deps/publish-<hash>`. (Cargo names another package's binary to no
+/// test, and the bridge is another package.)
+fn bridge_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test runs from <target>/<profile>/deps");
+    profile_dir.join(format!("bridge{}", std::env::consts::EXE_SUFFIX))
+}
+
 /// Two publishers through the bridge, measured at both outputs: the RTMP push to the built-in
 /// ingest and the LL-HLS playlists the bridge serves.
 #[tokio::test]
 async fn through_the_bridge_binary() {
-    let binary = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/bridge");
+    let binary = bridge_binary();
     if !binary.exists() {
         assert!(
             std::env::var_os("BRIDGE_REQUIRE_INTEROP").is_none_or(|v| v != "1"),

@@ -1,4 +1,4 @@
-//! The oracle: checks every answer of a session against RFC 9725 (as `shared/WHIP.md` states it).
+//! The oracle: checks every answer of a session against RFC 9725 (as `docs/whip-rules.md` states it).
 //! Pure: it reads the exchanges a session made, with their send and receive instants, after
 //! the session ended, and does no I/O.
 //!

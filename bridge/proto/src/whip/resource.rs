@@ -238,7 +238,7 @@ mod tests {
         list.iter().map(|c| c.key.clone()).collect()
     }
 
-    /// One row per line of WHIP.md's PATCH table.
+    /// One row per line of the PATCH decision table in `docs/whip-rules.md`.
     #[test]
     fn patch_decision_table() {
         use EtagMode::*;

@@ -1,0 +1,148 @@
+//! The `bridge` binary as a child process (on loopback or inside a namespace), and plain HTTP to it.
+// Each test binary compiles this module on its own and uses only part of it; what one binary
+// leaves unused is dead code there, though another uses it.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::metrics::Metrics;
+use super::netns::{NS_BRIDGE_IP, Netns};
+use super::peers::interop_dir;
+use super::proc::{Proc, Scratch, output};
+
+pub(crate) const BRIDGE: &str = env!("CARGO_BIN_EXE_bridge");
+pub(crate) const TOKEN: &str = "interop-token-4f1c9a";
+
+pub(crate) struct Bridge<'a> {
+    pub(crate) proc: Proc,
+    pub(crate) http: SocketAddr,
+    pub(crate) ns: Option<&'a Netns>,
+}
+
+impl<'a> Bridge<'a> {
+    pub(crate) fn start(
+        scratch: &Scratch,
+        ns: Option<&'a Netns>,
+        http: SocketAddr,
+        udp: SocketAddr,
+        advertise: Option<IpAddr>,
+    ) -> Self {
+        Self::start_with(scratch, ns, http, udp, advertise, &[])
+    }
+
+    /// The bridge inside `ns` on [`NS_BRIDGE_IP`] (HTTP port 8080, UDP port 8189, that address
+    /// advertised), with extra command-line arguments.
+    pub(crate) fn start_in(scratch: &Scratch, ns: &'a Netns, extra: &[String]) -> Self {
+        let ip: IpAddr = NS_BRIDGE_IP.parse().unwrap();
+        let (http, udp) = (SocketAddr::new(ip, 8080), SocketAddr::new(ip, 8189));
+        Self::start_with(scratch, Some(ns), http, udp, Some(ip), extra)
+    }
+
+    /// [`Bridge::start`] with extra command-line arguments (outputs, ...).
+    pub(crate) fn start_with(
+        scratch: &Scratch,
+        ns: Option<&'a Netns>,
+        http: SocketAddr,
+        udp: SocketAddr,
+        advertise: Option<IpAddr>,
+        extra: &[String],
+    ) -> Self {
+        let mut cmd = match ns {
+            Some(ns) => ns.command(BRIDGE),
+            None => Command::new(BRIDGE),
+        };
+        cmd.args(["--http", &http.to_string(), "--udp", &udp.to_string()])
+            .args(["--token", TOKEN])
+            .env_remove("RUST_LOG");
+        if let Some(ip) = advertise {
+            cmd.args(["--advertise-ip", &ip.to_string()]);
+        }
+        // HLS is on by default: its files go to the scratch folder, not the source tree.
+        if !extra.iter().any(|a| a == "--hls-dir") {
+            cmd.arg("--hls-dir").arg(scratch.file("hls"));
+        }
+        cmd.args(extra);
+        let proc = Proc::spawn("bridge", &mut cmd, scratch.file("bridge.log"));
+        let mut bridge = Self { proc, http, ns };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = bridge.proc.exited() {
+                panic!("bridge exited {status}\n{}", bridge.proc.log_tail(40));
+            }
+            if matches!(bridge.get("/healthz"), Ok((200, _))) {
+                return bridge;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bridge not healthy after 20 s\n{}",
+                bridge.proc.log_tail(40)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The WHIP endpoint URL of a stream.
+    pub(crate) fn whip_url(&self, stream: &str) -> String {
+        format!("http://{}/whip/{stream}", self.http)
+    }
+
+    /// `GET path` from where the bridge listens (inside its namespace if it has one).
+    pub(crate) fn get(&self, path: &str) -> Result<(u16, String), String> {
+        match self.ns {
+            None => http_get(self.http, path),
+            Some(ns) => {
+                let url = format!("http://{}{path}", self.http);
+                let out = output(
+                    ns.command("python3")
+                        .arg(interop_dir().join("http_get.py"))
+                        .args([&url, TOKEN]),
+                )?;
+                let (code, body) = out.split_once('\n').unwrap_or((out.as_str(), ""));
+                let code = code
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("bad status {code:?}"))?;
+                Ok((code, body.to_owned()))
+            }
+        }
+    }
+
+    pub(crate) fn metrics(&self) -> Metrics {
+        match self.get("/metrics") {
+            Ok((200, text)) => Metrics(text),
+            other => panic!("GET /metrics: {other:?}\n{}", self.proc.log_tail(40)),
+        }
+    }
+}
+
+/// HTTP/1.0 GET over a plain TCP connection (the body ends with the connection).
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).map_err(|e| e.to_string())?;
+    let (head, body) = raw.split_once("\r\n\r\n").ok_or("no header end")?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad status line in {head:?}"))?;
+    Ok((code, body.to_owned()))
+}
+
+pub(crate) fn free_loopback_ports() -> (SocketAddr, SocketAddr) {
+    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    (tcp.local_addr().unwrap(), udp.local_addr().unwrap())
+}

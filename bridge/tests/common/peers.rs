@@ -1,0 +1,89 @@
+//! The real peers: where they are, whether they are installed, and how FFmpeg 9 publishes.
+// Each test binary compiles this module on its own and uses only part of it; what one binary
+// leaves unused is dead code there, though another uses it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::binary::TOKEN;
+use super::proc::{output, succeeds};
+
+/// How long each publisher streams.
+pub(crate) const PUBLISH_SECS: u32 = 6;
+
+pub(crate) fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+}
+
+/// FFmpeg 9 from the imageio-ffmpeg wheel, if it has the WHIP muxer.
+pub(crate) fn ffmpeg_whip() -> Option<PathBuf> {
+    let path = output(Command::new("python3").args([
+        "-c",
+        "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())",
+    ]))
+    .ok()?;
+    let path = PathBuf::from(path.trim());
+    let muxers = output(Command::new(&path).args(["-hide_banner", "-muxers"])).ok()?;
+    muxers
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("whip"))
+        .then_some(path)
+}
+
+pub(crate) fn aiortc_available() -> bool {
+    succeeds(Command::new("python3").args(["-c", "import aiortc, av"]))
+}
+
+pub(crate) fn chromium_path() -> PathBuf {
+    std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+}
+
+/// Node with playwright-core, the WHIP client library and hls.js resolvable from the interop
+/// folder (`npm ci` in `bridge/tests/interop/`, where `package.json` is, installs them all).
+pub(crate) fn node_modules_available() -> bool {
+    succeeds(
+        Command::new("node")
+            .args([
+                "-e",
+                "require.resolve('playwright-core'); require.resolve('@binbat/whip-whep/whip.js'); \
+                 require.resolve('hls.js/dist/hls.min.js')",
+            ])
+            .current_dir(interop_dir()),
+    )
+}
+
+/// FFmpeg 9 publishing `secs` of test pattern + tone over WHIP: libx264 baseline with a keyframe a
+/// second, libopus, Bearer token. Paced like a camera: no initial burst, and no catching up
+/// faster than real time after the encoder's slow start (`-re` alone sends 5 % fast for a
+/// while, which a player at the live edge sees as latency growing).
+pub(crate) fn ffmpeg_publish(ffmpeg: &Path, url: &str, secs: u32) -> Command {
+    let mut cmd = Command::new(ffmpeg);
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "verbose", "-re"])
+        .args(["-readrate_initial_burst", "0", "-readrate_catchup", "1"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &secs.to_string()])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args([
+            "-profile:v",
+            "baseline",
+            "-g",
+            "30",
+            "-bf",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(["-c:a", "libopus", "-ar", "48000", "-ac", "2"])
+        .args(["-authorization", TOKEN])
+        .args(["-f", "whip", url]);
+    cmd
+}
