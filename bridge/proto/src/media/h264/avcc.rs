@@ -61,7 +61,7 @@ pub fn has_extension(profile_idc: u8) -> bool {
 }
 
 /// The record for these parameter sets (NAL units, header byte included, no start code or
-/// length prefix), with 4-byte NAL lengths; see [`write`].
+/// length prefix), with 4-byte NAL lengths; see [`write()`].
 pub fn record(sps_list: &[Bytes], pps_list: &[Bytes]) -> Result<Bytes, AvccError> {
     let sets_len: usize = sps_list.iter().chain(pps_list).map(|s| 2 + s.len()).sum();
     let mut out = BytesMut::with_capacity(7 + sets_len + 4);
