@@ -14,7 +14,7 @@
 //!   clock is more than [`MAX_CLOCK_SKEW`] off the bridge's, the bridge's clock at the first
 //!   unit dates it: within the network delay of the capture time.
 //! - **Discontinuities.** New parameter sets (a resolution change) need a new init section,
-//!   which only a discontinuity can introduce (`params_changed`).
+//!   which only a discontinuity can introduce; the shared [`ParameterSets`] tracker says when.
 //! - **Numbering.** Each session has its own segmenter counting from 0; its sequence numbers
 //!   and epochs are offset to follow the last session's ([`Handoff`]), and a session that
 //!   continues another's playlist starts with a discontinuity.
@@ -46,6 +46,7 @@ use super::names::HlsFile;
 use super::playlist::{BandwidthMeter, Container, Playlist, Variant};
 use super::segmenter::{Event, Part, PartInfo, Segment, Segmenter, add_ticks};
 use super::ts::TsMuxer;
+use crate::media::h264::params::ParameterSets;
 use crate::media::opus::Toc;
 use crate::media::start::{FrameRate, StartGate};
 use crate::media::unit::{AudioFrame, Unit, VideoUnit};
@@ -723,12 +724,25 @@ enum ParamsCheck {
     Unusable,
 }
 
-/// The one place the output compares parameter sets, so a shared tracker can take it over.
+/// Whether a key frame changes the parameter sets in force, by the tracker every output shares
+/// ([`ParameterSets::changed_by`]): a key frame that repeats them changes nothing, one with a new
+/// PPS alone keeps the SPS.
 fn params_changed(current: Option<&VideoParams>, keyframe: &VideoUnit) -> ParamsCheck {
-    match (VideoParams::from_unit(keyframe), current) {
+    let none = ParameterSets::new();
+    let in_force = current.map_or(&none, VideoParams::sets);
+    let Some(next) = in_force.changed_by(&keyframe.nalus) else {
+        return match current {
+            Some(_) => ParamsCheck::Same,
+            None => ParamsCheck::Unusable,
+        };
+    };
+    match (VideoParams::from_sets(&next), current) {
         (Ok(params), None) => ParamsCheck::First(params),
-        (Ok(params), Some(old)) if *old != params => ParamsCheck::Changed(params),
-        (Ok(_), Some(_)) | (Err(_), Some(_)) => ParamsCheck::Same,
+        (Ok(params), Some(_)) => ParamsCheck::Changed(params),
+        (Err(err), Some(_)) => {
+            tracing::debug!(%err, "key frame with unusable parameter sets; keeping the old ones");
+            ParamsCheck::Same
+        }
         (Err(err), None) => {
             tracing::debug!(%err, "key frame without usable parameter sets");
             ParamsCheck::Unusable
