@@ -4,16 +4,14 @@
 //! while a clip with junk before its first start code, an empty NAL unit, a
 //! `forbidden_zero_bit` or a slice cut after its header is refused with the byte offset.
 
-use bridge_proto::media::h264::{NAL_IDR, annexb};
+use bridge_proto::media::h264::annexb;
+use bridge_proto::media::h264::nal::{NAL_IDR, NAL_SLICE};
 use bytes::Bytes;
 
 use super::ClipError;
 
 /// The 4-byte start code the clip's frames are written with.
 pub(super) const START_CODE: [u8; 4] = [0, 0, 0, 1];
-
-/// `nal_unit_type` of a non-IDR slice (bridge-proto names only the types its muxers need).
-const NAL_SLICE: u8 = 1;
 
 /// The NAL units of an Annex B stream, each with its offset in `data` (after its start code),
 /// without the trailing zero bytes that belong to the next start code. Only zero bytes may come

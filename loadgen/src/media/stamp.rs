@@ -5,8 +5,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// `nal_unit_type` of SEI (bridge-proto names only the types its muxers need).
-const NAL_SEI: u8 = 6;
+use bridge_proto::media::h264::nal::NAL_SEI;
 
 /// Microseconds since the UNIX epoch: the clock of [`FrameStamp::sent_us`] and of every arrival
 /// time loadgen compares with it.
