@@ -223,6 +223,17 @@ impl<'a> Iterator for Boxes<'a> {
     }
 }
 
+/// A box's type and body.
+pub type RawBox<'a> = ([u8; 4], &'a [u8]);
+
+/// The boxes at one level of `data`, as `(type, body)`, for tests and tools that look inside
+/// boxes this reader does not interpret. An error if a size does not fit what is left.
+pub fn read_boxes(data: &[u8]) -> Result<Vec<RawBox<'_>>, Fmp4Error> {
+    boxes(data, 0)
+        .map(|b| b.map(|b| (b.fourcc, b.body)))
+        .collect()
+}
+
 /// The box at the start of `rest` and its total length.
 fn parse_box(rest: &[u8], start: usize) -> Result<(Mp4Box<'_>, usize), Fmp4Error> {
     let truncated = Fmp4Error::Truncated {

@@ -955,23 +955,10 @@ mod tests {
         }
     }
 
-    /// The boxes at one level as `(type, body)`, asserting that their sizes tile `data` exactly.
+    /// The boxes at one level as `(type, body)`, read by loadgen's reader (an independent
+    /// implementation), which refuses sizes that do not tile `data`.
     fn boxes(data: &[u8]) -> Vec<([u8; 4], &[u8])> {
-        let mut out = Vec::new();
-        let mut rest = data;
-        while !rest.is_empty() {
-            assert!(rest.len() >= 8, "{} bytes left over", rest.len());
-            let size = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
-            assert!(
-                size >= 8 && size <= rest.len(),
-                "box size {size} of {}",
-                rest.len()
-            );
-            let kind: [u8; 4] = rest[4..8].try_into().unwrap();
-            out.push((kind, &rest[8..size]));
-            rest = &rest[size..];
-        }
-        out
+        reader::read_boxes(data).unwrap_or_else(|e| panic!("boxes do not tile: {e}"))
     }
 
     /// Walks every container: all sizes tile their parents. Returns the number of boxes.
