@@ -282,7 +282,6 @@ impl RtmpOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::unit::VideoUnit;
     use bytes::Bytes;
 
     fn output(has_audio: bool) -> RtmpOutput {
@@ -299,12 +298,7 @@ mod tests {
     }
 
     fn video(pts: i64) -> Unit {
-        Unit::Video(VideoUnit {
-            pts,
-            dts: pts,
-            keyframe: pts == 0,
-            nalus: vec![Bytes::from_static(b"\x65\x88")],
-        })
+        bridge_proto::testdata::timed_video(pts, pts == 0)
     }
 
     #[test]

@@ -105,16 +105,10 @@ impl FrameRate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::unit::VideoUnit;
     use bytes::Bytes;
 
     fn video(pts: i64) -> Unit {
-        Unit::Video(VideoUnit {
-            pts,
-            dts: pts,
-            keyframe: pts == 0,
-            nalus: vec![Bytes::from_static(b"\x65")],
-        })
+        crate::testdata::timed_video(pts, pts == 0)
     }
 
     fn audio(pts: i64) -> Unit {
