@@ -62,14 +62,30 @@ impl ParameterSets {
     /// any) in place of these SPSs, its PPSs (if any) in place of these PPSs. `None` when the
     /// unit carries no parameter sets, or the same ones.
     pub fn changed_by(&self, nalus: &[Bytes]) -> Option<Self> {
-        let new_sps = replaces(of_type(nalus, NAL_SPS), &self.sps);
-        let new_pps = replaces(of_type(nalus, NAL_PPS), &self.pps);
-        if new_sps.is_none() && new_pps.is_none() {
+        // One pass, allocating nothing: this runs for every access unit of every output, and
+        // most units carry no parameter sets at all.
+        let (mut sps, mut pps) = (Seen::default(), Seen::default());
+        for nal in nalus {
+            match nal_type(nal) {
+                Some(NAL_SPS) => sps.see(nal, &self.sps),
+                Some(NAL_PPS) => pps.see(nal, &self.pps),
+                _ => {}
+            }
+        }
+        let (new_sps, new_pps) = (sps.replaces(&self.sps), pps.replaces(&self.pps));
+        if !new_sps && !new_pps {
             return None;
         }
+        let take = |kind, changed: bool, current: &Vec<Bytes>| {
+            if changed {
+                of_type(nalus, kind).cloned().collect()
+            } else {
+                current.clone()
+            }
+        };
         Some(Self {
-            sps: new_sps.unwrap_or_else(|| self.sps.clone()),
-            pps: new_pps.unwrap_or_else(|| self.pps.clone()),
+            sps: take(NAL_SPS, new_sps, &self.sps),
+            pps: take(NAL_PPS, new_pps, &self.pps),
         })
     }
 
@@ -100,18 +116,27 @@ impl ParameterSets {
     }
 }
 
-fn of_type(nalus: &[Bytes], kind: u8) -> impl Iterator<Item = &Bytes> + Clone {
+fn of_type(nalus: &[Bytes], kind: u8) -> impl Iterator<Item = &Bytes> {
     nalus.iter().filter(move |n| nal_type(n) == Some(kind))
 }
 
-/// The unit's sets of one kind, if it has some and they differ from `current`.
-fn replaces<'a>(
-    unit: impl Iterator<Item = &'a Bytes> + Clone,
-    current: &[Bytes],
-) -> Option<Vec<Bytes>> {
-    let count = unit.clone().count();
-    let same = count == current.len() && unit.clone().zip(current).all(|(a, b)| a == b);
-    (count > 0 && !same).then(|| unit.cloned().collect())
+/// A unit's sets of one kind, counted and compared in order with the sets in force.
+#[derive(Default)]
+struct Seen {
+    count: usize,
+    differs: bool,
+}
+
+impl Seen {
+    fn see(&mut self, nal: &Bytes, current: &[Bytes]) {
+        self.differs |= current.get(self.count) != Some(nal);
+        self.count += 1;
+    }
+
+    /// The unit has sets of this kind, and they are not the ones in force.
+    fn replaces(&self, current: &[Bytes]) -> bool {
+        self.count > 0 && (self.differs || self.count != current.len())
+    }
 }
 
 #[cfg(test)]
