@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser as _;
+
+use crate::server::ServerReport;
 use rand::rngs::SmallRng;
 use rand::{RngExt as _, SeedableRng as _};
 use tokio::sync::{mpsc, watch};
@@ -136,6 +138,11 @@ pub struct SignalArgs {
     /// Examples logged per violation kind.
     #[arg(long, default_value_t = 5, help_heading = "Output")]
     pub examples: usize,
+    /// The server's Prometheus metrics, scraped at the start and end of the run (before the first session, after the last one ended) to
+    /// report the server's CPU and memory per session set up (`off`: do not; default: the --url's origin
+    /// + `/metrics`). Any server exposing the standard process metrics works.
+    #[arg(long, value_name = "URL|off", help_heading = "Output")]
+    pub server_metrics: Option<String>,
 }
 
 /// Parses `SignalArgs` from arguments (without the program name or subcommand), for tests and
@@ -444,6 +451,11 @@ pub async fn run(args: &SignalArgs) -> Result<SignalRun, SignalError> {
         let _ = stop.send(true);
     });
 
+    let server_url = crate::server::metrics_url(args.server_metrics.as_deref(), &args.url);
+    let server_start = match &server_url {
+        Some(url) => Some(crate::server::scrape(url).await),
+        None => None,
+    };
     let mut tasks = JoinSet::new();
     let mut arrivals = SmallRng::seed_from_u64(seed.rotate_left(17));
     let mut offset = Duration::ZERO;
@@ -472,6 +484,14 @@ pub async fn run(args: &SignalArgs) -> Result<SignalRun, SignalError> {
     }
     while tasks.join_next().await.is_some() {}
     let duration = t0.elapsed();
+    let server = match (&server_url, server_start) {
+        (Some(url), Some(Ok(start))) => Some(match crate::server::scrape(url).await {
+            Ok(end) => ServerReport::of(url, &start, &end, 0, planned),
+            Err(e) => ServerReport::failed(url, e),
+        }),
+        (Some(url), Some(Err(e))) => Some(ServerReport::failed(url, e)),
+        _ => None,
+    };
     ctrl_c.abort();
     drop(ctx);
     let mut collector = collector
@@ -485,6 +505,7 @@ pub async fn run(args: &SignalArgs) -> Result<SignalRun, SignalError> {
     report.duration_s = duration.as_secs_f64();
     report.sessions.planned = planned;
     report.stray_datagrams = stray.load(Ordering::Relaxed);
+    report.server = server;
     report.set_latency(&collector.recorder)?;
     for (kind, n) in &collector.tally.counts {
         report.violations.by_kind.insert(kind.name().to_owned(), *n);
