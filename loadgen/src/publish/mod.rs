@@ -471,7 +471,7 @@ async fn wait_until(tally: &Shared, timeout: Duration, done: impl Fn(&Tally) -> 
 
 /// Scrapes the server at `url` over the steady window: from every publisher connected (or
 /// failed) to shortly before the first one to connect stops sending, `duration` after it
-/// connected.
+/// connected (or to when a connected publisher stopped, if one stopped early).
 async fn measure_server(
     url: String,
     tally: Shared,
@@ -505,7 +505,15 @@ async fn measure_server(
     let end_at = (first + duration)
         .checked_sub(WINDOW_MARGIN)
         .unwrap_or(first);
-    tokio::time::sleep_until(end_at.into()).await;
+    // Until then, or until a connected publisher stops (it failed, or was late to be seen).
+    while Instant::now() < end_at
+        && !lock(&tally)
+            .streams
+            .values()
+            .any(|s| s.connected && s.sent.is_some())
+    {
+        tokio::time::sleep(DRAIN_POLL.min(end_at.saturating_duration_since(Instant::now()))).await;
+    }
     let end = match scrape(&url).await {
         Ok(end) => end,
         Err(e) => return ServerReport::failed(&url, e),

@@ -435,6 +435,12 @@ pub async fn run(args: &SignalArgs) -> Result<SignalRun, SignalError> {
         progress: progress.clone(),
         shutdown: shutdown.clone(),
     });
+    // Scraped before the schedule is set, so a slow endpoint does not make sessions late.
+    let server_url = crate::server::metrics_url(args.server_metrics.as_deref(), &args.url);
+    let server_start = match &server_url {
+        Some(url) => Some(crate::server::scrape(url).await),
+        None => None,
+    };
     let started_wall = SystemTime::now() + START_DELAY;
     // The schedule starts a little later than now, so the first sessions are ready on time.
     let t0 = Instant::now() + START_DELAY;
@@ -451,11 +457,6 @@ pub async fn run(args: &SignalArgs) -> Result<SignalRun, SignalError> {
         let _ = stop.send(true);
     });
 
-    let server_url = crate::server::metrics_url(args.server_metrics.as_deref(), &args.url);
-    let server_start = match &server_url {
-        Some(url) => Some(crate::server::scrape(url).await),
-        None => None,
-    };
     let mut tasks = JoinSet::new();
     let mut arrivals = SmallRng::seed_from_u64(seed.rotate_left(17));
     let mut offset = Duration::ZERO;
