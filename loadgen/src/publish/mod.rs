@@ -88,9 +88,10 @@ pub struct PublishArgs {
     /// Show progress even when stderr is not a terminal (one line every 2 s).
     #[arg(long, help_heading = "Output")]
     pub progress: bool,
-    /// The server's Prometheus metrics, scraped at the start and end of the steady window (from all publishers connected to the first one's end of sending) to
-    /// report the server's CPU and memory per publisher and per RTP packet (`off`: do not; default: the --url's origin
-    /// + `/metrics`). Any server exposing the standard process metrics works.
+    /// The server's Prometheus metrics, scraped once all publishers are connected and again
+    /// before the first stops sending, to report the server's CPU per publisher and per RTP
+    /// packet and its RSS growth per publisher (`off`: do not; default: the --url's origin +
+    /// `/metrics`). Any server with the standard process metrics.
     #[arg(long, value_name = "URL|off", help_heading = "Output")]
     pub server_metrics: Option<String>,
 }

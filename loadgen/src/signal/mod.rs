@@ -22,8 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser as _;
-
-use crate::server::ServerReport;
 use rand::rngs::SmallRng;
 use rand::{RngExt as _, SeedableRng as _};
 use tokio::sync::{mpsc, watch};
@@ -32,6 +30,7 @@ use tokio::task::JoinSet;
 use crate::cli::parse_duration;
 use crate::report::Report;
 use crate::report::progress::{self, Field, ProgressSource};
+use crate::server::ServerReport;
 use crate::stats::{Metric, Recorder};
 use crate::whip_client::{Exchange, WhipHttp};
 use oracle::{EtagMode, Failure, Oracle, Tally};
@@ -138,9 +137,9 @@ pub struct SignalArgs {
     /// Examples logged per violation kind.
     #[arg(long, default_value_t = 5, help_heading = "Output")]
     pub examples: usize,
-    /// The server's Prometheus metrics, scraped at the start and end of the run (before the first session, after the last one ended) to
-    /// report the server's CPU and memory per session set up (`off`: do not; default: the --url's origin
-    /// + `/metrics`). Any server exposing the standard process metrics works.
+    /// The server's Prometheus metrics, scraped before the first session and after the last one
+    /// ended, to report the server's CPU and RSS growth per session set up (`off`: do not;
+    /// default: the --url's origin + `/metrics`). Any server with the standard process metrics.
     #[arg(long, value_name = "URL|off", help_heading = "Output")]
     pub server_metrics: Option<String>,
 }
