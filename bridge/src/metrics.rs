@@ -15,6 +15,8 @@ use prometheus_client::registry::Registry;
 use crate::media::ingest::{IngestStats, Kind, PerKind};
 use crate::whip::liveness::{EndReason, SessionState};
 
+pub mod process;
+
 /// `kind="audio|video"`, from [`Kind::as_str`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
@@ -79,6 +81,8 @@ pub struct RequestLabel {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// The standard `process_*` metrics, without the `bridge_` prefix.
+    process: Registry,
     /// Live sessions by state.
     pub sessions: Family<StateLabel, Gauge>,
     /// Sessions ended, by reason.
@@ -294,8 +298,11 @@ impl Default for Metrics {
             rtp_packets.get_or_create(&kind.into()).inc_by(0);
             rtp_bytes.get_or_create(&kind.into()).inc_by(0);
         }
+        let mut process = Registry::default();
+        process.register_collector(Box::new(process::ProcessCollector));
         Self {
             registry,
+            process,
             sessions,
             sessions_ended,
             requests,
@@ -319,9 +326,12 @@ impl Default for Metrics {
 impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
         // Encoding into a String only fails if a label's Display fails, which ours cannot.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, &self.process))
+            .and_then(|()| encode_eof(&mut out));
         out
     }
 
@@ -518,6 +528,46 @@ mod tests {
             value(&metrics, "bridge_rtp_packets_total{kind=\"audio\"}"),
             Some(0.0)
         );
+    }
+
+    /// The standard process metrics, as the Prometheus client libraries name them.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_metrics_are_exported() {
+        let metrics = Metrics::default();
+        let text = metrics.render();
+        for (name, kind) in [
+            ("process_cpu_seconds", "counter"),
+            ("process_resident_memory_bytes", "gauge"),
+            ("process_virtual_memory_bytes", "gauge"),
+            ("process_open_fds", "gauge"),
+            ("process_max_fds", "gauge"),
+            ("process_start_time_seconds", "gauge"),
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {name} {kind}\n")),
+                "{name} {kind}:\n{text}"
+            );
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1);
+        let cpu = value(&metrics, "process_cpu_seconds_total").unwrap_or(-1.0);
+        assert!((0.0..1e6).contains(&cpu), "{cpu}");
+        let rss = value(&metrics, "process_resident_memory_bytes").unwrap_or(0.0);
+        let virt = value(&metrics, "process_virtual_memory_bytes").unwrap_or(0.0);
+        assert!(rss > 1e5 && rss <= virt, "rss {rss} virtual {virt}");
+        let fds = value(&metrics, "process_open_fds").unwrap_or(0.0);
+        assert!(fds >= 3.0, "{fds}");
+        let start = value(&metrics, "process_start_time_seconds").unwrap_or(0.0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        assert!(
+            start > 1.5e9 && start <= now + 1.0,
+            "start {start} now {now}"
+        );
+        // The bridge's own series keep their prefix.
+        assert!(text.contains("bridge_rtp_packets_total"));
     }
 
     #[test]

@@ -198,3 +198,31 @@ async fn sessions_end_on_dtls_close_takeover_and_timeout() {
     assert!(bridge.app().udp.is_empty());
     bridge.shutdown().await;
 }
+
+/// `loadgen publish` measures the bridge through its standard process metrics (`/metrics` at
+/// the WHIP URL's origin, the default). In process, the CPU is the bridge's and the
+/// publisher's together: this checks the plumbing, not the numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_publish_reports_the_server_cpu_per_packet() {
+    let bridge = start(|_| {}).await;
+    let url = format!("http://{}/whip/srv", bridge.http_addr());
+    let args = loadgen::publish::PublishArgs::new(url, 1, Duration::from_secs(3));
+    let report = loadgen::publish::run(&args).await.unwrap();
+    assert_eq!(report.sessions.ok, 1, "{}", report.table());
+    let server = report.server.clone().expect("server measured");
+    assert_eq!(server.error, None, "{}", report.table());
+    assert_eq!(server.url, format!("http://{}/metrics", bridge.http_addr()));
+    assert_eq!(server.publishers, 1);
+    assert!(server.window_s > 0.5, "{server:?}");
+    assert!(server.rss_bytes > 0.0, "{server:?}");
+    assert!(server.rtp_packets.is_some_and(|p| p > 0.0), "{server:?}");
+    assert!(server.cpu_ms_per_s_per_publisher.is_some(), "{server:?}");
+    assert!(server.us_per_packet.is_some(), "{server:?}");
+    assert!(server.rss_bytes_per_session.is_some(), "{server:?}");
+    assert!(
+        report.table().contains("CPU per publisher"),
+        "{}",
+        report.table()
+    );
+    bridge.shutdown().await;
+}

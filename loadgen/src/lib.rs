@@ -53,6 +53,7 @@ pub mod publish;
 mod publisher;
 pub mod report;
 pub mod sdp;
+pub mod server;
 pub mod signal;
 pub mod stats;
 pub mod whip_client;

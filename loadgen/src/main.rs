@@ -71,7 +71,8 @@ struct OutputArgs {
     plot_font: Option<PathBuf>,
     /// Exit 1 unless this holds, e.g. 'post.p99<50ms', 'post.corrected.p99<80ms',
     /// 'violations==0', 'sessions.failed==0', 'frame_rtmp.p99<200ms', 'frame_hls.p99<1s',
-    /// 'frames.lost==0', 'hls.frames.lost==0', 'av_drift<100ms' (repeatable).
+    /// 'frames.lost==0', 'hls.frames.lost==0', 'av_drift<100ms',
+    /// 'server.cpu_per_publisher<12ms', 'server.rss_per_session<200KiB' (repeatable).
     #[arg(long = "slo", value_name = "EXPR", help_heading = "CI gate")]
     slos: Vec<Slo>,
     /// Exit 1 on a regression against this earlier --json report.

@@ -294,3 +294,139 @@ fn base64_decode(text: &str) -> Vec<u8> {
         .decode(text)
         .unwrap()
 }
+
+/// A metrics endpoint whose counters advance by a known step on every scrape: scrape `n` (from
+/// 0) reports 1 + 0.5 n CPU seconds, 10 MB + 2 MB n of RSS and 1000 + 5000 n RTP packets.
+/// Without the process metrics (`process: false`) it reports only an unrelated series.
+fn fake_metrics(process: bool) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            // Read the request head up to its blank line.
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                line.clear();
+            }
+            let n = n as f64;
+            let body = if process {
+                format!(
+                    "# TYPE process_cpu_seconds counter\n\
+                     process_cpu_seconds_total {}\n\
+                     process_resident_memory_bytes {}\n\
+                     bridge_rtp_packets_total{{kind=\"audio\"}} {}\n\
+                     bridge_rtp_packets_total{{kind=\"video\"}} {}\n",
+                    1.0 + 0.5 * n,
+                    10e6 + 2e6 * n,
+                    400.0 + 2000.0 * n,
+                    600.0 + 3000.0 * n,
+                )
+            } else {
+                "up 1\n".to_owned()
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+/// `--server-metrics`: the two scrapes' differences, per session set up; a server without the
+/// process metrics is reported as not measured, and fails a server SLO instead of passing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_metrics_are_scraped_around_the_run() {
+    use loadgen::report::{Gate, Slo};
+    let server = FakeWhip::start(Behaviour::default()).await;
+    let metrics = fake_metrics(true);
+    let sessions = ["--sessions", "10", "--rate", "200"];
+    let run1 = run(
+        &server,
+        &[&sessions[..], &["--server-metrics", &metrics]].concat(),
+    )
+    .await;
+    let s = run1.report.server.clone().expect("server measured");
+    assert_eq!(s.error, None, "{s:?}");
+    assert_eq!(s.sessions, 10);
+    assert_eq!(s.cpu_seconds, 0.5);
+    assert_eq!(s.rss_delta_bytes, 2e6);
+    assert_eq!(s.rtp_packets, Some(5000.0));
+    assert_eq!(s.cpu_ms_per_session, Some(50.0));
+    assert_eq!(s.us_per_packet, Some(100.0));
+    assert_eq!(s.rss_bytes_per_session, Some(2e5));
+    assert_eq!(
+        s.cpu_ms_per_s_per_publisher, None,
+        "signal has no publishers"
+    );
+    assert!(s.window_s > 0.0);
+    let table = run1.report.table();
+    assert!(
+        table.contains("CPU per session set up: 50.000 ms"),
+        "{table}"
+    );
+    let json = serde_json::to_value(&run1.report).unwrap();
+    assert_eq!(json["server"]["cpu_ms_per_session"], 50.0);
+    assert_eq!(json["server"]["us_per_packet"], 100.0);
+    let gate = |slo: &str| Gate {
+        slos: vec![slo.parse::<Slo>().unwrap()],
+        ..Gate::default()
+    };
+    assert!(
+        gate("server.cpu_per_session<51ms")
+            .check(&run1.report)
+            .is_empty()
+    );
+    assert!(
+        !gate("server.cpu_per_session<49ms")
+            .check(&run1.report)
+            .is_empty()
+    );
+    assert!(
+        gate("server.rss_per_session<=200kB")
+            .check(&run1.report)
+            .is_empty()
+    );
+
+    // The fake WHIP server has no /metrics (the default: the --url's origin + /metrics).
+    let run2 = run(&server, &sessions).await;
+    let s = run2.report.server.clone().expect("server report");
+    assert!(s.url.ends_with("/metrics") && s.url.starts_with("http://127.0.0.1:"));
+    assert!(s.error.is_some(), "{s:?}");
+    assert!(run2.report.table().contains("server: not measured"));
+    let json = serde_json::to_value(&run2.report).unwrap();
+    assert!(json["server"]["error"].is_string(), "{json}");
+    assert!(json["server"]["cpu_ms_per_session"].is_null());
+    let reasons = gate("server.cpu_per_session<1s").check(&run2.report);
+    assert!(
+        reasons.len() == 1 && reasons[0].contains("not measured"),
+        "{reasons:?}"
+    );
+
+    let bare = fake_metrics(false);
+    let run3 = run(
+        &server,
+        &[&sessions[..], &["--server-metrics", &bare]].concat(),
+    )
+    .await;
+    let error = run3.report.server.unwrap().error.unwrap();
+    assert!(error.contains("no process metrics"), "{error}");
+
+    let run4 = run(
+        &server,
+        &[&sessions[..], &["--server-metrics", "off"]].concat(),
+    )
+    .await;
+    assert_eq!(run4.report.server, None);
+    let json = serde_json::to_value(&run4.report).unwrap();
+    assert!(json["server"].is_null());
+    assert!(
+        !gate("server.cpu_per_session<1s")
+            .check(&run4.report)
+            .is_empty()
+    );
+}

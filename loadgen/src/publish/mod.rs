@@ -33,6 +33,7 @@ use crate::cli::parse_duration;
 use crate::media::{FrameStamp, now_us};
 use crate::report::progress::{self, Field, ProgressSource};
 use crate::report::{Drift, OutputReport, Report};
+use crate::server::{ServerReport, scrape};
 use crate::stats::{HistogramError, Metric, Recorder};
 use crate::{Publisher, PublisherConfig};
 use account::{AvDrift, FrameAccount, Track};
@@ -50,6 +51,11 @@ const HLS_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 /// Failures shown at the end (the rest are only counted).
 const FAILURE_EXAMPLES: usize = 10;
+/// The server is scraped this long before the first publisher is due to stop sending (its
+/// connection is seen up to a [`DRAIN_POLL`] late).
+const WINDOW_MARGIN: Duration = Duration::from_millis(250);
+/// A steady window shorter than this measures nothing worth reporting.
+const MIN_WINDOW: Duration = Duration::from_millis(500);
 
 /// Options of `loadgen publish`.
 #[derive(Debug, Clone, clap::Args)]
@@ -82,6 +88,12 @@ pub struct PublishArgs {
     /// Show progress even when stderr is not a terminal (one line every 2 s).
     #[arg(long, help_heading = "Output")]
     pub progress: bool,
+    /// The server's Prometheus metrics, scraped once all publishers are connected and again
+    /// before the first stops sending, to report the server's CPU per publisher and per RTP
+    /// packet and its RSS growth per publisher (`off`: do not; default: the --url's origin +
+    /// `/metrics`). Any server with the standard process metrics.
+    #[arg(long, value_name = "URL|off", help_heading = "Output")]
+    pub server_metrics: Option<String>,
 }
 
 impl PublishArgs {
@@ -96,6 +108,7 @@ impl PublishArgs {
             hls: None,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             progress: false,
+            server_metrics: None,
         }
     }
 }
@@ -457,6 +470,68 @@ async fn wait_until(tally: &Shared, timeout: Duration, done: impl Fn(&Tally) -> 
     }
 }
 
+/// Scrapes the server at `url` over the steady window: from every publisher connected (or
+/// failed) to shortly before the first one to connect stops sending, `duration` after it
+/// connected (or to when a connected publisher stopped, if one stopped early).
+async fn measure_server(
+    url: String,
+    tally: Shared,
+    total: u64,
+    duration: Duration,
+) -> ServerReport {
+    let connected = |t: &Tally| t.streams.values().filter(|s| s.connected).count() as u64;
+    let deadline = Instant::now() + CONNECT_TIMEOUT + duration;
+    let mut first = None;
+    loop {
+        let (up, failed) = {
+            let t = lock(&tally);
+            (connected(&t), t.failed_publishers)
+        };
+        if up > 0 {
+            first.get_or_insert_with(Instant::now);
+        }
+        if up + failed >= total || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+    let Some(first) = first else {
+        return ServerReport::failed(&url, "no publisher connected".to_owned());
+    };
+    let start = match scrape(&url).await {
+        Ok(start) => start,
+        Err(e) => return ServerReport::failed(&url, e),
+    };
+    let publishers = connected(&lock(&tally));
+    let end_at = (first + duration)
+        .checked_sub(WINDOW_MARGIN)
+        .unwrap_or(first);
+    // Until then, or until a connected publisher stops (it failed, or was late to be seen).
+    while Instant::now() < end_at
+        && !lock(&tally)
+            .streams
+            .values()
+            .any(|s| s.connected && s.sent.is_some())
+    {
+        tokio::time::sleep(DRAIN_POLL.min(end_at.saturating_duration_since(Instant::now()))).await;
+    }
+    let end = match scrape(&url).await {
+        Ok(end) => end,
+        Err(e) => return ServerReport::failed(&url, e),
+    };
+    let window = end.at.saturating_duration_since(start.at);
+    if window < MIN_WINDOW {
+        return ServerReport::failed(
+            &url,
+            format!(
+                "steady window too short ({window:.2?}): the publishers took {:.2?} to connect, out of --duration {duration:?}",
+                start.at.saturating_duration_since(first)
+            ),
+        );
+    }
+    ServerReport::of(&url, &start, &end, publishers, 0)
+}
+
 /// Runs `publish` and reports what it measured.
 pub async fn run(args: &PublishArgs) -> Result<Report, PublishError> {
     if !args.url.contains("{i}") && args.publishers > 1 {
@@ -515,6 +590,15 @@ pub async fn run(args: &PublishArgs) -> Result<Report, PublishError> {
         },
         display_source,
     );
+    let server_task =
+        crate::server::metrics_url(args.server_metrics.as_deref(), &args.url).map(|url| {
+            tokio::spawn(measure_server(
+                url,
+                tally.clone(),
+                args.publishers,
+                args.duration,
+            ))
+        });
     let shared_args = Arc::new(args.clone());
     let hls_client = HlsClient::new();
     let mut tasks = JoinSet::new();
@@ -577,6 +661,13 @@ pub async fn run(args: &PublishArgs) -> Result<Report, PublishError> {
         sent.push((outcome.stream, outcome.sent_frames));
     }
     report.sessions.failed += args.publishers - sent.len() as u64;
+    if let Some(task) = server_task {
+        // The window ended before the first publisher stopped, so this does not wait long.
+        report.server = Some(match task.await {
+            Ok(server) => server,
+            Err(e) => ServerReport::failed("", format!("the measuring task failed: {e}")),
+        });
+    }
     if outputs.contains(&Output::Rtmp) {
         wait_until(&tally, DRAIN_TIMEOUT, |t| t.all_drained(Output::Rtmp)).await;
     }

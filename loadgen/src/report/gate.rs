@@ -14,8 +14,15 @@
 //!   `<metric>.corrected.<stat>`, with `stat` one of `count`, `mean`, `p50`, `p90`, `p99`,
 //!   `p999` (or `p99.9`) and `max`.
 //!
-//! Operators: `<`, `<=`, `>`, `>=`, `==`, `!=`. Latencies and drifts are in ms unless suffixed
-//! with `us`, `ms` or `s`. A value the report lacks reads as 0.
+//! * `server.cpu_per_publisher` (server CPU ms per second per publisher),
+//!   `server.us_per_packet` (server CPU µs per RTP packet), `server.cpu_per_session` (server
+//!   CPU ms per session set up), `server.rss_per_session` (bytes): what `--server-metrics`
+//!   measured. Unlike the others, a server value the report lacks fails the SLO, saying why.
+//!
+//! Operators: `<`, `<=`, `>`, `>=`, `==`, `!=`. Latencies, drifts and CPU times are in ms
+//! (`server.us_per_packet`: µs) unless suffixed with `us`, `ms` or `s`; byte counts may carry
+//! `k`, `M`, `G` (1000s) or `Ki`, `Mi`, `Gi` (1024s), optionally followed by `B`. Any other
+//! value the report lacks reads as 0.
 
 use std::fmt;
 use std::str::FromStr;
@@ -86,6 +93,57 @@ enum Value {
         corrected: bool,
         stat: String,
     },
+    /// `server.<key>`, from the report's `server`.
+    Server(ServerKey),
+}
+
+/// What `server.<key>` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerKey {
+    CpuPerPublisher,
+    UsPerPacket,
+    CpuPerSession,
+    RssPerSession,
+}
+
+impl ServerKey {
+    const ALL: [(&'static str, ServerKey); 4] = [
+        ("cpu_per_publisher", ServerKey::CpuPerPublisher),
+        ("us_per_packet", ServerKey::UsPerPacket),
+        ("cpu_per_session", ServerKey::CpuPerSession),
+        ("rss_per_session", ServerKey::RssPerSession),
+    ];
+
+    fn unit(self) -> Unit {
+        match self {
+            ServerKey::CpuPerPublisher | ServerKey::CpuPerSession => Unit::Ms,
+            ServerKey::UsPerPacket => Unit::Us,
+            ServerKey::RssPerSession => Unit::Bytes,
+        }
+    }
+}
+
+/// The unit of a value, and so of its bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Count,
+    /// Times in ms; a bound may say `us`, `ms` or `s`.
+    Ms,
+    /// Times in µs; a bound may say `us`, `ms` or `s`.
+    Us,
+    /// Bytes; a bound may say `k`, `M`, `G`, `Ki`, `Mi`, `Gi`, optionally with `B`.
+    Bytes,
+}
+
+impl Unit {
+    fn suffix(self) -> &'static str {
+        match self {
+            Unit::Count => "",
+            Unit::Ms => " ms",
+            Unit::Us => " us",
+            Unit::Bytes => " bytes",
+        }
+    }
 }
 
 /// One `--slo` expression.
@@ -123,8 +181,7 @@ impl FromStr for Slo {
             .ok_or_else(|| GateError::new(expr, "no comparison (<, <=, >, >=, ==, !=)"))?;
         let (lhs, rhs) = (&text[..at], &text[at + sym.len()..]);
         let value = parse_value(lhs).map_err(|r| GateError::new(expr, r))?;
-        let latency = value.is_time();
-        let bound = parse_bound(rhs, latency).map_err(|r| GateError::new(expr, r))?;
+        let bound = parse_bound(rhs, value.unit()).map_err(|r| GateError::new(expr, r))?;
         Ok(Slo {
             text,
             value,
@@ -138,12 +195,13 @@ impl FromStr for Slo {
 const OUTPUTS: [&str; 2] = ["rtmp", "hls"];
 
 impl Value {
-    /// Whether the value is a time (ms, or with a unit).
-    fn is_time(&self) -> bool {
+    /// The unit of the value.
+    fn unit(&self) -> Unit {
         match self {
-            Value::Latency { stat, .. } => stat != "count",
-            Value::Drift(_) => true,
-            _ => false,
+            Value::Latency { stat, .. } if stat != "count" => Unit::Ms,
+            Value::Drift(_) => Unit::Ms,
+            Value::Server(key) => key.unit(),
+            _ => Unit::Count,
         }
     }
 }
@@ -169,6 +227,18 @@ fn parse_value(lhs: &str) -> Result<Value, String> {
                 "unknown value {lhs:?}: use {output}.frames.sent|received|lost|reordered|duplicated, {output}.errors or {output}.av_drift"
             )),
         };
+    }
+    if let Some(key) = lhs.strip_prefix("server.") {
+        return ServerKey::ALL
+            .iter()
+            .find(|(name, _)| *name == key)
+            .map(|(_, k)| Value::Server(*k))
+            .ok_or_else(|| {
+                format!(
+                    "unknown value {lhs:?}: use server.{}",
+                    ServerKey::ALL.map(|(name, _)| name).join("|")
+                )
+            });
     }
     let mut parts = lhs.splitn(2, '.');
     let head = parts.next().unwrap_or_default();
@@ -205,17 +275,37 @@ fn parse_value(lhs: &str) -> Result<Value, String> {
     })
 }
 
-fn parse_bound(rhs: &str, latency: bool) -> Result<f64, String> {
-    let (number, scale) = if !latency {
-        (rhs, 1.0)
-    } else if let Some(n) = rhs.strip_suffix("us") {
-        (n, 0.001)
-    } else if let Some(n) = rhs.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = rhs.strip_suffix('s') {
-        (n, 1000.0)
-    } else {
-        (rhs, 1.0)
+fn parse_bound(rhs: &str, unit: Unit) -> Result<f64, String> {
+    let time = |ms: f64| {
+        if let Some(n) = rhs.strip_suffix("us") {
+            (n, ms / 1000.0)
+        } else if let Some(n) = rhs.strip_suffix("ms") {
+            (n, ms)
+        } else if let Some(n) = rhs.strip_suffix('s') {
+            (n, ms * 1000.0)
+        } else {
+            (rhs, 1.0)
+        }
+    };
+    let (number, scale) = match unit {
+        Unit::Count => (rhs, 1.0),
+        // The scale of one ms in the value's unit.
+        Unit::Ms => time(1.0),
+        Unit::Us => time(1000.0),
+        Unit::Bytes => {
+            let n = rhs.strip_suffix('B').unwrap_or(rhs);
+            [
+                ("Ki", 1024.0),
+                ("Mi", 1048576.0),
+                ("Gi", 1073741824.0),
+                ("k", 1e3),
+                ("M", 1e6),
+                ("G", 1e9),
+            ]
+            .into_iter()
+            .find_map(|(suffix, scale)| n.strip_suffix(suffix).map(|n| (n, scale)))
+            .unwrap_or((n, 1.0))
+        }
     };
     number
         .parse::<f64>()
@@ -225,15 +315,40 @@ fn parse_bound(rhs: &str, latency: bool) -> Result<f64, String> {
         .ok_or_else(|| {
             format!(
                 "{rhs:?} is not a number{}",
-                if latency { " (with us, ms or s)" } else { "" }
+                match unit {
+                    Unit::Count => "",
+                    Unit::Ms | Unit::Us => " (with us, ms or s)",
+                    Unit::Bytes => " (with k, M, G, Ki, Mi or Gi)",
+                }
             )
         })
 }
 
 impl Slo {
-    /// The value this SLO reads, from `report` (latencies in ms).
-    fn read(&self, report: &Report) -> f64 {
-        match &self.value {
+    /// The value this SLO reads, from `report` (latencies in ms), or why the report lacks it
+    /// (server values only: the others read as 0 when absent).
+    fn read(&self, report: &Report) -> Result<f64, String> {
+        if let Value::Server(key) = self.value {
+            let Some(server) = &report.server else {
+                return Err("the server was not measured (--server-metrics off)".to_owned());
+            };
+            if let Some(error) = &server.error {
+                return Err(format!("the server was not measured: {error}"));
+            }
+            let (value, needs) = match key {
+                ServerKey::CpuPerPublisher => {
+                    (server.cpu_ms_per_s_per_publisher, "publishers sending")
+                }
+                ServerKey::UsPerPacket => (
+                    server.us_per_packet,
+                    "RTP packets counted by the server (bridge_rtp_packets_total)",
+                ),
+                ServerKey::CpuPerSession => (server.cpu_ms_per_session, "sessions set up"),
+                ServerKey::RssPerSession => (server.rss_bytes_per_session, "sessions"),
+            };
+            return value.ok_or_else(|| format!("no value: the window had no {needs}"));
+        }
+        Ok(match &self.value {
             Value::Violations(None) => report.violations.total as f64,
             Value::Violations(Some(kind)) => {
                 report.violations.by_kind.get(kind).copied().unwrap_or(0) as f64
@@ -276,13 +391,18 @@ impl Slo {
                 .map(|l| if *corrected { &l.corrected } else { &l.raw })
                 .and_then(|s| s.stat(stat))
                 .unwrap_or(0.0),
-        }
+            // Handled above.
+            Value::Server(_) => 0.0,
+        })
     }
 
     /// `None` if the report meets the objective, else why not.
     pub fn check(&self, report: &Report) -> Option<String> {
-        let value = self.read(report);
-        let unit = if self.value.is_time() { " ms" } else { "" };
+        let value = match self.read(report) {
+            Ok(value) => value,
+            Err(why) => return Some(format!("SLO {} not met: {why}", self.text)),
+        };
+        let unit = self.value.unit().suffix();
         (!self.op.holds(value, self.bound))
             .then(|| format!("SLO {} not met: the value is {value}{unit}", self.text))
     }
@@ -440,7 +560,7 @@ mod tests {
         };
         r.outputs.insert("rtmp".into(), output(0, 12.0));
         r.outputs.insert("hls".into(), output(2, -150.0));
-        let read = |e: &str| e.parse::<Slo>().unwrap().read(&r);
+        let read = |e: &str| e.parse::<Slo>().unwrap().read(&r).unwrap();
         assert_eq!(read("frames.lost==0"), 2.0);
         assert_eq!(read("frames.sent==0"), 100.0);
         assert_eq!(read("frames.received==0"), 198.0);
@@ -466,8 +586,52 @@ mod tests {
                 .parse::<Slo>()
                 .unwrap()
                 .read(&Report::default()),
-            0.0
+            Ok(0.0)
         );
+    }
+
+    #[test]
+    fn server_values() {
+        use crate::server::ServerReport;
+        let slo = |e: &str| e.parse::<Slo>().unwrap();
+        let mut r = report(40.0, 0);
+        // Not measured: a server SLO fails, saying why.
+        let msg = slo("server.cpu_per_publisher<12ms").check(&r).unwrap();
+        assert!(msg.contains("--server-metrics off"), "{msg}");
+        r.server = Some(ServerReport::failed("http://h/metrics", "HTTP 404".into()));
+        let msg = slo("server.rss_per_session<1MiB").check(&r).unwrap();
+        assert!(msg.contains("HTTP 404"), "{msg}");
+        r.server = Some(ServerReport {
+            url: "http://h/metrics".into(),
+            cpu_ms_per_s_per_publisher: Some(10.0),
+            us_per_packet: Some(40.0),
+            cpu_ms_per_session: None,
+            rss_bytes_per_session: Some(2_000_000.0),
+            ..ServerReport::default()
+        });
+        let ok = |e: &str| slo(e).check(&r).is_none();
+        assert!(ok("server.cpu_per_publisher<12ms"));
+        assert!(ok("server.cpu_per_publisher<12"));
+        assert!(!ok("server.cpu_per_publisher<9000us"));
+        assert!(ok("server.cpu_per_publisher<0.011s"));
+        assert!(ok("server.us_per_packet<50"));
+        assert!(ok("server.us_per_packet<50us"));
+        assert!(!ok("server.us_per_packet<0.03ms"));
+        assert!(ok("server.rss_per_session<2MiB"));
+        assert!(!ok("server.rss_per_session<2MB"));
+        assert!(ok("server.rss_per_session<=2000kB"));
+        assert!(ok("server.rss_per_session<2000001"));
+        let msg = slo("server.cpu_per_session<1ms").check(&r).unwrap();
+        assert!(msg.contains("no sessions set up"), "{msg}");
+        let msg = slo("server.us_per_packet<10").check(&r).unwrap();
+        assert!(msg.contains("40 us"), "{msg}");
+        for bad in [
+            "server.bogus<1",
+            "server.rss_per_session<1TB",
+            "server.us_per_packet<1h",
+        ] {
+            assert!(bad.parse::<Slo>().is_err(), "{bad}");
+        }
     }
 
     #[test]

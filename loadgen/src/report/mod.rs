@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 pub use gate::{Gate, GateError, Slo, parse_fraction};
 pub use plot::{PlotError, plot};
 
+use crate::server::ServerReport;
 use crate::stats::{self, HistogramError, Metric, Recorder};
 
 /// Percentiles and histogram of one metric, timed one way.
@@ -262,6 +263,10 @@ pub struct Report {
     /// What each output measured (`publish` only): `rtmp`, `hls`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub outputs: BTreeMap<String, OutputReport>,
+    /// What the server spent over the steady window (`--server-metrics`): `null` when not
+    /// measured (`--server-metrics off`), with `error` set when it could not be.
+    #[serde(default)]
+    pub server: Option<ServerReport>,
 }
 
 /// Errors reading, merging or writing reports.
@@ -361,6 +366,12 @@ impl Report {
             for (name, o) in &r.outputs {
                 out.outputs.entry(name.clone()).or_default().add(o);
             }
+            if let Some(server) = &r.server {
+                match &mut out.server {
+                    Some(merged) => merged.add(server),
+                    None => out.server = Some(server.clone()),
+                }
+            }
             for (name, lat) in &r.latency {
                 let (raw, corrected) = (lat.raw.histogram()?, lat.corrected.histogram()?);
                 match hists.get_mut(name) {
@@ -423,6 +434,9 @@ impl Report {
         }
         if !self.outputs.is_empty() {
             self.outputs_table(&mut out);
+        }
+        if let Some(server) = &self.server {
+            out += &server.table();
         }
         let _ = writeln!(
             out,

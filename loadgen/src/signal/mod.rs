@@ -30,6 +30,7 @@ use tokio::task::JoinSet;
 use crate::cli::parse_duration;
 use crate::report::Report;
 use crate::report::progress::{self, Field, ProgressSource};
+use crate::server::ServerReport;
 use crate::stats::{Metric, Recorder};
 use crate::whip_client::{Exchange, WhipHttp};
 use oracle::{EtagMode, Failure, Oracle, Tally};
@@ -136,6 +137,11 @@ pub struct SignalArgs {
     /// Examples logged per violation kind.
     #[arg(long, default_value_t = 5, help_heading = "Output")]
     pub examples: usize,
+    /// The server's Prometheus metrics, scraped before the first session and after the last one
+    /// ended, to report the server's CPU and RSS growth per session set up (`off`: do not;
+    /// default: the --url's origin + `/metrics`). Any server with the standard process metrics.
+    #[arg(long, value_name = "URL|off", help_heading = "Output")]
+    pub server_metrics: Option<String>,
 }
 
 /// Parses `SignalArgs` from arguments (without the program name or subcommand), for tests and
@@ -428,6 +434,12 @@ pub async fn run(args: &SignalArgs) -> Result<SignalRun, SignalError> {
         progress: progress.clone(),
         shutdown: shutdown.clone(),
     });
+    // Scraped before the schedule is set, so a slow endpoint does not make sessions late.
+    let server_url = crate::server::metrics_url(args.server_metrics.as_deref(), &args.url);
+    let server_start = match &server_url {
+        Some(url) => Some(crate::server::scrape(url).await),
+        None => None,
+    };
     let started_wall = SystemTime::now() + START_DELAY;
     // The schedule starts a little later than now, so the first sessions are ready on time.
     let t0 = Instant::now() + START_DELAY;
@@ -472,6 +484,14 @@ pub async fn run(args: &SignalArgs) -> Result<SignalRun, SignalError> {
     }
     while tasks.join_next().await.is_some() {}
     let duration = t0.elapsed();
+    let server = match (&server_url, server_start) {
+        (Some(url), Some(Ok(start))) => Some(match crate::server::scrape(url).await {
+            Ok(end) => ServerReport::of(url, &start, &end, 0, planned),
+            Err(e) => ServerReport::failed(url, e),
+        }),
+        (Some(url), Some(Err(e))) => Some(ServerReport::failed(url, e)),
+        _ => None,
+    };
     ctrl_c.abort();
     drop(ctx);
     let mut collector = collector
@@ -485,6 +505,7 @@ pub async fn run(args: &SignalArgs) -> Result<SignalRun, SignalError> {
     report.duration_s = duration.as_secs_f64();
     report.sessions.planned = planned;
     report.stray_datagrams = stray.load(Ordering::Relaxed);
+    report.server = server;
     report.set_latency(&collector.recorder)?;
     for (kind, n) in &collector.tally.counts {
         report.violations.by_kind.insert(kind.name().to_owned(), *n);
