@@ -28,6 +28,7 @@ use crate::whip::liveness::{EndReason, SessionState};
 use crate::whip::offer::{Offer, OfferError};
 use crate::whip::resource::{ETag, WhipResource};
 use crate::whip::sdpfrag::SdpFrag;
+use rtc::peer_connection::certificate::RTCCertificate;
 
 /// Why a POST failed.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +97,8 @@ pub struct App {
     sessions: Mutex<Registry>,
     rate: Mutex<RateLimiter>,
     rtmp_tls: Arc<tokio_rustls::rustls::ClientConfig>,
+    /// The DTLS certificate every peer presents: one per process, made at startup.
+    dtls_certificate: RTCCertificate,
     /// The address datagrams are told to have arrived on: the first advertised host candidate.
     /// rtc matches it against its local candidates, so with `--advertise-ip` (NAT 1:1, a bind
     /// on a wildcard) the socket's own address would match none.
@@ -119,6 +122,8 @@ impl App {
         udp: Arc<UdpMux>,
     ) -> Result<Arc<Self>, ConfigError> {
         let rtmp_tls = rtmp_tls(settings.rtmp.ca.as_deref())?;
+        let dtls_certificate = peer::dtls_certificate()
+            .map_err(|e| ConfigError::Invalid(format!("DTLS certificate: {e}")))?;
         let local_candidate = std::net::SocketAddr::new(
             settings
                 .udp
@@ -136,6 +141,7 @@ impl App {
             local_candidate,
             session_settings,
             rtmp_tls,
+            dtls_certificate,
             hls: HlsStreams::new(settings.hls.clone(), metrics.hls()),
             rate: Mutex::new(RateLimiter::new(settings.whip.post_rate_per_ip)),
             settings,
@@ -192,6 +198,7 @@ impl App {
             &self.settings.udp.candidate_ips,
             self.udp.local_addr(),
             self.local_candidate,
+            &self.dtls_certificate,
             now,
         )?;
         let id = random_hex();
