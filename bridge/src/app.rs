@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use crate::config::{ConfigError, HlsAudio, OnConflict, Settings};
+use crate::config::{AudioMode, ConfigError, HlsAudio, OnConflict, Settings};
 use crate::ids::random_hex;
 use crate::media::ingest::Ingest;
 use crate::metrics::{Metrics, TargetLabel};
@@ -20,6 +20,7 @@ use crate::session::{
     self, Command, Outputs, PatchError, PatchReply, SessionEnv, SessionHandle, SessionInit,
     SessionSettings,
 };
+use crate::sink::aac::{AacFormat, AacStage};
 use crate::sink::hls::HlsStreams;
 use crate::sink::queue::OutputQueue;
 use crate::sink::rtmp::RtmpOutput;
@@ -28,6 +29,7 @@ use crate::whip::liveness::{EndReason, SessionState};
 use crate::whip::offer::{Offer, OfferError};
 use crate::whip::resource::{ETag, WhipResource};
 use crate::whip::sdpfrag::SdpFrag;
+use rtc::peer_connection::certificate::RTCCertificate;
 
 /// Why a POST failed.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +98,8 @@ pub struct App {
     sessions: Mutex<Registry>,
     rate: Mutex<RateLimiter>,
     rtmp_tls: Arc<tokio_rustls::rustls::ClientConfig>,
+    /// The DTLS certificate every peer presents: one per process, made at startup.
+    dtls_certificate: RTCCertificate,
     /// The address datagrams are told to have arrived on: the first advertised host candidate.
     /// rtc matches it against its local candidates, so with `--advertise-ip` (NAT 1:1, a bind
     /// on a wildcard) the socket's own address would match none.
@@ -119,6 +123,8 @@ impl App {
         udp: Arc<UdpMux>,
     ) -> Result<Arc<Self>, ConfigError> {
         let rtmp_tls = rtmp_tls(settings.rtmp.ca.as_deref())?;
+        let dtls_certificate = peer::dtls_certificate()
+            .map_err(|e| ConfigError::Invalid(format!("DTLS certificate: {e}")))?;
         let local_candidate = std::net::SocketAddr::new(
             settings
                 .udp
@@ -136,6 +142,7 @@ impl App {
             local_candidate,
             session_settings,
             rtmp_tls,
+            dtls_certificate,
             hls: HlsStreams::new(settings.hls.clone(), metrics.hls()),
             rate: Mutex::new(RateLimiter::new(settings.whip.post_rate_per_ip)),
             settings,
@@ -192,6 +199,7 @@ impl App {
             &self.settings.udp.candidate_ips,
             self.udp.local_addr(),
             self.local_candidate,
+            &self.dtls_certificate,
             now,
         )?;
         let id = random_hex();
@@ -261,9 +269,13 @@ impl App {
     }
 
     /// Starts the outputs a new session on `stream` feeds: one task per RTMP target and one for
-    /// HLS, each behind its own bounded queue.
+    /// HLS, each behind its own bounded queue. Outputs that want AAC are fed by the session's
+    /// one transcoder ([`AacStage`], a task behind its own queue), the others by the session.
     fn outputs_for(&self, stream: &str, has_audio: bool, has_video: bool) -> Outputs {
         let mut outputs = Outputs::default();
+        let aac = AacFormat::default();
+        // The queues of the outputs that want AAC: they go to the transcoder, not the session.
+        let mut aac_queues = Vec::new();
         let hls_audio = has_audio && self.settings.hls.audio != HlsAudio::None;
         if self.settings.hls_enabled && (has_video || hls_audio) {
             let (queue, rx) =
@@ -274,12 +286,17 @@ impl App {
                 has_video,
                 outputs.keyframe_wanted.clone(),
                 outputs.wallclock.subscribe(),
+                aac.clone(),
             );
             let span = tracing::info_span!("hls", %stream);
             outputs
                 .tasks
                 .push(tokio::spawn(output.run(rx).instrument(span)));
-            outputs.queues.push(queue);
+            if hls_audio && self.settings.hls.audio == HlsAudio::Aac {
+                aac_queues.push(queue);
+            } else {
+                outputs.queues.push(queue);
+            }
         }
         for (url, audio) in self.settings.rtmp.targets_for(stream) {
             let label = TargetLabel {
@@ -292,7 +309,7 @@ impl App {
             let output = RtmpOutput {
                 url,
                 audio,
-                aac_bitrate: self.settings.rtmp.aac_bitrate,
+                aac: aac.clone(),
                 has_audio,
                 has_video,
                 tls: self.rtmp_tls.clone(),
@@ -308,6 +325,27 @@ impl App {
                 }
                 .instrument(span),
             ));
+            if has_audio && audio == AudioMode::Aac {
+                aac_queues.push(queue);
+            } else {
+                outputs.queues.push(queue);
+            }
+        }
+        if !aac_queues.is_empty() {
+            let transcode = self.metrics.transcode();
+            let (queue, rx) = OutputQueue::new(self.settings.output_queue, transcode.drops.clone());
+            let stage = AacStage {
+                bitrate: self.settings.rtmp.aac_bitrate,
+                format: aac,
+                outputs: aac_queues,
+                metrics: transcode,
+            };
+            let span = tracing::info_span!("aac", %stream);
+            // First in the list: at the end, its flushed tail reaches the outputs it feeds
+            // before they are waited for.
+            outputs
+                .tasks
+                .insert(0, tokio::spawn(stage.run(rx).instrument(span)));
             outputs.queues.push(queue);
         }
         outputs
@@ -369,5 +407,77 @@ impl App {
         for wait in waits {
             let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, RtmpTarget};
+    use crate::media::unit::{AudioFrame, Unit};
+    use bytes::Bytes;
+
+    /// Two RTMP targets and HLS, all wanting AAC, plus one wanting Opus: the session runs one
+    /// transcoder, and the Opus target is fed by the session directly.
+    #[tokio::test]
+    async fn one_session_makes_one_transcoder_whatever_its_aac_outputs() {
+        if !crate::transcode::AAC_ENCODER {
+            return;
+        }
+        let dir = bridge_proto::testdata::temp_dir("app-one-transcoder");
+        let target = |port: u16, audio| RtmpTarget {
+            // Nothing listens there: the targets keep redialling, which is fine here.
+            url: format!("rtmp://127.0.0.1:{port}/live/{{stream}}"),
+            audio,
+            streams: Vec::new(),
+        };
+        let config = Config {
+            udp: "127.0.0.1:0".parse().unwrap(),
+            hls_dir: dir.clone(),
+            hls_audio: HlsAudio::Aac,
+            rtmp_target: vec![
+                target(9, AudioMode::Aac),
+                target(9, AudioMode::Aac),
+                target(9, AudioMode::Opus),
+            ],
+            ..Config::default()
+        };
+        let metrics = Arc::new(Metrics::default());
+        let udp = UdpMux::bind(config.udp, config.udp_recv_buffer, metrics.clone())
+            .await
+            .unwrap();
+        let app = App::new(config.into_settings().unwrap(), metrics.clone(), udp).unwrap();
+        let mut outputs = app.outputs_for("s", true, true);
+        assert_eq!(outputs.tasks.len(), 5, "HLS, three targets, the transcoder");
+        assert_eq!(
+            outputs.queues.len(),
+            2,
+            "the session feeds the Opus target and the transcoder"
+        );
+        for i in 0..25 {
+            let frame = Unit::Audio(AudioFrame {
+                pts: i * 1800,
+                duration: 1800,
+                data: Bytes::from_static(&[0xfc, 0xff, 0xfe]),
+            });
+            for queue in &mut outputs.queues {
+                queue.push(&frame);
+            }
+        }
+        let transcode = metrics.transcode();
+        for _ in 0..200 {
+            if transcode.frames.get() > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(transcode.active.get(), 1, "one transcoder");
+        assert!(transcode.frames.get() > 0);
+        outputs.queues.clear();
+        for task in outputs.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        assert_eq!(transcode.active.get(), 0);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

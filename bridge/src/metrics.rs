@@ -116,6 +116,8 @@ pub struct Metrics {
     /// The HLS output's, all streams together (per-stream series would grow with thousands of
     /// publishers; the playlists themselves say what each stream has).
     hls: crate::sink::hls::HlsMetrics,
+    /// The sessions' Opus -> AAC transcoders, all sessions together.
+    transcode: crate::sink::aac::TranscodeMetrics,
 }
 
 /// Upper bounds of the HLS listing delay histogram, in seconds: every 10 ms up to 300 ms (an
@@ -283,6 +285,26 @@ impl Default for Metrics {
             ),
             listing_delay: Histogram::new(listing_delay_buckets()),
         };
+        let transcode = crate::sink::aac::TranscodeMetrics {
+            active: register(
+                r,
+                "aac_transcoders_active",
+                "Opus to AAC transcoders running (at most one per session, whatever its outputs)",
+                Gauge::default(),
+            ),
+            frames: register(
+                r,
+                "aac_frames_encoded",
+                "AAC frames encoded, all sessions",
+                Counter::default(),
+            ),
+            drops: register(
+                r,
+                "aac_transcode_drops",
+                "Units the transcoders dropped on a full queue (to the next keyframe), all sessions",
+                Counter::default(),
+            ),
+        };
         registry.register_with_unit(
             "hls_listing_delay",
             "From a video frame reaching the HLS output to its playlist listing it (its LL-HLS \
@@ -319,6 +341,7 @@ impl Default for Metrics {
             udp_dropped,
             ingest,
             hls,
+            transcode,
         }
     }
 }
@@ -338,6 +361,11 @@ impl Metrics {
     /// The HLS outputs' metrics (shared handles).
     pub fn hls(&self) -> crate::sink::hls::HlsMetrics {
         self.hls.clone()
+    }
+
+    /// The Opus -> AAC transcoders' metrics (shared handles).
+    pub fn transcode(&self) -> crate::sink::aac::TranscodeMetrics {
+        self.transcode.clone()
     }
 
     /// The per-target metrics of one RTMP output.

@@ -508,3 +508,24 @@ async fn metrics_and_health() {
             || a.body.contains("# TYPE bridge_rtp_packets counter")
     );
 }
+
+/// One DTLS certificate per process: every answer carries the same fingerprint.
+#[tokio::test]
+async fn every_session_presents_the_process_certificate() {
+    let h = harness(|_| {}).await;
+    let fingerprint = |answer: &Answer| {
+        answer
+            .body
+            .lines()
+            .find(|l| l.starts_with("a=fingerprint:sha-256 "))
+            .unwrap_or_else(|| panic!("no fingerprint in {}", answer.body))
+            .to_owned()
+    };
+    let a = h.post("one", "application/sdp", OFFER).await;
+    let b = h.post("two", "application/sdp", OFFER).await;
+    assert_eq!(
+        (a.status, b.status),
+        (StatusCode::CREATED, StatusCode::CREATED)
+    );
+    assert_eq!(fingerprint(&a), fingerprint(&b));
+}

@@ -11,6 +11,7 @@ use bytes::BytesMut;
 use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
+use rtc::peer_connection::certificate::RTCCertificate;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{
@@ -201,12 +202,33 @@ fn media_engine() -> Result<MediaEngine, PeerError> {
     Ok(engine)
 }
 
+/// The DTLS certificate every peer of the process presents (as SRS, Janus and MediaMTX do):
+/// made once at startup rather than per POST, where it was most of the cost of building a peer.
+/// Self-signed ECDSA P-256, as rtc makes its own; peers authenticate it by the fingerprint in
+/// the answer, which is therefore the same in every answer.
+pub fn dtls_certificate() -> Result<RTCCertificate, PeerError> {
+    use rtc::crypto::SignatureScheme;
+    use rtc::peer_connection::certificate::CertificateParams;
+    let other = |step: &'static str, e: String| PeerError {
+        step,
+        source: rtc::shared::error::Error::Other(e),
+    };
+    let provider =
+        rtc::crypto::default_provider().map_err(|e| other("crypto provider", e.to_string()))?;
+    let params = CertificateParams::new(vec![format!("whip-bridge-{}", crate::ids::random_hex())])
+        .map_err(|e| other("certificate parameters", e.to_string()))?;
+    RTCCertificate::generate(provider.crypto(), SignatureScheme::EcdsaP256Sha256, params)
+        .step("generate DTLS certificate")
+}
+
 /// Creates the answering peer connection for an accepted offer, with host candidates only on
-/// `ips` at the shared UDP port, and returns it with its answer.
+/// `ips` at the shared UDP port, and the process's DTLS certificate, and returns it with its
+/// answer.
 fn answer(
     offer: &Offer,
     ips: &[IpAddr],
     udp: SocketAddr,
+    certificate: &RTCCertificate,
     now: Instant,
 ) -> Result<(RTCPeerConnection, Answer), PeerError> {
     let mut engine = media_engine()?;
@@ -227,7 +249,11 @@ fn answer(
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .build();
     let mut pc = RTCPeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_configuration(
+            RTCConfigurationBuilder::new()
+                .with_certificates(vec![certificate.clone()])
+                .build(),
+        )
         .with_setting_engine(settings)
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
@@ -367,9 +393,10 @@ impl Peer {
         ips: &[IpAddr],
         udp: SocketAddr,
         local_candidate: SocketAddr,
+        certificate: &RTCCertificate,
         now: Instant,
     ) -> Result<(Self, Answer), PeerError> {
-        let (mut pc, answer) = answer(&offer, ips, udp, now)?;
+        let (mut pc, answer) = answer(&offer, ips, udp, certificate, now)?;
         add_remote_candidates(&mut pc, &offer.first_mid, &offer.candidates);
         let peer = Self {
             pc,
@@ -577,7 +604,32 @@ mod tests {
         let offer = Offer::parse(include_bytes!("../../tests/data/ffmpeg9-whip-offer.sdp"))
             .expect("the captured offer is accepted");
         let addr: SocketAddr = "127.0.0.1:40000".parse().expect("literal address");
-        Peer::answer(offer, &[addr.ip()], addr, addr, now).expect("answer")
+        let certificate = dtls_certificate().expect("certificate");
+        Peer::answer(offer, &[addr.ip()], addr, addr, &certificate, now).expect("answer")
+    }
+
+    fn fingerprint(sdp: &str) -> &str {
+        sdp.lines()
+            .find(|l| l.starts_with("a=fingerprint:"))
+            .expect("a fingerprint")
+    }
+
+    /// Peers given one certificate answer with its fingerprint; a new certificate has another.
+    #[test]
+    fn peers_sharing_a_certificate_share_its_fingerprint() {
+        let offer = || {
+            Offer::parse(include_bytes!("../../tests/data/ffmpeg9-whip-offer.sdp"))
+                .expect("the captured offer is accepted")
+        };
+        let addr: SocketAddr = "127.0.0.1:40000".parse().expect("literal address");
+        let now = Instant::now();
+        let certificate = dtls_certificate().expect("certificate");
+        let (_, a) = Peer::answer(offer(), &[addr.ip()], addr, addr, &certificate, now).unwrap();
+        let (_, b) = Peer::answer(offer(), &[addr.ip()], addr, addr, &certificate, now).unwrap();
+        assert_eq!(fingerprint(&a.sdp), fingerprint(&b.sdp));
+        let other = dtls_certificate().expect("certificate");
+        let (_, c) = Peer::answer(offer(), &[addr.ip()], addr, addr, &other, now).unwrap();
+        assert_ne!(fingerprint(&a.sdp), fingerprint(&c.sdp));
     }
 
     #[test]

@@ -34,11 +34,12 @@ use bytes::Bytes;
 use tokio::sync::{OwnedMutexGuard, mpsc, watch};
 
 use crate::hls::store::{HlsFile, StreamState, Writer, first_number};
-use crate::media::unit::{AudioFrame, Unit};
+use crate::media::unit::Unit;
 use crate::mux::hls::output::{
     AacEncode, Action, Handoff, HlsOutput, Listed, NewAacEncoder, Rendition,
 };
-use crate::transcode::OpusToAac;
+
+use super::aac::{AacFormat, AacPassthrough};
 
 pub use crate::config::{HlsAudio, HlsContainer, HlsSettings};
 pub use crate::hls::HlsMetrics;
@@ -48,7 +49,8 @@ pub use crate::mux::hls::output::MAX_CLOCK_SKEW;
 impl HlsStreams {
     /// The output task of a new session on `stream`. Call it when the session is created, before
     /// the session it replaces ends: that is how the old session's output knows it is taken over
-    /// and hands the playlist on instead of ending it.
+    /// and hands the playlist on instead of ending it. With `hls_audio = aac` its audio frames
+    /// come AAC already, from the session's transcoder, whose format `aac` holds.
     pub fn output(
         &self,
         stream: &str,
@@ -56,6 +58,7 @@ impl HlsStreams {
         has_video: bool,
         keyframe_wanted: Arc<AtomicBool>,
         wallclock: watch::Receiver<Option<SystemTime>>,
+        aac: AacFormat,
     ) -> HlsTask {
         let state = self.stream(stream);
         let generation = state.next_generation();
@@ -67,6 +70,7 @@ impl HlsStreams {
             has_video,
             keyframe_wanted,
             wallclock,
+            aac,
             metrics: self.metrics().clone(),
         }
     }
@@ -83,21 +87,9 @@ pub struct HlsTask {
     keyframe_wanted: Arc<AtomicBool>,
     /// The publisher's wallclock of timeline 0, once its first sender report came.
     wallclock: watch::Receiver<Option<SystemTime>>,
+    /// The session transcoder's format (`hls_audio = aac`).
+    aac: AacFormat,
     metrics: HlsMetrics,
-}
-
-impl AacEncode for OpusToAac {
-    fn audio_specific_config(&self) -> Bytes {
-        OpusToAac::audio_specific_config(self)
-    }
-
-    fn push(&mut self, frame: &AudioFrame) -> Result<Vec<AudioFrame>, String> {
-        OpusToAac::push(self, frame).map_err(|e| e.to_string())
-    }
-
-    fn flush(&mut self) -> Result<Vec<AudioFrame>, String> {
-        OpusToAac::flush(self).map_err(|e| e.to_string())
-    }
 }
 
 impl HlsTask {
@@ -145,11 +137,13 @@ impl Run {
         let config = task
             .settings
             .output(Rendition::Main, task.has_audio, task.has_video);
-        let bitrate = task.settings.aac_bitrate;
-        let new_encoder: NewAacEncoder = Box::new(move |channels| {
-            OpusToAac::new(channels, bitrate)
+        // The frames are AAC already: the "encoder" passes them on, with the transcoder's
+        // format (published before its first frame, which opened the output's start gate).
+        let aac = task.aac.clone();
+        let new_encoder: NewAacEncoder = Box::new(move |_channels| {
+            AacPassthrough::new(&aac)
                 .map(|t| Box::new(t) as Box<dyn AacEncode>)
-                .map_err(|e| e.to_string())
+                .ok_or_else(|| "no AAC from the session's transcoder".to_owned())
         });
         let output = match HlsOutput::new(config, handoff, Some(new_encoder)) {
             Ok(output) => output,
@@ -361,7 +355,14 @@ mod tests {
         };
         let streams = HlsStreams::new(settings, metrics.hls());
         let (_clock, wallclock) = watch::channel(None);
-        let output = streams.output("s", false, true, Arc::default(), wallclock);
+        let output = streams.output(
+            "s",
+            false,
+            true,
+            Arc::default(),
+            wallclock,
+            AacFormat::default(),
+        );
         let (tx, rx) = mpsc::channel(64);
         let task = tokio::spawn(output.run(rx));
         for unit in bridge_proto::testdata::video_units(0) {

@@ -1,5 +1,6 @@
 //! Output edges: RTMP pushes and HLS files.
 
+pub mod aac;
 pub mod hls;
 pub mod queue;
 pub mod rtmp;

@@ -1,5 +1,5 @@
-//! One RTMP push target as a task: units in (from its bounded queue), Opus -> AAC if asked,
-//! FLV tags out over [`RtmpConnection`], reconnecting with capped exponential backoff while the
+//! One RTMP push target as a task: units in (from its bounded queue; with audio=aac, from the
+//! session's one transcoder, [`super::aac::AacStage`], AAC frames already), FLV tags out over [`RtmpConnection`], reconnecting with capped exponential backoff while the
 //! publisher is live. A reconnect resumes at the next keyframe with fresh sequence headers, on
 //! the same clock, so timestamps stay monotonic.
 
@@ -17,7 +17,9 @@ use crate::media::start::StartGate;
 use crate::media::unit::{AudioFrame, Unit};
 use crate::mux::flv::{AudioCodec, FlvMuxer, FlvTag, TagKind};
 use crate::rtmp_url::RtmpUrl;
-use crate::transcode::{OpusToAac, channels_for};
+use crate::transcode::channels_for;
+
+use super::aac::AacFormat;
 
 pub use crate::config::AudioMode;
 
@@ -43,8 +45,8 @@ pub struct RtmpOutput {
     pub url: RtmpUrl,
     /// Audio handling.
     pub audio: AudioMode,
-    /// AAC bitrate (bits/s).
-    pub aac_bitrate: u32,
+    /// With [`AudioMode::Aac`]: the session transcoder's format (its audio frames are AAC).
+    pub aac: AacFormat,
     /// Whether the publisher sends audio at all (else video starts without waiting for it).
     pub has_audio: bool,
     /// Whether the publisher sends video at all (else audio starts on its own).
@@ -69,9 +71,7 @@ enum Event {
 
 struct Pipeline {
     muxer: FlvMuxer,
-    transcoder: Option<OpusToAac>,
-    /// Video has started on the current connection. Until then audio is transcoded (to keep
-    /// its timeline continuous) but not sent, so every connection starts with the video
+    /// Video has started on the current connection. Until then audio is not sent, so every connection starts with the video
     /// sequence header and a keyframe, and audio joins within a frame.
     video_started: bool,
     frame_rate: Option<f32>,
@@ -88,26 +88,24 @@ impl Pipeline {
 impl RtmpOutput {
     /// The FLV pipeline, once the audio format is known (or known to be absent).
     fn pipeline(&self, first_audio: Option<&AudioFrame>) -> Pipeline {
-        let channels = first_audio.map_or(2, |f| channels_for(&f.data));
-        let (codec, transcoder) = match (self.audio, first_audio) {
-            (AudioMode::Aac, Some(_)) => match OpusToAac::new(channels, self.aac_bitrate) {
-                Ok(t) => (
-                    Some(AudioCodec::Aac {
-                        audio_specific_config: t.audio_specific_config(),
-                    }),
-                    Some(t),
-                ),
-                Err(err) => {
-                    tracing::warn!(%err, "AAC encoder unavailable; pushing video only");
-                    (None, None)
+        let codec = match (self.audio, first_audio) {
+            // The transcoder published its format before its first frame.
+            (AudioMode::Aac, Some(_)) => match self.aac.audio_specific_config() {
+                Some(audio_specific_config) => Some(AudioCodec::Aac {
+                    audio_specific_config,
+                }),
+                None => {
+                    tracing::warn!("AAC format unknown; pushing video only");
+                    None
                 }
             },
-            (AudioMode::Opus, Some(_)) => (Some(AudioCodec::Opus { channels }), None),
-            _ => (None, None),
+            (AudioMode::Opus, Some(f)) => Some(AudioCodec::Opus {
+                channels: channels_for(&f.data),
+            }),
+            _ => None,
         };
         Pipeline {
             muxer: FlvMuxer::new(codec),
-            transcoder,
             video_started: false,
             frame_rate: None,
         }
@@ -232,16 +230,9 @@ impl RtmpOutput {
                 }
             },
             Unit::Audio(frame) => {
-                let frames = match p.transcoder.as_mut() {
-                    Some(t) => t.push(frame).unwrap_or_else(|err| {
-                        tracing::debug!(%err, "audio frame not transcodable");
-                        Vec::new()
-                    }),
-                    None => vec![frame.clone()],
-                };
                 // Video-only outputs (no video track at all) start on audio.
                 if p.video_started || !self.has_video {
-                    frames.iter().flat_map(|f| p.muxer.audio(f)).collect()
+                    p.muxer.audio(frame)
                 } else {
                     Vec::new()
                 }
@@ -288,7 +279,13 @@ mod tests {
         RtmpOutput {
             url: RtmpUrl::parse("rtmp://127.0.0.1/live/test").unwrap(),
             audio: AudioMode::Aac,
-            aac_bitrate: 128_000,
+            aac: {
+                let format = AacFormat::default();
+                format.set_for_test(Bytes::copy_from_slice(
+                    &crate::transcode::audio_specific_config(2),
+                ));
+                format
+            },
             has_audio,
             has_video: true,
             tls: super::super::rtmp_conn::tls_config(Vec::new()).unwrap(),
@@ -310,15 +307,19 @@ mod tests {
             out.start(&mut pending, video(3000)).is_none(),
             "audio unknown"
         );
-        let opus = Unit::Audio(AudioFrame {
+        let aac = Unit::Audio(AudioFrame {
             pts: 3000,
-            duration: 1800,
-            data: Bytes::from_static(&[0xfc, 0xff, 0xfe]),
+            duration: 1920,
+            data: Bytes::from_static(&[0x21, 0x10]),
         });
-        let p = out.start(&mut pending, opus).unwrap();
+        let p = out.start(&mut pending, aac).unwrap();
         assert_eq!(pending.len(), 3, "nothing lost while waiting");
         assert_eq!(p.metadata().video_frame_rate, Some(30.0));
-        assert_eq!(p.metadata().audio_channels, Some(2), "stereo TOC");
+        assert_eq!(
+            p.metadata().audio_channels,
+            Some(2),
+            "the transcoder's format"
+        );
         assert_eq!(p.metadata().video_codec_id, Some(7));
     }
 
