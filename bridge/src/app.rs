@@ -335,7 +335,7 @@ impl App {
             let transcode = self.metrics.transcode();
             let (queue, rx) = OutputQueue::new(self.settings.output_queue, transcode.drops.clone());
             let stage = AacStage {
-                bitrate: self.settings.rtmp.aac_bitrate,
+                bitrate: self.settings.aac_bitrate,
                 format: aac,
                 outputs: aac_queues,
                 metrics: transcode,

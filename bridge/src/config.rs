@@ -417,13 +417,12 @@ impl Config {
                     }
                 },
                 audio: self.hls_audio,
-                aac_bitrate: self.aac_bitrate,
             },
             rtmp: RtmpSettings {
                 targets,
                 ca: self.rtmp_ca,
-                aac_bitrate: self.aac_bitrate,
             },
+            aac_bitrate: self.aac_bitrate,
             output_queue: self.output_queue,
         })
     }
@@ -452,6 +451,8 @@ pub struct Settings {
     pub hls: HlsSettings,
     /// RTMP push targets.
     pub rtmp: RtmpSettings,
+    /// AAC bit rate of the one Opus -> AAC transcode a session runs for all its AAC outputs.
+    pub aac_bitrate: u32,
     /// Units queued per output before it drops to the next keyframe.
     pub output_queue: usize,
 }
@@ -497,8 +498,6 @@ pub struct HlsSettings {
     pub kind: PlaylistKind,
     /// Audio handling (never Opus with MPEG-TS: refused when parsed).
     pub audio: HlsAudio,
-    /// AAC bit rate.
-    pub aac_bitrate: u32,
 }
 
 /// RTMP push targets and what they share.
@@ -508,8 +507,6 @@ pub struct RtmpSettings {
     pub targets: Vec<RtmpTargetSettings>,
     /// Extra root certificates for `rtmps://`.
     pub ca: Option<PathBuf>,
-    /// AAC bit rate.
-    pub aac_bitrate: u32,
 }
 
 impl RtmpSettings {

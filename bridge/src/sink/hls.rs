@@ -351,7 +351,6 @@ mod tests {
             low_latency: true,
             kind: PlaylistKind::Live { window: 6 },
             audio: HlsAudio::None,
-            aac_bitrate: 64_000,
         };
         let streams = HlsStreams::new(settings, metrics.hls());
         let (_clock, wallclock) = watch::channel(None);
