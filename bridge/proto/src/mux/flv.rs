@@ -564,20 +564,9 @@ mod tests {
     #[test]
     fn sequence_header_matches_ffmpeg() {
         let units = video_units(PTS0);
-        let sps: Vec<Bytes> = units[0]
-            .nalus
-            .iter()
-            .filter(|n| nal_type(n) == Some(NAL_SPS))
-            .cloned()
-            .collect();
-        let pps: Vec<Bytes> = units[0]
-            .nalus
-            .iter()
-            .filter(|n| nal_type(n) == Some(NAL_PPS))
-            .cloned()
-            .collect();
+        let sets = ParameterSets::from_nalus(&units[0].nalus);
         assert_eq!(
-            avc_sequence_header(&sps, &pps).unwrap(),
+            avc_sequence_header(sets.sps(), sets.pps()).unwrap(),
             hex(
                 "1700000000 0142c01effe1 0019 6742c01eda0280bfe5c044000003000400000300f23c58ba80
                  01 0004 68ce3c80"
