@@ -111,6 +111,10 @@ pub struct Metrics {
     pub udp_unrouted: Counter,
     /// UDP datagrams dropped because a session's queue was full.
     pub udp_dropped: Counter,
+    /// Publishers' flows read from a connected socket of their own.
+    udp_flows: Gauge,
+    /// Connected flow sockets that could not be made (the flow stays on the shared socket).
+    udp_flow_failures: Counter,
     /// What the sessions' ingest pipelines produced and dropped, all sessions together.
     ingest: IngestCounters,
     /// The HLS output's, all streams together (per-stream series would grow with thousands of
@@ -226,6 +230,18 @@ impl Default for Metrics {
             "UDP datagrams dropped on a full session queue",
             Counter::default(),
         );
+        let udp_flows = register(
+            r,
+            "udp_flows",
+            "Publishers' flows read from a connected socket of their own",
+            Gauge::default(),
+        );
+        let udp_flow_failures = register(
+            r,
+            "udp_flow_failures",
+            "Connected flow sockets that could not be made (the flow stays on the shared socket)",
+            Counter::default(),
+        );
         let ingest = IngestCounters {
             video_units: register(
                 r,
@@ -339,6 +355,8 @@ impl Default for Metrics {
             rtmp_reconnects,
             udp_unrouted,
             udp_dropped,
+            udp_flows,
+            udp_flow_failures,
             ingest,
             hls,
             transcode,
@@ -406,6 +424,8 @@ impl Metrics {
             keyframe_requests: self.keyframe_requests.clone(),
             ingest: self.ingest.clone(),
             reported: IngestStats::default(),
+            udp_flows: self.udp_flows.clone(),
+            udp_flow_failures: self.udp_flow_failures.clone(),
         }
     }
 }
@@ -437,9 +457,25 @@ pub struct SessionMetrics {
     ingest: IngestCounters,
     /// The session's [`IngestStats`] as last added to the shared counters.
     reported: IngestStats,
+    udp_flows: Gauge,
+    udp_flow_failures: Counter,
 }
 
 impl SessionMetrics {
+    /// A flow moved to (`true`) or off (`false`) a connected socket of its own.
+    pub fn flow(&self, connected: bool) {
+        if connected {
+            self.udp_flows.inc();
+        } else {
+            self.udp_flows.dec();
+        }
+    }
+
+    /// A connected flow socket could not be made.
+    pub fn flow_failed(&self) {
+        self.udp_flow_failures.inc();
+    }
+
     /// Moves the session between states (`None` = not counted: not started yet, or ended).
     pub fn state(&self, from: Option<SessionState>, to: Option<SessionState>) {
         if let Some(state) = from {

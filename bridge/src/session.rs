@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ids::random_hex;
@@ -16,7 +17,7 @@ use crate::media::reorder::RtpPacket;
 use crate::metrics::SessionMetrics;
 use crate::rtc::dump::RtpDump;
 use crate::rtc::peer::{self, Peer, PeerState, Received};
-use crate::rtc::udp::{Datagram, UdpMux};
+use crate::rtc::udp::{Datagram, FlowSocket, UdpMux};
 use crate::sink::queue::OutputQueue;
 use crate::whip::liveness::{EndReason, Liveness, LivenessConfig};
 use crate::whip::resource::{ETag, PatchDecision, PatchRefusal, WhipResource};
@@ -145,6 +146,30 @@ struct Session {
     outputs: Outputs,
     dumps: PerKind<Dump>,
     ended: Option<EndReason>,
+    /// The publisher's media flow on a connected socket of its own, once its media flows.
+    flow: Option<FlowSocket>,
+    /// What `flow` reads into; datagrams are split off it, not copied.
+    flow_buf: BytesMut,
+    /// No new flow socket before this (a peer that alternates addresses must not make one per
+    /// datagram).
+    flow_retry_at: Instant,
+}
+
+/// Datagrams handled before the session drains what they produced.
+const BATCH: usize = 64;
+/// Room for any datagram a flow socket reads (the path MTU is far below).
+const MAX_DATAGRAM: usize = 2048;
+/// A flow socket reads into chunks of this size, split per datagram.
+const FLOW_CHUNK: usize = 16 * 1024;
+/// The least time between two flow sockets of one session.
+const FLOW_RETRY: Duration = Duration::from_secs(1);
+
+/// Waits until the flow socket has something to read; never, without one.
+async fn readable(flow: Option<&FlowSocket>) -> std::io::Result<()> {
+    match flow {
+        Some(flow) => flow.socket.readable().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Runs a session to its end.
@@ -172,6 +197,9 @@ pub(crate) async fn run(init: SessionInit) {
         outputs,
         dumps: PerKind::default(),
         ended: None,
+        flow: None,
+        flow_buf: BytesMut::new(),
+        flow_retry_at: answered,
     };
     tracing::info!("session started");
     let mut done_waiters = Vec::new();
@@ -181,10 +209,23 @@ pub(crate) async fn run(init: SessionInit) {
             break reason;
         }
         let deadline = s.next_deadline();
+        // A cheap clone (an `Arc`), so that waiting on the socket does not borrow the session.
+        let flow = s.flow.clone();
         tokio::select! {
             datagram = datagrams.recv() => match datagram {
-                Some(d) => s.handle_datagram(d),
+                Some(d) => {
+                    s.handle_shared_datagram(d);
+                    // Whatever else is queued too, before the one drain for them all.
+                    for _ in 1..BATCH {
+                        let Ok(d) = datagrams.try_recv() else { break };
+                        s.handle_shared_datagram(d);
+                    }
+                }
                 None => s.end(EndReason::Shutdown),
+            },
+            ready = readable(flow.as_ref()) => match ready {
+                Ok(()) => s.read_flow(),
+                Err(err) => s.drop_flow(&err),
             },
             command = commands.recv() => match command {
                 Some(Command::Patch { if_match, frag, reply }) => {
@@ -234,6 +275,74 @@ impl Session {
     fn handle_datagram(&mut self, d: Datagram) {
         self.liveness.received(d.now, peer::is_dtls_alert(&d.data));
         self.peer.handle_datagram(d);
+    }
+
+    /// A datagram the shared socket routed here. Once the publisher's SRTP flows (the first byte
+    /// of RTP and RTCP is 128..=191, RFC 7983), its address gets a connected socket of its own,
+    /// and again if the flow moves (an ICE restart, a new network).
+    fn handle_shared_datagram(&mut self, d: Datagram) {
+        let media = matches!(d.data.first(), Some(128..=191));
+        if media
+            && self.flow.as_ref().is_none_or(|f| f.peer != d.from)
+            && d.now >= self.flow_retry_at
+        {
+            self.flow_retry_at = d.now + FLOW_RETRY;
+            match self.env.udp.connect_flow(d.from) {
+                Ok(flow) => {
+                    tracing::debug!(peer = %d.from, "media flow on its own socket");
+                    if self.flow.replace(flow).is_none() {
+                        self.env.metrics.flow(true);
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(peer = %d.from, %err, "no socket of its own for a media flow; it stays on the shared one");
+                    self.env.metrics.flow_failed();
+                }
+            }
+        }
+        self.handle_datagram(d);
+    }
+
+    /// Reads what the flow socket holds, up to a batch.
+    fn read_flow(&mut self) {
+        let Some(flow) = self.flow.clone() else {
+            return;
+        };
+        let now = Instant::now();
+        for _ in 0..BATCH {
+            if self.flow_buf.capacity() < MAX_DATAGRAM {
+                self.flow_buf.reserve(FLOW_CHUNK);
+            }
+            match flow.socket.try_recv_buf(&mut self.flow_buf) {
+                Ok(n) => {
+                    let data = self.flow_buf.split_to(n);
+                    self.handle_datagram(Datagram {
+                        now,
+                        from: flow.peer,
+                        data,
+                    });
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                // ICMP errors (the peer's port closed) surface here: the session's liveness
+                // rules decide what they mean, not one failed read.
+                Err(err) => {
+                    tracing::debug!(%err, "flow socket read failed");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Gives the flow back to the shared socket (which still routes the peer's address).
+    fn drop_flow(&mut self, err: &std::io::Error) {
+        tracing::warn!(%err, "flow socket failed; back on the shared socket");
+        self.drop_flow_quietly();
+    }
+
+    fn drop_flow_quietly(&mut self) {
+        if self.flow.take().is_some() {
+            self.env.metrics.flow(false);
+        }
     }
 
     fn handle_timeout(&mut self, now: Instant) {
@@ -296,7 +405,10 @@ impl Session {
     /// Sends every datagram the peer has queued.
     async fn transmit(&mut self) {
         while let Some(out) = self.peer.poll_transmit() {
-            self.env.udp.send(out.to, &out.data).await;
+            match &self.flow {
+                Some(flow) if flow.peer == out.to => flow.send(&out.data).await,
+                _ => self.env.udp.send(out.to, &out.data).await,
+            }
         }
     }
 
@@ -405,6 +517,7 @@ impl Session {
     async fn close(mut self, reason: EndReason) {
         self.peer.close();
         self.transmit().await;
+        self.drop_flow_quietly();
         self.env.udp.unregister(self.route);
         // Closing the queues tells each output to finish cleanly (RTMP: FCUnpublish,
         // deleteStream; HLS: the last segment and ENDLIST); wait for them, bounded.

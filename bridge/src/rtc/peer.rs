@@ -13,7 +13,6 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::certificate::RTCCertificate;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
 };
@@ -202,6 +201,31 @@ fn media_engine() -> Result<MediaEngine, PeerError> {
     Ok(engine)
 }
 
+/// The interceptors a receive-only peer needs, and no more: every one is a stage each inbound
+/// packet walks through (a move of the packet and a dispatch), so rtc's default set, built for
+/// peers that also send, cost the ingest a fifth of its CPU. A WHIP ingest never sends RTP, so
+/// the NACK responder (a send history) and the sender-report generator go; what stays is loss
+/// recovery (NACK generator), the publisher's bandwidth estimate (TWCC feedback), receiver
+/// reports, and our sender-report tap.
+fn receive_interceptors(engine: &mut MediaEngine) -> Result<Registry, PeerError> {
+    use rtc::interceptor::{NackGeneratorBuilder, ReceiverReportBuilder};
+    use rtc::peer_connection::configuration::interceptor_registry::{
+        configure_simulcast_extension_headers, configure_twcc_receiver_only,
+    };
+    // The NACK and PLI feedback the generator relies on is in every H.264 codec's parameters
+    // (see `media_engine`).
+    configure_simulcast_extension_headers(engine).step("register simulcast extensions")?;
+    let registry = Registry::new().with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+    Ok(configure_twcc_receiver_only(registry, engine)
+        .step("register TWCC")?
+        .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+        // Just application-ward of the receiver-report interceptor, which reads SRs for its DLSR.
+        .with(
+            Slot::Custom(10_500),
+            super::sr_tap::SenderReportTap::default(),
+        ))
+}
+
 /// The DTLS certificate every peer of the process presents (as SRS, Janus and MediaMTX do):
 /// made once at startup rather than per POST, where it was most of the cost of building a peer.
 /// Self-signed ECDSA P-256, as rtc makes its own; peers authenticate it by the fingerprint in
@@ -232,13 +256,7 @@ fn answer(
     now: Instant,
 ) -> Result<(RTCPeerConnection, Answer), PeerError> {
     let mut engine = media_engine()?;
-    // Just application-ward of the receiver-report interceptor, which reads SRs for its DLSR.
-    let registry = register_default_interceptors(Registry::new(), &mut engine)
-        .step("register interceptors")?
-        .with(
-            Slot::Custom(10_500),
-            super::sr_tap::SenderReportTap::default(),
-        );
+    let registry = receive_interceptors(&mut engine)?;
     let settings = SettingEngineBuilder::new()
         .with_lite(true)
         .with_answering_dtls_role(if offer.setup_passive {
