@@ -7,7 +7,9 @@
 //! * `loadgen merge A.json B.json ...`: combines the JSON reports of several runs.
 //!
 //! Exit status: 0 when every gate (`--slo`, `--baseline`) holds, 1 when one does not (the
-//! reasons are printed), 2 when the run could not be made.
+//! reasons are printed), 2 when the run could not be made. With `publish --ramp`, the `--slo`s
+//! are each step's limits instead, and finding the knee is the point: the status is 0 when at
+//! least one step held (`--baseline` still applies to the whole run), 1 when none did.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -108,7 +110,7 @@ async fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        Command::Publish { args, out } => match publish::run(&args).await {
+        Command::Publish { args, out } => match publish::run_with_limits(&args, &out.slos).await {
             Ok(report) => (report, out),
             Err(e) => {
                 eprintln!("loadgen: {e}");
@@ -159,11 +161,26 @@ fn finish(report: &Report, out: &OutputArgs) -> ExitCode {
         None => None,
     };
     let gate = Gate {
-        slos: out.slos.clone(),
+        // A ramp has read them per step already: a broken limit ends the ramp, not the run.
+        slos: if report.ramp.is_some() {
+            Vec::new()
+        } else {
+            out.slos.clone()
+        },
         baseline,
         max_regression: out.max_regression,
     };
-    let reasons = gate.check(report);
+    let mut reasons = gate.check(report);
+    if let Some(ramp) = &report.ramp
+        && ramp.knee.is_none()
+    {
+        let why = ramp
+            .steps
+            .first()
+            .map(|s| s.broken.join("; "))
+            .unwrap_or_default();
+        reasons.push(format!("--ramp: not even the first step held: {why}"));
+    }
     if reasons.is_empty() {
         return ExitCode::SUCCESS;
     }

@@ -25,7 +25,7 @@ pub const RSS_BYTES: &str = "process_resident_memory_bytes";
 pub const RTP_PACKETS: &str = "bridge_rtp_packets_total";
 
 /// Limit for one scrape.
-const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest exposition read.
 const MAX_BODY: usize = 16 << 20;
 

@@ -496,10 +496,9 @@ fn bridge_binary() -> PathBuf {
     profile_dir.join(format!("bridge{}", std::env::consts::EXE_SUFFIX))
 }
 
-/// Two publishers through the bridge, measured at both outputs: the RTMP push to the built-in
-/// ingest and the LL-HLS playlists the bridge serves.
-#[tokio::test]
-async fn through_the_bridge_binary() {
+/// The bridge binary started on free ports, pushing RTMP to `rtmp` and serving HLS; `None`
+/// (the test skips) when it is not built. Returns it with its HTTP and RTMP ports.
+async fn start_bridge(name: &str) -> Option<(Bridge, u16, u16)> {
     let binary = bridge_binary();
     if !binary.exists() {
         assert!(
@@ -508,12 +507,12 @@ async fn through_the_bridge_binary() {
             binary.display()
         );
         eprintln!("SKIPPED: bridge binary not built ({})", binary.display());
-        return;
+        return None;
     }
     let (http, udp, rtmp) = (free_port(), free_port(), free_port());
     let hls_dir =
-        std::env::temp_dir().join(format!("loadgen-publish-{}-{http}", std::process::id()));
-    let _bridge = Bridge(
+        std::env::temp_dir().join(format!("loadgen-{name}-{}-{http}", std::process::id()));
+    let bridge = Bridge(
         Command::new(&binary)
             .args(["--http", &format!("127.0.0.1:{http}")])
             .args(["--udp", &format!("127.0.0.1:{udp}")])
@@ -539,6 +538,16 @@ async fn through_the_bridge_binary() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(up, "the bridge did not listen on {http}");
+    Some((bridge, http, rtmp))
+}
+
+/// Two publishers through the bridge, measured at both outputs: the RTMP push to the built-in
+/// ingest and the LL-HLS playlists the bridge serves.
+#[tokio::test]
+async fn through_the_bridge_binary() {
+    let Some((_bridge, http, rtmp)) = start_bridge("publish").await else {
+        return;
+    };
     let args = PublishArgs {
         rtmp_listen: Some(SocketAddr::from(([127, 0, 0, 1], rtmp))),
         hls: Some(format!("http://127.0.0.1:{http}/hls/{{stream}}/index.m3u8")),
@@ -594,4 +603,58 @@ async fn through_the_bridge_binary() {
         ..Default::default()
     };
     assert_eq!(gate.check(&report), Vec::<String>::new());
+}
+
+/// A ramp of one publisher a step through the bridge, with a limit the second step breaks: the
+/// ramp stops there, and the knee is the first step.
+#[tokio::test]
+async fn ramp_through_the_bridge_binary() {
+    let Some((_bridge, http, rtmp)) = start_bridge("ramp").await else {
+        return;
+    };
+    let args = PublishArgs {
+        rtmp_listen: Some(SocketAddr::from(([127, 0, 0, 1], rtmp))),
+        ramp: Some(1),
+        ramp_hold: Duration::from_millis(1500),
+        ..PublishArgs::new(
+            format!("http://127.0.0.1:{http}/whip/ramp{{i}}"),
+            3,
+            Duration::from_secs(60),
+        )
+    };
+    let limits: Vec<loadgen::report::Slo> = ["frames.lost==0", "sessions.planned<2"]
+        .map(|s| s.parse().unwrap())
+        .to_vec();
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        publish::run_with_limits(&args, &limits),
+    )
+    .await
+    .expect("publish ends")
+    .unwrap();
+    print!("{}", report.table());
+    let ramp = report.ramp.as_ref().expect("a ramp report");
+    assert_eq!(ramp.steps.len(), 2, "{ramp:?}");
+    assert_eq!(ramp.knee, Some(1));
+    let (first, second) = (&ramp.steps[0], &ramp.steps[1]);
+    assert!(first.ok, "{first:?}");
+    assert_eq!(first.frames_lost_rtmp, Some(0));
+    assert_eq!(first.frames_lost_hls, None);
+    assert!(
+        first.frame_rtmp_p99_ms.is_some_and(|p| p > 0.0),
+        "{first:?}"
+    );
+    assert!(first.cpu_ms_per_s_per_publisher.is_some(), "{first:?}");
+    assert!(first.us_per_packet.is_some(), "{first:?}");
+    assert_eq!(second.publishers, 2);
+    assert!(!second.ok);
+    assert!(
+        second.broken[0].contains("sessions.planned<2"),
+        "{second:?}"
+    );
+    // The third publisher never started; the two that did sent until the ramp ended.
+    assert_eq!(report.sessions.planned, 2);
+    assert_eq!(report.sessions.ok, 2, "{:?}", report.failure_examples);
+    assert_eq!(report.outputs["rtmp"].frames.lost, 0);
+    assert!(report.server.as_ref().is_some_and(|s| s.publishers == 1));
 }

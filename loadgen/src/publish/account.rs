@@ -57,6 +57,23 @@ impl FrameAccount {
         }
     }
 
+    /// Frames numbered `from..to` never delivered, counted like [`FrameAccount::lost`]: only
+    /// from the first frame delivered on (the frames before it precede the output's start), and
+    /// all of them if none was delivered. `publish --ramp` counts each step's window this way.
+    pub fn lost_between(&self, from: u64, to: u64) -> u64 {
+        match self.first {
+            Some(first) => (from.max(first)..to)
+                .filter(|f| !self.seen.contains(f))
+                .count() as u64,
+            None => to.saturating_sub(from),
+        }
+    }
+
+    /// Distinct frames numbered `from..to` delivered.
+    pub fn received_between(&self, from: u64, to: u64) -> u64 {
+        (from..to).filter(|f| self.seen.contains(f)).count() as u64
+    }
+
     /// Whether the last frame sent (if sending ended) was delivered, or a later one.
     pub fn drained(&self, last_sent: Option<u64>) -> bool {
         last_sent.is_none_or(|last| self.max >= Some(last))
@@ -170,6 +187,19 @@ mod tests {
         assert_eq!(FrameAccount::default().lost(Some(36), 37), 37);
         // Sending never ended (the publisher failed): nothing is called lost.
         assert_eq!(s.lost(None, 0), 0);
+        // Windows of frame numbers: 32 and 36 are missing; before 30 is before the output.
+        for (from, to, lost) in [
+            (0, 30, 0),
+            (0, 33, 1),
+            (31, 36, 1),
+            (33, 36, 0),
+            (33, 37, 1),
+        ] {
+            assert_eq!(s.lost_between(from, to), lost, "{from}..{to}");
+        }
+        assert_eq!(s.lost_between(40, 30), 0);
+        assert_eq!(s.received_between(31, 36), 4);
+        assert_eq!(FrameAccount::default().lost_between(10, 40), 30);
     }
 
     #[test]

@@ -12,6 +12,11 @@
 //! For each output the same accounting ([`account`]) counts frames lost, reordered and
 //! duplicated and measures the audio/video drift of the output's timelines.
 //!
+//! With `--ramp STEP` the publishers start STEP at a time instead of all at once; each step is
+//! measured over its own window and judged against the limits ([`ramp`] has the decisions), and
+//! the ramp stops at the first step that breaks one. Publishers started later are the same
+//! publishers, started later: their frames are accounted the same way.
+//!
 //! The receivers and the publishers share the wall clock, so they must run on one machine.
 
 pub mod account;
@@ -19,6 +24,7 @@ pub mod fmp4;
 pub mod hls;
 pub mod ingest;
 pub mod playlist;
+pub mod ramp;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -26,14 +32,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::cli::parse_duration;
 use crate::media::{FrameStamp, now_us};
 use crate::report::progress::{self, Field, ProgressSource};
-use crate::report::{Drift, OutputReport, Report};
-use crate::server::{ServerReport, scrape};
+use crate::report::{Drift, Frames, OutputReport, Ramp, Report, Slo};
+use crate::server::{SCRAPE_TIMEOUT, Scrape, ServerReport, scrape};
 use crate::stats::{HistogramError, Metric, Recorder};
 use crate::{Publisher, PublisherConfig};
 use account::{AvDrift, FrameAccount, Track};
@@ -56,6 +62,9 @@ const FAILURE_EXAMPLES: usize = 10;
 const WINDOW_MARGIN: Duration = Duration::from_millis(250);
 /// A steady window shorter than this measures nothing worth reporting.
 const MIN_WINDOW: Duration = Duration::from_millis(500);
+/// After a ramp step's window, how long to wait for its last frames to come out of every
+/// output before judging the step (the frames still missing then count as lost).
+const STEP_DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Options of `loadgen publish`.
 #[derive(Debug, Clone, clap::Args)]
@@ -94,6 +103,17 @@ pub struct PublishArgs {
     /// `/metrics`). Any server with the standard process metrics.
     #[arg(long, value_name = "URL|off", help_heading = "Output")]
     pub server_metrics: Option<String>,
+    /// Ramp up: add this many publishers at a time, up to --publishers, each step held for
+    /// --ramp-hold and measured over its own window (frames lost per output, frame_rtmp and
+    /// frame_hls p99, server CPU per publisher and per packet). Adding stops at the first step
+    /// that breaks a limit: an --slo, read over the step, or a publisher failing. Reports every
+    /// step and the knee, the largest step where every limit held; the exit status is 0 when at
+    /// least one step held. Publishers send until the ramp ends (--duration is not used).
+    #[arg(long, value_name = "STEP", help_heading = "Ramp")]
+    pub ramp: Option<u64>,
+    /// How long each ramp step is measured, from all its publishers connected.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION", help_heading = "Ramp")]
+    pub ramp_hold: Duration,
 }
 
 impl PublishArgs {
@@ -109,6 +129,8 @@ impl PublishArgs {
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             progress: false,
             server_metrics: None,
+            ramp: None,
+            ramp_hold: Duration::from_secs(10),
         }
     }
 }
@@ -208,6 +230,21 @@ struct Tally {
     failed_publishers: u64,
     output_errors: u64,
     failure_examples: Vec<String>,
+    /// The ramp step being run (its number from 1, its publishers), for the progress line; the
+    /// last one stays after the ramp, as the line's rates pair its fields by position.
+    ramp_step: Option<(u64, u64)>,
+    /// The open window of a ramp step.
+    window: Option<Window>,
+}
+
+/// A ramp step's window: the latencies of the frames sent in it, kept apart from the run's.
+#[derive(Debug)]
+struct Window {
+    /// Its start, µs since the UNIX epoch.
+    from_us: u64,
+    /// Its end (`u64::MAX` while open).
+    until_us: u64,
+    recorder: Recorder,
 }
 
 impl Tally {
@@ -218,7 +255,29 @@ impl Tally {
             failed_publishers: 0,
             output_errors: 0,
             failure_examples: Vec::new(),
+            ramp_step: None,
+            window: None,
         }
+    }
+
+    fn connected(&self) -> u64 {
+        self.streams.values().filter(|s| s.connected).count() as u64
+    }
+
+    /// Publishers connected and not done sending.
+    fn sending(&self) -> u64 {
+        self.streams
+            .values()
+            .filter(|s| s.connected && s.sent.is_none())
+            .count() as u64
+    }
+
+    /// Each stream's frames sent so far: the frame numbers below it were sent.
+    fn sent_marks(&self) -> HashMap<String, u64> {
+        self.streams
+            .iter()
+            .map(|(name, s)| (name.clone(), sent_so_far(s)))
+            .collect()
     }
 
     fn example(&mut self, text: String) {
@@ -257,6 +316,12 @@ impl Tally {
         // and corrected are the same here.
         let d = Duration::from_micros(received_us.saturating_sub(stamp.sent_us));
         self.recorder.record(output.frame_metric(), d, d);
+        // By send time: a step's p99 is of the frames its load carried, wherever they arrive.
+        if let Some(w) = &mut self.window
+            && (w.from_us..w.until_us).contains(&stamp.sent_us)
+        {
+            w.recorder.record(output.frame_metric(), d, d);
+        }
     }
 
     /// `stream`'s output carried media up to these audio and video timestamps (µs).
@@ -361,17 +426,20 @@ struct PublishProgress {
 impl ProgressSource for PublishProgress {
     fn sample(&self) -> progress::Sample {
         let t = lock(&self.tally);
-        let connected = t.streams.values().filter(|s| s.connected).count() as u64;
+        let connected = t.connected();
         let sending = t
             .streams
             .values()
             .filter(|s| s.sending.is_some() && s.sent.is_none())
             .count() as u64;
         let sent: u64 = t.streams.values().map(sent_so_far).sum();
-        let mut fields = vec![
-            Field::Count("sending", sending),
-            Field::Rate("frames sent", sent),
-        ];
+        let mut fields = Vec::new();
+        if let Some((step, publishers)) = t.ramp_step {
+            fields.push(Field::Count("step", step));
+            fields.push(Field::Count("step publishers", publishers));
+        }
+        fields.push(Field::Count("sending", sending));
+        fields.push(Field::Rate("frames sent", sent));
         for &output in &self.outputs {
             let received = t
                 .streams
@@ -413,11 +481,65 @@ struct Outcome {
     result: Result<Publisher, (&'static str, crate::Error)>,
 }
 
+/// Starts publishers (and their stream's HLS client) the same way, whenever they start.
+struct Launcher {
+    args: Arc<PublishArgs>,
+    tally: Shared,
+    hls_client: HlsClient,
+    hls_events: mpsc::UnboundedSender<HlsEvent>,
+    /// How long each publisher sends at most.
+    send_for: Duration,
+    /// Ends sending early once it reads `true` (`--ramp`: when the ramp ends).
+    stop: Option<watch::Receiver<bool>>,
+}
+
+impl Launcher {
+    /// Starts publisher number `index`.
+    fn launch(&self, index: u64, tasks: &mut JoinSet<Outcome>, hls_tasks: &mut JoinSet<()>) {
+        let endpoint = self.args.url.replace("{i}", &index.to_string());
+        let stream = stream_name(&endpoint);
+        let started_us = now_us();
+        lock(&self.tally)
+            .streams
+            .entry(stream.clone())
+            .or_default()
+            .started_us = Some(started_us);
+        if let Some(template) = &self.args.hls {
+            let url = template
+                .replace("{i}", &index.to_string())
+                .replace("{stream}", &stream);
+            let (client, events, stream) = (
+                self.hls_client.clone(),
+                self.hls_events.clone(),
+                stream.clone(),
+            );
+            hls_tasks.spawn(async move {
+                if let Err(error) = client
+                    .follow(url, stream.clone(), started_us, events.clone())
+                    .await
+                {
+                    let _ = events.send(HlsEvent::Error { stream, error });
+                }
+            });
+        }
+        tasks.spawn(publish_one(
+            self.args.clone(),
+            endpoint,
+            stream,
+            self.tally.clone(),
+            self.send_for,
+            self.stop.clone(),
+        ));
+    }
+}
+
 async fn publish_one(
     args: Arc<PublishArgs>,
     endpoint: String,
     stream: String,
     tally: Shared,
+    send_for: Duration,
+    stop: Option<watch::Receiver<bool>>,
 ) -> Outcome {
     let cfg = PublisherConfig {
         token: args.token.clone(),
@@ -440,11 +562,17 @@ async fn publish_one(
             s.connected = true;
             s.sending = Some(publisher.frames_sent());
         });
-        let sent = publisher
-            .send_media_stamped(args.duration)
-            .await
-            .map_err(|e| ("media", e))?;
-        sent_frames = sent.video_frames;
+        let sending = publisher.send_media_stamped(send_for);
+        sent_frames = match stop {
+            Some(mut stop) => tokio::select! {
+                sent = sending => sent.map_err(|e| ("media", e))?.video_frames,
+                // Dropping the send between frames is clean: its only await is the timer
+                // before the next frame, so every frame it counted was handed to the
+                // connection, and this is the only send, so its count is the frames sent.
+                _ = stop.wait_for(|stop| *stop) => publisher.frames_sent().load(Ordering::Relaxed),
+            },
+            None => sending.await.map_err(|e| ("media", e))?.video_frames,
+        };
         Ok(publisher)
     }
     .await;
@@ -534,6 +662,12 @@ async fn measure_server(
 
 /// Runs `publish` and reports what it measured.
 pub async fn run(args: &PublishArgs) -> Result<Report, PublishError> {
+    run_with_limits(args, &[]).await
+}
+
+/// Runs `publish`; with `--ramp`, `limits` are what every step must meet (`--slo`). Without
+/// `--ramp` they are not read here: the caller gates the whole run.
+pub async fn run_with_limits(args: &PublishArgs, limits: &[Slo]) -> Result<Report, PublishError> {
     if !args.url.contains("{i}") && args.publishers > 1 {
         eprintln!(
             "loadgen: --url has no {{i}}: all publishers share one stream, which a server hands from one to the next"
@@ -546,6 +680,19 @@ pub async fn run(args: &PublishArgs) -> Result<Report, PublishError> {
             "--hls {hls:?}: only http:// URLs are supported"
         )));
     }
+    let plan = match args.ramp {
+        None => None,
+        Some(step) => {
+            let plan = ramp::plan(step, args.publishers);
+            if plan.is_empty() {
+                return Err(PublishError::Config(format!(
+                    "--ramp {step} --publishers {}: both must be at least 1",
+                    args.publishers
+                )));
+            }
+            Some(plan)
+        }
+    };
     let tally: Shared = Arc::new(Mutex::new(Tally::new()));
     let ingest = match args.rtmp_listen {
         Some(addr) => Some(RtmpIngest::bind(addr).await?),
@@ -590,54 +737,65 @@ pub async fn run(args: &PublishArgs) -> Result<Report, PublishError> {
         },
         display_source,
     );
-    let server_task =
-        crate::server::metrics_url(args.server_metrics.as_deref(), &args.url).map(|url| {
-            tokio::spawn(measure_server(
-                url,
-                tally.clone(),
-                args.publishers,
-                args.duration,
-            ))
-        });
-    let shared_args = Arc::new(args.clone());
-    let hls_client = HlsClient::new();
+    let metrics_url = crate::server::metrics_url(args.server_metrics.as_deref(), &args.url);
+    // A ramp measures the server per step instead.
+    let server_task = metrics_url.clone().filter(|_| plan.is_none()).map(|url| {
+        tokio::spawn(measure_server(
+            url,
+            tally.clone(),
+            args.publishers,
+            args.duration,
+        ))
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let launcher = Launcher {
+        args: Arc::new(args.clone()),
+        tally: tally.clone(),
+        hls_client: HlsClient::new(),
+        hls_events,
+        send_for: match &plan {
+            // Each step: connecting, the hold, the drain, and the two scrapes.
+            Some(plan) => ramp::longest(
+                plan.len(),
+                CONNECT_TIMEOUT,
+                args.ramp_hold,
+                STEP_DRAIN_TIMEOUT + 2 * SCRAPE_TIMEOUT,
+            ),
+            None => args.duration,
+        },
+        stop: plan.is_some().then_some(stop_rx),
+    };
     let mut tasks = JoinSet::new();
     let mut hls_tasks = JoinSet::new();
-    for index in 0..args.publishers {
-        let endpoint = args.url.replace("{i}", &index.to_string());
-        let stream = stream_name(&endpoint);
-        let started_us = now_us();
-        lock(&tally)
-            .streams
-            .entry(stream.clone())
-            .or_default()
-            .started_us = Some(started_us);
-        if let Some(template) = &args.hls {
-            let url = template
-                .replace("{i}", &index.to_string())
-                .replace("{stream}", &stream);
-            let (client, events, stream) = (hls_client.clone(), hls_events.clone(), stream.clone());
-            hls_tasks.spawn(async move {
-                if let Err(error) = client
-                    .follow(url, stream.clone(), started_us, events.clone())
-                    .await
-                {
-                    let _ = events.send(HlsEvent::Error { stream, error });
-                }
-            });
+    let mut ramp_outcome = None;
+    let started = match &plan {
+        None => {
+            for index in 0..args.publishers {
+                launcher.launch(index, &mut tasks, &mut hls_tasks);
+            }
+            args.publishers
         }
-        tasks.spawn(publish_one(
-            shared_args.clone(),
-            endpoint,
-            stream,
-            tally.clone(),
-        ));
-    }
+        Some(plan) => {
+            let run = RampRun {
+                launcher: &launcher,
+                outputs: &outputs,
+                server_url: metrics_url.as_deref(),
+                limits,
+                hold: args.ramp_hold,
+                ceiling: args.publishers,
+            };
+            let outcome = run.run(plan, &mut tasks, &mut hls_tasks).await?;
+            let _ = stop.send(true);
+            let started = outcome.started;
+            ramp_outcome = Some(outcome);
+            started
+        }
+    };
     let mut report = Report {
         commands: vec![std::env::args().collect::<Vec<_>>().join(" ")],
         ..Report::default()
     };
-    report.sessions.planned = args.publishers;
+    report.sessions.planned = started;
     let mut sent = Vec::new();
     let mut publishers = Vec::new();
     while let Some(joined) = tasks.join_next().await {
@@ -660,13 +818,17 @@ pub async fn run(args: &PublishArgs) -> Result<Report, PublishError> {
         }
         sent.push((outcome.stream, outcome.sent_frames));
     }
-    report.sessions.failed += args.publishers - sent.len() as u64;
+    report.sessions.failed += started - sent.len() as u64;
     if let Some(task) = server_task {
         // The window ended before the first publisher stopped, so this does not wait long.
         report.server = Some(match task.await {
             Ok(server) => server,
             Err(e) => ServerReport::failed("", format!("the measuring task failed: {e}")),
         });
+    }
+    if let Some(outcome) = ramp_outcome {
+        report.server = outcome.server;
+        report.ramp = Some(outcome.ramp);
     }
     if outputs.contains(&Output::Rtmp) {
         wait_until(&tally, DRAIN_TIMEOUT, |t| t.all_drained(Output::Rtmp)).await;
@@ -683,7 +845,8 @@ pub async fn run(args: &PublishArgs) -> Result<Report, PublishError> {
         reader.abort();
     }
     hls_tasks.shutdown().await;
-    drop(hls_events);
+    // It holds the last sender of HLS events.
+    drop(launcher);
     // Every sender is gone: the reader ends once it has tallied what they sent.
     let _ = hls_reader.await;
     if let Some(display) = display {
@@ -702,6 +865,176 @@ pub async fn run(args: &PublishArgs) -> Result<Report, PublishError> {
     }
     report.set_latency(&tally.recorder)?;
     Ok(report)
+}
+
+/// A ramp in progress: what its steps need of the run.
+struct RampRun<'a> {
+    launcher: &'a Launcher,
+    outputs: &'a [Output],
+    /// Where to scrape the server, unless `--server-metrics off`.
+    server_url: Option<&'a str>,
+    limits: &'a [Slo],
+    hold: Duration,
+    ceiling: u64,
+}
+
+/// What a ramp measured.
+struct RampOutcome {
+    ramp: Ramp,
+    /// What the server spent at the knee (at the last step if no step held).
+    server: Option<ServerReport>,
+    /// Publishers started.
+    started: u64,
+}
+
+impl RampRun<'_> {
+    /// Runs the steps of `plan` (publisher counts), starting publishers into `tasks`, until one
+    /// breaks a limit or the plan ends. The publishers are still sending when it returns.
+    async fn run(
+        &self,
+        plan: &[u64],
+        tasks: &mut JoinSet<Outcome>,
+        hls_tasks: &mut JoinSet<()>,
+    ) -> Result<RampOutcome, HistogramError> {
+        let tally = &self.launcher.tally;
+        let mut started = 0;
+        let mut steps = Vec::new();
+        let mut servers = Vec::new();
+        for (number, &target) in (1..).zip(plan) {
+            lock(tally).ramp_step = Some((number, target));
+            for index in started..target {
+                self.launcher.launch(index, tasks, hls_tasks);
+            }
+            started = target;
+            wait_until(tally, CONNECT_TIMEOUT, |t| {
+                t.connected() + t.failed_publishers >= target
+            })
+            .await;
+            let (from, sending) = {
+                let mut t = lock(tally);
+                t.window = Some(Window {
+                    from_us: now_us(),
+                    until_us: u64::MAX,
+                    recorder: Recorder::new(false),
+                });
+                (t.sent_marks(), t.sending())
+            };
+            let start = self.scrape().await;
+            tokio::time::sleep(self.hold).await;
+            let end = self.scrape().await;
+            let until = {
+                let mut t = lock(tally);
+                if let Some(w) = &mut t.window {
+                    w.until_us = now_us();
+                }
+                t.sent_marks()
+            };
+            wait_until(tally, STEP_DRAIN_TIMEOUT, |t| {
+                window_drained(t, self.outputs, &until)
+            })
+            .await;
+            let server = match (self.server_url, start, end) {
+                (Some(url), Some(Ok(start)), Some(Ok(end))) => {
+                    Some(ServerReport::of(url, &start, &end, sending, 0))
+                }
+                (Some(url), Some(Err(e)), _) | (Some(url), _, Some(Err(e))) => {
+                    Some(ServerReport::failed(url, e))
+                }
+                _ => None,
+            };
+            let report = {
+                let mut t = lock(tally);
+                let window = t.window.take();
+                step_report(&t, self.outputs, window, &from, &until, target, server)?
+            };
+            let step = ramp::judge(&report, self.limits);
+            let more = ramp::go_on(&step, self.ceiling);
+            steps.push(step);
+            servers.push(report.server);
+            if !more {
+                break;
+            }
+        }
+        let knee = ramp::knee(&steps);
+        let at = steps
+            .iter()
+            .rposition(|s| s.ok)
+            .or(steps.len().checked_sub(1));
+        Ok(RampOutcome {
+            server: at.and_then(|i| servers.get_mut(i)).and_then(Option::take),
+            ramp: Ramp { steps, knee },
+            started,
+        })
+    }
+
+    async fn scrape(&self) -> Option<Result<Scrape, String>> {
+        match self.server_url {
+            Some(url) => Some(scrape(url).await),
+            None => None,
+        }
+    }
+}
+
+/// Whether every output delivered each stream's frames sent before `until` (or ended).
+fn window_drained(t: &Tally, outputs: &[Output], until: &HashMap<String, u64>) -> bool {
+    until.iter().all(|(stream, &mark)| {
+        t.streams.get(stream).is_none_or(|s| {
+            outputs.iter().all(|&o| {
+                let o = &s.outputs[o.index()];
+                o.ended || o.frames.drained(mark.checked_sub(1))
+            })
+        })
+    })
+}
+
+/// A ramp step's window as a report: frames sent in it (numbers `from..until` of each stream)
+/// and what each output delivered of them, the latencies of the frames sent in it
+/// (`frame_rtmp`, `frame_hls`; the other latencies, the errors and the drift are the run's so
+/// far), `target` publishers planned, the publishers failed so far, and the server's window.
+fn step_report(
+    t: &Tally,
+    outputs: &[Output],
+    window: Option<Window>,
+    from: &HashMap<String, u64>,
+    until: &HashMap<String, u64>,
+    target: u64,
+    server: Option<ServerReport>,
+) -> Result<Report, HistogramError> {
+    let mut r = Report {
+        server,
+        ..Report::default()
+    };
+    r.sessions.planned = target;
+    r.sessions.failed = t.failed_publishers;
+    r.sessions.ok = target.saturating_sub(t.failed_publishers);
+    let streams: Vec<(String, u64)> = until.iter().map(|(k, &v)| (k.clone(), v)).collect();
+    for &output in outputs {
+        let mut o = output_report(t, output, &streams);
+        o.frames = Frames::default();
+        for (stream, &to) in until {
+            let (Some(s), Some(&from)) = (t.streams.get(stream), from.get(stream)) else {
+                continue;
+            };
+            let account = &s.outputs[output.index()].frames;
+            let lost = account.lost_between(from, to);
+            o.frames.sent += to.saturating_sub(from);
+            o.frames.lost += lost;
+            o.frames.received += account.received_between(from, to);
+        }
+        r.outputs.insert(output.name().to_owned(), o);
+    }
+    r.set_latency(&t.recorder)?;
+    if let Some(window) = window {
+        let mut w = Report::default();
+        w.set_latency(&window.recorder)?;
+        for output in outputs {
+            let name = output.frame_metric().name();
+            if let Some(latency) = w.latency.remove(name) {
+                r.latency.insert(name.to_owned(), latency);
+            }
+        }
+    }
+    Ok(r)
 }
 
 /// What `output` delivered of the frames each publisher (stream, frames) sent.

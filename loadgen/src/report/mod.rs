@@ -7,6 +7,7 @@
 mod gate;
 mod plot;
 pub mod progress;
+mod ramp;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use gate::{Gate, GateError, Slo, parse_fraction};
 pub use plot::{PlotError, plot};
+pub use ramp::{Ramp, RampStep};
 
 use crate::server::ServerReport;
 use crate::stats::{self, HistogramError, Metric, Recorder};
@@ -267,6 +269,10 @@ pub struct Report {
     /// measured (`--server-metrics off`), with `error` set when it could not be.
     #[serde(default)]
     pub server: Option<ServerReport>,
+    /// `publish --ramp`: each step and the knee (absent without `--ramp`; `merge` leaves it
+    /// out, as steps of separate runs do not add up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<Ramp>,
 }
 
 /// Errors reading, merging or writing reports.
@@ -437,6 +443,9 @@ impl Report {
         }
         if let Some(server) = &self.server {
             out += &server.table();
+        }
+        if let Some(ramp) = &self.ramp {
+            out += &ramp.table();
         }
         let _ = writeln!(
             out,
