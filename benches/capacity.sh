@@ -16,6 +16,8 @@
 # Knobs (environment): DURATION (media per publish row, default 20s), ROWS, SIGNAL_RATE
 # (default 200), BRIDGE and LOADGEN (binaries, default target/release/*), SKIP_BUILD=1 (use the
 # binaries as they are), KEEP=1 (keep the logs and JSON reports; their folder is printed).
+# SLO_INGEST, SLO_DEFAULTS, SLO_SIGNAL: loadgen `--slo` expressions (space separated) for the
+# rows of that kind; the script then exits 1 if any row missed one (a CI gate, see .ci/run).
 #
 # Columns: server CPU ms per second per publisher and CPU µs per RTP packet are the bridge's
 # own process metrics over the steady window (see README, `--server-metrics`); frames lost are
@@ -35,6 +37,10 @@ BRIDGE=${BRIDGE:-target/release/bridge}
 LOADGEN=${LOADGEN:-target/release/loadgen}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP=${KEEP:-0}
+SLO_INGEST=${SLO_INGEST:-}
+SLO_DEFAULTS=${SLO_DEFAULTS:-}
+SLO_SIGNAL=${SLO_SIGNAL:-}
+missed=0
 
 command -v jq >/dev/null || { echo "capacity.sh: needs jq" >&2; exit 2; }
 
@@ -107,6 +113,24 @@ run_loadgen() {
     return "$status"
 }
 
+# `--slo` flags from a space-separated list of expressions.
+slo_flags() {
+    local expr
+    for expr in $1; do
+        printf '%s\n' --slo "$expr"
+    done
+}
+
+# Notes a row whose loadgen run missed an SLO (exit 1): its report says which.
+check_slo() {
+    local status=$1 log=$2
+    if [[ $status == 1 ]]; then
+        missed=1
+        echo "capacity.sh: an SLO was missed:" >&2
+        grep -i "slo" "$log" >&2 || tail -n 20 "$log" >&2
+    fi
+}
+
 # A loadgen run that could not be made (exit 2): say why and go on with the next row.
 failed_row() {
     local config=$1 count=$2 log=$3
@@ -152,6 +176,9 @@ publish() {
     if [[ $kind == defaults ]]; then
         loadgen_flags=(--rtmp-listen "127.0.0.1:$rtmp"
             --hls "http://127.0.0.1:$HTTP/hls/{stream}/index.m3u8")
+        mapfile -t -O "${#loadgen_flags[@]}" loadgen_flags < <(slo_flags "$SLO_DEFAULTS")
+    else
+        mapfile -t loadgen_flags < <(slo_flags "$SLO_INGEST")
     fi
     local status=0
     run_loadgen "$dir/loadgen.log" publish --url "http://127.0.0.1:$HTTP/whip/cap{i}" \
@@ -162,6 +189,7 @@ publish() {
         failed_row "$config" "$n" "$dir/loadgen.log"
     else
         publish_row "$config" "$dir/report.json"
+        check_slo "$status" "$dir/loadgen.log"
     fi
 }
 
@@ -171,9 +199,10 @@ signal() {
     mkdir -p "$dir"
     local config="signalling only (loadgen signal, $SIGNAL_RATE/s)"
     start_bridge "$dir" --max-sessions 20000 --connect-timeout-secs 120
-    local status=0
+    local status=0 slos=()
+    mapfile -t slos < <(slo_flags "$SLO_SIGNAL")
     run_loadgen "$dir/loadgen.log" signal --url "http://127.0.0.1:$HTTP/whip/s{i}" \
-        --sessions "$n" --rate "$SIGNAL_RATE" --json "$dir/report.json" || status=$?
+        --sessions "$n" --rate "$SIGNAL_RATE" --json "$dir/report.json" "${slos[@]}" || status=$?
     stop_bridge
     if [[ $status == 2 || ! -s $dir/report.json ]]; then
         failed_row "$config" "$n sessions" "$dir/loadgen.log"
@@ -187,6 +216,7 @@ signal() {
         + "\(.sessions.failed) failed, \(.violations.total) violations"
         + (if .server.error then "; server: \(.server.error)" else "" end) + " |"
     ' "$dir/report.json"
+    check_slo "$status" "$dir/loadgen.log"
 }
 
 echo "| configuration | publishers | server CPU ms/s per publisher | µs/packet | frames lost (rtmp / hls) | frame_rtmp p99 | frame_hls p99 | notes |"
@@ -201,3 +231,4 @@ for row in $ROWS; do
             ;;
     esac
 done
+exit "$missed"
