@@ -234,7 +234,7 @@ impl App {
         }
         let metrics = self.metrics.session();
         metrics.state(None, Some(SessionState::Connecting));
-        let init = SessionInit {
+        let init = Box::new(SessionInit {
             env: SessionEnv {
                 udp: self.udp.clone(),
                 metrics,
@@ -249,7 +249,7 @@ impl App {
             datagrams,
             ingest: Ingest::new(now, self.settings.reorder, video_fmtp),
             outputs,
-        };
+        });
         let app = Arc::clone(self);
         let span = tracing::info_span!("session", %stream, session = %id);
         tokio::spawn(

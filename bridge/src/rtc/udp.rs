@@ -242,11 +242,24 @@ impl UdpMux {
         const CHUNK: usize = 256 * 1024;
         const MAX_DATAGRAM: usize = 2048;
         let mut buf = BytesMut::with_capacity(CHUNK);
+        let tick: u64 = std::env::var("BRIDGE_EXP_TICK_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         loop {
             if buf.capacity() < MAX_DATAGRAM {
                 buf.reserve(CHUNK);
             }
-            let (n, from) = match self.socket.recv_buf_from(&mut buf).await {
+            let got = match self.socket.try_recv_buf_from(&mut buf) {
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                    if tick > 0 {
+                        tokio::time::sleep(std::time::Duration::from_micros(tick)).await;
+                    }
+                    self.socket.recv_buf_from(&mut buf).await
+                }
+                other => other,
+            };
+            let (n, from) = match got {
                 Ok(v) => v,
                 Err(err) => {
                     // ICMP port unreachable and the like surface here on some systems: not fatal.
