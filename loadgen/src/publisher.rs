@@ -12,7 +12,6 @@ use hyper::header::{CONTENT_TYPE, ETAG, HeaderMap, LOCATION};
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
 };
@@ -703,6 +702,24 @@ impl Track {
     }
 }
 
+/// What a send-only publisher runs, as a browser does: answers to NACKs (a send history),
+/// sender reports (the bridge dates HLS segments by them) and transport-wide sequence numbers
+/// (the bridge's congestion feedback reads them). rtc's default set also has the receive side's
+/// NACK generator, receiver reports and TWCC feedback, stages every packet sent walks through
+/// for nothing: a load generator must cost less than what it measures.
+fn send_interceptors(media_engine: &mut MediaEngine) -> Result<Registry, Error> {
+    use rtc::interceptor::{NackResponderBuilder, SenderReportBuilder, Slot};
+    use rtc::peer_connection::configuration::interceptor_registry::{
+        configure_simulcast_extension_headers, configure_twcc_sender_only,
+    };
+    configure_simulcast_extension_headers(media_engine)
+        .map_err(Error::rtc("register simulcast extensions"))?;
+    let registry = Registry::new()
+        .with(Slot::NackResponder, NackResponderBuilder::new().build())
+        .with(Slot::SenderReport, SenderReportBuilder::new().build());
+    configure_twcc_sender_only(registry, media_engine).map_err(Error::rtc("register TWCC"))
+}
+
 fn build_peer_connection() -> Result<RTCPeerConnection, Error> {
     let mut media_engine = MediaEngine::default();
     media_engine
@@ -711,8 +728,7 @@ fn build_peer_connection() -> Result<RTCPeerConnection, Error> {
     media_engine
         .register_codec(h264_codec(), RtpCodecKind::Video)
         .map_err(Error::rtc("register H.264"))?;
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine)
-        .map_err(Error::rtc("register interceptors"))?;
+    let registry = send_interceptors(&mut media_engine)?;
     let setting_engine = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .build();
