@@ -32,7 +32,7 @@ pub fn video_units(pts0: i64) -> Vec<VideoUnit> {
                 pts,
                 dts: pts,
                 keyframe: nalus.iter().any(|n| n[0] & 0x1f == NAL_IDR),
-                nalus,
+                nalus: nalus.into(),
             }
         })
         .collect()
@@ -336,7 +336,7 @@ pub fn timed_video(dts: i64, keyframe: bool) -> crate::media::unit::Unit {
         pts: dts,
         dts,
         keyframe,
-        nalus: vec![Bytes::from_static(&[0x65, 0x88])],
+        nalus: [Bytes::from_static(&[0x65, 0x88])].into_iter().collect(),
     })
 }
 

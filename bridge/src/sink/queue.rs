@@ -75,7 +75,7 @@ mod tests {
             pts,
             dts: pts,
             keyframe,
-            nalus: vec![Bytes::from_static(b"\x65")],
+            nalus: [Bytes::from_static(b"\x65")].into_iter().collect(),
         })
     }
 

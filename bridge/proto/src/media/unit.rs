@@ -8,6 +8,11 @@ use bytes::Bytes;
 /// Ticks per second of the session timeline.
 pub const TIMELINE_HZ: i64 = 90_000;
 
+/// A frame's NAL units. Inline up to four (a P frame with its SEI, or SPS + PPS + SEI + IDR),
+/// so that neither the depacketizer nor each output's copy of a unit allocates for them; a
+/// frame with more spills to the heap.
+pub type Nalus = smallvec::SmallVec<[Bytes; 4]>;
+
 /// One H.264 access unit (a picture).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VideoUnit {
@@ -19,7 +24,7 @@ pub struct VideoUnit {
     pub keyframe: bool,
     /// NAL units without start codes or length prefixes; slices of the RTP payloads where the
     /// packetization allows, one reassembled buffer per FU-A NAL otherwise.
-    pub nalus: Vec<Bytes>,
+    pub nalus: Nalus,
 }
 
 /// One encoded audio frame.

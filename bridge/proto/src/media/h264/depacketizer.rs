@@ -31,7 +31,7 @@ use super::nal::{NAL_AUD, NAL_IDR, NAL_PPS, NAL_SEI, NAL_SLICE, NAL_SPS, is_slic
 use super::sps::{self, Sps};
 use super::{FU_A, STAP_A};
 use crate::media::rtp::RtpPacket;
-use crate::media::unit::VideoUnit;
+use crate::media::unit::{Nalus, VideoUnit};
 
 /// Largest access unit taken, in payload bytes: far above any real picture (a 4K IDR at a high
 /// bitrate is a few MB), low enough that a sender that never ends a unit cannot grow one forever.
@@ -90,7 +90,7 @@ pub struct H264Frame {
     /// Holds an IDR picture (and then SPS and PPS before it).
     pub keyframe: bool,
     /// NAL units without start codes, in decoding order.
-    pub nalus: Vec<Bytes>,
+    pub nalus: Nalus,
 }
 
 impl H264Frame {
@@ -148,7 +148,7 @@ enum Drop {
 pub struct Depacketizer {
     state: State,
     /// NAL units of the access unit being collected.
-    nalus: Vec<Bytes>,
+    nalus: Nalus,
     /// The FU-A fragments (payloads after the two header bytes) of the NAL being reassembled.
     fragments: Vec<Bytes>,
     fragments_len: usize,
@@ -175,7 +175,7 @@ impl Depacketizer {
     pub fn new() -> Self {
         Self {
             state: State::Idle,
-            nalus: Vec::with_capacity(8),
+            nalus: Nalus::new(),
             fragments: Vec::with_capacity(64),
             fragments_len: 0,
             unit_bytes: 0,
@@ -461,7 +461,7 @@ impl Depacketizer {
     }
 
     fn finish_unit(&mut self, timestamp: u32) {
-        let mut nalus = std::mem::replace(&mut self.nalus, Vec::with_capacity(8));
+        let mut nalus = std::mem::take(&mut self.nalus);
         self.unit_bytes = 0;
         self.unit_packets = 0;
         if !nalus.iter().any(|n| nal_type(n).is_some_and(is_slice)) {
@@ -491,7 +491,7 @@ impl Depacketizer {
 
     /// Puts the cached SPS and PPS before the slices of an IDR unit that lacks them; false if one
     /// is needed and none is known.
-    fn complete_parameters(&self, nalus: &mut Vec<Bytes>) -> bool {
+    fn complete_parameters(&self, nalus: &mut Nalus) -> bool {
         let has = |t: u8| nalus.iter().any(|n| nal_type(n) == Some(t));
         let (has_sps, has_pps) = (has(NAL_SPS), has(NAL_PPS));
         if !has_pps {
@@ -655,8 +655,8 @@ mod tests {
         }
         s.send(4000, true, P);
         assert_eq!(s.timestamps(), [(1000, true), (4000, false)]);
-        assert_eq!(s.out[0].nalus, [SPS, PPS, &idr[..]]);
-        assert_eq!(s.out[1].nalus, [P]);
+        assert_eq!(s.out[0].nalus[..], [SPS, PPS, &idr[..]]);
+        assert_eq!(s.out[1].nalus[..], [P]);
         let stats = s.d.stats();
         assert_eq!((stats.frames, stats.keyframes), (2, 1));
         assert_eq!(s.d.sps().map(|s| (s.width, s.height)), Some((640, 360)));
@@ -683,7 +683,7 @@ mod tests {
         s.send(6000, false, &[0x09, 0xf0]);
         s.send(6000, true, IDR);
         assert_eq!(s.timestamps(), [(0, true), (6000, true)]);
-        assert_eq!(s.out[1].nalus, [&[0x09, 0xf0][..], SPS, PPS, IDR]);
+        assert_eq!(s.out[1].nalus[..], [&[0x09, 0xf0][..], SPS, PPS, IDR]);
     }
 
     #[test]
@@ -697,7 +697,7 @@ mod tests {
         );
         d.push(&RtpPacket::new(SSRC, 1, 0, true, Bytes::from_static(IDR)))
             .unwrap();
-        assert_eq!(d.pull().unwrap().nalus, [SPS, PPS, IDR]);
+        assert_eq!(d.pull().unwrap().nalus[..], [SPS, PPS, IDR]);
 
         assert_eq!(
             Depacketizer::with_fmtp("sprop-parameter-sets=Z0L!").unwrap_err(),
@@ -910,7 +910,7 @@ mod tests {
         assert_eq!(reorder.stats().lost, 0);
         assert_eq!(frames.len(), 60);
         for (frame, unit) in frames.iter().zip(&units) {
-            assert_eq!(&frame.nalus, unit);
+            assert_eq!(frame.nalus[..], unit[..]);
         }
     }
 
@@ -978,7 +978,7 @@ mod tests {
         }
         assert_eq!(out.len(), 60);
         for (i, (frame, unit)) in out.iter().zip(&units).enumerate() {
-            assert_eq!(&frame.nalus, unit, "unit {i}");
+            assert_eq!(frame.nalus[..], unit[..], "unit {i}");
             assert_eq!(frame.timestamp, i as u32 * 3000);
         }
         let stats = d.stats();

@@ -835,7 +835,9 @@ mod tests {
             pts: 0,
             dts: 0,
             keyframe: false,
-            nalus: vec![Bytes::new(), Bytes::from_static(&[0x09, 0xf0])],
+            nalus: [Bytes::new(), Bytes::from_static(&[0x09, 0xf0])]
+                .into_iter()
+                .collect(),
         };
         assert!(video_only.video(&empty).unwrap().is_empty());
     }
