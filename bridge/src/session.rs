@@ -297,7 +297,6 @@ impl Session {
     fn handle_shared_datagram(&mut self, d: Datagram) {
         let media = matches!(d.data.first(), Some(128..=191));
         if media
-            && std::env::var_os("BRIDGE_EXP_NOFLOW").is_none()
             && self.flow.as_ref().is_none_or(|f| f.peer != d.from)
             && d.now >= self.flow_retry_at
         {
@@ -328,15 +327,9 @@ impl Session {
             if self.flow_buf.capacity() < MAX_DATAGRAM {
                 self.flow_buf.reserve(FLOW_CHUNK);
             }
-            match flow.socket.try_recv_buf(&mut self.flow_buf) {
-                Ok(n) => {
-                    let data = self.flow_buf.split_to(n);
-                    self.handle_datagram(Datagram {
-                        now,
-                        from: flow.peer,
-                        data,
-                    });
-                }
+            match flow.try_recv(&mut self.flow_buf, now, &self.env.udp) {
+                Ok(Some(datagram)) => self.handle_datagram(datagram),
+                Ok(None) => {}
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
                 // ICMP errors (the peer's port closed) surface here: the session's liveness
                 // rules decide what they mean, not one failed read.

@@ -38,6 +38,28 @@ pub struct FlowSocket {
 }
 
 impl FlowSocket {
+    /// Reads one datagram without waiting (`WouldBlock` when there is none). Only the peer's
+    /// come back; another peer's, steered here before the socket was connected (see
+    /// [`UdpMux::connect_flow`]), goes to its own session through `mux` (`Ok(None)`).
+    pub fn try_recv(
+        &self,
+        buf: &mut BytesMut,
+        now: Instant,
+        mux: &UdpMux,
+    ) -> std::io::Result<Option<Datagram>> {
+        let (n, from) = self.socket.try_recv_buf_from(buf)?;
+        let datagram = Datagram {
+            now,
+            from,
+            data: buf.split_to(n),
+        };
+        if from == self.peer {
+            return Ok(Some(datagram));
+        }
+        mux.dispatch(datagram);
+        Ok(None)
+    }
+
     /// Sends one datagram to the peer.
     pub async fn send(&self, data: &[u8]) {
         if let Err(err) = self.socket.send(data).await {
@@ -149,7 +171,12 @@ impl UdpMux {
     /// the peer, so the kernel delivers that peer's datagrams to it rather than to the shared
     /// socket (Linux and the BSDs prefer a connected socket to its reuse-port group). The
     /// session reads it directly, in batches: no demultiplexing, no route lock and no hand-over
-    /// between tasks per datagram, which were most of the cost of a packet.
+    /// between tasks per datagram.
+    ///
+    /// Between its `bind` and its `connect` the socket is an unconnected member of the port's
+    /// reuse-port group, and the kernel may steer any peer's datagram to it; those stay queued
+    /// after the `connect`. Its reader must check each datagram's source and [`Self::dispatch`]
+    /// the others (see `Session::read_flow`).
     pub fn connect_flow(&self, peer: SocketAddr) -> std::io::Result<FlowSocket> {
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(self.local_addr),
@@ -242,24 +269,11 @@ impl UdpMux {
         const CHUNK: usize = 256 * 1024;
         const MAX_DATAGRAM: usize = 2048;
         let mut buf = BytesMut::with_capacity(CHUNK);
-        let tick: u64 = std::env::var("BRIDGE_EXP_TICK_US")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
         loop {
             if buf.capacity() < MAX_DATAGRAM {
                 buf.reserve(CHUNK);
             }
-            let got = match self.socket.try_recv_buf_from(&mut buf) {
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
-                    if tick > 0 {
-                        tokio::time::sleep(std::time::Duration::from_micros(tick)).await;
-                    }
-                    self.socket.recv_buf_from(&mut buf).await
-                }
-                other => other,
-            };
-            let (n, from) = match got {
+            let (n, from) = match self.socket.recv_buf_from(&mut buf).await {
                 Ok(v) => v,
                 Err(err) => {
                     // ICMP port unreachable and the like surface here on some systems: not fatal.
@@ -268,18 +282,22 @@ impl UdpMux {
                 }
             };
             let data = buf.split_to(n);
-            let Some(tx) = self.route(from, &data) else {
-                self.metrics.udp_unrouted.inc();
-                continue;
-            };
-            let datagram = Datagram {
+            self.dispatch(Datagram {
                 now: Instant::now(),
                 from,
                 data,
-            };
-            if tx.try_send(datagram).is_err() {
-                self.metrics.udp_dropped.inc();
-            }
+            });
+        }
+    }
+
+    /// Hands a datagram to the session its source address (or STUN username) routes to.
+    pub fn dispatch(&self, datagram: Datagram) {
+        let Some(tx) = self.route(datagram.from, &datagram.data) else {
+            self.metrics.udp_unrouted.inc();
+            return;
+        };
+        if tx.try_send(datagram).is_err() {
+            self.metrics.udp_dropped.inc();
         }
     }
 }
@@ -340,6 +358,86 @@ mod tests {
         flow.send(b"reply").await;
         let (n, from) = publisher.recv_from(&mut buf).await.unwrap();
         assert_eq!((&buf[..n], from), (&b"reply"[..], port));
+    }
+
+    #[tokio::test]
+    async fn what_reaches_a_flow_socket_before_its_connect_goes_to_its_own_session() {
+        use rtc::stun::message::{BINDING_REQUEST, Setter, TransactionId};
+        use rtc::stun::textattrs::TextAttribute;
+        let mux = UdpMux::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            128 << 10,
+            Arc::new(Metrics::default()),
+        )
+        .await
+        .unwrap();
+        let port = mux.local_addr();
+        let mut other_session = mux.register(2, "other");
+        let publisher = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // Sixteen sources: the kernel hashes each to one member of the group, so some surely
+        // (all but one time in 65,536) reach the new socket.
+        let mut others = Vec::new();
+        for _ in 0..16 {
+            others.push(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        }
+        // The window `connect_flow` cannot close, held open: a bound, unconnected member of
+        // the port's group, which the kernel hands some of `other`'s datagrams.
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .unwrap();
+        socket.set_nonblocking(true).unwrap();
+        socket.set_reuse_port(true).unwrap();
+        socket.bind(&port.into()).unwrap();
+        let mut msg = Message::new();
+        let setters: Vec<Box<dyn Setter>> = vec![
+            Box::new(BINDING_REQUEST),
+            Box::new(TransactionId::new()),
+            Box::new(TextAttribute::new(ATTR_USERNAME, "other:x".into())),
+        ];
+        msg.build(&setters).unwrap();
+        for other in &others {
+            for _ in 0..4 {
+                other.send_to(&msg.raw, port).await.unwrap();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        socket
+            .connect(&publisher.local_addr().unwrap().into())
+            .unwrap();
+        let flow = FlowSocket {
+            socket: Arc::new(UdpSocket::from_std(socket.into()).unwrap()),
+            peer: publisher.local_addr().unwrap(),
+        };
+        publisher.send_to(b"\x80media", port).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (mut ours, mut foreign) = (Vec::new(), 0);
+        let mut buf = BytesMut::with_capacity(64 << 10);
+        loop {
+            match flow.try_recv(&mut buf, Instant::now(), &mux) {
+                Ok(Some(d)) => ours.push(d.data),
+                Ok(None) => foreign += 1,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(err) => panic!("{err}"),
+            }
+        }
+        assert_eq!(ours, [&b"\x80media"[..]]);
+        assert!(
+            foreign > 0,
+            "the kernel steered none to the unconnected socket"
+        );
+        let sources: Vec<SocketAddr> = others.iter().map(|o| o.local_addr().unwrap()).collect();
+        let mut delivered = 0;
+        while let Ok(d) = other_session.try_recv() {
+            assert!(sources.contains(&d.from));
+            delivered += 1;
+        }
+        assert_eq!(
+            delivered, foreign,
+            "foreign datagrams dispatched to their session"
+        );
     }
 
     #[tokio::test]
