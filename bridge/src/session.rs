@@ -232,7 +232,6 @@ pub(crate) async fn run(init: Box<SessionInit>) {
 
 impl Session {
     /// Moves the parts of `init` into a boxed session; returns it and its two mailboxes.
-    #[allow(clippy::type_complexity)]
     fn start(
         init: Box<SessionInit>,
     ) -> (Box<Self>, mpsc::Receiver<Command>, mpsc::Receiver<Datagram>) {

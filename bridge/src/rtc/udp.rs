@@ -305,7 +305,31 @@ impl UdpMux {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtc::stun::message::{BINDING_REQUEST, Setter, TransactionId};
+    use rtc::stun::textattrs::TextAttribute;
     use std::time::Duration;
+
+    async fn loopback_mux() -> Arc<UdpMux> {
+        UdpMux::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            128 << 10,
+            Arc::new(Metrics::default()),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// A STUN binding request with this USERNAME.
+    fn binding_request(username: &str) -> Vec<u8> {
+        let mut msg = Message::new();
+        let setters: Vec<Box<dyn Setter>> = vec![
+            Box::new(BINDING_REQUEST),
+            Box::new(TransactionId::new()),
+            Box::new(TextAttribute::new(ATTR_USERNAME, username.into())),
+        ];
+        msg.build(&setters).unwrap();
+        msg.raw
+    }
 
     #[tokio::test]
     async fn the_socket_gets_the_receive_buffer_asked_for() {
@@ -326,13 +350,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_flow_socket_takes_its_peers_datagrams_and_only_those() {
-        let mux = UdpMux::bind(
-            "127.0.0.1:0".parse().unwrap(),
-            128 << 10,
-            Arc::new(Metrics::default()),
-        )
-        .await
-        .unwrap();
+        let mux = loopback_mux().await;
         let port = mux.local_addr();
         let publisher = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -362,15 +380,7 @@ mod tests {
 
     #[tokio::test]
     async fn what_reaches_a_flow_socket_before_its_connect_goes_to_its_own_session() {
-        use rtc::stun::message::{BINDING_REQUEST, Setter, TransactionId};
-        use rtc::stun::textattrs::TextAttribute;
-        let mux = UdpMux::bind(
-            "127.0.0.1:0".parse().unwrap(),
-            128 << 10,
-            Arc::new(Metrics::default()),
-        )
-        .await
-        .unwrap();
+        let mux = loopback_mux().await;
         let port = mux.local_addr();
         let mut other_session = mux.register(2, "other");
         let publisher = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -391,16 +401,10 @@ mod tests {
         socket.set_nonblocking(true).unwrap();
         socket.set_reuse_port(true).unwrap();
         socket.bind(&port.into()).unwrap();
-        let mut msg = Message::new();
-        let setters: Vec<Box<dyn Setter>> = vec![
-            Box::new(BINDING_REQUEST),
-            Box::new(TransactionId::new()),
-            Box::new(TextAttribute::new(ATTR_USERNAME, "other:x".into())),
-        ];
-        msg.build(&setters).unwrap();
+        let request = binding_request("other:x");
         for other in &others {
             for _ in 0..4 {
-                other.send_to(&msg.raw, port).await.unwrap();
+                other.send_to(&request, port).await.unwrap();
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -452,17 +456,9 @@ mod tests {
 
     #[test]
     fn reads_the_local_ufrag_of_a_binding_request() {
-        use rtc::stun::message::{BINDING_REQUEST, Setter, TransactionId};
-        use rtc::stun::textattrs::TextAttribute;
-        let mut msg = Message::new();
-        let setters: Vec<Box<dyn Setter>> = vec![
-            Box::new(BINDING_REQUEST),
-            Box::new(TransactionId::new()),
-            Box::new(TextAttribute::new(ATTR_USERNAME, "ours:theirs".into())),
-        ];
-        msg.build(&setters).unwrap();
-        assert_eq!(stun_local_ufrag(&msg.raw).as_deref(), Some("ours"));
-        assert_eq!(stun_local_ufrag(&msg.raw[..19]), None);
+        let request = binding_request("ours:theirs");
+        assert_eq!(stun_local_ufrag(&request).as_deref(), Some("ours"));
+        assert_eq!(stun_local_ufrag(&request[..19]), None);
         assert_eq!(
             stun_local_ufrag(b"\x80\x60 rtp packet not stun........"),
             None
