@@ -427,11 +427,7 @@ impl ProgressSource for PublishProgress {
     fn sample(&self) -> progress::Sample {
         let t = lock(&self.tally);
         let connected = t.connected();
-        let sending = t
-            .streams
-            .values()
-            .filter(|s| s.sending.is_some() && s.sent.is_none())
-            .count() as u64;
+        let sending = t.sending();
         let sent: u64 = t.streams.values().map(sent_so_far).sum();
         let mut fields = Vec::new();
         if let Some((step, publishers)) = t.ramp_step {
@@ -607,13 +603,12 @@ async fn measure_server(
     total: u64,
     duration: Duration,
 ) -> ServerReport {
-    let connected = |t: &Tally| t.streams.values().filter(|s| s.connected).count() as u64;
     let deadline = Instant::now() + CONNECT_TIMEOUT + duration;
     let mut first = None;
     loop {
         let (up, failed) = {
             let t = lock(&tally);
-            (connected(&t), t.failed_publishers)
+            (t.connected(), t.failed_publishers)
         };
         if up > 0 {
             first.get_or_insert_with(Instant::now);
@@ -630,7 +625,7 @@ async fn measure_server(
         Ok(start) => start,
         Err(e) => return ServerReport::failed(&url, e),
     };
-    let publishers = connected(&lock(&tally));
+    let publishers = lock(&tally).connected();
     let end_at = (first + duration)
         .checked_sub(WINDOW_MARGIN)
         .unwrap_or(first);
