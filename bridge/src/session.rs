@@ -203,7 +203,9 @@ pub(crate) async fn run(init: Box<SessionInit>) {
                 None => s.end(EndReason::Shutdown),
             },
             ready = readable(flow.as_ref()) => match ready {
-                Ok(()) => s.read_flow(),
+                Ok(()) => {
+                    s.read_flow();
+                }
                 Err(err) => s.drop_flow(&err),
             },
             command = commands.recv() => match command {
@@ -302,6 +304,9 @@ impl Session {
             self.flow_retry_at = d.now + FLOW_RETRY;
             match self.env.udp.connect_flow(d.from) {
                 Ok(flow) => {
+                    // What the old flow socket still holds was sent before `d`, and is lost
+                    // with the socket: read it first.
+                    while self.read_flow() {}
                     tracing::debug!(peer = %d.from, "media flow on its own socket");
                     if self.flow.replace(flow).is_none() {
                         self.env.metrics.flow(true);
@@ -316,10 +321,10 @@ impl Session {
         self.handle_datagram(d);
     }
 
-    /// Reads what the flow socket holds, up to a batch.
-    fn read_flow(&mut self) {
+    /// Reads what the flow socket holds, up to a batch; whether it may hold more.
+    fn read_flow(&mut self) -> bool {
         let Some(flow) = self.flow.clone() else {
-            return;
+            return false;
         };
         let now = Instant::now();
         for _ in 0..BATCH {
@@ -329,15 +334,16 @@ impl Session {
             match flow.try_recv(&mut self.flow_buf, now, &self.env.udp) {
                 Ok(Some(datagram)) => self.handle_datagram(datagram),
                 Ok(None) => {}
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return false,
                 // ICMP errors (the peer's port closed) surface here: the session's liveness
                 // rules decide what they mean, not one failed read.
                 Err(err) => {
                     tracing::debug!(%err, "flow socket read failed");
-                    break;
+                    return false;
                 }
             }
         }
+        true
     }
 
     /// Gives the flow back to the shared socket (which still routes the peer's address).

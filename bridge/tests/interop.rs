@@ -303,7 +303,9 @@ fn chromium_publish(restart: bool) {
             after.0
         );
     }
-    // The bridge got (about) everything the browser says it sent.
+    // The bridge got everything the browser says it sent, to a few packets in flight at the
+    // end; with a restart too: what the browser sends on the old pair until the new one is
+    // selected is held, not dropped (`rtc::restart_hold`).
     let result = log
         .lines()
         .find_map(|l| l.strip_prefix("RESULT "))
@@ -319,7 +321,7 @@ fn chromium_publish(restart: bool) {
     for kind in ["video", "audio"] {
         let got = after.sum("bridge_rtp_packets_total", &[("kind", kind)]);
         assert!(
-            got >= 0.9 * sent(kind),
+            got >= 0.97 * sent(kind),
             "bridge counted {got} {kind} packets, the browser sent {}\n{result}",
             sent(kind)
         );

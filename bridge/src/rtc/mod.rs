@@ -3,5 +3,6 @@
 
 pub mod dump;
 pub mod peer;
+pub mod restart_hold;
 pub mod sr_tap;
 pub mod udp;

@@ -32,6 +32,7 @@ use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpTransceiverDirection, RTCRtpT
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
+use super::restart_hold::RestartHold;
 use super::udp::Datagram;
 use crate::media::ingest::Kind;
 use crate::media::reorder::RtpPacket;
@@ -104,6 +105,8 @@ pub struct Peer {
     fir_sequence: u8,
     /// Sender reports of a compound RTCP packet not handed on yet.
     reports: VecDeque<(Instant, Received)>,
+    /// Media sent on the old pair while an ICE restart completes.
+    restart_hold: RestartHold,
 }
 
 impl std::fmt::Debug for Peer {
@@ -424,6 +427,7 @@ impl Peer {
             video_receiver: None,
             fir_sequence: 0,
             reports: VecDeque::new(),
+            restart_hold: RestartHold::default(),
         };
         Ok((peer, answer))
     }
@@ -453,11 +457,18 @@ impl Peer {
     ) -> Result<Answer, PeerError> {
         let answer = restart(&mut self.pc, &self.offer, remote, now)?;
         self.add_remote_candidates(candidates);
+        self.restart_hold.begin();
         Ok(answer)
     }
 
     /// One datagram from the publisher.
     pub fn handle_datagram(&mut self, d: Datagram) {
+        if let Some(d) = self.restart_hold.hold(d) {
+            self.read(d);
+        }
+    }
+
+    fn read(&mut self, d: Datagram) {
         let tagged = TaggedBytesMut {
             now: d.now,
             transport: TransportContext {
@@ -500,12 +511,26 @@ impl Peer {
             match event {
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                     tracing::info!(%state, "peer connection state");
-                    match state {
-                        RTCPeerConnectionState::Connected => return Some(PeerState::Connected),
-                        RTCPeerConnectionState::Failed => return Some(PeerState::Failed),
-                        RTCPeerConnectionState::Closed => return Some(PeerState::Closed),
-                        _ => {}
+                    let state = match state {
+                        RTCPeerConnectionState::Connected => PeerState::Connected,
+                        RTCPeerConnectionState::Failed => PeerState::Failed,
+                        RTCPeerConnectionState::Closed => PeerState::Closed,
+                        _ => continue,
+                    };
+                    let (held, overflow) = self.restart_hold.release();
+                    if !held.is_empty() || overflow > 0 {
+                        tracing::info!(
+                            held = held.len(),
+                            overflow,
+                            "media sent during the ICE restart"
+                        );
                     }
+                    if state == PeerState::Connected {
+                        for d in held {
+                            self.read(d);
+                        }
+                    }
+                    return Some(state);
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                     let kind = self
