@@ -93,7 +93,7 @@ fn media_playlist(text: &str) -> m3u8_rs::MediaPlaylist {
         .unwrap_or_else(|e| panic!("unparsable playlist ({e:?}):\n{text}"))
 }
 
-/// The `URI` of the first tag `#EXT-X-{tag}:` in `text`, and its `(msn, index)` if a part.
+/// The `URI`s of the tags `#EXT-X-{tag}:` in `text`.
 fn tag_uris(text: &str, tag: &str) -> Vec<String> {
     let prefix = format!("#EXT-X-{tag}:");
     text.lines()
@@ -103,13 +103,20 @@ fn tag_uris(text: &str, tag: &str) -> Vec<String> {
         .collect()
 }
 
-fn part_ref(uri: &str) -> (u64, u32) {
-    let (msn, index) = uri
-        .strip_prefix("part")
-        .and_then(|r| r.strip_suffix(".m4s"))
-        .and_then(|r| r.split_once('.'))
-        .unwrap_or_else(|| panic!("not a part URI: {uri}"));
-    (msn.parse().unwrap(), index.parse().unwrap())
+/// Where the preload-hinted part goes, as a blocking reload names it (`_HLS_msn`, `_HLS_part`):
+/// the next part of the segment in progress. Its URI does not say: parts are numbered by one
+/// running count, since the segment may end before it (and then `msn.index` means `msn+1.0`).
+fn hinted_position(text: &str) -> (u64, u32) {
+    let sequence: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .expect("EXT-X-MEDIA-SEQUENCE")
+        .parse()
+        .unwrap();
+    let complete = text.matches("#EXTINF").count() as u64;
+    let open = text.rsplit("#EXTINF").next().unwrap_or(text);
+    let parts = open.matches("#EXT-X-PART:").count() as u32;
+    (sequence + complete, parts)
 }
 
 fn part_target(text: &str) -> Duration {
@@ -217,7 +224,7 @@ async fn loadgen_publisher_is_served_as_low_latency_hls() {
     let got = get(http, "/hls/demo/index.m3u8").await;
     let hint = tag_uris(&got.text(), "PRELOAD-HINT").remove(0);
     let target = part_target(&got.text());
-    let (msn, index) = part_ref(&hint);
+    let (msn, index) = hinted_position(&got.text());
     let got = get(
         http,
         &format!("/hls/demo/index.m3u8?_HLS_msn={msn}&_HLS_part={index}"),

@@ -81,11 +81,11 @@ pub struct View {
     main: Option<Bytes>,
     /// Init sections by name.
     init: HashMap<String, Bytes>,
-    /// The newest LL-HLS parts, by (msn, index): those of the open segment and the one before,
-    /// which is what clients at the live edge ask for. Older ones are read from disk, where
-    /// they stay as long as the spec says; memory would otherwise hold seconds of media per
-    /// stream.
-    parts: BTreeMap<(u64, u32), Bytes>,
+    /// The newest LL-HLS parts, by (msn, part number): those of the open segment and the one
+    /// before, which is what clients at the live edge ask for. Older ones are read from disk,
+    /// where they stay as long as the spec says; memory would otherwise hold seconds of media
+    /// per stream.
+    parts: BTreeMap<(u64, u64), Bytes>,
 }
 
 impl View {
@@ -104,13 +104,13 @@ impl View {
         if let Some((name, bytes)) = change.init {
             self.init.insert(name, bytes);
         }
-        if let Some(((msn, index), bytes)) = change.part {
-            self.parts.insert((msn, index), bytes);
+        if let Some(((msn, number), bytes)) = change.part {
+            self.parts.insert((msn, number), bytes);
             self.parts = self.parts.split_off(&(msn.saturating_sub(1), 0));
         }
         for name in &change.expired {
-            if let Some(HlsFile::Part { msn, index, .. }) = HlsFile::parse(name) {
-                self.parts.remove(&(msn, index));
+            if let Some(HlsFile::Part { number, .. }) = HlsFile::parse(name) {
+                self.parts.retain(|&(_, n), _| n != number);
             }
             self.init.remove(name);
         }
@@ -237,19 +237,24 @@ impl StreamState {
         lock(&self.view).init.get(name).cloned()
     }
 
-    /// A part request.
-    pub fn part(&self, msn: u64, index: u32) -> PartAnswer {
+    /// A part request, by its number.
+    pub fn part(&self, number: u64) -> PartAnswer {
         let view = lock(&self.view);
-        if let Some(bytes) = view.parts.get(&(msn, index)) {
+        // A handful of parts: a scan costs less than a second index.
+        if let Some(bytes) = view
+            .parts
+            .iter()
+            .find_map(|(&(_, n), bytes)| (n == number).then_some(bytes))
+        {
             return PartAnswer::Ready(bytes.clone());
         }
-        // Only the hinted part is waited for (RFC 8216bis §6.2.6); a part the segment ended
-        // before is not, once the hint has moved on.
+        // Only the hinted part is waited for (RFC 8216bis §6.2.6); an older one is on disk or
+        // gone. Parts are numbered by one running count, so the hinted one always comes.
         let hinted = view
             .playlist
             .as_ref()
             .and_then(Playlist::preload_hint)
-            .is_some_and(|h| (h.msn, h.index) == (msn, index));
+            .is_some_and(|h| h == number);
         if hinted {
             PartAnswer::Wait
         } else {
@@ -287,8 +292,9 @@ mod tests {
     fn memory_keeps_the_newest_parts_until_they_expire_or_the_playlist_ends() {
         let state = StreamState::new("s", Path::new("/nonexistent"));
         let changes = state.changes();
+        // One part per segment, numbered as its segment.
         let part = |msn: u64| ViewChange {
-            part: Some(((msn, 0), Bytes::from(vec![msn as u8]))),
+            part: Some(((msn, msn), Bytes::from(vec![msn as u8]))),
             ..ViewChange::default()
         };
         for msn in 5..=7 {
@@ -296,26 +302,23 @@ mod tests {
         }
         assert!(changes.has_changed().unwrap(), "readers woken");
         assert_eq!(
-            state.part(5, 0),
+            state.part(5),
             PartAnswer::NotHere,
             "two segments back: disk"
         );
-        assert_eq!(
-            state.part(6, 0),
-            PartAnswer::Ready(Bytes::from_static(&[6]))
-        );
+        assert_eq!(state.part(6), PartAnswer::Ready(Bytes::from_static(&[6])));
         state.publish(ViewChange {
-            expired: vec!["part6.0.m4s".to_owned()],
+            expired: vec!["part6.m4s".to_owned()],
             init: Some(("init3.mp4".to_owned(), Bytes::from_static(b"moov"))),
             ..ViewChange::default()
         });
-        assert_eq!(state.part(6, 0), PartAnswer::NotHere);
+        assert_eq!(state.part(6), PartAnswer::NotHere);
         assert_eq!(state.init("init3.mp4"), Some(Bytes::from_static(b"moov")));
         state.publish(ViewChange {
             ended: true,
             ..ViewChange::default()
         });
-        assert_eq!(state.part(7, 0), PartAnswer::NotHere, "all on disk");
+        assert_eq!(state.part(7), PartAnswer::NotHere, "all on disk");
         state.publish(ViewChange {
             reset: true,
             ..ViewChange::default()

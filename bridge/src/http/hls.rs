@@ -116,9 +116,9 @@ pub(super) async fn get(
                 .map(playlist)
                 .ok_or_else(not_found)
         }
-        HlsFile::Part { msn, index, .. } => {
+        HlsFile::Part { number, .. } => {
             let timeout = state.blocking_timeout().unwrap_or(first_wait);
-            let answer = wait_for(&state, timeout, || match state.part(msn, index) {
+            let answer = wait_for(&state, timeout, || match state.part(number) {
                 PartAnswer::Wait => None,
                 other => Some(other),
             })

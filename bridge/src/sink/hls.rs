@@ -324,6 +324,7 @@ fn prepare_blocking(dir: &Path) -> std::io::Result<usize> {
         let name = entry?.file_name();
         let Some(name) = name.to_str() else { continue };
         let ours = HlsFile::parse(name).is_some()
+            || HlsFile::is_old_part_name(name)
             || name
                 .strip_prefix('.')
                 .and_then(|n| n.strip_suffix(".tmp"))

@@ -30,14 +30,14 @@ pub enum HlsFile {
         /// Media sequence number.
         msn: u64,
     },
-    /// `part{msn}.{index}.m4s` or `.ts`.
+    /// `part{number}.m4s` or `.ts`: parts are numbered by one running counter, not by their
+    /// segment, so that the preload hint ("the next part") names a file that will exist however
+    /// the segmenter cuts (see [`super::segmenter::PartInfo::number`]).
     Part {
         /// Its container (the extension).
         container: Container,
-        /// Parent segment.
-        msn: u64,
-        /// Index within it.
-        index: u32,
+        /// Its number on the stream's running count of parts.
+        number: u64,
     },
 }
 
@@ -69,12 +69,24 @@ impl HlsFile {
             let msn = number(msn)?;
             return Some(Self::Segment { container, msn });
         }
-        let (msn, index) = stem.strip_prefix("part")?.split_once('.')?;
         Some(Self::Part {
             container,
-            msn: number(msn)?,
-            index: u32::try_from(number(index)?).ok()?,
+            number: number(stem.strip_prefix("part")?)?,
         })
+    }
+
+    /// `part{msn}.{index}.m4s` or `.ts`: how parts were named before they had one running count.
+    /// Never served; recognised so that what an older version left in a folder is cleaned up.
+    pub fn is_old_part_name(name: &str) -> bool {
+        let Some(stem) = name
+            .strip_suffix(".m4s")
+            .or_else(|| name.strip_suffix(".ts"))
+            .and_then(|n| n.strip_prefix("part"))
+        else {
+            return false;
+        };
+        stem.split_once('.')
+            .is_some_and(|(msn, index)| number(msn).is_some() && number(index).is_some())
     }
 
     /// The `Content-Type` a file of this kind is served with.
@@ -102,11 +114,9 @@ impl fmt::Display for HlsFile {
             Self::Init { epoch: 0 } => f.write_str("init.mp4"),
             Self::Init { epoch } => write!(f, "init{epoch}.mp4"),
             Self::Segment { container, msn } => write!(f, "seg{msn}.{}", container.extension()),
-            Self::Part {
-                container,
-                msn,
-                index,
-            } => write!(f, "part{msn}.{index}.{}", container.extension()),
+            Self::Part { container, number } => {
+                write!(f, "part{number}.{}", container.extension())
+            }
         }
     }
 }
@@ -128,12 +138,11 @@ impl Container {
         .to_string()
     }
 
-    /// A part's file name: `part{msn}.{index}.m4s` or `.ts`.
-    pub fn part_uri(self, msn: u64, index: u32) -> String {
+    /// A part's file name: `part{number}.m4s` or `.ts`.
+    pub fn part_uri(self, number: u64) -> String {
         HlsFile::Part {
             container: self,
-            msn,
-            index,
+            number,
         }
         .to_string()
     }
@@ -191,11 +200,10 @@ mod tests {
             })
         );
         assert_eq!(
-            HlsFile::parse("part12.3.m4s"),
+            HlsFile::parse("part12.m4s"),
             Some(HlsFile::Part {
                 container: fmp4,
-                msn: 12,
-                index: 3
+                number: 12,
             })
         );
         for bad in [
@@ -208,9 +216,10 @@ mod tests {
             "seg-1.m4s",
             "seg+1.m4s",
             "seg1.mp4",
-            "part1.m4s",
+            "part.m4s",
+            "part01.m4s",
+            "part1.2.m4s",
             "part1.2.3.m4s",
-            "part1.99999999999.m4s",
             "init0.mp4",
             "init0.mp4x",
             "init01.mp4",
@@ -220,9 +229,20 @@ mod tests {
         ] {
             assert_eq!(HlsFile::parse(bad), None, "{bad:?}");
         }
+        assert!(HlsFile::is_old_part_name("part1718000000000.3.m4s"));
+        assert!(HlsFile::is_old_part_name("part1.0.ts"));
+        for not_old in [
+            "part1.m4s",
+            "part1..m4s",
+            "part1.2.3.m4s",
+            "seg1.2.m4s",
+            "part1.2.mp4",
+        ] {
+            assert!(!HlsFile::is_old_part_name(not_old), "{not_old}");
+        }
         let content_type = |name| HlsFile::parse(name).unwrap().content_type();
         assert_eq!(content_type("seg1.ts"), "video/mp2t", "TS");
-        assert_eq!(content_type("part1.0.ts"), "video/mp2t", "TS");
+        assert_eq!(content_type("part1.ts"), "video/mp2t", "TS");
         assert_eq!(content_type("seg1.m4s"), "video/mp4");
         assert_eq!(content_type("init.mp4"), "video/mp4");
         assert_eq!(content_type("main.m3u8"), "application/vnd.apple.mpegurl");
@@ -235,13 +255,10 @@ mod tests {
             files.push(HlsFile::Init { epoch: n });
             for container in [Container::Fmp4, Container::MpegTs] {
                 files.push(HlsFile::Segment { container, msn: n });
-                for index in [0, 7, u32::MAX] {
-                    files.push(HlsFile::Part {
-                        container,
-                        msn: n,
-                        index,
-                    });
-                }
+                files.push(HlsFile::Part {
+                    container,
+                    number: n,
+                });
             }
         }
         for file in files {
@@ -250,7 +267,7 @@ mod tests {
         }
         // And the names the playlist lists are these.
         assert_eq!(Container::Fmp4.segment_uri(5), "seg5.m4s");
-        assert_eq!(Container::MpegTs.part_uri(5, 2), "part5.2.ts");
+        assert_eq!(Container::MpegTs.part_uri(5), "part5.ts");
         assert_eq!(Container::Fmp4.init_uri(0).as_deref(), Some("init.mp4"));
         assert_eq!(Container::Fmp4.init_uri(3).as_deref(), Some("init3.mp4"));
         assert_eq!(Container::MpegTs.init_uri(3), None);

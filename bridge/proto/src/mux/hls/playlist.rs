@@ -325,6 +325,8 @@ pub struct Playlist {
     open: Option<Open>,
     /// The next segment's media sequence number, once the first part or segment fixed it.
     next_msn: Option<u64>,
+    /// Number of the part after the last one listed.
+    next_part: Option<u64>,
     last_complete: Option<u64>,
     discontinuity_sequence: u64,
     /// End of all complete segments on the playlist clock.
@@ -357,6 +359,7 @@ impl Playlist {
             segments: VecDeque::new(),
             open: None,
             next_msn: None,
+            next_part: None,
             last_complete: None,
             discontinuity_sequence: 0,
             closed_end: 0,
@@ -445,24 +448,17 @@ impl Playlist {
         })
     }
 
-    /// The part `EXT-X-PRELOAD-HINT` names: the next one, which the HTTP layer must hold
-    /// requests for until it exists (RFC 8216bis §6.2.6). None without LL-HLS, before the first
-    /// part, and after the end.
-    pub fn preload_hint(&self) -> Option<PartRef> {
+    /// The number ([`PartInfo::number`]) of the part `EXT-X-PRELOAD-HINT` names: the next one,
+    /// whether it continues the segment in progress or starts the next (which the segmenter
+    /// only knows when its first unit comes), which the HTTP layer must hold requests for until
+    /// it exists (RFC 8216bis §6.2.6). None without LL-HLS, before the first part, and after
+    /// the end.
+    pub fn preload_hint(&self) -> Option<u64> {
         self.part_target?;
         if self.ended {
             return None;
         }
-        match &self.open {
-            Some(open) => Some(PartRef {
-                msn: open.msn,
-                index: u32::try_from(open.parts.len()).unwrap_or(u32::MAX),
-            }),
-            None => Some(PartRef {
-                msn: self.next_msn?,
-                index: 0,
-            }),
-        }
+        self.next_part
     }
 
     /// Whether a playlist request with these directives can be answered now (RFC 8216bis
@@ -571,6 +567,7 @@ impl Playlist {
         });
         open.parts.push(part);
         self.next_msn = Some(part.msn);
+        self.next_part = Some(part.number.saturating_add(1));
         let duration = part.duration.max(0);
         self.open_duration = self.open_duration.saturating_add(duration);
         self.max_part = self.max_part.max(duration);
@@ -616,6 +613,9 @@ impl Playlist {
         self.max_segment = self.max_segment.max(duration);
         self.last_complete = Some(segment.msn);
         self.next_msn = Some(segment.msn.saturating_add(1));
+        if let Some(last) = segment.parts.last() {
+            self.next_part = Some(last.number.saturating_add(1));
+        }
         self.update();
         Ok(())
     }
@@ -733,10 +733,7 @@ impl Playlist {
             if let Some(hint) = self.preload_hint() {
                 trailer.push(tag(
                     "X-PRELOAD-HINT",
-                    format!(
-                        "TYPE=PART,URI=\"{}\"",
-                        container.part_uri(hint.msn, hint.index)
-                    ),
+                    format!("TYPE=PART,URI=\"{}\"", container.part_uri(hint)),
                 ));
             }
         }
@@ -811,7 +808,7 @@ impl Playlist {
                 entry.parts_listed = false;
                 for p in &entry.parts {
                     self.retiring.push(Retiring {
-                        uri: container.part_uri(p.msn, p.index),
+                        uri: container.part_uri(p.number),
                         at: now.saturating_add(part_hold),
                     });
                 }
@@ -847,7 +844,7 @@ impl Playlist {
                 if ll && gone.parts_listed {
                     for p in &gone.parts {
                         self.retiring.push(Retiring {
-                            uri: container.part_uri(p.msn, p.index),
+                            uri: container.part_uri(p.number),
                             at: now.saturating_add(part_hold),
                         });
                     }
@@ -876,7 +873,7 @@ fn part_tag(container: Container, part: &PartInfo) -> ExtTag {
     let mut rest = format!(
         "DURATION={},URI=\"{}\"",
         format_units(ticks_to_units_round(part.duration)),
-        container.part_uri(part.msn, part.index)
+        container.part_uri(part.number)
     );
     if part.independent {
         rest.push_str(",INDEPENDENT=YES");
@@ -1125,6 +1122,11 @@ mod tests {
         expired: Vec<String>,
         last_sequence: u64,
         renders: usize,
+        /// The preload hint served right after the latest part was listed, while its segment
+        /// was still open.
+        hint_after_part: Option<u64>,
+        /// Parts that started a new segment after a hint had been served in the old one.
+        hints_across_cuts: usize,
     }
 
     impl Harness {
@@ -1136,6 +1138,8 @@ mod tests {
                 expired: Vec::new(),
                 last_sequence: 0,
                 renders: 0,
+                hint_after_part: None,
+                hints_across_cuts: 0,
             }
         }
 
@@ -1151,7 +1155,14 @@ mod tests {
                 match event {
                     Event::PartReady(part) => {
                         if self.playlist.config().part_target.is_some() {
+                            // A player holding the hinted request gets exactly this part,
+                            // whether it continues the segment or a key frame began the next.
+                            if let Some(hint) = self.hint_after_part {
+                                assert_eq!(part.info.number, hint, "{:?}", part.info);
+                                self.hints_across_cuts += usize::from(part.info.index == 0);
+                            }
                             self.playlist.add_part(part.info).unwrap();
+                            self.hint_after_part = self.playlist.preload_hint();
                         }
                     }
                     Event::SegmentReady(segment) => self.playlist.add_segment(&segment).unwrap(),
@@ -1316,14 +1327,14 @@ mod tests {
         // Old segments and parts were reported, after a delay, never the live init section.
         for uri in [
             "seg0.m4s",
-            "part0.0.m4s",
-            "part0.4.m4s",
+            "part0.m4s",
+            "part4.m4s",
             "seg15.m4s",
-            "part20.4.m4s",
+            "part104.m4s",
         ] {
             assert!(h.expired.contains(&uri.to_owned()), "{uri} not expired");
         }
-        for uri in ["init.mp4", "seg22.m4s", "part25.0.m4s"] {
+        for uri in ["init.mp4", "seg22.m4s", "part125.m4s"] {
             assert!(
                 !h.expired.contains(&uri.to_owned()),
                 "{uri} expired too soon"
@@ -1331,10 +1342,10 @@ mod tests {
         }
         let text = String::from_utf8(p.to_bytes(false).unwrap()).unwrap();
         // Parts only for the last three target durations.
-        assert!(!text.contains("part24.0.m4s"), "{text}");
-        assert!(text.contains("#EXT-X-PART:DURATION=0.2,URI=\"part27.0.m4s\",INDEPENDENT=YES"));
-        assert!(text.contains("#EXT-X-PART:DURATION=0.2,URI=\"part28.4.m4s\"\n"));
-        assert!(text.contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part29.4.m4s\""));
+        assert!(!text.contains("part120.m4s"), "{text}");
+        assert!(text.contains("#EXT-X-PART:DURATION=0.2,URI=\"part135.m4s\",INDEPENDENT=YES"));
+        assert!(text.contains("#EXT-X-PART:DURATION=0.2,URI=\"part144.m4s\"\n"));
+        assert!(text.contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part149.m4s\""));
         assert!(text.contains("#EXT-X-MAP:URI=\"init.mp4\""));
         h.finish();
         let text = String::from_utf8(h.playlist.to_bytes(false).unwrap()).unwrap();
@@ -1365,24 +1376,24 @@ mod tests {
 #EXTINF:1,
 seg0.m4s
 #EXT-X-PROGRAM-DATE-TIME:2024-05-01T12:51:31.123Z
-#EXT-X-PART:DURATION=0.2,URI=\"part1.0.m4s\",INDEPENDENT=YES
-#EXT-X-PART:DURATION=0.2,URI=\"part1.1.m4s\"
-#EXT-X-PART:DURATION=0.2,URI=\"part1.2.m4s\"
-#EXT-X-PART:DURATION=0.2,URI=\"part1.3.m4s\"
-#EXT-X-PART:DURATION=0.2,URI=\"part1.4.m4s\"
+#EXT-X-PART:DURATION=0.2,URI=\"part5.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.2,URI=\"part6.m4s\"
+#EXT-X-PART:DURATION=0.2,URI=\"part7.m4s\"
+#EXT-X-PART:DURATION=0.2,URI=\"part8.m4s\"
+#EXT-X-PART:DURATION=0.2,URI=\"part9.m4s\"
 #EXTINF:1,
 seg1.m4s
 #EXT-X-PROGRAM-DATE-TIME:2024-05-01T12:51:32.123Z
-#EXT-X-PART:DURATION=0.2,URI=\"part2.0.m4s\",INDEPENDENT=YES
-#EXT-X-PART:DURATION=0.2,URI=\"part2.1.m4s\"
-#EXT-X-PART:DURATION=0.2,URI=\"part2.2.m4s\"
-#EXT-X-PART:DURATION=0.2,URI=\"part2.3.m4s\"
-#EXT-X-PART:DURATION=0.2,URI=\"part2.4.m4s\"
+#EXT-X-PART:DURATION=0.2,URI=\"part10.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.2,URI=\"part11.m4s\"
+#EXT-X-PART:DURATION=0.2,URI=\"part12.m4s\"
+#EXT-X-PART:DURATION=0.2,URI=\"part13.m4s\"
+#EXT-X-PART:DURATION=0.2,URI=\"part14.m4s\"
 #EXTINF:1,
 seg2.m4s
-#EXT-X-PART:DURATION=0.2,URI=\"part3.0.m4s\",INDEPENDENT=YES
-#EXT-X-PART:DURATION=0.2,URI=\"part3.1.m4s\"
-#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part3.2.m4s\"
+#EXT-X-PART:DURATION=0.2,URI=\"part15.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.2,URI=\"part16.m4s\"
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part17.m4s\"
 ";
         assert_eq!(text, expected);
     }
@@ -1401,7 +1412,7 @@ seg2.m4s
         let tail = text.split("seg4.m4s\n").nth(1).unwrap();
         assert!(
             tail.starts_with(
-                "#EXT-X-MAP:URI=\"init1.mp4\"\n#EXT-X-DISCONTINUITY\n#EXT-X-PART:DURATION=0.2,URI=\"part5.0.m4s\",INDEPENDENT=YES\n"
+                "#EXT-X-MAP:URI=\"init1.mp4\"\n#EXT-X-DISCONTINUITY\n#EXT-X-PART:DURATION=0.2,URI=\"part25.m4s\",INDEPENDENT=YES\n"
             ),
             "{tail}"
         );
@@ -1450,7 +1461,7 @@ seg2.m4s
             "{:?}",
             h.expired
         );
-        assert!(h.expired.contains(&"part0.0.m4s".to_owned()));
+        assert!(h.expired.contains(&"part0.m4s".to_owned()));
         let full = String::from_utf8(h.playlist.to_bytes(false).unwrap()).unwrap();
         assert!(full.contains("#EXT-X-PLAYLIST-TYPE:EVENT\n"));
         // Delta update: segments ending 6 s or more before the last one's end are skipped.
@@ -1514,6 +1525,33 @@ seg2.m4s
         assert!(parts > 10);
     }
 
+    /// The Shaka Player 404: with parts named by their segment, the hint served after part 4 of
+    /// a segment named `part{msn}.5`, and a key frame then started segment msn+1 instead.
+    #[test]
+    fn the_preload_hint_names_the_next_part_wherever_the_segment_is_cut() {
+        let (seg, pl) = ll_fmp4();
+        let mut h = Harness::new(seg, pl);
+        // Key frames at irregular distances: segments end after different numbers of parts.
+        let keyframes = [0, 31, 47, 80, 97, 130, 137, 175];
+        let units = av(0, 6, 1000).into_iter().map(|u| match u {
+            Unit::Video(v) if keyframes.contains(&(v.dts / FRAME)) => video(v.dts, true),
+            u => u,
+        });
+        h.feed(units);
+        h.finish();
+        assert!(h.playlist.segment_count() >= 5);
+        assert!(h.hints_across_cuts >= 4, "{}", h.hints_across_cuts);
+        let text = String::from_utf8(h.playlist.to_bytes(false).unwrap()).unwrap();
+        let counts: Vec<usize> = text
+            .split("#EXTINF")
+            .map(|s| s.matches("#EXT-X-PART:").count())
+            .collect();
+        assert!(
+            counts.windows(2).any(|w| w[0] != w[1]),
+            "segments of different part counts: {counts:?}"
+        );
+    }
+
     #[test]
     fn keyframe_only_at_start_keeps_the_target_duration_honest() {
         let (seg, pl) = ll_fmp4();
@@ -1547,6 +1585,7 @@ seg2.m4s
                 .map(|index| PartInfo {
                     msn,
                     index,
+                    number: (msn - 10) * 5 + u64::from(index),
                     independent: index == 0,
                     duration: HZ / 5,
                     discontinuity: false,
@@ -1604,7 +1643,8 @@ seg2.m4s
         for (directives, expected, why) in table {
             assert_eq!(p.reload(&directives), expected, "{why}: {directives:?}");
         }
-        assert_eq!(p.preload_hint(), Some(PartRef { msn: 13, index: 2 }));
+        // Part 13.2, whichever segment it turns out to be in: the 18th part (from 0).
+        assert_eq!(p.preload_hint(), Some(17));
         assert_eq!(p.last_part(), Some(PartRef { msn: 13, index: 1 }));
         assert_eq!(p.blocking_timeout(), Duration::from_secs(3));
         let mut ended = reload_fixture();
@@ -1629,6 +1669,7 @@ seg2.m4s
         for part in (0..5).map(|index| PartInfo {
             msn: 12,
             index,
+            number: u64::from(index),
             independent: index == 0,
             duration: HZ / 5,
             discontinuity: false,
@@ -1644,15 +1685,16 @@ seg2.m4s
         })
         .unwrap();
         assert_eq!(q.reload(&d), Reload::Wait);
-        assert_eq!(q.preload_hint(), Some(PartRef { msn: 13, index: 0 }));
+        assert_eq!(q.preload_hint(), Some(5), "13.0, the sixth part");
     }
 
     #[test]
     fn out_of_order_updates_are_refused() {
         let mut p = reload_fixture();
-        let part = |msn, index| PartInfo {
+        let part = |msn: u64, index: u32| PartInfo {
             msn,
             index,
+            number: msn * 5 + u64::from(index),
             independent: false,
             duration: HZ / 5,
             discontinuity: false,

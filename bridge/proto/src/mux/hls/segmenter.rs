@@ -136,6 +136,11 @@ pub struct PartInfo {
     pub msn: u64,
     /// Index of the part within its segment, from 0.
     pub index: u32,
+    /// Its number on one running count over every segment, from 0 (the output adds the
+    /// stream's base): its file name. A preload hint names "the next part" before the segmenter
+    /// knows whether a key frame will start a new segment with it, so the name cannot depend on
+    /// the segment.
+    pub number: u64,
     /// Starts with a key frame (always, for audio-only streams): `INDEPENDENT=YES`.
     pub independent: bool,
     /// Duration in timeline ticks, measured on the lead track.
@@ -248,6 +253,7 @@ pub struct Segmenter {
     keyframe_lead: i64,
     anchor: Option<SystemTime>,
     next_msn: u64,
+    next_part: u64,
     epoch: u64,
     pending_discontinuity: bool,
     segment: Option<OpenSegment>,
@@ -277,6 +283,7 @@ impl Segmenter {
             keyframe_lead: duration_to_ticks(config.keyframe_lead),
             anchor: None,
             next_msn: 0,
+            next_part: 0,
             epoch: 0,
             pending_discontinuity: false,
             segment: None,
@@ -312,6 +319,11 @@ impl Segmenter {
     /// Media sequence number of the segment being filled (or the next one to start).
     pub fn next_msn(&self) -> u64 {
         self.segment.as_ref().map_or(self.next_msn, |s| s.msn)
+    }
+
+    /// Number of the next part ([`PartInfo::number`]).
+    pub fn next_part(&self) -> u64 {
+        self.next_part
     }
 
     // Mutators.
@@ -530,12 +542,14 @@ impl Segmenter {
         let info = PartInfo {
             msn: segment.msn,
             index: u32::try_from(segment.parts.len()).unwrap_or(u32::MAX),
+            number: self.next_part,
             independent: part.independent,
             duration,
             discontinuity: segment.discontinuity,
             epoch: segment.epoch,
         };
         segment.parts.push(info);
+        self.next_part = self.next_part.saturating_add(1);
         self.max_part = self.max_part.max(duration);
         let video_end = (by == Some(Pacer::Lead) && self.video).then_some(end);
         let audio_end = match by {
@@ -710,7 +724,11 @@ mod tests {
             assert!(seg.duration <= s.max_segment_duration());
         }
         assert!(parts.next().is_none(), "no part without a segment");
-        for part in &out.parts {
+        for (number, part) in out.parts.iter().enumerate() {
+            assert_eq!(
+                part.info.number, number as u64,
+                "one running count of parts"
+            );
             assert!(part.info.duration <= s.max_part_duration());
             // A part starts at its first unit (video, or audio pacing slow video).
             match part.units.first() {

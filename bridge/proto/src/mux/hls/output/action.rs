@@ -51,9 +51,11 @@ pub struct ViewChange {
     pub main: Option<Bytes>,
     /// A new init section, by name.
     pub init: Option<(String, Bytes)>,
-    /// A new LL-HLS part: `(msn, index)` and its bytes. Memory keeps those of its segment and
-    /// the one before.
-    pub part: Option<((u64, u32), Bytes)>,
+    /// A new LL-HLS part: `(msn, number)` (its segment, its [`PartInfo::number`]) and its
+    /// bytes. Memory keeps those of its segment and the one before.
+    ///
+    /// [`PartInfo::number`]: crate::mux::hls::segmenter::PartInfo::number
+    pub part: Option<((u64, u64), Bytes)>,
     /// Files no longer listed: out of memory too.
     pub expired: Vec<String>,
     /// The playlist ended: every part is on disk; memory is for live streams.

@@ -79,6 +79,9 @@ pub struct Handoff {
     pub(super) next_msn: u64,
     /// Epoch (init section) the next session's first segment gets.
     pub(super) next_epoch: u64,
+    /// Number the next session's first part gets: parts are counted across sessions, so the
+    /// last preload hint of one names the first part of the next.
+    pub(super) next_part: u64,
     /// The presentation's playlist, once one had media.
     pub(super) playlist: Option<Playlist>,
     /// `index.m3u8` as last rendered.
@@ -98,6 +101,7 @@ impl Handoff {
         Self {
             next_msn: base,
             next_epoch: base,
+            next_part: base,
             playlist: None,
             index: Bytes::new(),
             main: None,

@@ -85,8 +85,10 @@ pub struct HlsOutput {
     config: OutputConfig,
     handoff: Handoff,
     segmenter: Segmenter,
-    /// Added to the segmenter's sequence numbers and epochs (they start at 0 per session).
+    /// Added to the segmenter's sequence numbers, part numbers and epochs (they start at 0 per
+    /// session).
     msn_base: u64,
+    part_base: u64,
     epoch_base: u64,
     /// Discontinuities this session made (new parameter sets): epochs it used past its first.
     splits: u64,
@@ -152,6 +154,7 @@ impl HlsOutput {
         let audio_wanted = config.has_audio && config.audio != AudioChoice::None;
         Ok(Self {
             msn_base: handoff.next_msn,
+            part_base: handoff.next_part,
             epoch_base: handoff.next_epoch,
             config,
             handoff,
@@ -239,6 +242,7 @@ impl HlsOutput {
         self.segmenter.finish();
         self.drain();
         self.handoff.next_msn = self.msn_base.saturating_add(self.segmenter.next_msn());
+        self.handoff.next_part = self.part_base.saturating_add(self.segmenter.next_part());
         self.handoff.next_epoch = self.epoch_base.saturating_add(self.splits + 1);
     }
 
@@ -429,6 +433,7 @@ impl HlsOutput {
     fn map_info(&self, info: PartInfo) -> PartInfo {
         PartInfo {
             msn: info.msn.saturating_add(self.msn_base),
+            number: info.number.saturating_add(self.part_base),
             epoch: info.epoch.saturating_add(self.epoch_base),
             discontinuity: info.discontinuity || (self.continuing && info.msn == 0),
             ..info
@@ -585,8 +590,7 @@ impl HlsOutput {
         }
         let name = self.name(HlsFile::Part {
             container: self.container(),
-            msn: info.msn,
-            index: info.index,
+            number: info.number,
         });
         let expired = match self.handoff.playlist.as_mut() {
             Some(playlist) => {
@@ -602,7 +606,7 @@ impl HlsOutput {
         self.publish(ViewChange {
             playlist: rendered,
             init: init.clone().map(|(bytes, name)| (name, bytes)),
-            part: Some(((info.msn, info.index), bytes.clone())),
+            part: Some(((info.msn, info.number), bytes.clone())),
             expired: expired.clone(),
             ..ViewChange::default()
         });
