@@ -77,6 +77,15 @@ pub struct RequestLabel {
     pub status: u16,
 }
 
+/// `file="playlist|init|segment|part|other"` and `status`: what HLS players asked for and got.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HlsRequestLabel {
+    /// The kind of file asked for (`other`: not a name the output makes).
+    pub file: &'static str,
+    /// status code
+    pub status: u16,
+}
+
 /// Every metric the bridge exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -89,6 +98,8 @@ pub struct Metrics {
     pub sessions_ended: Family<ReasonLabel, Counter>,
     /// HTTP requests by method and status.
     pub requests: Family<RequestLabel, Counter>,
+    /// HLS requests by file kind and status: a 4xx for a listed or hinted file is a bug.
+    pub hls_requests: Family<HlsRequestLabel, Counter>,
     /// RTP packets received by media kind.
     pub rtp_packets: Family<KindLabel, Counter>,
     /// RTP payload bytes received by media kind.
@@ -162,6 +173,12 @@ impl Default for Metrics {
             r,
             "http_requests",
             "HTTP requests by method and status",
+            Family::default(),
+        );
+        let hls_requests = register(
+            r,
+            "hls_requests",
+            "HLS requests by file kind (playlist, init, segment, part, other) and status",
             Family::default(),
         );
         let rtp_packets: Family<KindLabel, Counter> = register(
@@ -344,6 +361,7 @@ impl Default for Metrics {
             sessions,
             sessions_ended,
             requests,
+            hls_requests,
             rtp_packets,
             rtp_bytes,
             keyframes,

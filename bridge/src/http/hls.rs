@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use super::ApiError;
 use crate::app::App;
 use crate::hls::store::{HlsFile, PartAnswer, PlaylistAnswer, StreamState};
+use crate::metrics::HlsRequestLabel;
 use crate::mux::hls::playlist::DeliveryDirectives;
 
 /// Segments, parts and init sections never change under their name (the output never reuses
@@ -70,17 +71,45 @@ async fn wait_for<T>(
     }
 }
 
-/// `GET /hls/{stream}/{file}`.
+/// `GET /hls/{stream}/{file}`, counted by file kind and status.
 pub(super) async fn get(
     State(app): State<Arc<App>>,
     Path((stream, file)): Path<(String, String)>,
     RawQuery(query): RawQuery,
+) -> Response {
+    let kind = HlsFile::parse(&file);
+    let label = match kind {
+        Some(HlsFile::MediaPlaylist | HlsFile::MultivariantPlaylist) => "playlist",
+        Some(HlsFile::Init { .. }) => "init",
+        Some(HlsFile::Segment { .. }) => "segment",
+        Some(HlsFile::Part { .. }) => "part",
+        None => "other",
+    };
+    let response = serve(&app, &stream, file, kind, query)
+        .await
+        .into_response();
+    app.metrics
+        .hls_requests
+        .get_or_create(&HlsRequestLabel {
+            file: label,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+async fn serve(
+    app: &App,
+    stream: &str,
+    file: String,
+    kind: Option<HlsFile>,
+    query: Option<String>,
 ) -> Result<Response, ApiError> {
-    if !super::whip::valid_stream_name(&stream) {
+    if !super::whip::valid_stream_name(stream) {
         return Err(not_found());
     }
-    let kind = HlsFile::parse(&file).ok_or_else(not_found)?;
-    let state = app.hls.get(&stream).ok_or_else(not_found)?;
+    let kind = kind.ok_or_else(not_found)?;
+    let state = app.hls.get(stream).ok_or_else(not_found)?;
     let first_wait = app.hls.settings().first_playlist_wait();
     match kind {
         HlsFile::MediaPlaylist => {

@@ -1,0 +1,43 @@
+// Plays an HLS stream in headless Chromium with a player from npm: hls.js (the one most web
+// pages use) or Shaka Player.
+//
+// Usage: node play.mjs hlsjs|shaka PLAYLIST_URL [SECONDS]
+//
+// Serves the player's page and script from node_modules, waits until the page played SECONDS of
+// media (or failed) and prints its outcome as one line: RESULT {json}. Exit 0 when it played.
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { runPage } from "./page.mjs";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const require = createRequire(import.meta.url);
+const PLAYERS = {
+  hlsjs: {
+    page: join(here, "play.html"),
+    script: ["/hls.js", () => require.resolve("hls.js/dist/hls.min.js")],
+  },
+  shaka: {
+    page: join(here, "shaka.html"),
+    script: ["/shaka.js", () => require.resolve("shaka-player/dist/shaka-player.compiled.js")],
+  },
+};
+
+const [name, playlist, secondsArg] = process.argv.slice(2);
+const player = PLAYERS[name];
+if (!player || !playlist) {
+  console.error("usage: play.mjs hlsjs|shaka PLAYLIST_URL [SECONDS]");
+  process.exit(2);
+}
+const seconds = Number(secondsArg || "10");
+const [scriptPath, scriptFile] = player.script;
+
+await runPage({
+  files: {
+    "/": { path: player.page, type: "text/html; charset=utf-8" },
+    [scriptPath]: { path: scriptFile(), type: "text/javascript" },
+  },
+  params: { src: playlist, seconds },
+  chromiumArgs: ["--autoplay-policy=no-user-gesture-required"],
+  timeoutMs: (seconds + 30) * 1000,
+});
