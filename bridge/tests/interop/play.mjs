@@ -35,6 +35,7 @@ const [scriptPath, scriptFile] = player.script;
 await runPage({
   files: {
     "/": { path: player.page, type: "text/html; charset=utf-8" },
+    "/playback.js": { path: join(here, "playback.js"), type: "text/javascript" },
     [scriptPath]: { path: scriptFile(), type: "text/javascript" },
   },
   params: { src: playlist, seconds },
