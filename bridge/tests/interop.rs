@@ -341,8 +341,6 @@ fn chromium_publish(restart: bool) {
 /// m-line that is bundle-only (port 0), `OPUS` in upper case, an RSA certificate. libnice gathers
 /// no loopback candidates: it runs in the namespace. The HLS the bridge made of it must decode.
 #[test]
-#[ignore = "the bridge's HLS of this publisher has runs of video frames on one timestamp (2 runs \
-            in 3 here): ffmpeg reports non-monotonic DTS; run with --ignored once fixed"]
 fn gstreamer_simple_whip_client_publishes_h264_and_opus() {
     let _serial = serial();
     if !Path::new(WHIP_CLIENT).exists() {
