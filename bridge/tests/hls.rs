@@ -9,7 +9,6 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bridge::{Bridge, Config};
@@ -472,54 +471,6 @@ async fn a_takeover_continues_the_playlist_after_a_discontinuity() {
 // ---------------------------------------------------------------------------------------------
 // A real publisher, read back by ffprobe and ffmpeg.
 
-/// `ffprobe` of a playlist URL: stream codecs and duration.
-fn probe(url: &str) -> (Vec<String>, f64) {
-    let out = Command::new("/usr/bin/ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_streams",
-            "-show_format",
-            "-of",
-            "json",
-        ])
-        .arg(url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "ffprobe {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut codecs: Vec<String> = json["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["codec_name"].as_str().unwrap_or("?").to_owned())
-        .collect();
-    codecs.sort();
-    let duration = json["format"]["duration"]
-        .as_str()
-        .unwrap_or("0")
-        .parse()
-        .unwrap();
-    (codecs, duration)
-}
-
-/// `ffmpeg -v error -i URL -f null -`: every segment fetched and every frame decoded, silently.
-fn decode_errors(url: &str) -> String {
-    let out = Command::new("/usr/bin/ffmpeg")
-        .args(["-nostdin", "-v", "error", "-i", url, "-f", "null", "-"])
-        .output()
-        .unwrap();
-    let mut errors = String::from_utf8_lossy(&out.stderr).into_owned();
-    if !out.status.success() {
-        errors.push_str(&format!("\nexit {}", out.status));
-    }
-    errors
-}
-
 fn ffmpeg_publishes_and_players_read_it_back(container: &str) {
     use common::binary::Bridge as BridgeProc;
     use common::proc::Proc;
@@ -584,16 +535,16 @@ fn ffmpeg_publishes_and_players_read_it_back(container: &str) {
     };
     assert!(text.contains("#EXT-X-PLAYLIST-TYPE:EVENT"), "{text}");
     let url = format!("http://{http}/hls/cam/index.m3u8");
-    let (codecs, duration) = probe(&url);
+    let (codecs, duration) = common::peers::probe_playlist(&url);
     assert_eq!(codecs, ["aac", "h264"], "{text}");
     assert!(
         (duration - f64::from(SECS)).abs() <= f64::from(SECS) * 0.05,
         "{duration} s of HLS for {SECS} s published\n{text}"
     );
-    let errors = decode_errors(&url);
+    let errors = common::peers::playlist_decode_errors(&url);
     assert!(errors.trim().is_empty(), "decode errors:\n{errors}\n{text}");
     // The multivariant playlist is readable too.
-    let (codecs, _) = probe(&format!("http://{http}/hls/cam/main.m3u8"));
+    let (codecs, _) = common::peers::probe_playlist(&format!("http://{http}/hls/cam/main.m3u8"));
     assert_eq!(codecs, ["aac", "h264"]);
     assert!(hls_dir.join("cam").join("index.m3u8").exists());
 }

@@ -1,18 +1,21 @@
-//! Interop with real WHIP publishers nobody here wrote: FFmpeg 9's WHIP muxer, aiortc, and
-//! headless Chromium running a third-party browser WHIP client that trickles ICE by PATCH.
+//! Interop with real WHIP publishers nobody here wrote: FFmpeg 9's WHIP muxer, aiortc, headless
+//! Chromium running a third-party browser WHIP client that trickles ICE by PATCH, and GStreamer's
+//! webrtcbin in Meetecho's simple-whip-client.
 //!
 //! Each test starts the real `bridge` binary, lets the publisher stream a few seconds and reads
 //! the bridge's `/metrics`. A missing tool (or no root for network namespaces) prints
 //! `SKIPPED: ...` and passes, unless `BRIDGE_REQUIRE_INTEROP=1`, which makes it a failure.
-//! aiortc and Chromium run together with the bridge inside a network namespace the test creates
-//! (Chromium gathers no loopback candidates, aiortc offers every interface's), so no packet
-//! leaves this host. The tests run one at a time: a 2-core machine encoding H.264 in three
-//! publishers at once would make the packet counts a measure of the machine.
+//! aiortc, Chromium and simple-whip-client run together with the bridge inside a network
+//! namespace the test creates (Chromium and libnice gather no loopback candidates, aiortc offers
+//! every interface's), so no packet leaves this host. The tests run one at a time: a 2-core
+//! machine encoding H.264 in three publishers at once would make the packet counts a measure of
+//! the machine.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -144,11 +147,13 @@ fn watch_publish(
     after
 }
 
-/// What a publish in a namespace left: the bridge's metrics after it, the publisher's log, and
-/// the scratch folder (held while the test checks more, so that a failure keeps the logs).
+/// What a publish in a namespace left: the bridge's metrics after it, the publisher's log, the
+/// stream's HLS playlist in the scratch folder, and that folder (held while the test checks
+/// more, so that a failure keeps the logs).
 struct Published {
     after: Metrics,
     log: String,
+    playlist: PathBuf,
     _scratch: Scratch,
 }
 
@@ -165,7 +170,8 @@ fn publish_in_namespace(
     let ns = Netns::create_or_skip()?;
     let scratch = Scratch::new();
     let bridge = Bridge::start_in(&scratch, &ns, &[]);
-    let url = bridge.whip_url(&format!("{name}-interop"));
+    let stream = format!("{name}-interop");
+    let url = bridge.whip_url(&stream);
     let mut publisher = Proc::spawn(
         name,
         &mut command(&ns, &url),
@@ -176,6 +182,7 @@ fn publish_in_namespace(
     Some(Published {
         after,
         log,
+        playlist: scratch.file("hls").join(stream).join("index.m3u8"),
         _scratch: scratch,
     })
 }
@@ -278,6 +285,7 @@ fn chromium_publish(restart: bool) {
         after,
         log,
         _scratch,
+        ..
     }) = publish_in_namespace("chromium", timeout, &expect, |ns, url| {
         let mut driver = ns.command("node");
         driver
@@ -326,6 +334,109 @@ fn chromium_publish(restart: bool) {
             sent(kind)
         );
     }
+}
+
+/// GStreamer's webrtcbin through Meetecho's simple-whip-client (Debian's `whip-client`): x264 +
+/// Opus from test sources, all its candidates trickled in one PATCH after the 201, an audio
+/// m-line that is bundle-only (port 0), `OPUS` in upper case, an RSA certificate. libnice gathers
+/// no loopback candidates: it runs in the namespace. The HLS the bridge made of it must decode.
+#[test]
+fn gstreamer_simple_whip_client_publishes_h264_and_opus() {
+    let _serial = serial();
+    if !Path::new(WHIP_CLIENT).exists() {
+        return skip(&format!(
+            "{WHIP_CLIENT} not found (apt-get install simple-whip-client)"
+        ));
+    }
+    for tool in ["/usr/bin/ffprobe", "/usr/bin/ffmpeg"] {
+        if !Path::new(tool).exists() {
+            return skip(&format!("{tool} not found (apt-get install ffmpeg)"));
+        }
+    }
+    let stub = Scratch::new();
+    if !build_gupnp_igd_stub(&stub) {
+        return;
+    }
+    // One IDR a second (key-int-max=30 at 30 fps).
+    let expect = Expect::publish(2.0, 1.0);
+    let timeout = Duration::from_secs(60);
+    let Some(Published {
+        playlist, _scratch, ..
+    }) = publish_in_namespace("gstreamer", timeout, &expect, |ns, url| {
+        // The client streams until SIGINT, on which it DELETEs its session and exits 0:
+        // `timeout` sends that after the publish (a second more for its set-up), and kills it
+        // if it hangs.
+        let mut cmd = ns.command("timeout");
+        cmd.args(["--preserve-status", "--signal=INT", "--kill-after=10"])
+            .arg((PUBLISH_SECS + 1).to_string())
+            .arg(WHIP_CLIENT)
+            .args(["--url", url, "--token", TOKEN, "--disable-colors"])
+            .args([
+                "--video",
+                "videotestsrc is-live=true ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast \
+                 key-int-max=30 ! rtph264pay config-interval=-1 pt=96 ! queue \
+                 ! application/x-rtp,media=video,encoding-name=H264,payload=96",
+            ])
+            .args([
+                "--audio",
+                "audiotestsrc is-live=true ! audioconvert ! audioresample ! opusenc \
+                 ! rtpopuspay pt=111 ! queue \
+                 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111",
+            ])
+            .env("LD_LIBRARY_PATH", &stub.0);
+        cmd
+    })
+    else {
+        return;
+    };
+    // The DELETE ends the playlist a moment after the session.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = std::fs::read_to_string(&playlist).unwrap_or_default();
+        if text.contains("#EXT-X-ENDLIST") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        text.contains("#EXT-X-ENDLIST"),
+        "no ended playlist at {}:\n{text}",
+        playlist.display()
+    );
+    let path = playlist.to_str().unwrap();
+    let (codecs, _) = probe_playlist(path);
+    assert_eq!(codecs, ["aac", "h264"], "{text}");
+    let errors = playlist_decode_errors(path);
+    assert!(errors.trim().is_empty(), "decode errors:\n{errors}\n{text}");
+}
+
+const WHIP_CLIENT: &str = "/usr/bin/whip-client";
+
+/// Builds `interop/gupnp-igd-stub.c` (see why there) into `dir` as `libgupnp-igd-1.0.so.4`, for
+/// `LD_LIBRARY_PATH`. False after [`skip`] when gcc or GObject's development files are missing.
+fn build_gupnp_igd_stub(dir: &Scratch) -> bool {
+    let Ok(flags) = output(Command::new("pkg-config").args(["--cflags", "--libs", "gobject-2.0"]))
+    else {
+        skip("pkg-config with gobject-2.0 not found (apt-get install pkg-config libglib2.0-dev)");
+        return false;
+    };
+    if !succeeds(Command::new("gcc").arg("--version")) {
+        skip("gcc not found (apt-get install gcc)");
+        return false;
+    }
+    let built = output(
+        Command::new("gcc")
+            .args(["-shared", "-fPIC", "-Wall", "-Werror"])
+            .arg("-Wl,-soname,libgupnp-igd-1.0.so.4")
+            .arg("-o")
+            .arg(dir.file("libgupnp-igd-1.0.so.4"))
+            .arg(interop_dir().join("gupnp-igd-stub.c"))
+            .args(flags.split_whitespace()),
+    );
+    if let Err(e) = built {
+        panic!("building the libgupnp-igd stub: {e}");
+    }
+    true
 }
 
 #[test]

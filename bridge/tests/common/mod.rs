@@ -5,7 +5,8 @@
 //!
 //! - [`proc`]: child processes, scratch folders, skipping or failing when a tool is missing;
 //! - [`netns`]: a network namespace of the test's own (root and `ip`);
-//! - [`peers`]: the real peers (FFmpeg 9, aiortc, Chromium, Node) and how FFmpeg publishes;
+//! - [`peers`]: the real peers (FFmpeg 9, aiortc, Chromium, Node) and how FFmpeg publishes, and
+//!   ffprobe/ffmpeg reading HLS back;
 //! - [`binary`]: the `bridge` binary as a child process, and plain HTTP to it;
 //! - [`metrics`]: reading `/metrics`;
 //! - [`inproc`]: the bridge in this process and the loadgen publisher pointed at it.

@@ -1,4 +1,5 @@
-//! The real peers: where they are, whether they are installed, and how FFmpeg 9 publishes.
+//! The real peers: where they are, whether they are installed, and how FFmpeg 9 publishes; and
+//! Debian's ffprobe/ffmpeg reading back the HLS that the bridge made of a publish.
 // Each test binary compiles this module on its own and uses only part of it; what one binary
 // leaves unused is dead code there, though another uses it.
 #![allow(dead_code)]
@@ -86,4 +87,54 @@ pub(crate) fn ffmpeg_publish(ffmpeg: &Path, url: &str, secs: u32) -> Command {
         .args(["-authorization", TOKEN])
         .args(["-f", "whip", url]);
     cmd
+}
+
+/// Debian's `ffprobe` of an HLS playlist (a URL or a file): stream codecs (sorted) and duration;
+/// fails the test on any error it prints.
+pub(crate) fn probe_playlist(url: &str) -> (Vec<String>, f64) {
+    let out = Command::new("/usr/bin/ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_streams",
+            "-show_format",
+            "-of",
+            "json",
+        ])
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "ffprobe {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut codecs: Vec<String> = json["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["codec_name"].as_str().unwrap_or("?").to_owned())
+        .collect();
+    codecs.sort();
+    let duration = json["format"]["duration"]
+        .as_str()
+        .unwrap_or("0")
+        .parse()
+        .unwrap();
+    (codecs, duration)
+}
+
+/// Debian's `ffmpeg -v error -i URL -f null -` of an HLS playlist: what it printed (and its exit
+/// status when not 0). Empty when every segment was fetched and every frame decoded.
+pub(crate) fn playlist_decode_errors(url: &str) -> String {
+    let out = Command::new("/usr/bin/ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i", url, "-f", "null", "-"])
+        .output()
+        .unwrap();
+    let mut errors = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        errors.push_str(&format!("\nexit {}", out.status));
+    }
+    errors
 }

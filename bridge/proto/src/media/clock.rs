@@ -9,11 +9,13 @@
 //!   all tracks of a sender share its wallclock, so this is what lines them up (RFC 3550 §6.4.1).
 //!   The first report of the session pins that wallclock to the timeline where its own track
 //!   already was, so that track continues without a step.
+//! - A report that would place its track earlier than the track already is moves that pin later
+//!   instead (see [`SessionClock::sender_report`]), so every track only ever steps forward.
 //!
-//! Output never goes backwards on a track (nor before the epoch): a mapping that would is clamped
-//! to the previous value and counted. A mapping further than [`MAX_DRIFT`] from arrival time (a
-//! sender that jumped its timestamps, or a report with a bogus wallclock) re-anchors the track on
-//! arrival rather than trusting it.
+//! Output never goes backwards on a track (nor before the epoch): a timestamp the sender itself
+//! stepped back is clamped to the previous value and counted. A mapping further than
+//! [`MAX_DRIFT`] from arrival time (a sender that jumped its timestamps, or a report with a bogus
+//! wallclock) re-anchors the track on arrival rather than trusting it.
 //!
 //! All inputs are numbers and `Instant`s passed in: no clock is read.
 
@@ -48,6 +50,9 @@ pub struct ClockStats {
     pub sender_reports: u64,
     /// Tracks re-anchored on arrival because their mapping strayed past [`MAX_DRIFT`].
     pub reanchored: u64,
+    /// Sender reports that would have moved their track back, taken by moving the wallclock pin
+    /// later instead.
+    pub repinned: u64,
 }
 
 #[derive(Debug)]
@@ -60,7 +65,8 @@ struct Track {
     arrival: Option<(i64, i64)>,
     /// `(ntp, extended rtp)` of the latest sender report.
     report: Option<(u64, i64)>,
-    last_out: Option<i64>,
+    /// `(extended rtp, ticks)` of the latest output.
+    last_out: Option<(i64, i64)>,
 }
 
 impl Track {
@@ -79,6 +85,17 @@ impl Track {
             i128::from(delta),
             i128::from(TIMELINE_HZ),
             i128::from(self.clock_rate),
+        )
+    }
+
+    /// Where the track's latest report and the senders' wallclock `(ntp, ticks)` place `ext`.
+    fn reported(&self, ext: i64, wallclock: Option<(u64, i64)>) -> Option<i64> {
+        let (ntp, r_rtp) = self.report?;
+        let (w_ntp, w_ticks) = wallclock?;
+        Some(
+            w_ticks
+                .saturating_add(ntp_ticks(ntp, w_ntp))
+                .saturating_add(self.rtp_ticks(ext - r_rtp)),
         )
     }
 }
@@ -128,6 +145,18 @@ impl SessionClock {
     }
 
     /// Takes an RTCP sender report's NTP <-> RTP pair for a track; `now` is when it arrived.
+    ///
+    /// When the report places the track's latest output earlier than it went out, the wallclock
+    /// pin moves later by the difference: that track goes on without a step and every other
+    /// track placed by reports steps forward once. Sender reports exist to line tracks up
+    /// (RFC 3550 §6.4.1), and this keeps them lined up by the latest reports, whereas holding
+    /// the track at its last output until the new mapping caught up (clamping) gave each frame
+    /// in between one and the same timestamp: up to 0.6 s of video on one DTS from GStreamer's
+    /// webrtcbin, whose first reports, sent amid the burst of media it held back while
+    /// connecting, are 0.3 to 0.6 s off its later ones. A forward step is a gap, which the AAC
+    /// transcoder and the segmenter take; equal or backward timestamps break muxers.
+    /// Slewing towards the new mapping would avoid the gap, but would leave the tracks out of
+    /// line for as long as it slews and bend audio frames' spacing.
     pub fn sender_report(
         &mut self,
         ssrc: u32,
@@ -136,23 +165,42 @@ impl SessionClock {
         now: Instant,
     ) -> Result<(), ClockError> {
         let now_ticks = self.ticks_since_epoch(now);
+        let wallclock = self.wallclock;
         let track = self.track(ssrc)?;
         let ext = track.extend(rtp);
         track.report = Some((ntp, ext));
-        let anchored = track
-            .arrival
-            .map(|(a_rtp, a_ticks)| a_ticks.saturating_add(track.rtp_ticks(ext - a_rtp)));
-        self.stats.sender_reports += 1;
-        if self.wallclock.is_none() {
-            self.wallclock = Some((ntp, anchored.unwrap_or(now_ticks)));
+        let (w_ntp, mut w_ticks) = wallclock.unwrap_or_else(|| {
+            let anchored = track
+                .arrival
+                .map(|(a_rtp, a_ticks)| a_ticks.saturating_add(track.rtp_ticks(ext - a_rtp)));
+            (ntp, anchored.unwrap_or(now_ticks))
+        });
+        let step_back = track.last_out.and_then(|(l_rtp, l_out)| {
+            let placed = track.reported(l_rtp, Some((w_ntp, w_ticks)))?;
+            (placed < l_out).then(|| l_out - placed)
+        });
+        tracing::debug!(
+            ssrc,
+            ntp,
+            rtp,
+            arrival = now_ticks,
+            ?step_back,
+            "sender report"
+        );
+        if let Some(step) = step_back {
+            w_ticks = w_ticks.saturating_add(step);
+            self.stats.repinned += 1;
         }
+        self.wallclock = Some((w_ntp, w_ticks));
+        self.stats.sender_reports += 1;
         Ok(())
     }
 
     /// The senders' wallclock time of timeline 0, once a sender report pinned it: when the
     /// session's media was captured, by the publisher's clock (what `EXT-X-PROGRAM-DATE-TIME`
     /// should say). `None` before the first report, or when the report's NTP time is before the
-    /// UNIX epoch (a sender counting from its own boot, not from 1900).
+    /// UNIX epoch (a sender counting from its own boot, not from 1900). A re-pin (see
+    /// [`Self::sender_report`]) moves it earlier by its step.
     pub fn wallclock_origin(&self) -> Option<SystemTime> {
         let (ntp, ticks) = self.wallclock?;
         let unix = ntp_to_unix(ntp)?;
@@ -170,12 +218,9 @@ impl SessionClock {
         let track = self.track(ssrc)?;
         let ext = track.extend(rtp);
         let (a_rtp, a_ticks) = *track.arrival.get_or_insert((ext, now_ticks));
-        let mut mapped = match (track.report, wallclock) {
-            (Some((ntp, r_rtp)), Some((w_ntp, w_ticks))) => w_ticks
-                .saturating_add(ntp_ticks(ntp, w_ntp))
-                .saturating_add(track.rtp_ticks(ext - r_rtp)),
-            _ => a_ticks.saturating_add(track.rtp_ticks(ext - a_rtp)),
-        };
+        let mut mapped = track
+            .reported(ext, wallclock)
+            .unwrap_or_else(|| a_ticks.saturating_add(track.rtp_ticks(ext - a_rtp)));
         let mut reanchored = false;
         if mapped.saturating_sub(now_ticks).saturating_abs() > max_drift {
             track.arrival = Some((ext, now_ticks));
@@ -183,9 +228,9 @@ impl SessionClock {
             mapped = now_ticks;
             reanchored = true;
         }
-        let floor = track.last_out.unwrap_or(0);
+        let floor = track.last_out.map_or(0, |(_, out)| out);
         let out = mapped.max(floor);
-        track.last_out = Some(out);
+        track.last_out = Some((ext, out));
         self.stats.reanchored += u64::from(reanchored);
         self.stats.clamped += u64::from(out != mapped);
         Ok(out)
@@ -436,8 +481,8 @@ mod tests {
         let audio_after = clock.map(AUDIO, a(1020), at(epoch, 1040)).unwrap();
         assert_eq!(audio_after, 1120 * 90);
 
-        // Now the other way round: audio reports first, so video (late by 80 ms on arrival) is
-        // pulled 80 ms back and is held until it catches up instead.
+        // Now the other way round: audio reports first, so video's report (it arrives 80 ms later
+        // than audio) would pull it 80 ms back. Video goes on instead and audio steps 80 ms on.
         let mut clock = SessionClock::new(epoch);
         clock.add_track(VIDEO, 90_000).unwrap();
         clock.add_track(AUDIO, 48_000).unwrap();
@@ -446,23 +491,173 @@ mod tests {
         clock
             .sender_report(AUDIO, ntp(500), a(500), at(epoch, 520))
             .unwrap();
-        let held = clock.map(VIDEO, v(960), at(epoch, 1060)).unwrap();
+        assert_eq!(clock.map(AUDIO, a(960), at(epoch, 980)), Ok(980 * 90));
+        let last = clock.map(VIDEO, v(960), at(epoch, 1060)).unwrap();
+        assert_eq!(last, 1060 * 90);
         clock
             .sender_report(VIDEO, ntp(980), v(980), at(epoch, 1080))
             .unwrap();
-        let mut prev = held;
         for ms in (1000..1200).step_by(20) {
-            let out = clock
-                .map(VIDEO, v(ms), at(epoch, u64::from(ms) + 100))
-                .unwrap();
-            assert!(out >= prev, "stepped back at {ms} ms");
-            prev = out;
+            let now = at(epoch, u64::from(ms) + 100);
+            let video = clock.map(VIDEO, v(ms), now).unwrap();
+            assert_eq!(video, (ms + 100) as i64 * 90, "video goes on at {ms} ms");
+            assert_eq!(
+                clock.map(AUDIO, a(ms), now),
+                Ok(video),
+                "lined up at {ms} ms"
+            );
         }
-        assert_eq!(held, 1060 * 90);
-        // Frames of 1000 and 1020 ms map before 1060 ms and are held there.
-        assert_eq!(clock.stats().clamped, 2);
-        // Once caught up, video sits where audio's wallclock puts it: 20 ms after capture.
-        assert_eq!(prev, (1180 + 20) * 90);
+        assert_eq!(clock.stats().clamped, 0);
+        assert_eq!(clock.stats().repinned, 1);
+    }
+
+    /// A sender's reports, however they disagree with arrival or with each other, never make a
+    /// track's timestamps repeat or go back, and the latest reports line the tracks up.
+    #[test]
+    fn reports_that_pull_a_track_back_step_the_others_forward() {
+        struct Case {
+            name: &'static str,
+            /// Arrival minus capture, ms.
+            video_lag: u64,
+            audio_lag: u64,
+            /// Media captured before this (ms) arrives at this in one burst, as when a sender
+            /// holds it back while connecting.
+            burst: u64,
+            /// `(track, arrival ms, error ms)`: a report sent then, whose NTP time is `error`
+            /// later than the capture time its RTP timestamp stands for.
+            reports: &'static [(u32, u64, u64)],
+            repinned: u64,
+        }
+        let cases = [
+            Case {
+                name: "well-behaved, video reports first",
+                video_lag: 100,
+                audio_lag: 20,
+                burst: 0,
+                reports: &[
+                    (VIDEO, 1000, 0),
+                    (AUDIO, 1500, 0),
+                    (VIDEO, 6000, 0),
+                    (AUDIO, 6500, 0),
+                ],
+                repinned: 0,
+            },
+            Case {
+                name: "well-behaved, audio reports first",
+                video_lag: 100,
+                audio_lag: 20,
+                burst: 0,
+                reports: &[
+                    (AUDIO, 1000, 0),
+                    (VIDEO, 1500, 0),
+                    (AUDIO, 6000, 0),
+                    (VIDEO, 6500, 0),
+                ],
+                repinned: 1,
+            },
+            Case {
+                // An encoder buffering video for seconds, its reports 2 s apart from audio's.
+                name: "video reports capture 2 s before arrival",
+                video_lag: 2000,
+                audio_lag: 50,
+                burst: 0,
+                reports: &[
+                    (AUDIO, 1000, 0),
+                    (VIDEO, 3000, 0),
+                    (AUDIO, 5000, 0),
+                    (VIDEO, 7000, 0),
+                ],
+                repinned: 1,
+            },
+            Case {
+                // GStreamer's webrtcbin: 470 ms held back while connecting; its first reports (sent
+                // with that burst) are 470 ms off the later ones.
+                name: "startup burst, first reports off by the burst",
+                video_lag: 32,
+                audio_lag: 11,
+                burst: 470,
+                reports: &[
+                    (VIDEO, 330, 470),
+                    (AUDIO, 330, 470),
+                    (VIDEO, 800, 0),
+                    (AUDIO, 800, 0),
+                    (VIDEO, 5800, 0),
+                    (AUDIO, 5800, 0),
+                ],
+                repinned: 1,
+            },
+            Case {
+                // Each report pulls its own track back after the other's re-pin pushed it on: two
+                // gaps where paired reports make one, but still nothing repeated.
+                name: "startup burst, audio's good report a second after video's",
+                video_lag: 32,
+                audio_lag: 11,
+                burst: 470,
+                reports: &[
+                    (VIDEO, 330, 470),
+                    (AUDIO, 330, 470),
+                    (VIDEO, 800, 0),
+                    (AUDIO, 1800, 0),
+                ],
+                repinned: 2,
+            },
+        ];
+        let v = |ms: u64| 4_290_000_000u32.wrapping_add(ms as u32 * 90);
+        let a = |ms: u64| 123_456u32.wrapping_add(ms as u32 * 48);
+        for case in cases {
+            let epoch = Instant::now();
+            let mut clock = SessionClock::new(epoch);
+            clock.add_track(VIDEO, 90_000).unwrap();
+            clock.add_track(AUDIO, 48_000).unwrap();
+            let arrival = |capture: u64, lag: u64| (capture + lag).max(case.burst);
+            // (arrival, track, capture or report), media before reports that arrive with it.
+            let mut events: Vec<(u64, u32, Option<u64>)> = (0..10_000)
+                .step_by(33)
+                .map(|ms| (arrival(ms, case.video_lag), VIDEO, Some(ms)))
+                .chain(
+                    (0..10_000)
+                        .step_by(20)
+                        .map(|ms| (arrival(ms, case.audio_lag), AUDIO, Some(ms))),
+                )
+                .chain(case.reports.iter().map(|&(ssrc, ms, _)| (ms, ssrc, None)))
+                .collect();
+            events.sort_by_key(|&(ms, ssrc, capture)| (ms, capture.is_none(), ssrc));
+            let mut reports = case.reports.iter();
+            let mut last = [None::<i64>; 2];
+            for (ms, ssrc, capture) in events {
+                let now = at(epoch, ms);
+                let lag = if ssrc == VIDEO {
+                    case.video_lag
+                } else {
+                    case.audio_lag
+                };
+                let rtp = |ms: u64| if ssrc == VIDEO { v(ms) } else { a(ms) };
+                let Some(capture) = capture else {
+                    let &(_, _, error) = reports.next().unwrap();
+                    let captured = ms - lag;
+                    let report = ntp(captured + error);
+                    clock
+                        .sender_report(ssrc, report, rtp(captured), now)
+                        .unwrap();
+                    continue;
+                };
+                let out = clock.map(ssrc, rtp(capture), now).unwrap();
+                let k = usize::from(ssrc == AUDIO);
+                assert!(
+                    last[k].is_none_or(|l| out > l),
+                    "{}: ssrc {ssrc:x} at {out} after {last:?}, captured {capture} ms",
+                    case.name
+                );
+                last[k] = Some(out);
+            }
+            let stats = clock.stats();
+            assert_eq!((stats.clamped, stats.reanchored), (0, 0), "{}", case.name);
+            assert_eq!(stats.repinned, case.repinned, "{}", case.name);
+            // Both grids hold 10560 ms.
+            let video = clock.map(VIDEO, v(10_560), at(epoch, 10_560 + case.video_lag));
+            let audio = clock.map(AUDIO, a(10_560), at(epoch, 10_560 + case.audio_lag));
+            assert_eq!(video, audio, "{}: lined up", case.name);
+        }
     }
 
     #[test]
