@@ -20,9 +20,15 @@ fn ms(report: &Report, metric: &str, corrected: bool, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
 
+/// How near a percentile must come to theory. The fake server's 5 ms service times are timer
+/// sleeps, each of which a busy machine can stretch by a fraction of a millisecond, and p99 sits
+/// five services into the drain: 1 ms was too tight (CI on a clean clone measured 1.24 ms off).
+/// The effect under test is 1,000 ms.
+const TOLERANCE_MS: f64 = 3.0;
+
 fn assert_near(what: &str, got: f64, want: f64) {
     assert!(
-        (got - want).abs() <= 1.0,
+        (got - want).abs() <= TOLERANCE_MS,
         "{what}: measured {got:.3} ms, theory {want:.3} ms"
     );
 }
@@ -44,9 +50,9 @@ fn assert_near(what: &str, got: f64, want: f64) {
 /// * PATCH, corrected: the PATCH of session `100 + k` was due 30 ms after the session started but
 ///   could only go when the 201 came, so p99 = POST corrected p99 - 30 ms + the PATCH's own time.
 ///
-/// Bases are measured on the sessions the freeze did not touch. The corrected percentiles must
-/// match within 1 ms; the max, a single value against the base, within 2 ms; raw POST within the
-/// generator's lateness of corrected; raw PATCH within 10 ms of its median.
+/// Bases are measured on the sessions the freeze did not touch. The corrected percentiles and the
+/// max must match within [`TOLERANCE_MS`]; raw POST within the generator's lateness of corrected;
+/// raw PATCH within 10 ms of its median.
 ///
 /// One thread runs the load generator and one the server (`FakeWhip` has its own), so neither
 /// waits for the other's CPU on a two-core machine.
@@ -90,7 +96,7 @@ async fn raw_and_corrected_percentiles_match_theory_around_a_stall() {
     let p99 = ms(r, "post", true, 0.99);
     assert_near("post corrected p99", p99, max - 25.0);
     assert!(
-        (max - base - 1000.0).abs() <= 2.0,
+        (max - base - 1000.0).abs() <= TOLERANCE_MS,
         "post corrected max {max}, base {base}"
     );
     // Raw misses only the generator's own lateness in sending: a timer tick plus scheduling.
