@@ -125,11 +125,16 @@ pub(crate) fn probe_playlist(url: &str) -> (Vec<String>, f64) {
     (codecs, duration)
 }
 
-/// Debian's `ffmpeg -v error -i URL -f null -` of an HLS playlist: what it printed (and its exit
-/// status when not 0). Empty when every segment was fetched and every frame decoded.
+/// Debian's `ffmpeg -v error -i URL -enc_time_base -1 -f null -` of an HLS playlist: what it
+/// printed (and its exit status when not 0). Empty when every segment was fetched and every frame
+/// decoded with strictly increasing timestamps. `-enc_time_base -1` keeps the input's 90 kHz: by
+/// default the null output counts in frames of the rate ffmpeg guesses, and a live source's
+/// uneven frame times (29.58 fps guessed for GStreamer's 30) put two frames in one such slot,
+/// which it reports as "non monotonically increasing dts" of a stream that has none.
 pub(crate) fn playlist_decode_errors(url: &str) -> String {
     let out = Command::new("/usr/bin/ffmpeg")
-        .args(["-nostdin", "-v", "error", "-i", url, "-f", "null", "-"])
+        .args(["-nostdin", "-v", "error", "-i", url])
+        .args(["-enc_time_base", "-1", "-f", "null", "-"])
         .output()
         .unwrap();
     let mut errors = String::from_utf8_lossy(&out.stderr).into_owned();
