@@ -10,11 +10,7 @@
 //! - **Dating.** `EXT-X-PROGRAM-DATE-TIME` comes from the publisher's clock: the first RTCP
 //!   sender report dates the session timeline (capture time, as RFC 3550 intends), so a player
 //!   comparing it with its own clock sees the whole glass-to-glass delay, and streams from one
-//!   sender line up. The first segment waits up to [`DATING_WAIT`] for that report, since the
-//!   dating of a presentation never changes once a segment has started: dates that jump under a
-//!   live playlist move the timeline of players that place segments by them (Shaka Player
-//!   re-computes its timestamp offset, aborts its SourceBuffer and drops what it appends until
-//!   the next key frame, then jumps the gap). Without a report by then, and for a sender whose
+//!   sender line up. Until that report comes (the first second or so), and for a sender whose
 //!   clock is more than [`MAX_CLOCK_SKEW`] off the bridge's, the bridge's clock at the first
 //!   unit dates it: within the network delay of the capture time.
 //! - **Discontinuities.** New parameter sets (a resolution change) need a new init section,
@@ -52,12 +48,8 @@ use super::segmenter::{Event, Part, PartInfo, Segment, Segmenter, add_ticks};
 use super::ts::TsMuxer;
 use crate::media::h264::params::ParameterSets;
 use crate::media::opus::Toc;
-use crate::media::start::{FrameRate, MAX_PENDING, StartGate};
+use crate::media::start::{FrameRate, StartGate};
 use crate::media::unit::{AudioFrame, Unit, VideoUnit};
-
-/// How long the first segment waits for the publisher's first sender report, which dates the
-/// presentation for good (see the module docs). Publishers send one within about a second.
-pub const DATING_WAIT: Duration = Duration::from_secs(2);
 
 /// Furthest a publisher's sender-report clock may be from the bridge's for
 /// `EXT-X-PROGRAM-DATE-TIME` to follow it; beyond, the sender's clock is wrong (or counts from
@@ -109,8 +101,6 @@ pub struct HlsOutput {
     gate: StartGate,
     /// Units held until the gate opens; `None` once it has.
     pending: Option<Vec<Unit>>,
-    /// When the first held unit came (for [`DATING_WAIT`]).
-    pending_since: Option<Instant>,
     new_encoder: Option<NewAacEncoder>,
     audio: AudioOut,
     late_audio: bool,
@@ -174,7 +164,6 @@ impl HlsOutput {
             fresh,
             gate: StartGate::new(audio_wanted, false),
             pending: Some(Vec::new()),
-            pending_since: None,
             new_encoder,
             audio: AudioOut::None,
             late_audio: false,
@@ -232,11 +221,7 @@ impl HlsOutput {
             return;
         };
         pending.push(unit);
-        let since = *self.pending_since.get_or_insert(now);
-        let dated = self.sender_clock.is_some()
-            || now.saturating_duration_since(since) >= DATING_WAIT
-            || pending.len() >= MAX_PENDING;
-        if dated && self.gate.open(pending).is_some() {
+        if self.gate.open(pending).is_some() {
             self.start();
         }
     }
@@ -312,12 +297,7 @@ impl HlsOutput {
             return;
         };
         self.dated = Dating::Settled;
-        if self.segmenter.has_started() {
-            tracing::debug!(
-                "the publisher's first sender report came after the first segment; \
-                 EXT-X-PROGRAM-DATE-TIME keeps the bridge's clock"
-            );
-        } else if plausible_clock(sender, arrival) {
+        if plausible_clock(sender, arrival) {
             // Positive: the publisher's clock dates the media earlier than its arrival did.
             let ahead_ms = match arrival.duration_since(sender) {
                 Ok(d) => i128::try_from(d.as_millis()).unwrap_or(i128::MAX),
