@@ -301,6 +301,12 @@ impl Segmenter {
 
     // Getters.
 
+    /// A segment was started: its date (`EXT-X-PROGRAM-DATE-TIME`) is fixed by the wallclock
+    /// anchor of that moment.
+    pub fn has_started(&self) -> bool {
+        self.segment.is_some() || self.next_msn > 0
+    }
+
     /// The longest segment emitted so far, in ticks: `EXT-X-TARGETDURATION` must cover it.
     pub fn max_segment_duration(&self) -> i64 {
         self.max_segment

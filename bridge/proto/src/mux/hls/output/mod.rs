@@ -10,9 +10,17 @@
 //! - **Dating.** `EXT-X-PROGRAM-DATE-TIME` comes from the publisher's clock: the first RTCP
 //!   sender report dates the session timeline (capture time, as RFC 3550 intends), so a player
 //!   comparing it with its own clock sees the whole glass-to-glass delay, and streams from one
-//!   sender line up. Until that report comes (the first second or so), and for a sender whose
-//!   clock is more than [`MAX_CLOCK_SKEW`] off the bridge's, the bridge's clock at the first
-//!   unit dates it: within the network delay of the capture time.
+//!   sender line up, when that report comes before the first segment starts. Once a segment
+//!   has started, the dating of the presentation never changes: dates that jump against
+//!   `EXTINF` under a live playlist move the timeline of players that place segments by them
+//!   (Shaka Player re-computes its timestamp offset, aborts its SourceBuffer and drops what it
+//!   appends until the next key frame, then jumps the gap; FFmpeg's first reports put its
+//!   media 0.3 to 0.5 s off its arrival). Waiting for the report instead would hold the first
+//!   segment about a second (it was tried: it doubled the HLS frame latency of short runs). So
+//!   a report that comes later (the usual case with LL-HLS, whose first part is listed within
+//!   a part's time), and a sender whose clock is more than [`MAX_CLOCK_SKEW`] off the bridge's,
+//!   leave the dating to the bridge's clock at the first unit: within the network delay of the
+//!   capture time.
 //! - **Discontinuities.** New parameter sets (a resolution change) need a new init section,
 //!   which only a discontinuity can introduce; the shared [`ParameterSets`] tracker says when.
 //! - **Numbering.** Each session has its own segmenter counting from 0; its sequence numbers
@@ -297,7 +305,12 @@ impl HlsOutput {
             return;
         };
         self.dated = Dating::Settled;
-        if plausible_clock(sender, arrival) {
+        if self.segmenter.has_started() {
+            tracing::debug!(
+                "the publisher's first sender report came after the first segment started; \
+                 EXT-X-PROGRAM-DATE-TIME keeps the bridge's clock"
+            );
+        } else if plausible_clock(sender, arrival) {
             // Positive: the publisher's clock dates the media earlier than its arrival did.
             let ahead_ms = match arrival.duration_since(sender) {
                 Ok(d) => i128::try_from(d.as_millis()).unwrap_or(i128::MAX),

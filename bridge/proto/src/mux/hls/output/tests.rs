@@ -212,3 +212,65 @@ fn without_media_nothing_is_written_or_replaced() {
     assert!(!output.has_media());
     assert_eq!(output.into_handoff().next_msn(), 7);
 }
+
+/// Pushes 4 s of video (the frames of [`run`] twice, 30 fps on the bridge's clock too), with
+/// the publisher's clock (20 s behind the bridge's) told before frame `report_at`.
+fn run_with_report_at(report_at: usize) -> Vec<Action> {
+    let mut output = HlsOutput::new(low_latency(), Handoff::new(1000), None).unwrap();
+    let now = Instant::now();
+    let mut actions = Vec::new();
+    let units = video_units(0)
+        .into_iter()
+        .chain(video_units(2 * crate::media::unit::TIMELINE_HZ));
+    for (n, unit) in units.enumerate() {
+        if n == report_at {
+            output.handle_sender_clock(t0() - Duration::from_secs(20));
+        }
+        let after = Duration::from_millis(1000 / 30) * u32::try_from(n).unwrap();
+        output.push(Unit::Video(unit), now + after, t0() + after);
+        actions.extend(std::iter::from_fn(|| output.poll()));
+    }
+    output.finish();
+    actions.extend(std::iter::from_fn(|| output.poll()));
+    actions
+}
+
+/// Every segment's date follows from the first's and the durations between: one dating per
+/// presentation, as players that place segments by their dates need.
+fn assert_dates_continuous(actions: &[Action]) {
+    let index = actions
+        .iter()
+        .rev()
+        .find_map(|a| match a {
+            Action::Write { name, data } if name == "index.m3u8" => Some(data.concat()),
+            _ => None,
+        })
+        .unwrap();
+    let playlist = m3u8_rs::parse_media_playlist_res(&index).unwrap();
+    assert!(playlist.segments.len() >= 3, "{playlist:?}");
+    for pair in playlist.segments.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        let step = b.program_date_time.unwrap() - a.program_date_time.unwrap();
+        let step_ms = step.num_milliseconds() as f64;
+        assert!(
+            (step_ms - f64::from(a.duration) * 1000.0).abs() <= 1.0,
+            "{} then {}: dates {step_ms} ms apart, EXTINF {}",
+            a.uri,
+            b.uri,
+            a.duration
+        );
+    }
+}
+
+/// A sender report that comes after the first segment started does not re-date the segments
+/// after it (Shaka Player stalled and jumped on such dates); one that comes first dates all.
+#[test]
+fn the_dating_of_a_presentation_never_changes_once_a_segment_started() {
+    let actions = run_with_report_at(0);
+    assert_eq!(first_date(&actions), ms(t0()) - 20_000);
+    assert_dates_continuous(&actions);
+
+    let actions = run_with_report_at(10);
+    assert_eq!(first_date(&actions), ms(t0()));
+    assert_dates_continuous(&actions);
+}
