@@ -51,6 +51,7 @@ async fn play(
         token: ctx.args.token.clone(),
         trickle: matches!(plan.profile, Profile::Chromium | Profile::Obs),
         bind_ip: ctx.identity.candidate_ip,
+        simulcast: 1,
     };
     let label = format!("session {} ({})", plan.index, plan.profile.name());
     tokio::time::sleep_until(start.into()).await;
