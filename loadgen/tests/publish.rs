@@ -154,7 +154,8 @@ async fn ingest_finds_stamps_in_published_tags() {
         .await
         .unwrap();
     let mut client = Client::connect(ingest.local_addr(), "live", "cam7").await;
-    // A sequence header (not searched), then three frames, the last two out of order.
+    // A sequence header (not searched for stamps; its record is cut before any SPS), then three
+    // frames, the last two out of order.
     client
         .video(vec![0x17, 0, 0, 0, 0, 1, 0x42, 0xe0, 0x1f, 0xff], 0)
         .await;
@@ -174,6 +175,14 @@ async fn ingest_finds_stamps_in_published_tags() {
     assert!(
         matches!(&first, IngestEvent::Publishing { stream, first_byte_us } if stream == "cam7" && *first_byte_us > 0),
         "{first:?}"
+    );
+    let config = next(&mut ingest).await;
+    assert_eq!(
+        config,
+        IngestEvent::VideoConfig {
+            stream: "cam7".into(),
+            size: None
+        }
     );
     let mut got = Vec::new();
     for _ in 0..3 {

@@ -20,6 +20,7 @@ mod stamp;
 pub use clip::{
     AudioPacket, Clip, ClipError, H264Source, OpusSource, VideoFrame, layer_scale, layer_size,
 };
+pub(crate) use stamp::unescape_rbsp;
 pub use stamp::{FrameStamp, STAMP_SEI_UUID, now_us};
 
 /// Video frame rate of the clip.
