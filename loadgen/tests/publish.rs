@@ -614,6 +614,34 @@ async fn through_the_bridge_binary() {
     assert_eq!(gate.check(&report), Vec::<String>::new());
 }
 
+/// Three simulcast layers the OBS way through the bridge: the RTMP push carries the top layer
+/// (its AVC sequence header says 640x360) and loses no frame.
+#[tokio::test]
+async fn simulcast_through_the_bridge_binary() {
+    let Some((_bridge, http, rtmp)) = start_bridge("simulcast").await else {
+        return;
+    };
+    let args = PublishArgs {
+        rtmp_listen: Some(SocketAddr::from(([127, 0, 0, 1], rtmp))),
+        simulcast: 3,
+        ..PublishArgs::new(
+            format!("http://127.0.0.1:{http}/whip/sim{{i}}"),
+            1,
+            Duration::from_secs(4),
+        )
+    };
+    let report = tokio::time::timeout(Duration::from_secs(60), publish::run(&args))
+        .await
+        .expect("publish ends")
+        .unwrap();
+    assert_eq!(report.sessions.ok, 1, "{:?}", report.failure_examples);
+    let rtmp = &report.outputs["rtmp"];
+    assert!(rtmp.frames.received > 100, "{:?}", rtmp.frames);
+    assert_eq!(rtmp.frames.lost, 0, "{:?}", rtmp.frames);
+    assert_eq!(rtmp.errors, 0, "{:?}", report.failure_examples);
+    assert_eq!(rtmp.video_sizes, [("640x360".to_owned(), 1)].into());
+}
+
 /// A ramp of one publisher a step through the bridge, with a limit the second step breaks: the
 /// ramp stops there, and the knee is the first step.
 #[tokio::test]
