@@ -29,11 +29,13 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sdp::extmap::{SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
 
 use crate::Error;
 use crate::driver::{ConnState, PeerDriver, RxStats};
 use crate::media::{
-    AUDIO_CLOCK_RATE, AUDIO_FRAME_MS, Clip, H264Source, OpusSource, VIDEO_CLOCK_RATE, VIDEO_FPS,
+    AUDIO_CLOCK_RATE, AUDIO_FRAME_MS, Clip, H264Source, MAX_LAYERS, OpusSource, VIDEO_CLOCK_RATE,
+    VIDEO_FPS,
 };
 use crate::sdp::{IceCredentials, SdpFrag, resolve_location, rewrite_ice};
 use crate::whip_client::{APPLICATION_SDP, Response, TRICKLE_ICE_SDPFRAG, WhipHttp};
@@ -61,6 +63,12 @@ pub struct PublisherConfig {
     /// Local address the UDP socket is bound to (port chosen by the OS). It is also the only
     /// host candidate advertised, so it must be a concrete address, not `0.0.0.0`.
     pub bind_ip: IpAddr,
+    /// H.264 simulcast layers, 1 to [`MAX_LAYERS`]. 1 is a plain video track. More send the
+    /// way OBS Studio does: rids `0`, `1`, ... (`0` the full size, layer `i` of `N` at
+    /// `(N - i) / N` of it, see [`Clip::embedded_layer`]) in `a=rid`/`a=simulcast:send`, no
+    /// `a=ssrc` for video, every packet carrying the `sdes:mid` and `sdes:rtp-stream-id`
+    /// header extensions, layer SSRCs the audio's plus 1, 2, ... (never signalled).
+    pub simulcast: u8,
 }
 
 impl PublisherConfig {
@@ -80,6 +88,7 @@ impl Default for PublisherConfig {
             token: None,
             trickle: false,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            simulcast: 1,
         }
     }
 }
@@ -91,7 +100,9 @@ pub struct SentStats {
     pub audio_packets: u64,
     /// H.264 RTP packets written.
     pub video_packets: u64,
-    /// H.264 access units sent.
+    /// Of which per simulcast layer (index 0 the full size; one layer without simulcast).
+    pub layer_packets: [u64; MAX_LAYERS as usize],
+    /// H.264 access units sent (a frame counts once, however many layers carry it).
     pub video_frames: u64,
     /// Of which IDR (with SPS and PPS).
     pub keyframes: u64,
@@ -101,19 +112,22 @@ pub struct SentStats {
     pub write_errors: u64,
 }
 
-/// Per-kind sending state.
+/// Sending state of one RTP stream: the audio, or one video layer.
 #[derive(Debug)]
 struct Track {
     sender: RTCRtpSenderId,
     ssrc: u32,
     payload_type: u8,
     packetizer: Box<dyn Packetizer>,
+    /// Header extensions (id, value) put on every packet: a simulcast layer's mid and rid.
+    extensions: Vec<(u8, Bytes)>,
 }
 
 #[derive(Debug)]
 struct MediaState {
     audio: Track,
-    video: Track,
+    /// One per simulcast layer, the full size first.
+    video: Vec<Track>,
     /// When the previous `send_media` ended: the gap is skipped in RTP time so timestamps keep
     /// following the wall clock.
     last_end: Option<Instant>,
@@ -126,6 +140,8 @@ struct MediaState {
 #[derive(Debug)]
 pub struct Publisher {
     trickle: bool,
+    /// Video layers sent (see [`PublisherConfig::simulcast`]).
+    simulcast: u8,
     http: WhipHttp,
     session_url: String,
     etag: String,
@@ -164,6 +180,12 @@ impl Publisher {
                 cfg.bind_ip
             )));
         }
+        if !(1..=MAX_LAYERS).contains(&cfg.simulcast) {
+            return Err(Error::Config(format!(
+                "simulcast {}: 1 to {MAX_LAYERS} layers",
+                cfg.simulcast
+            )));
+        }
         if !cfg.endpoint.starts_with("http://") {
             return Err(Error::Config(format!(
                 "endpoint {:?} is not an http:// URL",
@@ -172,11 +194,8 @@ impl Publisher {
         }
         let socket = tokio::net::UdpSocket::bind((cfg.bind_ip, 0)).await?;
         let local_addr = socket.local_addr()?;
-        let mut pc = build_peer_connection()?;
-
-        let stream_id = format!("loadgen-{:08x}", random_u32());
-        let audio = add_sendonly_track(&mut pc, &stream_id, RtpCodecKind::Audio, opus_codec())?;
-        let video = add_sendonly_track(&mut pc, &stream_id, RtpCodecKind::Video, h264_codec())?;
+        let mut pc = build_peer_connection(cfg.simulcast)?;
+        let (audio, video) = add_tracks(&mut pc, cfg.simulcast)?;
 
         let candidate = host_candidate(local_addr)?;
         if !cfg.trickle {
@@ -217,6 +236,7 @@ impl Publisher {
         })?;
         let prepared = Prepared {
             trickle: cfg.trickle,
+            simulcast: cfg.simulcast,
             trickle_patch,
             pc,
             socket,
@@ -291,6 +311,8 @@ impl Publisher {
     /// 640x360 at 30 fps (SPS + PPS + IDR every 30 frames, starting with one; IDRs of about
     /// 9 KB, so FU-A is used) and stereo Opus in 20 ms packets. Each call starts the clip from
     /// its beginning; RTP timestamps go on from the previous call, the gap between included.
+    /// With [`PublisherConfig::simulcast`] layers, each layer sends the same frames from the
+    /// clip of its size. PLI and FIR are ignored, as OBS does: IDRs come when the clip has them.
     /// Requires a connected peer connection.
     pub async fn send_media(&self, duration: Duration) -> Result<SentStats, Error> {
         self.send_frames(duration, false).await
@@ -312,11 +334,19 @@ impl Publisher {
             )));
         }
         let clip = Clip::embedded()?;
-        let mut h264 = if stamped {
-            H264Source::stamped(clip)
-        } else {
-            H264Source::new(clip)
-        };
+        let layers = self.simulcast;
+        // One source per layer, all from frame 0: the clips have the same frames and GOP, so
+        // the layers carry the same picture (and stamp number) at the same RTP time.
+        let mut h264 = (0..layers)
+            .map(|layer| {
+                let clip = Clip::embedded_layer(layer, layers)?;
+                Ok(if stamped {
+                    H264Source::stamped(clip)
+                } else {
+                    H264Source::new(clip)
+                })
+            })
+            .collect::<Result<Vec<_>, crate::media::ClipError>>()?;
         let mut opus = OpusSource::new(clip);
         let audio_period = Duration::from_millis(u64::from(AUDIO_FRAME_MS));
         let video_period = Duration::from_nanos(1_000_000_000 / u64::from(VIDEO_FPS));
@@ -328,7 +358,9 @@ impl Publisher {
             if let Some(last) = media.last_end {
                 let gap = last.elapsed();
                 media.audio.skip(gap, AUDIO_CLOCK_RATE);
-                media.video.skip(gap, VIDEO_CLOCK_RATE);
+                for video in &mut media.video {
+                    video.skip(gap, VIDEO_CLOCK_RATE);
+                }
             }
         }
         let mut stats = SentStats::default();
@@ -352,7 +384,8 @@ impl Publisher {
             }
             let now = tokio::time::Instant::now();
             let std_now = Instant::now();
-            let mut batch: Vec<(RTCRtpSenderId, rtp::Packet, bool)> = Vec::new();
+            // Each packet with its sender and its video layer (`None`: audio).
+            let mut batch: Vec<(RTCRtpSenderId, rtp::Packet, Option<usize>)> = Vec::new();
             {
                 let mut media = self.lock_media();
                 // The sources loop forever (a parsed clip is never empty): `None` never comes.
@@ -363,34 +396,37 @@ impl Publisher {
                         .audio
                         .packetize(std_now, &packet.data, packet.duration)?
                     {
-                        batch.push((media.audio.sender, p, false));
+                        batch.push((media.audio.sender, p, None));
                     }
                 }
                 while next_video <= now && next_video < end {
                     next_video += video_period;
-                    let Some(frame) = h264.next() else { break };
-                    stats.video_frames += 1;
-                    self.frames_sent.fetch_add(1, Ordering::Relaxed);
-                    stats.keyframes += u64::from(frame.keyframe);
-                    for p in media
-                        .video
-                        .packetize(std_now, &frame.data, frame.duration)?
+                    for (layer, (track, source)) in
+                        media.video.iter_mut().zip(&mut h264).enumerate()
                     {
-                        batch.push((media.video.sender, p, true));
+                        let Some(frame) = source.next() else { break };
+                        if layer == 0 {
+                            stats.video_frames += 1;
+                            self.frames_sent.fetch_add(1, Ordering::Relaxed);
+                            stats.keyframes += u64::from(frame.keyframe);
+                        }
+                        for p in track.packetize(std_now, &frame.data, frame.duration)? {
+                            batch.push((track.sender, p, Some(layer)));
+                        }
                     }
                 }
             }
             let (written, errors) = self.driver.with_pc(|pc| {
                 let mut written = Vec::with_capacity(batch.len());
                 let mut errors = 0u64;
-                for (sender, packet, is_video) in batch {
+                for (sender, packet, layer) in batch {
                     let len = packet.payload.len() as u64;
                     let result = match pc.rtp_sender(sender) {
                         Some(mut s) => s.write_rtp(std_now, packet),
                         None => Err(rtc::shared::error::Error::ErrRTPSenderNotExisted),
                     };
                     match result {
-                        Ok(()) => written.push((is_video, len)),
+                        Ok(()) => written.push((layer, len)),
                         Err(err) => {
                             if errors == 0 {
                                 tracing::debug!(%err, "write_rtp");
@@ -402,11 +438,15 @@ impl Publisher {
                 (written, errors)
             });
             stats.write_errors += errors;
-            for (is_video, len) in written {
-                if is_video {
-                    stats.video_packets += 1;
-                } else {
-                    stats.audio_packets += 1;
+            for (layer, len) in written {
+                match layer {
+                    Some(layer) => {
+                        stats.video_packets += 1;
+                        if let Some(n) = stats.layer_packets.get_mut(layer) {
+                            *n += 1;
+                        }
+                    }
+                    None => stats.audio_packets += 1,
                 }
                 stats.payload_bytes += len;
             }
@@ -570,12 +610,13 @@ impl Publisher {
 /// A peer connection with its local description set, waiting for the server's answer.
 struct Prepared {
     trickle: bool,
+    simulcast: u8,
     trickle_patch: bool,
     pc: RTCPeerConnection,
     socket: tokio::net::UdpSocket,
     local: SdpFrag,
-    audio: (RTCRtpSenderId, u32, RTCRtpCodecParameters),
-    video: (RTCRtpSenderId, u32, RTCRtpCodecParameters),
+    audio: SendTrack,
+    video: SendTrack,
 }
 
 impl Prepared {
@@ -588,6 +629,7 @@ impl Prepared {
     ) -> Result<Publisher, Error> {
         let Prepared {
             trickle,
+            simulcast,
             trickle_patch,
             mut pc,
             socket,
@@ -611,14 +653,17 @@ impl Prepared {
             .map_err(Error::rtc("set_remote_description(answer)"))?;
 
         let media = MediaState {
-            audio: Track::negotiated(&mut pc, audio, AUDIO_CLOCK_RATE)?,
-            video: Track::negotiated(&mut pc, video, VIDEO_CLOCK_RATE)?,
+            audio: Track::negotiated(&mut pc, &audio, 0, AUDIO_CLOCK_RATE)?,
+            video: (0..video.encodings.len())
+                .map(|i| Track::negotiated(&mut pc, &video, i, VIDEO_CLOCK_RATE))
+                .collect::<Result<_, _>>()?,
             last_end: None,
         };
         let driver = PeerDriver::spawn(pc, socket, None)?;
 
         let publisher = Publisher {
             trickle,
+            simulcast,
             http,
             session_url,
             etag,
@@ -637,18 +682,54 @@ impl Prepared {
 }
 
 impl Track {
-    /// Reads the negotiated payload type of `sender` and sets up its packetizer.
+    /// Reads the negotiated payload type (and, for a simulcast layer, the header extension
+    /// ids) of `track`'s sender and sets up a packetizer for its encoding `encoding`.
     fn negotiated(
         pc: &mut RTCPeerConnection,
-        (sender, ssrc, codec): (RTCRtpSenderId, u32, RTCRtpCodecParameters),
+        track: &SendTrack,
+        encoding: usize,
         clock_rate: u32,
     ) -> Result<Track, Error> {
+        let SendTrack {
+            sender,
+            ref codec,
+            ref encodings,
+        } = *track;
+        let Some((rid, ssrc)) = encodings.get(encoding).cloned() else {
+            return Err(Error::protocol("answer", "no such encoding"));
+        };
+        let mid = pc
+            .rtp_transceiver(sender.into())
+            .and_then(|t| t.mid().clone())
+            .unwrap_or_default();
         let mut handle = pc
             .rtp_sender(sender)
             .ok_or_else(|| Error::protocol("answer", "RTP sender vanished"))?;
-        let payload_type = handle
-            .get_parameters()
-            .rtp_parameters
+        let parameters = &handle.get_parameters().rtp_parameters;
+        let extensions = if rid.is_empty() {
+            Vec::new()
+        } else {
+            // rtc binds a layer's unsignalled SSRC to its rid only through these two, so a
+            // simulcast answer without them cannot work.
+            let id = |uri: &str| {
+                parameters
+                    .header_extensions
+                    .iter()
+                    .find(|e| e.uri == uri)
+                    .and_then(|e| u8::try_from(e.id).ok())
+                    .ok_or_else(|| {
+                        Error::protocol(
+                            "answer",
+                            format!("simulcast, but the {uri} header extension is not negotiated"),
+                        )
+                    })
+            };
+            vec![
+                (id(SDES_MID_URI)?, Bytes::from(mid)),
+                (id(SDES_RTP_STREAM_ID_URI)?, Bytes::from(rid)),
+            ]
+        };
+        let payload_type = parameters
             .codecs
             .first()
             .map(|c| c.payload_type)
@@ -676,6 +757,7 @@ impl Track {
             ssrc,
             payload_type,
             packetizer: Box::new(packetizer),
+            extensions,
         })
     }
 
@@ -692,6 +774,13 @@ impl Track {
         for p in &mut packets {
             p.header.ssrc = self.ssrc;
             p.header.payload_type = self.payload_type;
+            // OBS sends them on every packet, not only until the answer is in: the simplest
+            // shape, and a receiver that binds SSRCs late (after a loss) still can.
+            for (id, value) in &self.extensions {
+                p.header
+                    .set_extension(*id, value.clone())
+                    .map_err(Error::rtc("RTP header extension"))?;
+            }
         }
         Ok(packets)
     }
@@ -707,20 +796,39 @@ impl Track {
 /// (the bridge's congestion feedback reads them). rtc's default set also has the receive side's
 /// NACK generator, receiver reports and TWCC feedback, stages every packet sent walks through
 /// for nothing: a load generator must cost less than what it measures.
-fn send_interceptors(media_engine: &mut MediaEngine) -> Result<Registry, Error> {
+///
+/// With simulcast, only the `sdes:mid` and `sdes:rtp-stream-id` extensions are offered for video,
+/// as OBS does (no repaired-rid: there is no RTX). rtc's NACK responder keeps a history per SSRC
+/// it sends, so it answers NACKs on every layer, where OBS answers only on the top one.
+fn send_interceptors(media_engine: &mut MediaEngine, simulcast: bool) -> Result<Registry, Error> {
     use rtc::interceptor::{NackResponderBuilder, SenderReportBuilder, Slot};
     use rtc::peer_connection::configuration::interceptor_registry::{
         configure_simulcast_extension_headers, configure_twcc_sender_only,
     };
-    configure_simulcast_extension_headers(media_engine)
-        .map_err(Error::rtc("register simulcast extensions"))?;
+    use rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionCapability;
+    if simulcast {
+        for uri in [SDES_MID_URI, SDES_RTP_STREAM_ID_URI] {
+            media_engine
+                .register_header_extension(
+                    RTCRtpHeaderExtensionCapability {
+                        uri: uri.to_owned(),
+                    },
+                    RtpCodecKind::Video,
+                    None,
+                )
+                .map_err(Error::rtc("register simulcast extensions"))?;
+        }
+    } else {
+        configure_simulcast_extension_headers(media_engine)
+            .map_err(Error::rtc("register simulcast extensions"))?;
+    }
     let registry = Registry::new()
         .with(Slot::NackResponder, NackResponderBuilder::new().build())
         .with(Slot::SenderReport, SenderReportBuilder::new().build());
     configure_twcc_sender_only(registry, media_engine).map_err(Error::rtc("register TWCC"))
 }
 
-fn build_peer_connection() -> Result<RTCPeerConnection, Error> {
+fn build_peer_connection(simulcast: u8) -> Result<RTCPeerConnection, Error> {
     let mut media_engine = MediaEngine::default();
     media_engine
         .register_codec(opus_codec(), RtpCodecKind::Audio)
@@ -728,7 +836,7 @@ fn build_peer_connection() -> Result<RTCPeerConnection, Error> {
     media_engine
         .register_codec(h264_codec(), RtpCodecKind::Video)
         .map_err(Error::rtc("register H.264"))?;
-    let registry = send_interceptors(&mut media_engine)?;
+    let registry = send_interceptors(&mut media_engine, simulcast > 1)?;
     let setting_engine = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .build();
@@ -771,27 +879,70 @@ fn h264_codec() -> RTCRtpCodecParameters {
     }
 }
 
-/// Adds a sendonly transceiver with a fresh SSRC; returns its sender, SSRC and codec.
+/// A sendonly track added to the connection: its sender, codec and encodings (rid, SSRC), the
+/// rid empty unless it is a simulcast layer.
+#[derive(Debug, Clone)]
+struct SendTrack {
+    sender: RTCRtpSenderId,
+    codec: RTCRtpCodecParameters,
+    encodings: Vec<(String, u32)>,
+}
+
+/// Adds the audio and the video track, the video in `simulcast` layers (see
+/// [`PublisherConfig::simulcast`]).
+fn add_tracks(pc: &mut RTCPeerConnection, simulcast: u8) -> Result<(SendTrack, SendTrack), Error> {
+    let stream_id = format!("loadgen-{:08x}", random_u32());
+    let audio_ssrc = random_u32();
+    let audio = add_sendonly_track(
+        pc,
+        &stream_id,
+        RtpCodecKind::Audio,
+        opus_codec(),
+        vec![(String::new(), audio_ssrc)],
+    )?;
+    let video_encodings = if simulcast > 1 {
+        // OBS numbers its SSRCs from one base: audio, then video layer i at base + 1 + i.
+        (0..simulcast)
+            .map(|i| (i.to_string(), audio_ssrc.wrapping_add(1 + u32::from(i))))
+            .collect()
+    } else {
+        vec![(String::new(), random_u32())]
+    };
+    let video = add_sendonly_track(
+        pc,
+        &stream_id,
+        RtpCodecKind::Video,
+        h264_codec(),
+        video_encodings,
+    )?;
+    Ok((audio, video))
+}
+
+/// Adds a sendonly transceiver with these encodings (rid, SSRC).
 fn add_sendonly_track(
     pc: &mut RTCPeerConnection,
     stream_id: &str,
     kind: RtpCodecKind,
     codec: RTCRtpCodecParameters,
-) -> Result<(RTCRtpSenderId, u32, RTCRtpCodecParameters), Error> {
-    let ssrc = random_u32();
+    encodings: Vec<(String, u32)>,
+) -> Result<SendTrack, Error> {
     let track = MediaStreamTrack::new(
         stream_id.to_owned(),
         format!("{stream_id}-{kind}"),
         format!("loadgen {kind}"),
         kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
+        encodings
+            .iter()
+            .map(|(rid, ssrc)| RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    rid: rid.clone(),
+                    ssrc: Some(*ssrc),
+                    ..Default::default()
+                },
+                codec: codec.rtp_codec.clone(),
                 ..Default::default()
-            },
-            codec: codec.rtp_codec.clone(),
-            ..Default::default()
-        }],
+            })
+            .collect(),
     );
     let transceiver = pc
         .add_transceiver_from_track(
@@ -803,7 +954,11 @@ fn add_sendonly_track(
             }),
         )
         .map_err(Error::rtc("add_transceiver_from_track"))?;
-    Ok((RTCRtpSenderId::from(transceiver), ssrc, codec))
+    Ok(SendTrack {
+        sender: RTCRtpSenderId::from(transceiver),
+        codec,
+        encodings,
+    })
 }
 
 /// The one host candidate: the socket's bound address.
@@ -854,4 +1009,114 @@ fn random_u32() -> u32 {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let h = std::collections::hash_map::RandomState::new().hash_one((nanos, n));
     ((h >> 32) as u32 ^ h as u32).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use rtc::shared::marshal::Marshal as _;
+
+    use super::*;
+
+    /// The offer a publisher with `simulcast` layers POSTs (candidates aside), split into its
+    /// audio and video sections.
+    fn offer(simulcast: u8) -> (String, String) {
+        let mut pc = build_peer_connection(simulcast).unwrap();
+        add_tracks(&mut pc, simulcast).unwrap();
+        let sdp = pc.create_offer(None).unwrap().sdp;
+        let video_at = sdp.find("m=video").unwrap();
+        let (head, video) = sdp.split_at(video_at);
+        let audio_at = head.find("m=audio").unwrap();
+        (head[audio_at..].to_owned(), video.to_owned())
+    }
+
+    fn lines<'a>(section: &'a str, prefix: &str) -> Vec<&'a str> {
+        section.lines().filter(|l| l.starts_with(prefix)).collect()
+    }
+
+    #[test]
+    fn simulcast_offer_is_shaped_like_obs() {
+        let (audio, video) = offer(3);
+        let extmaps = lines(&video, "a=extmap:");
+        assert!(
+            extmaps
+                .iter()
+                .any(|l| l.ends_with(" urn:ietf:params:rtp-hdrext:sdes:mid")),
+            "{video}"
+        );
+        assert!(
+            extmaps
+                .iter()
+                .any(|l| l.ends_with(" urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id")),
+            "{video}"
+        );
+        assert!(!video.contains("repaired-rtp-stream-id"), "{video}");
+        assert_eq!(lines(&video, "a=msid:").len(), 1, "{video}");
+        assert_eq!(
+            lines(&video, "a=rid:"),
+            ["a=rid:0 send", "a=rid:1 send", "a=rid:2 send"]
+        );
+        assert_eq!(lines(&video, "a=simulcast:"), ["a=simulcast:send 0;1;2"]);
+        // The layers' SSRCs are never signalled, and there is no RTX.
+        assert_eq!(lines(&video, "a=ssrc"), Vec::<&str>::new(), "{video}");
+        assert!(!video.contains("rtx/90000"), "{video}");
+        assert!(lines(&video, "a=sendonly").len() == 1, "{video}");
+        // Audio is as without simulcast.
+        assert!(!lines(&audio, "a=ssrc:").is_empty(), "{audio}");
+        assert!(lines(&audio, "a=rid:").is_empty(), "{audio}");
+
+        let (_, two) = offer(2);
+        assert_eq!(lines(&two, "a=rid:"), ["a=rid:0 send", "a=rid:1 send"]);
+        assert_eq!(lines(&two, "a=simulcast:"), ["a=simulcast:send 0;1"]);
+    }
+
+    #[test]
+    fn one_layer_offer_is_a_plain_video_track() {
+        let (_, video) = offer(1);
+        assert!(!lines(&video, "a=ssrc:").is_empty(), "{video}");
+        assert!(lines(&video, "a=rid:").is_empty(), "{video}");
+        assert!(lines(&video, "a=simulcast:").is_empty(), "{video}");
+    }
+
+    #[test]
+    fn layer_ssrcs_follow_the_audio_ssrc() {
+        let mut pc = build_peer_connection(3).unwrap();
+        let (audio, video) = add_tracks(&mut pc, 3).unwrap();
+        let base = audio.encodings[0].1;
+        let expected: Vec<(String, u32)> = (0..3u32)
+            .map(|i| (i.to_string(), base.wrapping_add(1 + i)))
+            .collect();
+        assert_eq!(video.encodings, expected);
+    }
+
+    #[test]
+    fn layer_packets_carry_mid_and_rid() {
+        let payloader = h264_codec().rtp_codec.payloader().unwrap();
+        let mut track = Track {
+            sender: RTCRtpSenderId::from(1usize),
+            ssrc: 0x0102_0304,
+            payload_type: H264_PAYLOAD_TYPE,
+            packetizer: Box::new(new_packetizer(
+                Instant::now(),
+                RTP_MTU,
+                H264_PAYLOAD_TYPE,
+                0x0102_0304,
+                payloader,
+                Box::new(new_random_sequencer()),
+                VIDEO_CLOCK_RATE,
+            )),
+            extensions: vec![(3, Bytes::from_static(b"1")), (4, Bytes::from_static(b"2"))],
+        };
+        // One small non-IDR slice: one packet.
+        let frame = Bytes::from_static(&[0, 0, 0, 1, 0x41, 0x9a, 0x02, 0x03]);
+        let packets = track.packetize(Instant::now(), &frame, 3000).unwrap();
+        assert_eq!(packets.len(), 1);
+        let bytes = packets[0].marshal().unwrap();
+        // X bit set; after the 12-byte header, RFC 8285 one-byte elements: 0xBEDE, one 32-bit
+        // word, then id 3 (mid "1") and id 4 (rid "2"), each length - 1 = 0.
+        assert_eq!(bytes[0] & 0x10, 0x10);
+        assert_eq!(bytes[1] & 0x7F, H264_PAYLOAD_TYPE);
+        assert_eq!(&bytes[8..12], &[1, 2, 3, 4]);
+        assert_eq!(&bytes[12..20], &[0xBE, 0xDE, 0, 1, 0x30, b'1', 0x40, b'2']);
+        assert_eq!(&bytes[20..], &[0x41, 0x9a, 0x02, 0x03]);
+    }
 }

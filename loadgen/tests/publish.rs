@@ -154,7 +154,8 @@ async fn ingest_finds_stamps_in_published_tags() {
         .await
         .unwrap();
     let mut client = Client::connect(ingest.local_addr(), "live", "cam7").await;
-    // A sequence header (not searched), then three frames, the last two out of order.
+    // A sequence header (not searched for stamps; its record is cut before any SPS), then three
+    // frames, the last two out of order.
     client
         .video(vec![0x17, 0, 0, 0, 0, 1, 0x42, 0xe0, 0x1f, 0xff], 0)
         .await;
@@ -174,6 +175,14 @@ async fn ingest_finds_stamps_in_published_tags() {
     assert!(
         matches!(&first, IngestEvent::Publishing { stream, first_byte_us } if stream == "cam7" && *first_byte_us > 0),
         "{first:?}"
+    );
+    let config = next(&mut ingest).await;
+    assert_eq!(
+        config,
+        IngestEvent::VideoConfig {
+            stream: "cam7".into(),
+            size: None
+        }
     );
     let mut got = Vec::new();
     for _ in 0..3 {
@@ -603,6 +612,34 @@ async fn through_the_bridge_binary() {
         ..Default::default()
     };
     assert_eq!(gate.check(&report), Vec::<String>::new());
+}
+
+/// Three simulcast layers the OBS way through the bridge: the RTMP push carries the top layer
+/// (its AVC sequence header says 640x360) and loses no frame.
+#[tokio::test]
+async fn simulcast_through_the_bridge_binary() {
+    let Some((_bridge, http, rtmp)) = start_bridge("simulcast").await else {
+        return;
+    };
+    let args = PublishArgs {
+        rtmp_listen: Some(SocketAddr::from(([127, 0, 0, 1], rtmp))),
+        simulcast: 3,
+        ..PublishArgs::new(
+            format!("http://127.0.0.1:{http}/whip/sim{{i}}"),
+            1,
+            Duration::from_secs(4),
+        )
+    };
+    let report = tokio::time::timeout(Duration::from_secs(60), publish::run(&args))
+        .await
+        .expect("publish ends")
+        .unwrap();
+    assert_eq!(report.sessions.ok, 1, "{:?}", report.failure_examples);
+    let rtmp = &report.outputs["rtmp"];
+    assert!(rtmp.frames.received > 100, "{:?}", rtmp.frames);
+    assert_eq!(rtmp.frames.lost, 0, "{:?}", rtmp.frames);
+    assert_eq!(rtmp.errors, 0, "{:?}", report.failure_examples);
+    assert_eq!(rtmp.video_sizes, [("640x360".to_owned(), 1)].into());
 }
 
 /// A ramp of one publisher a step through the bridge, with a limit the second step breaks: the

@@ -243,3 +243,34 @@ async fn http_errors_carry_status_and_body() {
     .unwrap_err();
     assert!(matches!(err, loadgen::Error::Config(_)), "{err}");
 }
+
+/// Three layers the OBS way into an rtc answerer: rtc binds each layer's unsignalled SSRC by
+/// the mid and rid header extensions, and drops packets it cannot bind, so every video packet
+/// arriving means every layer was bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_layers_are_bound_by_rid() {
+    init_tracing();
+    let server = MockWhip::start().await;
+    let p = Publisher::connect(PublisherConfig {
+        simulcast: 3,
+        ..PublisherConfig::new(server.endpoint("demo"))
+    })
+    .await
+    .unwrap();
+    p.wait_connected(CONNECT).await.unwrap();
+    let sent = p.send_media(Duration::from_millis(1100)).await.unwrap();
+    assert_eq!(sent.write_errors, 0, "{sent:?}");
+    assert!((33..=34).contains(&sent.video_frames), "{sent:?}");
+    assert_eq!(sent.keyframes, 2, "{sent:?}");
+    // Every layer sent, the full size most.
+    let [top, mid, low] = sent.layer_packets;
+    assert!(top > mid && mid > low && low > 0, "{sent:?}");
+    assert_eq!(top + mid + low, sent.video_packets);
+
+    let total = sent.audio_packets + sent.video_packets;
+    let got = server_rtp(&server, p.session_url(), total).await;
+    assert_eq!(got, total, "server received {got} of {total} RTP packets");
+    let offer = &server.log()[0].body;
+    assert!(offer.contains("a=simulcast:send 0;1;2"), "{offer}");
+    p.delete().await.unwrap();
+}

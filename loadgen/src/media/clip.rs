@@ -12,8 +12,8 @@ use super::annexb::{START_CODE, access_units, annexb};
 use super::ogg::opus_packets;
 use super::stamp::{FrameStamp, now_us};
 use super::{
-    AUDIO_CLOCK_RATE, AUDIO_FRAME_MS, AUDIO_PACKET_SAMPLES, GOP_FRAMES, VIDEO_CLOCK_RATE,
-    VIDEO_FPS, VIDEO_FRAME_TICKS,
+    AUDIO_CLOCK_RATE, AUDIO_FRAME_MS, AUDIO_PACKET_SAMPLES, GOP_FRAMES, MAX_LAYERS,
+    VIDEO_CLOCK_RATE, VIDEO_FPS, VIDEO_FRAME_TICKS, VIDEO_HEIGHT, VIDEO_WIDTH,
 };
 
 /// The clip's video: 2 s of x264 Constrained Baseline, 640x360, 30 fps, IDR every 30 frames.
@@ -24,6 +24,54 @@ pub(super) static CLIP_OGG_OPUS: &[u8] = include_bytes!("../../data/clip-opus-48
 /// The embedded clip, parsed at first use.
 static EMBEDDED: LazyLock<Result<Clip, ClipError>> =
     LazyLock::new(|| Clip::parse(CLIP_H264, CLIP_OGG_OPUS));
+
+/// The same pictures scaled down for simulcast layers (see `loadgen/data/README.md`), each the
+/// fraction `num/den` of the full size, parsed at first use. The full size is [`EMBEDDED`].
+static LAYERS: [ScaledClip; 3] = [
+    ScaledClip {
+        num: 2,
+        den: 3,
+        size: (426, 240),
+        clip: LazyLock::new(|| {
+            Clip::parse(
+                include_bytes!("../../data/clip-426x240-30fps-2s.h264"),
+                CLIP_OGG_OPUS,
+            )
+        }),
+    },
+    ScaledClip {
+        num: 1,
+        den: 2,
+        size: (320, 180),
+        clip: LazyLock::new(|| {
+            Clip::parse(
+                include_bytes!("../../data/clip-320x180-30fps-2s.h264"),
+                CLIP_OGG_OPUS,
+            )
+        }),
+    },
+    ScaledClip {
+        num: 1,
+        den: 3,
+        size: (212, 120),
+        clip: LazyLock::new(|| {
+            Clip::parse(
+                include_bytes!("../../data/clip-212x120-30fps-2s.h264"),
+                CLIP_OGG_OPUS,
+            )
+        }),
+    },
+];
+
+/// A scaled copy of the embedded clip.
+struct ScaledClip {
+    /// Its size is `num/den` of the full size (a reduced fraction).
+    num: u32,
+    den: u32,
+    /// Width and height, as its SPS says (the unit tests check).
+    size: (u32, u32),
+    clip: LazyLock<Result<Clip, ClipError>>,
+}
 
 /// Why the H.264 or the Ogg Opus of a clip cannot be played in a loop. Offsets are byte offsets
 /// in the file; frames and packets count from 0.
@@ -111,6 +159,15 @@ pub enum ClipError {
     /// The Ogg Opus has no audio packet.
     #[error("Ogg Opus: no audio packet")]
     NoAudio,
+    /// No clip is committed for this simulcast layer: there are 1 to [`MAX_LAYERS`] layers,
+    /// numbered from 0 (the full size).
+    #[error("no clip for simulcast layer {layer} of {layers} (1 to {MAX_LAYERS} layers)")]
+    NoLayer {
+        /// The layer asked for.
+        layer: u8,
+        /// Of this many.
+        layers: u8,
+    },
     /// Video and audio do not last the same, so they would drift apart loop after loop.
     #[error("the video lasts {video_ms} ms but the audio {audio_ms} ms")]
     LengthMismatch {
@@ -152,6 +209,26 @@ impl Clip {
         EMBEDDED.as_ref().map_err(Clone::clone)
     }
 
+    /// The embedded clip for simulcast layer `layer` of `layers`, the way OBS scales them:
+    /// layer `i` of `N` is `(N - i) / N` of the full size (and bitrate), so layer 0 is
+    /// [`Clip::embedded`] itself. Every size has the same frames, GOP and timestamps, so the
+    /// layers of a publisher stay frame for frame together.
+    pub fn embedded_layer(layer: u8, layers: u8) -> Result<&'static Clip, ClipError> {
+        let Some((num, den)) = layer_scale(layer, layers) else {
+            return Err(ClipError::NoLayer { layer, layers });
+        };
+        if num == den {
+            return Clip::embedded();
+        }
+        LAYERS
+            .iter()
+            .find(|l| (l.num, l.den) == (num, den))
+            .ok_or(ClipError::NoLayer { layer, layers })?
+            .clip
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
     /// A clip from raw Annex B H.264 and an Ogg Opus file. The H.264 must start with an IDR
     /// and have one (with SPS and PPS) exactly every [`GOP_FRAMES`] frames, the Opus packets
     /// must each last [`AUDIO_FRAME_MS`], and both must last the same at [`VIDEO_FPS`].
@@ -169,6 +246,29 @@ impl Clip {
         Ok(Clip { video, audio })
     }
 }
+/// The size of simulcast layer `layer` of `layers`, `(layers - layer) / layers` of the full
+/// size, as a reduced fraction; `None` unless `layer < layers <= MAX_LAYERS`.
+pub fn layer_scale(layer: u8, layers: u8) -> Option<(u32, u32)> {
+    if layer >= layers || layers > MAX_LAYERS {
+        return None;
+    }
+    let (num, den) = (u32::from(layers - layer), u32::from(layers));
+    let gcd = (1..=num).rev().find(|d| num % d == 0 && den % d == 0)?;
+    Some((num / gcd, den / gcd))
+}
+
+/// Width and height of simulcast layer `layer` of `layers` (see [`Clip::embedded_layer`]);
+/// `None` for a layer there is no clip for.
+pub fn layer_size(layer: u8, layers: u8) -> Option<(u32, u32)> {
+    match layer_scale(layer, layers)? {
+        (1, 1) => Some((VIDEO_WIDTH, VIDEO_HEIGHT)),
+        scale => LAYERS
+            .iter()
+            .find(|l| (l.num, l.den) == scale)
+            .map(|l| l.size),
+    }
+}
+
 /// The access units of an Annex B stream, checked for what a loop needs: a whole number of
 /// GOPs of [`GOP_FRAMES`], each starting with an IDR that has SPS and PPS in front.
 fn video_frames(h264: &Bytes) -> Result<Vec<ClipFrame>, ClipError> {
@@ -342,7 +442,6 @@ mod tests {
     use super::super::annexb::nal_units;
     use super::super::ogg::opus_samples;
     use super::super::stamp::unescape_rbsp;
-    use super::super::{VIDEO_HEIGHT, VIDEO_WIDTH};
     use super::*;
 
     /// Splits Annex B into NAL units.
@@ -485,6 +584,71 @@ mod tests {
         // Consecutive IDRs, also across the loop (30 then 0), differ in idr_pic_id.
         let id = |i: usize| idr_pic_id(nals(&clip.video[i].slices)[0], sps.log2_max_frame_num);
         assert_ne!(id(0), id(30));
+    }
+
+    #[test]
+    fn layers_scale_the_obs_way() {
+        // Layer i of N is (N - i) / N of the full size.
+        let scales =
+            |n: u8| -> Vec<Option<(u32, u32)>> { (0..n).map(|i| layer_scale(i, n)).collect() };
+        assert_eq!(scales(1), [Some((1, 1))]);
+        assert_eq!(scales(2), [Some((1, 1)), Some((1, 2))]);
+        assert_eq!(scales(3), [Some((1, 1)), Some((2, 3)), Some((1, 3))]);
+        assert_eq!(layer_scale(1, 1), None);
+        assert_eq!(layer_scale(0, 0), None);
+        assert_eq!(layer_scale(0, MAX_LAYERS + 1), None);
+        let sizes =
+            |n: u8| -> Vec<Option<(u32, u32)>> { (0..n).map(|i| layer_size(i, n)).collect() };
+        assert_eq!(sizes(2), [Some((640, 360)), Some((320, 180))]);
+        assert_eq!(
+            sizes(3),
+            [Some((640, 360)), Some((426, 240)), Some((212, 120))]
+        );
+        assert_eq!(layer_size(3, 3), None);
+        assert_eq!(
+            Clip::embedded_layer(0, 4).unwrap_err(),
+            ClipError::NoLayer {
+                layer: 0,
+                layers: 4
+            }
+        );
+        // The top layer is the clip itself.
+        assert!(std::ptr::eq(Clip::embedded_layer(0, 3).unwrap(), clip()));
+    }
+
+    #[test]
+    fn layer_clips_are_the_clip_scaled() {
+        let top = clip();
+        let top_sps = parse_sps(nals(&top.video[0].head)[0]);
+        for layers in 1..=MAX_LAYERS {
+            for layer in 0..layers {
+                let clip = Clip::embedded_layer(layer, layers).unwrap();
+                let (width, height) = layer_size(layer, layers).unwrap();
+                // Same frames, GOP and audio, so the layers stay frame for frame together.
+                assert_eq!(clip.video.len(), top.video.len());
+                assert_eq!(clip.audio, top.audio);
+                for (i, frame) in clip.video.iter().enumerate() {
+                    let expected: &[u8] = if frame.keyframe { &[7, 8, 5] } else { &[1] };
+                    assert_eq!(types(&frame.whole), expected, "{width}x{height} frame {i}");
+                }
+                let sps = parse_sps(nals(&clip.video[0].head)[0]);
+                assert_eq!((sps.width, sps.height), (width, height));
+                assert_eq!(
+                    (sps.profile_idc, sps.constraint_flags, sps.level_idc),
+                    (
+                        top_sps.profile_idc,
+                        top_sps.constraint_flags,
+                        top_sps.level_idc
+                    ),
+                    "one fmtp for every layer"
+                );
+                // Bitrate scaled like the size: the clip's bytes against the top's.
+                let bytes = |c: &Clip| c.video.iter().map(|f| f.whole.len()).sum::<usize>() as f64;
+                let (num, den) = layer_scale(layer, layers).unwrap();
+                let ratio = bytes(clip) / bytes(top) / (f64::from(num) / f64::from(den));
+                assert!((0.8..1.2).contains(&ratio), "{width}x{height}: {ratio}");
+            }
+        }
     }
 
     #[test]

@@ -17,7 +17,10 @@ mod clip;
 mod ogg;
 mod stamp;
 
-pub use clip::{AudioPacket, Clip, ClipError, H264Source, OpusSource, VideoFrame};
+pub use clip::{
+    AudioPacket, Clip, ClipError, H264Source, OpusSource, VideoFrame, layer_scale, layer_size,
+};
+pub(crate) use stamp::unescape_rbsp;
 pub use stamp::{FrameStamp, STAMP_SEI_UUID, now_us};
 
 /// Video frame rate of the clip.
@@ -28,6 +31,9 @@ pub const GOP_FRAMES: u32 = 30;
 pub const VIDEO_WIDTH: u32 = 640;
 /// Height of the clip's pictures.
 pub const VIDEO_HEIGHT: u32 = 360;
+/// Most simulcast layers a publisher can send: clips are committed for the sizes layer `i` of
+/// up to 3 layers needs, `(N - i) / N` of the full size (1/1, 2/3, 1/2 and 1/3).
+pub const MAX_LAYERS: u8 = 3;
 /// RTP clock rate of H.264.
 pub const VIDEO_CLOCK_RATE: u32 = 90_000;
 /// RTP clock rate of Opus.

@@ -77,7 +77,7 @@ fn escape_rbsp(rbsp: &[u8]) -> Vec<u8> {
 }
 
 /// Removes emulation prevention bytes (00 00 03 → 00 00).
-pub(super) fn unescape_rbsp(escaped: &[u8]) -> Vec<u8> {
+pub(crate) fn unescape_rbsp(escaped: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(escaped.len());
     let mut zeros = 0;
     for &b in escaped {

@@ -1,6 +1,7 @@
 //! A minimal RTMP server for `publish`: it accepts every connect and publish, and reports when
-//! each stream's connection began, every frame stamp found in its video tags and the timestamp
-//! of every audio and video tag (for the audio/video drift).
+//! each stream's connection began, every frame stamp found in its video tags, the timestamp
+//! of every audio and video tag (for the audio/video drift) and the picture size of every AVC
+//! sequence header (which simulcast layer the bridge forwards).
 //!
 //! rml_rtmp does the protocol (sans-IO); this module moves bytes and reads FLV video tag bodies.
 //! That reading is a checker of the bridge's FLV muxer and stays its own code (see the crate
@@ -19,12 +20,15 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::account::Track;
+use super::sps::picture_size;
 use crate::media::{FrameStamp, now_us};
 
 /// Bytes read from a connection at a time.
 const READ_CHUNK: usize = 64 * 1024;
 /// FLV `AVCPacketType` of NAL units (0 is the sequence header, 2 the end of sequence).
 const AVC_NALU: u8 = 1;
+/// FLV `AVCPacketType` of the sequence header (an AVCDecoderConfigurationRecord).
+const AVC_SEQUENCE_HEADER: u8 = 0;
 /// `AACPacketType` raw (after [`SOUND_AAC`]; 0 is the sequence header) / Enhanced RTMP
 /// `AudioPacketType` CodedFrames (after [`SOUND_EX_HEADER`]).
 const AUDIO_FRAMES: u8 = 1;
@@ -49,6 +53,14 @@ pub enum IngestEvent {
         stamp: FrameStamp,
         /// Arrival of the bytes that completed the tag.
         received_us: u64,
+    },
+    /// An AVC sequence header of `stream`: the picture size its first SPS says (`None`: the
+    /// record or the SPS could not be read).
+    VideoConfig {
+        /// The stream key.
+        stream: String,
+        /// Width and height.
+        size: Option<(u32, u32)>,
     },
     /// An audio or video tag of `stream` carrying media (not a sequence header), at
     /// `timestamp_ms` on the FLV timeline.
@@ -239,6 +251,12 @@ impl Connection<'_> {
                     timestamp,
                     ..
                 } => {
+                    if is_avc_sequence_header(&data) {
+                        let _ = self.events.send(IngestEvent::VideoConfig {
+                            stream: stream_key.clone(),
+                            size: first_sps(&data).and_then(picture_size),
+                        });
+                    }
                     if is_avc_nalu(&data) {
                         let _ = self.events.send(IngestEvent::Media {
                             stream: stream_key.clone(),
@@ -264,6 +282,24 @@ impl Connection<'_> {
 /// Whether an FLV video tag body holds AVC NAL units (not a sequence header).
 fn is_avc_nalu(body: &[u8]) -> bool {
     matches!(body, [head, AVC_NALU, ..] if head & 0x0F == CODEC_AVC)
+}
+
+/// Whether an FLV video tag body is an AVC sequence header.
+fn is_avc_sequence_header(body: &[u8]) -> bool {
+    matches!(body, [head, AVC_SEQUENCE_HEADER, ..] if head & 0x0F == CODEC_AVC)
+}
+
+/// The first SPS of an AVC sequence header tag body: after the 5-byte AVC video tag header,
+/// the AVCDecoderConfigurationRecord (ISO/IEC 14496-15 §5.3.3.1): version, profile,
+/// compatibility, level, length size, then the SPS count (low 5 bits) and each SPS after a
+/// 16-bit length.
+fn first_sps(body: &[u8]) -> Option<&[u8]> {
+    let record = body.get(5..)?;
+    if record.first() != Some(&1) || record.get(5)? & 0x1F == 0 {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([*record.get(6)?, *record.get(7)?]));
+    record.get(8..8 + len)
 }
 
 /// Whether an FLV audio tag body holds audio (not a sequence header): AAC raw, Enhanced RTMP
@@ -320,6 +356,41 @@ mod tests {
         body.truncate(12);
         assert!(stamps_in_video_tag(&body).is_empty());
         assert!(stamps_in_video_tag(&[]).is_empty());
+    }
+
+    #[test]
+    fn reads_the_picture_size_of_a_sequence_header() {
+        // The clip's own SPS (640x360) in a record as FLV carries it.
+        let sps: &[u8] = &[
+            0x67, 0x42, 0xc0, 0x1f, 0xd9, 0x00, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03,
+            0x00, 0x01, 0x00, 0x00, 0x03, 0x00, 0x3c, 0x0f, 0x18, 0x32, 0x48,
+        ];
+        let mut body = vec![
+            0x17,
+            AVC_SEQUENCE_HEADER,
+            0,
+            0,
+            0,
+            1,
+            0x42,
+            0xc0,
+            0x1f,
+            0xff,
+            0xe1,
+        ];
+        body.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+        body.extend_from_slice(sps);
+        body.extend_from_slice(&[1, 0, 4, 0x68, 0xcb, 0x8c, 0xb2]);
+        assert!(is_avc_sequence_header(&body));
+        assert!(!is_avc_nalu(&body));
+        assert_eq!(first_sps(&body), Some(sps));
+        assert_eq!(first_sps(&body).and_then(picture_size), Some((640, 360)));
+        // No SPS, or cut inside it.
+        let mut none = body.clone();
+        none[10] = 0xe0;
+        assert_eq!(first_sps(&none), None);
+        assert_eq!(first_sps(&body[..20]), None);
+        assert!(!is_avc_sequence_header(&[0x27, AVC_NALU, 0, 0, 0]));
     }
 
     #[test]

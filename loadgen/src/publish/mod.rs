@@ -25,6 +25,7 @@ pub mod hls;
 pub mod ingest;
 pub mod playlist;
 pub mod ramp;
+pub mod sps;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -36,7 +37,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::cli::parse_duration;
-use crate::media::{FrameStamp, now_us};
+use crate::media::{FrameStamp, MAX_LAYERS, VIDEO_HEIGHT, VIDEO_WIDTH, now_us};
 use crate::report::progress::{self, Field, ProgressSource};
 use crate::report::{Drift, Frames, OutputReport, Ramp, Report, Slo};
 use crate::server::{SCRAPE_TIMEOUT, Scrape, ServerReport, scrape};
@@ -91,6 +92,11 @@ pub struct PublishArgs {
     /// 'http://127.0.0.1:8080/hls/{stream}/index.m3u8' (http only, fMP4 only).
     #[arg(long, value_name = "URL_TEMPLATE")]
     pub hls: Option<String>,
+    /// H.264 simulcast layers each publisher sends, 1 to 3, the way OBS Studio does: rids
+    /// 0..N-1, layer i at (N-i)/N of 640x360 and of the bitrate, no SSRC lines, PLI ignored.
+    /// The RTMP ingest checks every AVC sequence header says the top layer's 640x360.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=i64::from(MAX_LAYERS)))]
+    pub simulcast: u8,
     /// Local address of the publishers' UDP sockets (their host candidate).
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     pub bind_ip: IpAddr,
@@ -126,6 +132,7 @@ impl PublishArgs {
             duration,
             rtmp_listen: None,
             hls: None,
+            simulcast: 1,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             progress: false,
             server_metrics: None,
@@ -194,6 +201,8 @@ struct OutputState {
     /// The output said it ended (HLS: `EXT-X-ENDLIST`).
     ended: bool,
     errors: u64,
+    /// Video configurations by the picture size they said (see [`OutputReport::video_sizes`]).
+    video_sizes: BTreeMap<String, u64>,
 }
 
 /// One stream: its publisher's progress and what each output delivered.
@@ -337,6 +346,27 @@ impl Tally {
         }
     }
 
+    /// `stream`'s output configured its video for pictures of `size` (`None`: unreadable). It
+    /// must be the full size: a simulcast publisher's top layer, which the RTMP output carries.
+    fn video_config(&mut self, output: Output, stream: &str, size: Option<(u32, u32)>) {
+        let name = size.map_or_else(|| "unreadable".to_owned(), |(w, h)| format!("{w}x{h}"));
+        if let Some(s) = self.streams.get_mut(stream) {
+            *s.output(output)
+                .video_sizes
+                .entry(name.clone())
+                .or_default() += 1;
+        }
+        if size != Some((VIDEO_WIDTH, VIDEO_HEIGHT)) {
+            self.error(
+                output,
+                stream,
+                format!(
+                    "the video configuration says {name}, not the top layer's {VIDEO_WIDTH}x{VIDEO_HEIGHT}"
+                ),
+            );
+        }
+    }
+
     fn error(&mut self, output: Output, stream: &str, error: String) {
         self.output_errors += 1;
         if let Some(s) = self.streams.get_mut(stream) {
@@ -356,6 +386,9 @@ impl Tally {
                 stamp,
                 received_us,
             } => self.frame(Output::Rtmp, &stream, stamp, received_us),
+            IngestEvent::VideoConfig { stream, size } => {
+                self.video_config(Output::Rtmp, &stream, size);
+            }
             IngestEvent::Media {
                 stream,
                 track,
@@ -540,6 +573,7 @@ async fn publish_one(
     let cfg = PublisherConfig {
         token: args.token.clone(),
         bind_ip: args.bind_ip,
+        simulcast: args.simulcast,
         ..PublisherConfig::new(endpoint)
     };
     let mut sent_frames = 0;
@@ -1047,6 +1081,9 @@ fn output_report(tally: &Tally, output: Output, sent: &[(String, u64)]) -> Outpu
         out.frames.reordered += o.frames.reordered();
         out.frames.duplicated += o.frames.duplicated();
         out.errors += o.errors;
+        for (size, n) in &o.video_sizes {
+            *out.video_sizes.entry(size.clone()).or_default() += n;
+        }
         if let Some(d) = o.drift.drift_us() {
             drifts.insert(stream.clone(), d as f64 / 1000.0);
         }
@@ -1058,6 +1095,34 @@ fn output_report(tally: &Tally, output: Output, sent: &[(String, u64)]) -> Outpu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rtmp_video_must_be_the_top_layer() {
+        let mut t = Tally::new();
+        t.streams.insert("s0".into(), StreamState::default());
+        for size in [Some((640, 360)), Some((320, 180)), None, Some((640, 360))] {
+            t.ingest(IngestEvent::VideoConfig {
+                stream: "s0".into(),
+                size,
+            });
+        }
+        let report = output_report(&t, Output::Rtmp, &[("s0".into(), 0)]);
+        assert_eq!(
+            report.video_sizes,
+            [
+                ("640x360".to_owned(), 2),
+                ("320x180".to_owned(), 1),
+                ("unreadable".to_owned(), 1)
+            ]
+            .into()
+        );
+        assert_eq!(report.errors, 2);
+        assert!(
+            t.failure_examples[0].contains("says 320x180, not the top layer's 640x360"),
+            "{:?}",
+            t.failure_examples
+        );
+    }
 
     #[test]
     fn stream_name_is_the_last_path_segment() {

@@ -557,6 +557,7 @@ mod tests {
             },
             errors: lost,
             av_drift_ms: Drift::of([("p0".to_owned(), drift)].into()),
+            ..OutputReport::default()
         };
         r.outputs.insert("rtmp".into(), output(0, 12.0));
         r.outputs.insert("hls".into(), output(2, -150.0));

@@ -221,6 +221,11 @@ pub struct OutputReport {
     /// Audio/video drift; absent when no stream carried both tracks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub av_drift_ms: Option<Drift>,
+    /// The picture sizes the output's video configurations said (`"640x360"`, or
+    /// `"unreadable"`), each with how many it delivered: the RTMP ingest counts AVC sequence
+    /// headers, which name the simulcast layer the bridge forwards. Absent when none was read.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub video_sizes: BTreeMap<String, u64>,
 }
 
 impl OutputReport {
@@ -228,6 +233,9 @@ impl OutputReport {
     pub fn add(&mut self, other: &OutputReport) {
         self.frames.add(&other.frames);
         self.errors += other.errors;
+        for (size, n) in &other.video_sizes {
+            *self.video_sizes.entry(size.clone()).or_default() += n;
+        }
         match (&mut self.av_drift_ms, &other.av_drift_ms) {
             (Some(d), Some(o)) => d.add(o),
             (None, Some(o)) => self.av_drift_ms = Some(o.clone()),
@@ -605,6 +613,7 @@ mod tests {
                 },
                 errors: 0,
                 av_drift_ms: Some(drift("p0", -4.0)),
+                video_sizes: [("640x360".to_owned(), 1)].into(),
             },
         );
         let mut a2 = a.clone();
@@ -613,6 +622,7 @@ mod tests {
         let m = Report::merge(&[a.clone(), b.clone(), a2]).unwrap();
         let rtmp = &m.outputs["rtmp"];
         assert_eq!((rtmp.frames.sent, rtmp.frames.lost), (20, 2));
+        assert_eq!(rtmp.video_sizes, [("640x360".to_owned(), 2)].into());
         let d = rtmp.av_drift_ms.as_ref().unwrap();
         assert_eq!(d.worst, -4.0);
         assert_eq!(d.streams.len(), 2);

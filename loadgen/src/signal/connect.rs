@@ -49,8 +49,12 @@ async fn play(
     let cfg = PublisherConfig {
         endpoint: ctx.endpoint(plan.index),
         token: ctx.args.token.clone(),
-        trickle: matches!(plan.profile, Profile::Chromium | Profile::Obs),
+        trickle: matches!(
+            plan.profile,
+            Profile::Chromium | Profile::Obs | Profile::ObsSimulcast
+        ),
         bind_ip: ctx.identity.candidate_ip,
+        simulcast: plan.profile.simulcast_layers(),
     };
     let label = format!("session {} ({})", plan.index, plan.profile.name());
     tokio::time::sleep_until(start.into()).await;

@@ -5,6 +5,7 @@
 //! | --- | --- | --- |
 //! | `chromium` (a browser WHIP client) | `a=ice-options:trickle`, no candidates, `actpass` | trickles its candidates in 2-3 PATCHes; restarts ICE |
 //! | `obs` (libdatachannel) | no candidates at all, `actpass` | never (the server learns the address from STUN) |
+//! | `obs-simulcast` (OBS 32.1 with simulcast) | as `obs`, the video in 3 layers: `sdes:mid` and `sdes:rtp-stream-id` extmaps, `a=rid:0..2 send`, `a=simulcast:send 0;1;2`, no video `a=ssrc` | never |
 //! | `ffmpeg` (the WHIP muxer, shape of a captured ffmpeg 9 offer) | one host candidate, `passive` | never |
 //! | `gstreamer` (webrtcbin) | all candidates and `a=end-of-candidates`, `actpass` | ICE restarts only, with all candidates in the fragment |
 //!
@@ -23,6 +24,8 @@ use tokio::net::UdpSocket;
 
 use crate::sdp::IceCredentials;
 
+/// Video layers of the `obs-simulcast` profile (OBS 32.1 offers up to this many).
+pub const OBS_SIMULCAST_LAYERS: u8 = 3;
 /// Characters allowed in ICE ufrag and pwd (RFC 8839 `ice-char`).
 const ICE_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 /// Sink sockets bound for candidate ports.
@@ -35,6 +38,8 @@ pub enum ProfileChoice {
     Chromium,
     /// OBS: no candidates, never PATCHes.
     Obs,
+    /// OBS with simulcast: as `obs`, the video in three rid layers without SSRC lines.
+    ObsSimulcast,
     /// ffmpeg's WHIP muxer: one candidate in the offer.
     Ffmpeg,
     /// GStreamer webrtcbin: all candidates in the offer.
@@ -49,6 +54,7 @@ impl ProfileChoice {
         match self {
             ProfileChoice::Chromium => Profile::Chromium,
             ProfileChoice::Obs => Profile::Obs,
+            ProfileChoice::ObsSimulcast => Profile::ObsSimulcast,
             ProfileChoice::Ffmpeg => Profile::Ffmpeg,
             ProfileChoice::Gstreamer => Profile::Gstreamer,
             ProfileChoice::Mix => match rng.random_range(0..10u8) {
@@ -68,6 +74,8 @@ pub enum Profile {
     Chromium,
     /// No candidates, no PATCH.
     Obs,
+    /// As [`Profile::Obs`], with the video in [`OBS_SIMULCAST_LAYERS`] simulcast layers.
+    ObsSimulcast,
     /// One candidate in the offer, no PATCH.
     Ffmpeg,
     /// All candidates in the offer; PATCHes only to restart ICE.
@@ -80,8 +88,17 @@ impl Profile {
         match self {
             Profile::Chromium => "chromium",
             Profile::Obs => "obs",
+            Profile::ObsSimulcast => "obs-simulcast",
             Profile::Ffmpeg => "ffmpeg",
             Profile::Gstreamer => "gstreamer",
+        }
+    }
+
+    /// Video layers it sends: 1, or [`OBS_SIMULCAST_LAYERS`] for `obs-simulcast`.
+    pub fn simulcast_layers(self) -> u8 {
+        match self {
+            Profile::ObsSimulcast => OBS_SIMULCAST_LAYERS,
+            _ => 1,
         }
     }
 
@@ -99,7 +116,7 @@ impl Profile {
     pub fn credentials(self, rng: &mut SmallRng) -> IceCredentials {
         let (ufrag, pwd) = match self {
             Profile::Chromium => (4, 24),
-            Profile::Obs => (4, 22),
+            Profile::Obs | Profile::ObsSimulcast => (4, 22),
             Profile::Ffmpeg => (8, 32),
             Profile::Gstreamer => (32, 32),
         };
@@ -193,7 +210,8 @@ impl Identity {
     pub fn offer(&self, profile: Profile, creds: &IceCredentials, rng: &mut SmallRng) -> String {
         match profile {
             Profile::Chromium => self.chromium_offer(creds, rng),
-            Profile::Obs => self.obs_offer(creds, rng),
+            Profile::Obs => self.obs_offer(creds, rng, 1),
+            Profile::ObsSimulcast => self.obs_offer(creds, rng, OBS_SIMULCAST_LAYERS),
             Profile::Ffmpeg => self.ffmpeg_offer(creds, rng),
             Profile::Gstreamer => self.gstreamer_offer(creds, rng),
         }
@@ -243,7 +261,7 @@ impl Identity {
     pub fn full_candidates(&self, profile: Profile, rng: &mut SmallRng) -> Vec<String> {
         let ip = self.candidate_ip;
         match profile {
-            Profile::Chromium | Profile::Obs => Vec::new(),
+            Profile::Chromium | Profile::Obs | Profile::ObsSimulcast => Vec::new(),
             Profile::Ffmpeg => vec![format!(
                 "candidate:1 1 udp 2130706431 {ip} {} typ host",
                 self.port(rng)
@@ -318,12 +336,34 @@ impl Identity {
         s
     }
 
-    fn obs_offer(&self, c: &IceCredentials, rng: &mut SmallRng) -> String {
+    /// OBS's offer; with `layers` > 1 its simulcast shape: the video's SSRCs (the audio's plus
+    /// 1, 2, ...) are not signalled, and the layers are told apart by the mid and rid header
+    /// extensions.
+    fn obs_offer(&self, c: &IceCredentials, rng: &mut SmallRng, layers: u8) -> String {
         let session: u64 = rng.random_range(1u64 << 60..1u64 << 62);
         let (a_ssrc, v_ssrc): (u32, u32) = (rng.random(), rng.random());
         let cname = ice_string(rng, 16);
         let fp = &self.fingerprint;
         let (u, p) = (&c.ufrag, &c.pwd);
+        let (video_extmaps, video_ssrcs, rids) = if layers > 1 {
+            let rids: Vec<String> = (0..layers).map(|i| i.to_string()).collect();
+            let mut lines: String = rids.iter().map(|r| format!("a=rid:{r} send\r\n")).collect();
+            let _ = write!(lines, "a=simulcast:send {}\r\n", rids.join(";"));
+            (
+                "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+                 a=extmap:2 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n",
+                String::new(),
+                lines,
+            )
+        } else {
+            (
+                "",
+                format!(
+                    "a=ssrc:{v_ssrc} cname:{cname}\r\na=ssrc:{v_ssrc} msid:{cname} {cname}-video\r\n"
+                ),
+                String::new(),
+            )
+        };
         format!(
             "v=0\r\no=rtc {session} 0 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
              a=group:BUNDLE 0 1\r\na=group:LS 0 1\r\na=msid-semantic:WMS *\r\n\
@@ -334,13 +374,13 @@ impl Identity {
              a=rtpmap:111 opus/48000/2\r\n\
              a=fmtp:111 minptime=10;maxaveragebitrate=96000;stereo=1;sprop-stereo=1;useinbandfec=1\r\n\
              a=setup:actpass\r\na=ice-ufrag:{u}\r\na=ice-pwd:{p}\r\n\
-             m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=sendonly\r\n\
-             a=ssrc:{v_ssrc} cname:{cname}\r\na=ssrc:{v_ssrc} msid:{cname} {cname}-video\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\n\
+             {video_extmaps}a=sendonly\r\n{video_ssrcs}\
              a=msid:{cname} {cname}-video\r\na=rtcp-mux\r\n\
              a=rtpmap:96 H264/90000\r\na=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\n\
              a=rtcp-fb:96 goog-remb\r\n\
              a=fmtp:96 profile-level-id=42e01f;packetization-mode=1;level-asymmetry-allowed=1\r\n\
-             a=setup:actpass\r\na=ice-ufrag:{u}\r\na=ice-pwd:{p}\r\n"
+             {rids}a=setup:actpass\r\na=ice-ufrag:{u}\r\na=ice-pwd:{p}\r\n"
         )
     }
 
@@ -468,6 +508,7 @@ mod tests {
         for profile in [
             Profile::Chromium,
             Profile::Obs,
+            Profile::ObsSimulcast,
             Profile::Ffmpeg,
             Profile::Gstreamer,
         ] {
@@ -481,7 +522,7 @@ mod tests {
             assert_eq!(offer.matches("a=rtcp-mux\r\n").count(), 2);
             assert_eq!(offer.matches("a=sendonly\r\n").count(), 2);
             let want = match profile {
-                Profile::Chromium | Profile::Obs => 0,
+                Profile::Chromium | Profile::Obs | Profile::ObsSimulcast => 0,
                 Profile::Ffmpeg => 1,
                 Profile::Gstreamer => 3,
             };
@@ -490,6 +531,49 @@ mod tests {
                 assert_eq!(c.split(' ').nth(4), Some("127.0.0.1"), "{c}");
             }
         }
+    }
+
+    #[test]
+    fn obs_simulcast_offer_has_three_rids_and_no_video_ssrc() {
+        let id = identity();
+        let mut rng = SmallRng::seed_from_u64(3);
+        let creds = Profile::ObsSimulcast.credentials(&mut rng);
+        let offer = id.offer(Profile::ObsSimulcast, &creds, &mut rng);
+        let video = &offer[offer.find("m=video").unwrap()..];
+        let lines = |prefix: &str| -> Vec<&str> {
+            video.lines().filter(|l| l.starts_with(prefix)).collect()
+        };
+        assert_eq!(
+            lines("a=extmap:"),
+            [
+                "a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid",
+                "a=extmap:2 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+            ]
+        );
+        assert_eq!(
+            lines("a=rid:"),
+            ["a=rid:0 send", "a=rid:1 send", "a=rid:2 send"]
+        );
+        assert_eq!(lines("a=simulcast:"), ["a=simulcast:send 0;1;2"]);
+        assert_eq!(lines("a=msid:").len(), 1);
+        assert!(lines("a=ssrc").is_empty(), "{video}");
+        assert!(
+            !video.contains("rtx") && !video.contains("repaired"),
+            "{video}"
+        );
+        // The audio keeps its SSRC, as OBS's does.
+        assert_eq!(
+            offer[..offer.find("m=video").unwrap()]
+                .matches("a=ssrc:")
+                .count(),
+            2
+        );
+        // Plain OBS is unchanged: its video SSRC, no rids.
+        let plain = id.offer(Profile::Obs, &creds, &mut rng);
+        assert_eq!(plain.matches("a=ssrc:").count(), 4);
+        assert!(!plain.contains("a=rid:") && !plain.contains("a=simulcast"));
+        assert_eq!(Profile::ObsSimulcast.simulcast_layers(), 3);
+        assert_eq!(Profile::Obs.simulcast_layers(), 1);
     }
 
     #[test]
