@@ -192,6 +192,7 @@ impl App {
             }
         };
         let video_fmtp = offer.video_fmtp.clone();
+        let video_layers = offer.video_layers;
         let has_audio = offer.audio_mid.is_some();
         let has_video = offer.video_mid.is_some();
         let (peer, answer) = Peer::answer(
@@ -247,7 +248,8 @@ impl App {
             resource,
             commands,
             datagrams,
-            ingest: Ingest::new(now, self.settings.reorder, video_fmtp),
+            ingest: Ingest::new(now, self.settings.reorder, video_fmtp)
+                .with_video_layers(video_layers),
             outputs,
         });
         let app = Arc::clone(self);

@@ -13,6 +13,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::media::ingest::{IngestStats, Kind, PerKind};
+use crate::media::simulcast::{LayerSelect, LayerStats, MAX_LAYERS, Switch};
 use crate::whip::liveness::{EndReason, SessionState};
 
 pub mod process;
@@ -27,6 +28,33 @@ impl From<Kind> for KindLabel {
     fn from(kind: Kind) -> Self {
         Self {
             kind: kind.as_str(),
+        }
+    }
+}
+
+/// `layer="0".."3"`: a video layer by the order its rid's first packet came (simulcast); the
+/// one video track of a publisher without simulcast is layer 0.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LayerLabel {
+    layer: &'static str,
+}
+
+const LAYER_LABELS: [&str; MAX_LAYERS] = ["0", "1", "2", "3"];
+
+/// `reason="start|up|fallback"` of a change of the simulcast layer the outputs get.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SwitchLabel {
+    reason: &'static str,
+}
+
+impl From<Switch> for SwitchLabel {
+    fn from(switch: Switch) -> Self {
+        Self {
+            reason: match switch {
+                Switch::Start => "start",
+                Switch::Up => "up",
+                Switch::Fallback => "fallback",
+            },
         }
     }
 }
@@ -118,6 +146,10 @@ pub struct Metrics {
     pub rtmp_reconnects: Family<TargetLabel, Counter>,
     /// Keyframe requests (PLI) sent to publishers.
     pub keyframe_requests: Counter,
+    /// Per video layer: access units, keyframes, bytes.
+    video_layers: LayerFamilies,
+    /// Changes of the simulcast layer the outputs get, by reason.
+    simulcast_switches: Family<SwitchLabel, Counter>,
     /// UDP datagrams that matched no session.
     pub udp_unrouted: Counter,
     /// UDP datagrams dropped because a session's queue was full.
@@ -204,6 +236,34 @@ impl Default for Metrics {
             "keyframe_requests",
             "Keyframe requests (PLI) sent to publishers",
             Counter::default(),
+        );
+        let video_layers = LayerFamilies {
+            units: register(
+                r,
+                "video_layer_units",
+                "H.264 access units per video layer (simulcast: by the order the layers came; \
+                 without simulcast the one track is layer 0)",
+                Family::default(),
+            ),
+            keyframes: register(
+                r,
+                "video_layer_keyframes",
+                "H.264 keyframes per video layer",
+                Family::default(),
+            ),
+            bytes: register(
+                r,
+                "video_layer_bytes",
+                "H.264 picture bytes per video layer",
+                Family::default(),
+            ),
+        };
+        let simulcast_switches = register(
+            r,
+            "simulcast_switches",
+            "Changes of the video layer RTMP and index.m3u8 get: start (first choice), up (a \
+             larger layer came), fallback (the chosen layer went silent)",
+            Family::default(),
         );
         let rtmp_up = register(
             r,
@@ -366,6 +426,8 @@ impl Default for Metrics {
             rtp_bytes,
             keyframes,
             keyframe_requests,
+            video_layers,
+            simulcast_switches,
             rtmp_up,
             rtmp_bytes,
             rtmp_frames,
@@ -442,6 +504,9 @@ impl Metrics {
             keyframe_requests: self.keyframe_requests.clone(),
             ingest: self.ingest.clone(),
             reported: IngestStats::default(),
+            video_layers: self.video_layers.clone(),
+            layers: Vec::new(),
+            simulcast_switches: self.simulcast_switches.clone(),
             udp_flows: self.udp_flows.clone(),
             udp_flow_failures: self.udp_flow_failures.clone(),
         }
@@ -456,6 +521,22 @@ struct IngestCounters {
     lost: Counter,
     video_dropped: Counter,
     audio_dropped: Counter,
+}
+
+#[derive(Debug, Clone)]
+struct LayerFamilies {
+    units: Family<LayerLabel, Counter>,
+    keyframes: Family<LayerLabel, Counter>,
+    bytes: Family<LayerLabel, Counter>,
+}
+
+/// One layer's counters and what was last added to them.
+#[derive(Debug)]
+struct LayerCounters {
+    units: Counter,
+    keyframes: Counter,
+    bytes: Counter,
+    reported: LayerStats,
 }
 
 #[derive(Debug, Clone)]
@@ -475,6 +556,10 @@ pub struct SessionMetrics {
     ingest: IngestCounters,
     /// The session's [`IngestStats`] as last added to the shared counters.
     reported: IngestStats,
+    video_layers: LayerFamilies,
+    /// The session's layers' handles, looked up once per layer.
+    layers: Vec<LayerCounters>,
+    simulcast_switches: Family<SwitchLabel, Counter>,
     udp_flows: Gauge,
     udp_flow_failures: Counter,
 }
@@ -519,6 +604,37 @@ impl SessionMetrics {
     /// A keyframe request (PLI) went out.
     pub fn keyframe_requested(&self) {
         self.keyframe_requests.inc();
+    }
+
+    /// The video layer the outputs get changed.
+    pub fn switched(&self, why: Switch) {
+        self.simulcast_switches.get_or_create(&why.into()).inc();
+    }
+
+    /// Adds what the session's layers counted since the last call to the shared counters.
+    pub fn layers(&mut self, select: &LayerSelect) {
+        for (i, label) in LAYER_LABELS.iter().enumerate().take(select.layers()) {
+            let Some(stats) = select.layer_stats(i) else {
+                continue;
+            };
+            if self.layers.len() <= i {
+                let label = LayerLabel { layer: label };
+                let families = &self.video_layers;
+                self.layers.push(LayerCounters {
+                    units: families.units.get_or_create(&label).clone(),
+                    keyframes: families.keyframes.get_or_create(&label).clone(),
+                    bytes: families.bytes.get_or_create(&label).clone(),
+                    reported: LayerStats::default(),
+                });
+            }
+            let c = &mut self.layers[i];
+            // Layer counters only grow; see `ingest`.
+            c.units.inc_by(stats.units.saturating_sub(c.reported.units));
+            c.keyframes
+                .inc_by(stats.keyframes.saturating_sub(c.reported.keyframes));
+            c.bytes.inc_by(stats.bytes.saturating_sub(c.reported.bytes));
+            c.reported = stats;
+        }
     }
 
     /// Adds what the session's ingest counted since the last call to the shared counters.

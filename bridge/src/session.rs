@@ -445,12 +445,13 @@ impl Session {
             match received {
                 Received::Rtp {
                     kind,
+                    layer,
                     payload_type,
                     packet,
                 } => {
                     self.env.metrics.rtp_received(kind, packet.payload.len());
                     self.dump(kind, payload_type, &packet);
-                    self.ingest.push(kind, packet, now);
+                    self.ingest.push(kind, layer, packet, now);
                 }
                 Received::SenderReport { ssrc, ntp, rtp } => {
                     self.ingest.sender_report(ssrc, ntp, rtp, now);
@@ -496,31 +497,48 @@ impl Session {
 
     /// Hands every new unit to every output (cheap clones: payloads are shared `Bytes`).
     fn fan_out(&mut self) {
+        while let Some((why, layer)) = self.ingest.poll_switch() {
+            let stats = self.ingest.layers().layer_stats(layer).unwrap_or_default();
+            let (width, height) = stats.size.unwrap_or_default();
+            if self.ingest.layers().layers() > 1 {
+                tracing::info!(?why, layer, width, height, "video layer for the outputs");
+            }
+            self.env.metrics.switched(why);
+        }
         while let Some(unit) = self.ingest.poll() {
             for queue in &mut self.outputs.queues {
                 queue.push(&unit);
             }
         }
         self.env.metrics.ingest(self.ingest.stats());
+        self.env.metrics.layers(self.ingest.layers());
     }
 
     /// Sends a PLI when video waits for a keyframe (start, loss), an output asked for one, or
     /// `--keyframe-interval-secs` has passed; [`Liveness::keyframe_request`] paces them.
     async fn request_keyframe(&mut self, now: Instant) {
-        let Some(media_ssrc) = self.ingest.video_ssrc() else {
+        if self.ingest.video_ssrcs().next().is_none() {
             return;
-        };
+        }
         let asked = self.outputs.keyframe_wanted.load(Ordering::Relaxed);
         if !self.peer.has_video()
             || !self
                 .liveness
-                .keyframe_request(now, asked || self.ingest.wants_keyframe())
+                .keyframe_request(now, asked || self.ingest.wants_keyframe(now))
         {
             return;
         }
         self.outputs.keyframe_wanted.store(false, Ordering::Relaxed);
-        if self.peer.request_keyframe(now, media_ssrc) {
-            self.env.metrics.keyframe_requested();
+        let mut sent = false;
+        // Collected: the requests borrow the peer mutably; at most `MAX_LAYERS`, and requests are paced.
+        let ssrcs: Vec<u32> = self.ingest.video_ssrcs().collect();
+        for media_ssrc in ssrcs {
+            if self.peer.request_keyframe(now, media_ssrc) {
+                self.env.metrics.keyframe_requested();
+                sent = true;
+            }
+        }
+        if sent {
             self.transmit().await;
         }
     }

@@ -67,6 +67,8 @@ pub enum Received {
     Rtp {
         /// Its track's kind.
         kind: Kind,
+        /// Its simulcast layer: the order its rid was first seen in (0 without simulcast).
+        layer: usize,
         /// Its payload type (only `--rtp-dump` records it; the track says the codec).
         payload_type: u8,
         /// The packet.
@@ -100,6 +102,10 @@ pub struct Peer {
     local_candidate: SocketAddr,
     /// Open tracks by track id.
     kinds: HashMap<String, Kind>,
+    /// Simulcast: the rids seen, in the order their first packet came (their layer numbers),
+    /// and each layer's SSRC. Empty without simulcast.
+    rids: Vec<String>,
+    layers: HashMap<u32, usize>,
     video_receiver: Option<RTCRtpReceiverId>,
     /// RFC 5104 FIR command sequence number, one per request.
     fir_sequence: u8,
@@ -424,6 +430,8 @@ impl Peer {
             offer,
             local_candidate,
             kinds: HashMap::new(),
+            rids: Vec::new(),
+            layers: HashMap::new(),
             video_receiver: None,
             fir_sequence: 0,
             reports: VecDeque::new(),
@@ -545,7 +553,25 @@ impl Peer {
                         }
                         _ => continue,
                     };
-                    tracing::info!(kind = kind.as_str(), ssrc = init.ssrc, "track open");
+                    if let Some(rid) = init.rid {
+                        let layer = match self.rids.iter().position(|r| *r == rid) {
+                            Some(layer) => layer,
+                            None => {
+                                self.rids.push(rid);
+                                self.rids.len() - 1
+                            }
+                        };
+                        self.layers.insert(init.ssrc, layer);
+                        tracing::info!(
+                            kind = kind.as_str(),
+                            ssrc = init.ssrc,
+                            rid = self.rids[layer],
+                            layer,
+                            "track open"
+                        );
+                    } else {
+                        tracing::info!(kind = kind.as_str(), ssrc = init.ssrc, "track open");
+                    }
                     self.kinds.insert(init.track_id, kind);
                 }
                 _ => {}
@@ -568,8 +594,19 @@ impl Peer {
                         continue;
                     };
                     let h = &packet.header;
+                    let layer = if kind == Kind::Audio || self.layers.is_empty() {
+                        0
+                    } else {
+                        // A layer whose open event is not read yet: its packets would be taken
+                        // for another layer's.
+                        let Some(&layer) = self.layers.get(&h.ssrc) else {
+                            continue;
+                        };
+                        layer
+                    };
                     let received = Received::Rtp {
                         kind,
+                        layer,
                         payload_type: h.payload_type,
                         packet: RtpPacket::new(
                             h.ssrc,
@@ -673,6 +710,38 @@ mod tests {
         let other = dtls_certificate().expect("certificate");
         let (_, c) = Peer::answer(offer(), &[addr.ip()], addr, addr, &other, now).unwrap();
         assert_ne!(fingerprint(&a.sdp), fingerprint(&c.sdp));
+    }
+
+    /// OBS aborts unless the answer accepts every layer it offers.
+    #[test]
+    fn an_obs_simulcast_offer_is_answered_with_every_layer() {
+        let offer = Offer::parse(crate::whip::offer::tests::OBS_SIMULCAST.as_bytes())
+            .expect("the OBS-shaped offer is accepted");
+        let addr: SocketAddr = "127.0.0.1:40000".parse().expect("literal address");
+        let certificate = dtls_certificate().expect("certificate");
+        let (_, answer) = Peer::answer(
+            offer,
+            &[addr.ip()],
+            addr,
+            addr,
+            &certificate,
+            Instant::now(),
+        )
+        .expect("answer");
+        let lines: Vec<&str> = answer.sdp.lines().collect();
+        for rid in ["a=rid:0 recv", "a=rid:1 recv", "a=rid:2 recv"] {
+            assert!(lines.contains(&rid), "{rid} missing from\n{}", answer.sdp);
+        }
+        assert!(lines.contains(&"a=simulcast:recv 0;1;2"), "{}", answer.sdp);
+        for ext in ["sdes:mid", "sdes:rtp-stream-id"] {
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.starts_with("a=extmap:") && l.ends_with(ext)),
+                "{ext} not accepted\n{}",
+                answer.sdp
+            );
+        }
     }
 
     #[test]

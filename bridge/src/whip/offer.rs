@@ -90,6 +90,9 @@ pub struct Offer {
     /// The video section offers `a=rtcp-fb:... ccm fir` (RFC 5104): keyframe requests may use
     /// FIR as well as PLI.
     pub video_fir: bool,
+    /// Simulcast: how many video layers the offer announces (`a=rid:<id> send` lines); 1
+    /// without simulcast.
+    pub video_layers: usize,
     /// The offer said `a=setup:passive` (ffmpeg does): the bridge must then be the DTLS client.
     /// For `actpass` or `active` it is the DTLS server (RFC 9725 §4.4.4).
     pub setup_passive: bool,
@@ -124,6 +127,7 @@ impl Offer {
         let (mut audio, mut video) = (None, None);
         let mut video_fmtp = None;
         let mut video_fir = false;
+        let mut video_layers = 1;
         for m in &parsed.media_descriptions {
             let kind = m.media_name.media.as_str();
             let mid = m
@@ -165,6 +169,14 @@ impl Offer {
                     .collect();
                 h264.sort_by_key(|c| c.payload_type);
                 video_fmtp = h264.first().map(|c| c.fmtp.clone());
+                let rids = m
+                    .attributes
+                    .iter()
+                    .filter(|a| a.key == "rid")
+                    .filter_map(|a| a.value.as_deref())
+                    .filter(|v| v.split_ascii_whitespace().nth(1) == Some("send"))
+                    .count();
+                video_layers = rids.max(1);
                 video_fir = h264.iter().any(|c| {
                     c.rtcp_feedback
                         .iter()
@@ -226,6 +238,7 @@ impl Offer {
             == Some("passive");
         Ok(Offer {
             video_fir,
+            video_layers,
             setup_passive,
             video_fmtp,
             sdp,
@@ -299,6 +312,66 @@ a=rtcp-mux\r\n\
 a=rtpmap:106 H264/90000\r\n\
 a=fmtp:106 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
 a=ssrc:2 cname:FFmpeg\r\n";
+
+    /// The shape of OBS Studio 32.1's simulcast WHIP offer (libdatachannel), as its source
+    /// writes it: video with the mid and rtp-stream-id extensions, three rids to send, no SSRC
+    /// lines for video, no RTX.
+    pub(crate) const OBS_SIMULCAST: &str = "v=0\r\n\
+o=rtc 2731453213 0 IN IP4 127.0.0.1\r\n\
+s=-\r\n\
+t=0 0\r\n\
+a=group:BUNDLE 0 1\r\n\
+a=group:LS 0 1\r\n\
+a=msid-semantic:WMS *\r\n\
+a=ice-options:ice2,trickle\r\n\
+a=fingerprint:sha-256 3C:0A:91:5D:24:E7:88:16:B2:4F:6E:01:93:AA:5C:71:0E:D2:68:3B:99:47:C5:12:F0:8D:36:2A:7B:E4:19:C8\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=mid:0\r\n\
+a=sendonly\r\n\
+a=ssrc:3462731 cname:obs-cname\r\n\
+a=ssrc:3462731 msid:obs-stream obs-audio\r\n\
+a=msid:obs-stream obs-audio\r\n\
+a=rtcp-mux\r\n\
+a=rtpmap:111 opus/48000/2\r\n\
+a=fmtp:111 minptime=10;maxaveragebitrate=96000;stereo=1;sprop-stereo=1;useinbandfec=1\r\n\
+a=setup:actpass\r\n\
+a=ice-ufrag:Qx7e\r\n\
+a=ice-pwd:Yk3pRr0vTmZcW5nHsL8aBq\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\n\
+c=IN IP4 0.0.0.0\r\n\
+a=mid:1\r\n\
+a=sendonly\r\n\
+a=msid:obs-stream obs-video\r\n\
+a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+a=extmap:2 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n\
+a=rid:0 send\r\n\
+a=rid:1 send\r\n\
+a=rid:2 send\r\n\
+a=simulcast:send 0;1;2\r\n\
+a=rtcp-mux\r\n\
+a=rtpmap:96 H264/90000\r\n\
+a=rtcp-fb:96 nack\r\n\
+a=rtcp-fb:96 nack pli\r\n\
+a=rtcp-fb:96 goog-remb\r\n\
+a=fmtp:96 profile-level-id=42e01f;packetization-mode=1;level-asymmetry-allowed=1\r\n\
+a=setup:actpass\r\n\
+a=ice-ufrag:Qx7e\r\n\
+a=ice-pwd:Yk3pRr0vTmZcW5nHsL8aBq\r\n";
+
+    #[test]
+    fn an_obs_simulcast_offer_announces_its_layers() {
+        let offer = Offer::parse(OBS_SIMULCAST.as_bytes()).unwrap();
+        assert_eq!(offer.video_layers, 3);
+        assert_eq!(offer.video_mid.as_deref(), Some("1"));
+        assert_eq!(
+            Offer::parse(FFMPEG_LIKE.as_bytes()).unwrap().video_layers,
+            1
+        );
+        // A rid the publisher would receive is not a layer it sends.
+        let recv = OBS_SIMULCAST.replace("a=rid:2 send", "a=rid:2 recv");
+        assert_eq!(Offer::parse(recv.as_bytes()).unwrap().video_layers, 2);
+    }
 
     fn tweak(from: &str, to: &str) -> String {
         assert!(FFMPEG_LIKE.contains(from), "{from}");

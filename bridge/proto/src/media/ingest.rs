@@ -9,6 +9,7 @@ use super::h264::{DepacketizeError, Depacketizer, FmtpError};
 use super::opus;
 use super::reorder::{ReorderBuffer, ReorderConfig};
 use super::rtp::RtpPacket;
+use super::simulcast::{LayerSelect, MAX_LAYERS, Switch};
 use super::unit::Unit;
 
 /// Which track a packet belongs to.
@@ -114,12 +115,20 @@ impl Track {
     }
 }
 
+/// One video layer's packets in: its own reorder buffer, depacketizer and parameter sets.
+struct VideoTrack {
+    track: Track,
+    depacketizer: Depacketizer,
+}
+
 /// The ingest pipeline of one session.
 pub struct Ingest {
     config: ReorderConfig,
     clock: SessionClock,
     video_fmtp: Option<String>,
-    video: Option<(Track, Depacketizer)>,
+    /// By layer: one without simulcast, one per rid with it.
+    video: Vec<Option<VideoTrack>>,
+    select: LayerSelect,
     audio: Option<Track>,
     out: VecDeque<Unit>,
     errors: VecDeque<IngestError>,
@@ -142,7 +151,8 @@ impl Ingest {
             config,
             clock: SessionClock::new(epoch),
             video_fmtp,
-            video: None,
+            video: Vec::new(),
+            select: LayerSelect::new(1),
             audio: None,
             out: VecDeque::new(),
             errors: VecDeque::new(),
@@ -150,12 +160,19 @@ impl Ingest {
         }
     }
 
+    /// The same, for a simulcast publisher whose offer announced `layers` video layers (rids):
+    /// the start waits for each of them (see [`LayerSelect`]).
+    pub fn with_video_layers(mut self, layers: usize) -> Self {
+        self.select = LayerSelect::new(layers);
+        self
+    }
+
     /// Counters so far, of every track the session had: they never go down, so they can be
     /// exported as counters.
     pub fn stats(&self) -> IngestStats {
         let mut stats = self.stats;
-        if let Some((track, depacketizer)) = &self.video {
-            track.add_stats(&mut stats, Some(depacketizer));
+        for v in self.video.iter().flatten() {
+            v.track.add_stats(&mut stats, Some(&v.depacketizer));
         }
         if let Some(track) = &self.audio {
             track.add_stats(&mut stats, None);
@@ -163,21 +180,44 @@ impl Ingest {
         stats
     }
 
-    /// True while video output waits for a keyframe (at the start, after loss): time for a PLI.
-    pub fn wants_keyframe(&self) -> bool {
-        self.video.as_ref().is_none_or(|(_, d)| d.waiting_for_idr())
+    /// The video layers and which of them the outputs get.
+    pub fn layers(&self) -> &LayerSelect {
+        &self.select
     }
 
-    /// The SSRC of the video track, for keyframe requests.
-    pub fn video_ssrc(&self) -> Option<u32> {
-        self.video.as_ref().map(|(t, _)| t.ssrc)
+    /// The next change of the layer the outputs get, for the session to log and count.
+    pub fn poll_switch(&mut self) -> Option<(Switch, usize)> {
+        self.select.poll_switch()
     }
 
-    /// When the reorder buffers next give up waiting for a missing packet.
+    /// True while video output waits for a keyframe (at the start, after loss, when the
+    /// selected layer went silent): time for a PLI.
+    pub fn wants_keyframe(&self, now: Instant) -> bool {
+        self.video.iter().flatten().next().is_none()
+            || self
+                .video
+                .iter()
+                .flatten()
+                .any(|v| v.depacketizer.waiting_for_idr())
+            || self.select.wants_fallback(now)
+    }
+
+    /// The SSRCs of the video layers, for keyframe requests: every layer is asked at once, so
+    /// their keyframes stay lined up.
+    pub fn video_ssrcs(&self) -> impl Iterator<Item = u32> + '_ {
+        self.video.iter().flatten().map(|v| v.track.ssrc)
+    }
+
+    /// When the reorder buffers next give up waiting for a missing packet, or the layer
+    /// selection's start window closes.
     pub fn deadline(&self) -> Option<Instant> {
-        let video = self.video.as_ref().and_then(|(t, _)| t.reorder.deadline());
+        let video = self
+            .video
+            .iter()
+            .flatten()
+            .filter_map(|v| v.track.reorder.deadline());
         let audio = self.audio.as_ref().and_then(|t| t.reorder.deadline());
-        video.into_iter().chain(audio).min()
+        video.chain(audio).chain(self.select.deadline()).min()
     }
 
     /// The publisher's wallclock time of timeline 0, once a sender report gave it; see
@@ -193,14 +233,23 @@ impl Ingest {
         let _ = self.clock.sender_report(ssrc, ntp, rtp, now);
     }
 
-    /// One RTP packet of a track.
-    pub fn push(&mut self, kind: Kind, packet: RtpPacket, now: Instant) {
+    /// One RTP packet of a track; `layer` tells video layers apart (0 without simulcast; for
+    /// audio, ignored). Layers from [`MAX_LAYERS`] on are dropped.
+    pub fn push(&mut self, kind: Kind, layer: usize, packet: RtpPacket, now: Instant) {
         let ssrc = packet.ssrc;
         let track = match kind {
             Kind::Video => {
-                if self.video.as_ref().is_none_or(|(t, _)| t.ssrc != ssrc) {
-                    if let Some((old, d)) = &self.video {
-                        old.add_stats(&mut self.stats, Some(d));
+                if layer >= MAX_LAYERS {
+                    return;
+                }
+                if self.video.len() <= layer {
+                    self.video.resize_with(layer + 1, || None);
+                }
+                let slot = &mut self.video[layer];
+                if slot.as_ref().is_none_or(|v| v.track.ssrc != ssrc) {
+                    if let Some(old) = slot {
+                        old.track
+                            .add_stats(&mut self.stats, Some(&old.depacketizer));
                     }
                     let mut depacketizer = Depacketizer::new();
                     if let Some(fmtp) = &self.video_fmtp
@@ -211,9 +260,15 @@ impl Ingest {
                     }
                     // Fails only for a clock rate of 0.
                     let _ = self.clock.add_track(ssrc, 90_000);
-                    self.video = Some((self.new_track(ssrc), depacketizer));
+                    *slot = Some(VideoTrack {
+                        track: Track {
+                            ssrc,
+                            reorder: ReorderBuffer::new(self.config),
+                        },
+                        depacketizer,
+                    });
                 }
-                self.video.as_mut().map(|(t, _)| t)
+                slot.as_mut().map(|v| &mut v.track)
             }
             Kind::Audio => {
                 if self.audio.as_ref().is_none_or(|t| t.ssrc != ssrc) {
@@ -222,7 +277,10 @@ impl Ingest {
                     }
                     // Fails only for a clock rate of 0.
                     let _ = self.clock.add_track(ssrc, 48_000);
-                    self.audio = Some(self.new_track(ssrc));
+                    self.audio = Some(Track {
+                        ssrc,
+                        reorder: ReorderBuffer::new(self.config),
+                    });
                 }
                 self.audio.as_mut()
             }
@@ -235,9 +293,11 @@ impl Ingest {
         self.drain(now);
     }
 
-    /// Releases whatever the reorder buffers give up at `now` (call when `deadline` passes).
+    /// Releases whatever the reorder buffers give up at `now`, and closes the layer selection's
+    /// start window (call when `deadline` passes).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.drain(now);
+        self.select.handle_timeout(now, &mut self.out);
     }
 
     /// The next unit, in the order produced.
@@ -258,15 +318,15 @@ impl Ingest {
         }
     }
 
-    fn new_track(&self, ssrc: u32) -> Track {
-        Track {
-            ssrc,
-            reorder: ReorderBuffer::new(self.config),
-        }
-    }
-
     fn drain(&mut self, now: Instant) {
-        if let Some((track, depacketizer)) = self.video.as_mut() {
+        for (layer, video) in self.video.iter_mut().enumerate() {
+            let Some(VideoTrack {
+                track,
+                depacketizer,
+            }) = video
+            else {
+                continue;
+            };
             while let Some(packet) = track.reorder.pop(now) {
                 if let Err(err) = depacketizer.push(&packet) {
                     Self::report(&mut self.errors, err.into());
@@ -277,7 +337,8 @@ impl Ingest {
                         Ok(pts) => {
                             self.stats.video_units += 1;
                             self.stats.keyframes += u64::from(frame.keyframe);
-                            self.out.push_back(Unit::Video(frame.into_unit(pts)));
+                            self.select
+                                .push(layer, frame.into_unit(pts), now, &mut self.out);
                         }
                         Err(_) => self.stats.video_dropped += 1,
                     }
@@ -313,7 +374,7 @@ mod tests {
     fn audio_and_video_come_out_timed_and_in_order() {
         let t0 = Instant::now();
         let mut ingest = Ingest::new(t0, ReorderConfig::default(), None);
-        assert!(ingest.wants_keyframe());
+        assert!(ingest.wants_keyframe(t0));
         // SPS, PPS, IDR as single NAL packets of one access unit, then an Opus frame.
         let sps = Bytes::from_static(&[
             0x67, 0x42, 0xc0, 0x1e, 0xda, 0x02, 0x80, 0xbf, 0xe5, 0x84, 0x00, 0x00, 0x03, 0x00,
@@ -322,10 +383,20 @@ mod tests {
         let pps = Bytes::from_static(&[0x68, 0xce, 0x0f, 0x2c, 0x80]);
         let idr = Bytes::from_static(&[0x65, 0x88, 0x84, 0x00, 0x33]);
         for (seq, nal, marker) in [(10, sps, false), (11, pps, false), (12, idr, true)] {
-            ingest.push(Kind::Video, RtpPacket::new(1, seq, 9000, marker, nal), t0);
+            ingest.push(
+                Kind::Video,
+                0,
+                RtpPacket::new(1, seq, 9000, marker, nal),
+                t0,
+            );
         }
         let opus = Bytes::from_static(&[0xf8, 0xff, 0xfe]);
-        ingest.push(Kind::Audio, RtpPacket::new(2, 500, 48_000, true, opus), t0);
+        ingest.push(
+            Kind::Audio,
+            0,
+            RtpPacket::new(2, 500, 48_000, true, opus),
+            t0,
+        );
         let units: Vec<Unit> = std::iter::from_fn(|| ingest.poll()).collect();
         assert_eq!(units.len(), 2, "{units:?}");
         let Unit::Video(v) = &units[0] else { panic!() };
@@ -333,20 +404,25 @@ mod tests {
         assert_eq!(v.nalus.len(), 3);
         let Unit::Audio(a) = &units[1] else { panic!() };
         assert_eq!(a.duration, 1800, "20 ms at 90 kHz");
-        assert!(!ingest.wants_keyframe());
+        assert!(!ingest.wants_keyframe(t0));
         assert_eq!(ingest.stats().keyframes, 1);
-        assert_eq!(ingest.video_ssrc(), Some(1));
+        assert_eq!(ingest.video_ssrcs().collect::<Vec<_>>(), [1]);
 
         // A gap: the next packet waits for the missing one until the deadline, then loss is marked
         // and video waits for the next keyframe.
         let inter = Bytes::from_static(&[0x41, 0x9a]);
-        ingest.push(Kind::Video, RtpPacket::new(1, 14, 12000, true, inter), t0);
+        ingest.push(
+            Kind::Video,
+            0,
+            RtpPacket::new(1, 14, 12000, true, inter),
+            t0,
+        );
         assert!(ingest.poll().is_none());
         let deadline = ingest.deadline().unwrap();
         assert!(deadline <= t0 + Duration::from_millis(100));
         ingest.handle_timeout(deadline);
         assert!(ingest.poll().is_none(), "inter frame after loss is dropped");
-        assert!(ingest.wants_keyframe());
+        assert!(ingest.wants_keyframe(t0));
         assert_eq!(ingest.stats().lost, 1);
     }
 
@@ -360,7 +436,7 @@ mod tests {
         );
         // NAL unit type 25 (STAP-B): packetization mode 2, never negotiated.
         let stap_b = Bytes::from_static(&[0x19, 0x00, 0x01, 0x41]);
-        ingest.push(Kind::Video, RtpPacket::new(5, 7, 0, true, stap_b), t0);
+        ingest.push(Kind::Video, 0, RtpPacket::new(5, 7, 0, true, stap_b), t0);
         assert!(matches!(ingest.poll_error(), Some(IngestError::Fmtp(_))));
         assert_eq!(
             ingest.poll_error(),
@@ -405,7 +481,7 @@ mod tests {
         let t0 = Instant::now();
         let mut ingest = Ingest::new(t0, ReorderConfig::default(), None);
         for (i, p) in packets.into_iter().enumerate() {
-            ingest.push(Kind::Video, p, t0 + Duration::from_millis(i as u64 * 5));
+            ingest.push(Kind::Video, 0, p, t0 + Duration::from_millis(i as u64 * 5));
         }
         ingest.handle_timeout(t0 + Duration::from_secs(60));
         std::iter::from_fn(|| ingest.poll())
@@ -440,7 +516,7 @@ mod tests {
         let t0 = Instant::now();
         let mut ingest = Ingest::new(t0, ReorderConfig::default(), None);
         for p in packets {
-            ingest.push(Kind::Audio, p, t0);
+            ingest.push(Kind::Audio, 0, p, t0);
         }
         ingest.handle_timeout(t0 + Duration::from_secs(60));
         assert_eq!(ingest.stats().audio_frames, count);
@@ -484,12 +560,12 @@ mod tests {
         let mut ingest = Ingest::new(t0, ReorderConfig::default(), None);
         let frames: std::collections::BTreeSet<u32> = video.iter().map(|p| p.timestamp).collect();
         for (i, p) in video.into_iter().enumerate() {
-            ingest.push(Kind::Video, p, t0 + Duration::from_millis(i as u64));
+            ingest.push(Kind::Video, 0, p, t0 + Duration::from_millis(i as u64));
         }
         // Chromium sends the odd empty packet (padding, bandwidth probing): not a frame.
         let audio_packets = audio.iter().filter(|p| !p.payload.is_empty()).count() as u64;
         for (i, p) in audio.into_iter().enumerate() {
-            ingest.push(Kind::Audio, p, t0 + Duration::from_millis(i as u64));
+            ingest.push(Kind::Audio, 0, p, t0 + Duration::from_millis(i as u64));
         }
         ingest.handle_timeout(t0 + Duration::from_secs(60));
         let stats = ingest.stats();

@@ -8,5 +8,6 @@ pub mod ogg;
 pub mod opus;
 pub mod reorder;
 pub mod rtp;
+pub mod simulcast;
 pub mod start;
 pub mod unit;
