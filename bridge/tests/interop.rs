@@ -160,8 +160,9 @@ struct Published {
     _scratch: Scratch,
 }
 
-/// One publish inside a network namespace of the test's own, with the bridge there too, and with
-/// `rtmp` nginx-rtmp as well, the bridge pushing the stream to it: `command` makes the
+/// One publish inside a network namespace of the test's own, with the bridge there too (given
+/// `bridge_args` besides its defaults), and with `rtmp` nginx-rtmp as well, the bridge pushing
+/// the stream to it: `command` makes the
 /// publisher's command (run with `ns.command`) from the namespace and the WHIP URL of stream
 /// `<name>-interop`; [`watch_publish`] checks the counts. `None` when namespaces cannot be made
 /// (the test is skipped).
@@ -169,6 +170,7 @@ fn publish_in_namespace(
     name: &'static str,
     timeout: Duration,
     expect: &Expect,
+    bridge_args: &[&str],
     rtmp: bool,
     command: impl FnOnce(&Netns, &str) -> Command,
 ) -> Option<Published> {
@@ -176,14 +178,12 @@ fn publish_in_namespace(
     let scratch = Scratch::new();
     // The namespace is the test's own: the port is free.
     let nginx = rtmp.then(|| Nginx::start_in(&scratch, Some(&ns), "nginx", 19350, None));
-    let push: Vec<String> = match &nginx {
-        Some(nginx) => vec![
-            "--rtmp".into(),
-            format!("rtmp://127.0.0.1:{}/live/{{stream}}", nginx.port),
-        ],
-        None => Vec::new(),
-    };
-    let bridge = Bridge::start_in(&scratch, &ns, &push);
+    let mut args: Vec<String> = bridge_args.iter().map(|&a| a.to_owned()).collect();
+    if let Some(nginx) = &nginx {
+        args.push("--rtmp".into());
+        args.push(format!("rtmp://127.0.0.1:{}/live/{{stream}}", nginx.port));
+    }
+    let bridge = Bridge::start_in(&scratch, &ns, &args);
     let stream = format!("{name}-interop");
     let url = bridge.whip_url(&stream);
     let mut publisher = Proc::spawn(
@@ -288,7 +288,7 @@ fn aiortc_publishes_h264_and_opus() {
     let expect = Expect::publish(1.0, 0.0);
     let timeout = Duration::from_secs(60);
     let Some(Published { log, _scratch, .. }) =
-        publish_in_namespace("aiortc", timeout, &expect, false, |ns, url| {
+        publish_in_namespace("aiortc", timeout, &expect, &[], false, |ns, url| {
             let mut cmd = ns.command("python3");
             cmd.arg(interop_dir().join("aiortc_publish.py"))
                 .arg(url)
@@ -358,7 +358,7 @@ fn chromium_publish(restart: bool) {
         log,
         _scratch,
         ..
-    }) = publish_in_namespace("chromium", timeout, &expect, false, |ns, url| {
+    }) = publish_in_namespace("chromium", timeout, &expect, &[], false, |ns, url| {
         let mut driver = ns.command("node");
         driver
             .arg(interop_dir().join("chromium_publish.mjs"))
@@ -420,14 +420,21 @@ fn chromium_whip_client_publishes_simulcast() {
         playlist,
         recordings,
         _scratch,
-    }) = publish_in_namespace("chromium", timeout, &expect, true, |ns, url| {
-        let mut driver = ns.command("node");
-        driver
-            .arg(interop_dir().join("chromium_publish.mjs"))
-            .args([url, &secs.to_string(), TOKEN, "simulcast", "size=1280x720"])
-            .env("CHROMIUM", &chromium);
-        driver
-    })
+    }) = publish_in_namespace(
+        "chromium",
+        timeout,
+        &expect,
+        &["--hls-event"],
+        true,
+        |ns, url| {
+            let mut driver = ns.command("node");
+            driver
+                .arg(interop_dir().join("chromium_publish.mjs"))
+                .args([url, &secs.to_string(), TOKEN, "simulcast", "size=1280x720"])
+                .env("CHROMIUM", &chromium);
+            driver
+        },
+    )
     else {
         return;
     };
@@ -459,7 +466,8 @@ fn chromium_whip_client_publishes_simulcast() {
     );
     check_recording(recording, published, 0.10);
 
-    // HLS: the media playlist everyone already plays is the top layer's.
+    // HLS: the media playlist everyone already plays is the top layer's, every segment of it
+    // (`--hls-event`: a live window would hold the last 6 s).
     let text = ended_playlist(&playlist);
     let path = playlist.to_str().unwrap();
     assert_eq!(video_size(path), (1280, 720), "{text}");
@@ -499,7 +507,7 @@ fn gstreamer_simple_whip_client_publishes_h264_and_opus() {
     let timeout = Duration::from_secs(60);
     let Some(Published {
         playlist, _scratch, ..
-    }) = publish_in_namespace("gstreamer", timeout, &expect, false, |ns, url| {
+    }) = publish_in_namespace("gstreamer", timeout, &expect, &[], false, |ns, url| {
         // The client streams until SIGINT, on which it DELETEs its session and exits 0:
         // `timeout` sends that after the publish (a second more for its set-up), and kills it
         // if it hangs.

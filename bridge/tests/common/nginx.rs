@@ -190,12 +190,17 @@ pub(crate) fn probe(file: &Path) -> Probe {
     }
 }
 
-/// `ffmpeg -v error -i FILE -f null -` must print nothing: every frame decodes.
+/// `ffmpeg -v error -i FILE -enc_time_base -1 -f null -` must print nothing: every frame decodes,
+/// with strictly increasing timestamps. `-enc_time_base -1` keeps FLV's milliseconds: by default
+/// the null output counts in frames of the rate ffmpeg guesses (30 fps), and a camera's uneven
+/// frame times (Chromium's: 18 ms between two of them) put two frames in one such slot, which it
+/// reports as "non monotonically increasing dts" of a recording whose timestamps all increase
+/// (as `peers::playlist_decode_errors` found for HLS).
 pub(crate) fn decode_errors(file: &Path) -> String {
     let out = Command::new("/usr/bin/ffmpeg")
         .args(["-nostdin", "-v", "error", "-i"])
         .arg(file)
-        .args(["-f", "null", "-"])
+        .args(["-enc_time_base", "-1", "-f", "null", "-"])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stderr).into_owned()
