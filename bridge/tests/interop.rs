@@ -1,6 +1,7 @@
 //! Interop with real WHIP publishers nobody here wrote: FFmpeg 9's WHIP muxer, aiortc, headless
-//! Chromium running a third-party browser WHIP client that trickles ICE by PATCH, and GStreamer's
-//! webrtcbin in Meetecho's simple-whip-client.
+//! Chromium running a third-party browser WHIP client that trickles ICE by PATCH (also in three
+//! simulcast layers, with nginx-rtmp recording what the bridge pushes), and GStreamer's webrtcbin
+//! in Meetecho's simple-whip-client.
 //!
 //! Each test starts the real `bridge` binary, lets the publisher stream a few seconds and reads
 //! the bridge's `/metrics`. A missing tool (or no root for network namespaces) prints
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 use common::binary::*;
 use common::metrics::*;
 use common::netns::*;
+use common::nginx::*;
 use common::peers::*;
 use common::proc::*;
 
@@ -148,28 +150,40 @@ fn watch_publish(
 }
 
 /// What a publish in a namespace left: the bridge's metrics after it, the publisher's log, the
-/// stream's HLS playlist in the scratch folder, and that folder (held while the test checks
-/// more, so that a failure keeps the logs).
+/// stream's HLS playlist in the scratch folder, nginx-rtmp's recordings of it when asked for, and
+/// that folder (held while the test checks more, so that a failure keeps the logs).
 struct Published {
     after: Metrics,
     log: String,
     playlist: PathBuf,
+    recordings: Vec<PathBuf>,
     _scratch: Scratch,
 }
 
-/// One publish inside a network namespace of the test's own, with the bridge there too:
-/// `command` makes the publisher's command (run with `ns.command`) from the namespace and the
-/// WHIP URL of stream `<name>-interop`; [`watch_publish`] checks the counts. `None` when
-/// namespaces cannot be made (the test is skipped).
+/// One publish inside a network namespace of the test's own, with the bridge there too (given
+/// `bridge_args` besides its defaults), and with `rtmp` nginx-rtmp as well, the bridge pushing
+/// the stream to it: `command` makes the
+/// publisher's command (run with `ns.command`) from the namespace and the WHIP URL of stream
+/// `<name>-interop`; [`watch_publish`] checks the counts. `None` when namespaces cannot be made
+/// (the test is skipped).
 fn publish_in_namespace(
     name: &'static str,
     timeout: Duration,
     expect: &Expect,
+    bridge_args: &[&str],
+    rtmp: bool,
     command: impl FnOnce(&Netns, &str) -> Command,
 ) -> Option<Published> {
     let ns = Netns::create_or_skip()?;
     let scratch = Scratch::new();
-    let bridge = Bridge::start_in(&scratch, &ns, &[]);
+    // The namespace is the test's own: the port is free.
+    let nginx = rtmp.then(|| Nginx::start_in(&scratch, Some(&ns), "nginx", 19350, None));
+    let mut args: Vec<String> = bridge_args.iter().map(|&a| a.to_owned()).collect();
+    if let Some(nginx) = &nginx {
+        args.push("--rtmp".into());
+        args.push(format!("rtmp://127.0.0.1:{}/live/{{stream}}", nginx.port));
+    }
+    let bridge = Bridge::start_in(&scratch, &ns, &args);
     let stream = format!("{name}-interop");
     let url = bridge.whip_url(&stream);
     let mut publisher = Proc::spawn(
@@ -179,12 +193,58 @@ fn publish_in_namespace(
     );
     let after = watch_publish(&bridge, &mut publisher, timeout, expect);
     let log = publisher.log_text();
+    // Before the namespace goes, and nginx with it: the recording is complete once it stops
+    // growing.
+    let recordings = nginx.map_or_else(Vec::new, |nginx| wait_recordings(&nginx, 1));
     Some(Published {
         after,
         log,
         playlist: scratch.file("hls").join(stream).join("index.m3u8"),
+        recordings,
         _scratch: scratch,
     })
+}
+
+/// The `RESULT {json}` line the Chromium driver printed.
+fn driver_result(log: &str) -> serde_json::Value {
+    let line = log
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line from the driver\n{log}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("RESULT is not JSON ({e}): {line}"))
+}
+
+/// The bridge got everything the browser says it sent (summed over every RTP stream of the
+/// kind, so every simulcast layer), to a few packets in flight at the end.
+fn assert_received_what_was_sent(after: &Metrics, result: &serde_json::Value) {
+    for kind in ["video", "audio"] {
+        let sent = result["stats"][kind]["packetsSent"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {kind} packetsSent in {result}"));
+        let got = after.sum("bridge_rtp_packets_total", &[("kind", kind)]);
+        assert!(
+            got >= 0.97 * sent,
+            "bridge counted {got} {kind} packets, the browser sent {sent}\n{result}"
+        );
+    }
+}
+
+/// The stream's HLS playlist once the DELETE ended it (a moment after the session).
+fn ended_playlist(playlist: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = std::fs::read_to_string(playlist).unwrap_or_default();
+        if text.contains("#EXT-X-ENDLIST") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        text.contains("#EXT-X-ENDLIST"),
+        "no ended playlist at {}:\n{text}",
+        playlist.display()
+    );
+    text
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -228,7 +288,7 @@ fn aiortc_publishes_h264_and_opus() {
     let expect = Expect::publish(1.0, 0.0);
     let timeout = Duration::from_secs(60);
     let Some(Published { log, _scratch, .. }) =
-        publish_in_namespace("aiortc", timeout, &expect, |ns, url| {
+        publish_in_namespace("aiortc", timeout, &expect, &[], false, |ns, url| {
             let mut cmd = ns.command("python3");
             cmd.arg(interop_dir().join("aiortc_publish.py"))
                 .arg(url)
@@ -260,23 +320,35 @@ fn chromium_whip_client_restarts_ice() {
     chromium_publish(true);
 }
 
-fn chromium_publish(restart: bool) {
-    let _serial = serial();
+/// Chromium's path when it and what drives it are installed; `None` after [`skip`] otherwise.
+fn chromium_tools() -> Option<PathBuf> {
     let chromium = chromium_path();
     if !chromium.exists() {
-        return skip(&format!("chromium not found at {}", chromium.display()));
+        skip(&format!("chromium not found at {}", chromium.display()));
+        return None;
     }
     if !succeeds(Command::new("node").arg("--version")) {
-        return skip("node not found");
+        skip("node not found");
+        return None;
     }
     if !node_modules_available() {
-        return skip(
+        skip(
             "npm packages playwright-core and @binbat/whip-whep not found (npm ci in bridge/tests/interop)",
         );
+        return None;
     }
     if !succeeds(Command::new("python3").arg("--version")) {
-        return skip("python3 not found");
+        skip("python3 not found");
+        return None;
     }
+    Some(chromium)
+}
+
+fn chromium_publish(restart: bool) {
+    let _serial = serial();
+    let Some(chromium) = chromium_tools() else {
+        return;
+    };
     // WHIPClient sends its candidates (and end-of-candidates) by PATCH after the 201, and
     // again after a restart.
     let expect = Expect::publish(1.0, if restart { 2.0 } else { 1.0 });
@@ -286,7 +358,7 @@ fn chromium_publish(restart: bool) {
         log,
         _scratch,
         ..
-    }) = publish_in_namespace("chromium", timeout, &expect, |ns, url| {
+    }) = publish_in_namespace("chromium", timeout, &expect, &[], false, |ns, url| {
         let mut driver = ns.command("node");
         driver
             .arg(interop_dir().join("chromium_publish.mjs"))
@@ -311,27 +383,150 @@ fn chromium_publish(restart: bool) {
             after.0
         );
     }
-    // The bridge got everything the browser says it sent, to a few packets in flight at the
-    // end; with a restart too: what the browser sends on the old pair until the new one is
-    // selected is held, not dropped (`rtc::restart_hold`).
-    let result = log
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .unwrap_or_else(|| panic!("no RESULT line from the driver\n{log}"));
-    let sent = |kind: &str| -> f64 {
-        let key = format!("\"{kind}\":{{\"packetsSent\":");
-        result
-            .split_once(&key)
-            .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {kind} packetsSent in {result}"))
+    // With a restart too: what the browser sends on the old pair until the new one is selected
+    // is held, not dropped (`rtc::restart_hold`).
+    assert_received_what_was_sent(&after, &driver_result(&log));
+}
+
+/// Chromium publishing 1280x720 H.264 in three simulcast layers (`sendEncodings` with rids h, m
+/// at 1/2 and l at 1/4 of the size) plus Opus through `WHIPClient`, the bridge pushing the stream
+/// to nginx-rtmp: every layer's packets are taken in, and the RTMP recording and the HLS
+/// `index.m3u8` both carry the top layer, 1280x720, whole (no decode error), for as long as the
+/// browser published. What the driver needs of Chromium for three layers from the start is
+/// explained in `interop/chromium_publish.mjs`.
+#[test]
+fn chromium_whip_client_publishes_simulcast() {
+    let _serial = serial();
+    let Some(chromium) = chromium_tools() else {
+        return;
     };
-    for kind in ["video", "audio"] {
-        let got = after.sum("bridge_rtp_packets_total", &[("kind", kind)]);
+    if !Path::new(NGINX).exists() || !Path::new(RTMP_MODULE).exists() {
+        return skip(
+            "nginx with the RTMP module not found (apt-get install nginx libnginx-mod-rtmp)",
+        );
+    }
+    for tool in ["/usr/bin/ffprobe", "/usr/bin/ffmpeg"] {
+        if !Path::new(tool).exists() {
+            return skip(&format!("{tool} not found (apt-get install ffmpeg)"));
+        }
+    }
+    let secs = 8;
+    // Keyframes: one at the start of each layer at least; candidates by PATCH as above.
+    let expect = Expect::publish(1.0, 1.0);
+    let timeout = Duration::from_secs(120);
+    let Some(Published {
+        after,
+        log,
+        playlist,
+        recordings,
+        _scratch,
+    }) = publish_in_namespace(
+        "chromium",
+        timeout,
+        &expect,
+        &["--hls-event"],
+        true,
+        |ns, url| {
+            let mut driver = ns.command("node");
+            driver
+                .arg(interop_dir().join("chromium_publish.mjs"))
+                .args([url, &secs.to_string(), TOKEN, "simulcast", "size=1280x720"])
+                .env("CHROMIUM", &chromium);
+            driver
+        },
+    )
+    else {
+        return;
+    };
+    let result = driver_result(&log);
+    let layers = &result["stats"]["layers"];
+    let _ = writeln!(std::io::stderr(), "chromium's layers: {layers}");
+    // The premise: Chromium did send three layers at their sizes, or this tests one stream.
+    for (rid, width) in [("h", 1280), ("m", 640), ("l", 320)] {
+        let layer = &layers[rid];
         assert!(
-            got >= 0.97 * sent(kind),
-            "bridge counted {got} {kind} packets, the browser sent {}\n{result}",
-            sent(kind)
+            layer["frameWidth"].as_u64() == Some(width)
+                && layer["framesEncoded"].as_u64().is_some_and(|n| n > 0),
+            "chromium sent no layer {rid} {width} wide\n{result}"
+        );
+    }
+    assert_received_what_was_sent(&after, &result);
+    let published = result["stats"]["publishedSecs"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no publishedSecs in {result}"));
+
+    // RTMP: one recording of the top layer, as long as the publish (from connected to DELETE).
+    assert_eq!(recordings.len(), 1, "{recordings:?}");
+    let recording = &recordings[0];
+    assert_eq!(
+        video_size(recording.to_str().unwrap()),
+        (1280, 720),
+        "{}",
+        recording.display()
+    );
+    check_recording(recording, published, 0.10);
+
+    // HLS: the media playlist everyone already plays is the top layer's, every segment of it
+    // (`--hls-event`: a live window would hold the last 6 s).
+    let text = ended_playlist(&playlist);
+    let path = playlist.to_str().unwrap();
+    assert_eq!(video_size(path), (1280, 720), "{text}");
+    let (codecs, duration) = probe_playlist(path);
+    assert_eq!(codecs, ["aac", "h264"], "{text}");
+    assert!(
+        (duration - published).abs() <= published * 0.10,
+        "HLS lasts {duration} s for {published} s published\n{text}"
+    );
+    let errors = playlist_decode_errors(path);
+    assert!(errors.trim().is_empty(), "decode errors:\n{errors}\n{text}");
+
+    // Last, so that a bridge without per-layer metrics fails on what users see first.
+    assert_every_layer_assembled(&after, &result);
+}
+
+/// The bridge assembled, layer by layer, the pictures the browser encoded (to 97 %). The
+/// packet count over all layers cannot show it: most of the video packets are the padding
+/// Chromium probes bandwidth with on the lowest layer (5,600 of 6,900 in 8 s), so the top layer
+/// could lose half its packets and the sum still pass. The bridge numbers its layers by arrival,
+/// not by rid: they pair up with the browser's by bytes, which differ several times between
+/// layers.
+fn assert_every_layer_assembled(after: &Metrics, result: &serde_json::Value) {
+    let field = |layer: &serde_json::Value, name: &str| {
+        layer[name]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {name} in {layer}"))
+    };
+    let mut sent: Vec<(f64, f64)> = result["stats"]["layers"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no layers in {result}"))
+        .values()
+        .map(|layer| (field(layer, "bytesSent"), field(layer, "framesEncoded")))
+        .collect();
+    let mut got: Vec<(f64, f64)> = ["0", "1", "2", "3"]
+        .iter()
+        .map(|&layer| {
+            let labels = [("layer", layer)];
+            (
+                after.sum("bridge_video_layer_bytes_total", &labels),
+                after.sum("bridge_video_layer_units_total", &labels),
+            )
+        })
+        .filter(|&(bytes, _)| bytes > 0.0)
+        .collect();
+    sent.sort_by(|a, b| b.0.total_cmp(&a.0));
+    got.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let context = || {
+        format!(
+            "browser (bytes, frames) {sent:?}, bridge {got:?}\n{}",
+            after.0
+        )
+    };
+    assert_eq!(got.len(), sent.len(), "layers{}", context());
+    for ((_, encoded), (_, units)) in sent.iter().zip(&got) {
+        assert!(
+            *units >= 0.97 * encoded,
+            "a layer of {encoded} pictures came out as {units}: {}",
+            context()
         );
     }
 }
@@ -362,7 +557,7 @@ fn gstreamer_simple_whip_client_publishes_h264_and_opus() {
     let timeout = Duration::from_secs(60);
     let Some(Published {
         playlist, _scratch, ..
-    }) = publish_in_namespace("gstreamer", timeout, &expect, |ns, url| {
+    }) = publish_in_namespace("gstreamer", timeout, &expect, &[], false, |ns, url| {
         // The client streams until SIGINT, on which it DELETEs its session and exits 0:
         // `timeout` sends that after the publish (a second more for its set-up), and kills it
         // if it hangs.
@@ -389,20 +584,7 @@ fn gstreamer_simple_whip_client_publishes_h264_and_opus() {
     else {
         return;
     };
-    // The DELETE ends the playlist a moment after the session.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let text = loop {
-        let text = std::fs::read_to_string(&playlist).unwrap_or_default();
-        if text.contains("#EXT-X-ENDLIST") || Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(
-        text.contains("#EXT-X-ENDLIST"),
-        "no ended playlist at {}:\n{text}",
-        playlist.display()
-    );
+    let text = ended_playlist(&playlist);
     let path = playlist.to_str().unwrap();
     let (codecs, _) = probe_playlist(path);
     assert_eq!(codecs, ["aac", "h264"], "{text}");

@@ -14,12 +14,9 @@ use std::time::{Duration, Instant};
 
 use common::binary::*;
 use common::netns::*;
+use common::nginx::*;
 use common::peers::*;
 use common::proc::*;
-
-const NGINX: &str = "/usr/sbin/nginx";
-const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
-const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -27,88 +24,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// An nginx-rtmp ingest on 127.0.0.1:`port` recording every stream into `dir` (a new file per
-/// publish), optionally with a TLS listener in front of it.
-struct Nginx {
-    proc: Proc,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Nginx {
-    fn start(scratch: &Scratch, name: &'static str, port: u16, tls: Option<(u16, &Path)>) -> Self {
-        Self::start_in(scratch, None, name, port, tls)
-    }
-
-    /// [`Nginx::start`] inside a network namespace (listening on its 127.0.0.1).
-    fn start_in(
-        scratch: &Scratch,
-        ns: Option<&Netns>,
-        name: &'static str,
-        port: u16,
-        tls: Option<(u16, &Path)>,
-    ) -> Self {
-        let dir = scratch.file(name);
-        let rec = dir.join("rec");
-        std::fs::create_dir_all(&rec).unwrap();
-        let (load_stream, stream_block) = match tls {
-            Some((tls_port, pki)) => (
-                format!("load_module {STREAM_MODULE};"),
-                format!(
-                    "stream {{ server {{ listen 127.0.0.1:{tls_port} ssl; \
-                     ssl_certificate {0}/cert.pem; ssl_certificate_key {0}/key.pem; \
-                     proxy_pass 127.0.0.1:{port}; }} }}",
-                    pki.display()
-                ),
-            ),
-            None => (String::new(), String::new()),
-        };
-        let conf = format!(
-            "load_module {RTMP_MODULE};\n{load_stream}\nuser root;\ndaemon off;\nworker_processes 1;\n\
-             error_log {d}/error.log info;\npid {d}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
-             rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096; application live {{ \
-             live on; record all; record_unique on; record_path {r}; }} }} }}\n{stream_block}\n",
-            d = dir.display(),
-            r = rec.display(),
-        );
-        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let mut cmd = match ns {
-            Some(ns) => ns.command(NGINX),
-            None => Command::new(NGINX),
-        };
-        let proc = Proc::spawn(
-            name,
-            cmd.arg("-c")
-                .arg(dir.join("nginx.conf"))
-                .arg("-p")
-                .arg(&dir),
-            dir.join("stdout.log"),
-        );
-        // nginx writes its pid file once its listeners are open (seen from any namespace).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !dir.join("nginx.pid").exists() {
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not start\n{}",
-                proc.log_tail(20)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { proc, port, dir }
-    }
-
-    /// Recordings, oldest first.
-    fn recordings(&self) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.join("rec"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "flv"))
-            .collect();
-        files.sort();
-        files
-    }
 }
 
 fn tools() -> Option<PathBuf> {
@@ -125,107 +40,6 @@ fn tools() -> Option<PathBuf> {
         skip("ffmpeg with the WHIP muxer not found (pip install imageio-ffmpeg)");
     }
     ffmpeg
-}
-
-/// What ffprobe says of a recording.
-#[derive(Debug)]
-struct Probe {
-    codecs: Vec<String>,
-    duration: f64,
-    /// First packet time per stream kind.
-    first_video: f64,
-    first_audio: f64,
-    monotonic: bool,
-}
-
-fn probe(file: &Path) -> Probe {
-    let out = Command::new("/usr/bin/ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_streams",
-            "-show_packets",
-            "-show_format",
-            "-of",
-            "json",
-        ])
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ffprobe {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let codecs = json["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["codec_name"].as_str().unwrap_or("?").to_owned())
-        .collect();
-    let duration = json["format"]["duration"]
-        .as_str()
-        .unwrap_or("0")
-        .parse()
-        .unwrap();
-    let mut last = [f64::MIN, f64::MIN];
-    let mut first = [f64::NAN, f64::NAN];
-    let mut monotonic = true;
-    for p in json["packets"].as_array().unwrap() {
-        let kind = usize::from(p["codec_type"] == "audio");
-        let dts: f64 = p["dts_time"].as_str().unwrap_or("0").parse().unwrap();
-        if first[kind].is_nan() {
-            first[kind] = dts;
-        }
-        monotonic &= dts >= last[kind];
-        last[kind] = dts;
-    }
-    Probe {
-        codecs,
-        duration,
-        first_video: first[0],
-        first_audio: first[1],
-        monotonic,
-    }
-}
-
-/// `ffmpeg -v error -i FILE -f null -` must print nothing: every frame decodes.
-fn decode_errors(file: &Path) -> String {
-    let out = Command::new("/usr/bin/ffmpeg")
-        .args(["-nostdin", "-v", "error", "-i"])
-        .arg(file)
-        .args(["-f", "null", "-"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// H.264 + AAC, about `secs` long, monotonic, audio and video starting together, no errors.
-fn check_recording(file: &Path, secs: f64, tolerance: f64) {
-    let p = probe(file);
-    eprintln!("{}: {p:?}", file.display());
-    assert_eq!(p.codecs, ["h264", "aac"], "{}", file.display());
-    assert!(
-        (p.duration - secs).abs() <= secs * tolerance,
-        "duration {} vs {secs} s sent ({})",
-        p.duration,
-        file.display()
-    );
-    assert!(p.monotonic, "timestamps go backwards in {}", file.display());
-    assert!(
-        (p.first_audio - p.first_video).abs() <= 0.1,
-        "audio starts at {} s, video at {} s",
-        p.first_audio,
-        p.first_video
-    );
-    let errors = decode_errors(file);
-    assert!(
-        errors.trim().is_empty(),
-        "decode errors in {}:\n{errors}",
-        file.display()
-    );
 }
 
 fn publish(ffmpeg: &Path, scratch: &Scratch, http: SocketAddr, stream: &str, secs: u32) -> Proc {
@@ -247,30 +61,6 @@ fn wait_exit(p: &mut Proc, bridge: &Bridge<'_>, limit: Duration) {
             bridge.proc.log_tail(30)
         );
         std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Waits until `count` recordings exist and have stopped growing (the bridge unpublished).
-fn wait_recordings(nginx: &Nginx, count: usize) -> Vec<PathBuf> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let size = |files: &[PathBuf]| -> u64 {
-        files
-            .iter()
-            .map(|f| f.metadata().map_or(0, |m| m.len()))
-            .sum()
-    };
-    loop {
-        let files = nginx.recordings();
-        let before = size(&files);
-        std::thread::sleep(Duration::from_millis(600));
-        if files.len() >= count && size(&files) == before && before > 0 {
-            return files;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "recordings: {files:?}\n{}",
-            nginx.proc.log_tail(20)
-        );
     }
 }
 

@@ -9,11 +9,13 @@
 //!   ffprobe/ffmpeg reading HLS back;
 //! - [`binary`]: the `bridge` binary as a child process, and plain HTTP to it;
 //! - [`metrics`]: reading `/metrics`;
+//! - [`nginx`]: nginx-rtmp recording what the bridge pushes, and ffprobe/ffmpeg judging it;
 //! - [`inproc`]: the bridge in this process and the loadgen publisher pointed at it.
 
 pub(crate) mod binary;
 pub(crate) mod inproc;
 pub(crate) mod metrics;
 pub(crate) mod netns;
+pub(crate) mod nginx;
 pub(crate) mod peers;
 pub(crate) mod proc;

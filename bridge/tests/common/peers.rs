@@ -143,3 +143,25 @@ pub(crate) fn playlist_decode_errors(url: &str) -> String {
     }
     errors
 }
+
+/// Width and height of the first video stream Debian's `ffprobe` finds in `url` (a recording, or
+/// an HLS playlist as a file or URL); fails the test on any error it prints.
+pub(crate) fn video_size(url: &str) -> (u64, u64) {
+    let out = Command::new("/usr/bin/ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=width,height", "-of", "json"])
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "ffprobe {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stream = &json["streams"][0];
+    match (stream["width"].as_u64(), stream["height"].as_u64()) {
+        (Some(width), Some(height)) => (width, height),
+        _ => panic!("no video stream in {url}: {json}"),
+    }
+}
