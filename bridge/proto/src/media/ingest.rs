@@ -548,6 +548,59 @@ mod tests {
         assert!(units[0].keyframe);
     }
 
+    /// Chromium's three simulcast layers (tests/data/README.md), interleaved as they came: each
+    /// SSRC is a layer (numbered by its first packet, as rids are), and the outputs get every
+    /// picture of the largest one, whichever order the layers came in.
+    #[test]
+    fn a_real_chromium_simulcast_capture_gives_every_picture_of_the_top_layer() {
+        let packets = read_capture(include_bytes!(
+            "../../../tests/data/chromium-simulcast3-h264.rtp"
+        ));
+        for reverse in [false, true] {
+            let mut ssrcs: Vec<u32> = Vec::new();
+            for p in &packets {
+                if !ssrcs.contains(&p.ssrc) {
+                    ssrcs.push(p.ssrc);
+                }
+            }
+            if reverse {
+                ssrcs.reverse();
+            }
+            let t0 = Instant::now();
+            let mut ingest = Ingest::new(t0, ReorderConfig::default(), None).with_video_layers(3);
+            for (i, p) in packets.iter().enumerate() {
+                let layer = ssrcs.iter().position(|&s| s == p.ssrc).unwrap();
+                let at = t0 + Duration::from_millis(i as u64 * 3000 / packets.len() as u64);
+                ingest.push(Kind::Video, layer, p.clone(), at);
+            }
+            ingest.handle_timeout(t0 + Duration::from_secs(60));
+            let stats = ingest.stats();
+            assert_eq!((stats.lost, stats.video_dropped), (0, 0), "{stats:?}");
+            assert_eq!(
+                stats.video_units,
+                3 * 90,
+                "every layer's pictures assembled"
+            );
+            let units: Vec<_> = std::iter::from_fn(|| ingest.poll())
+                .filter_map(|u| match u {
+                    Unit::Video(v) => Some(v),
+                    Unit::Audio(_) => None,
+                })
+                .collect();
+            assert_eq!(units.len(), 90, "every picture of one layer");
+            let sps = crate::media::h264::sps::parse(&units[0].nalus[0]).unwrap();
+            assert_eq!((sps.width, sps.height), (640, 360), "the top layer");
+            assert!(units.windows(2).all(|w| w[1].pts > w[0].pts));
+            let top = ssrcs.iter().position(|&s| s == 3_881_032_844).unwrap();
+            assert_eq!(ingest.layers().selected(), Some(top));
+            assert_eq!(
+                ingest.video_ssrcs().count(),
+                3,
+                "keyframe requests go to every layer"
+            );
+        }
+    }
+
     #[test]
     fn a_real_chromium_capture_gives_every_frame_and_audio_packet() {
         let video = read_capture(include_bytes!(
