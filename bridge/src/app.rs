@@ -6,13 +6,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
 use crate::config::{AudioMode, ConfigError, HlsAudio, OnConflict, Settings};
 use crate::ids::random_hex;
 use crate::media::ingest::Ingest;
+use crate::media::simulcast::MAX_LAYERS;
 use crate::metrics::{Metrics, TargetLabel};
+use crate::mux::hls::names::LadderRendition;
 use crate::ratelimit::RateLimiter;
 use crate::rtc::peer::{self, Peer};
 use crate::rtc::udp::UdpMux;
@@ -21,7 +23,7 @@ use crate::session::{
     SessionSettings,
 };
 use crate::sink::aac::{AacFormat, AacStage};
-use crate::sink::hls::HlsStreams;
+use crate::sink::hls::{HlsStreams, LadderRole};
 use crate::sink::queue::OutputQueue;
 use crate::sink::rtmp::RtmpOutput;
 use crate::sink::rtmp_conn::tls_config;
@@ -228,7 +230,7 @@ impl App {
         }
         // Before the old session ends: its HLS output must see it has a successor, and hand
         // the playlist on rather than end it.
-        let outputs = self.outputs_for(stream, has_audio, has_video);
+        let outputs = self.outputs_for(stream, has_audio, has_video, video_layers);
         if let Some(old) = replaced {
             tracing::info!(stream, old_session = %old, new_session = %id, "stream taken over");
             self.end_session(&old, EndReason::Takeover);
@@ -248,8 +250,15 @@ impl App {
             resource,
             commands,
             datagrams,
-            ingest: Ingest::new(now, self.settings.reorder, video_fmtp)
-                .with_video_layers(video_layers),
+            ingest: {
+                let ingest = Ingest::new(now, self.settings.reorder, video_fmtp)
+                    .with_video_layers(video_layers);
+                if outputs.layer_queues.is_empty() {
+                    ingest
+                } else {
+                    ingest.with_layer_output()
+                }
+            },
             outputs,
         });
         let app = Arc::clone(self);
@@ -273,31 +282,85 @@ impl App {
     /// Starts the outputs a new session on `stream` feeds: one task per RTMP target and one for
     /// HLS, each behind its own bounded queue. Outputs that want AAC are fed by the session's
     /// one transcoder ([`AacStage`], a task behind its own queue), the others by the session.
-    fn outputs_for(&self, stream: &str, has_audio: bool, has_video: bool) -> Outputs {
+    fn outputs_for(
+        &self,
+        stream: &str,
+        has_audio: bool,
+        has_video: bool,
+        video_layers: usize,
+    ) -> Outputs {
         let mut outputs = Outputs::default();
         let aac = AacFormat::default();
         // The queues of the outputs that want AAC: they go to the transcoder, not the session.
         let mut aac_queues = Vec::new();
         let hls_audio = has_audio && self.settings.hls.audio != HlsAudio::None;
         if self.settings.hls_enabled && (has_video || hls_audio) {
-            let (queue, rx) =
-                OutputQueue::new(self.settings.output_queue, self.hls.metrics().drops.clone());
-            let output = self.hls.output(
-                stream,
+            // A simulcast publisher's HLS ladder: a video-only rendition per layer and the audio
+            // in one rendition of its own, listed by the stream's `main.m3u8`; the stream's
+            // own output (`index.m3u8`, the layer RTMP gets) goes on beside them.
+            let ladder = (has_video && video_layers > 1)
+                .then(|| watch::channel(crate::mux::hls::playlist::Ladder::default()));
+            let (ladder_tx, ladder_rx) = match ladder {
+                Some((tx, rx)) => (Some(Arc::new(tx)), Some(rx)),
+                None => (None, None),
+            };
+            let mut hls_output = |key: String, has_audio: bool, has_video: bool, role| {
+                let (queue, rx) =
+                    OutputQueue::new(self.settings.output_queue, self.hls.metrics().drops.clone());
+                let mut output = self.hls.output(
+                    &key,
+                    has_audio,
+                    has_video,
+                    outputs.keyframe_wanted.clone(),
+                    outputs.wallclock.subscribe(),
+                    aac.clone(),
+                );
+                if let Some(role) = role {
+                    output = output.in_ladder(role);
+                }
+                let span = tracing::info_span!("hls", stream = %key);
+                outputs
+                    .tasks
+                    .push(tokio::spawn(output.run(rx).instrument(span)));
+                queue
+            };
+            let wants_aac = self.settings.hls.audio == HlsAudio::Aac;
+            let queue = hls_output(
+                stream.to_owned(),
                 has_audio,
                 has_video,
-                outputs.keyframe_wanted.clone(),
-                outputs.wallclock.subscribe(),
-                aac.clone(),
+                ladder_rx.map(LadderRole::Main),
             );
-            let span = tracing::info_span!("hls", %stream);
-            outputs
-                .tasks
-                .push(tokio::spawn(output.run(rx).instrument(span)));
-            if hls_audio && self.settings.hls.audio == HlsAudio::Aac {
+            if hls_audio && wants_aac {
                 aac_queues.push(queue);
             } else {
                 outputs.queues.push(queue);
+            }
+            if let Some(ladder) = ladder_tx {
+                for layer in 0..video_layers.min(MAX_LAYERS) {
+                    let rendition = LadderRendition::Video(layer);
+                    let queue = hls_output(
+                        format!("{stream}/{rendition}"),
+                        false,
+                        true,
+                        Some(LadderRole::Rendition(rendition, ladder.clone())),
+                    );
+                    outputs.layer_queues.push(queue);
+                }
+                if hls_audio {
+                    let rendition = LadderRendition::Audio;
+                    let queue = hls_output(
+                        format!("{stream}/{rendition}"),
+                        true,
+                        false,
+                        Some(LadderRole::Rendition(rendition, ladder)),
+                    );
+                    if wants_aac {
+                        aac_queues.push(queue);
+                    } else {
+                        outputs.queues.push(queue);
+                    }
+                }
             }
         }
         for (url, audio) in self.settings.rtmp.targets_for(stream) {
@@ -449,7 +512,7 @@ mod tests {
             .await
             .unwrap();
         let app = App::new(config.into_settings().unwrap(), metrics.clone(), udp).unwrap();
-        let mut outputs = app.outputs_for("s", true, true);
+        let mut outputs = app.outputs_for("s", true, true, 1);
         assert_eq!(outputs.tasks.len(), 5, "HLS, three targets, the transcoder");
         assert_eq!(
             outputs.queues.len(),

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::ids::random_hex;
 use crate::media::ingest::{Ingest, Kind, PerKind};
 use crate::media::reorder::RtpPacket;
+use crate::media::unit::Unit;
 use crate::metrics::SessionMetrics;
 use crate::rtc::dump::RtpDump;
 use crate::rtc::peer::{self, Peer, PeerState, Received};
@@ -120,6 +121,8 @@ pub(crate) struct SessionInit {
 #[derive(Debug, Default)]
 pub(crate) struct Outputs {
     pub(crate) queues: Vec<OutputQueue>,
+    /// A simulcast publisher's HLS ladder: the queue of each layer's rendition, by layer.
+    pub(crate) layer_queues: Vec<OutputQueue>,
     pub(crate) tasks: Vec<tokio::task::JoinHandle<()>>,
     pub(crate) keyframe_wanted: Arc<std::sync::atomic::AtomicBool>,
     pub(crate) wallclock: tokio::sync::watch::Sender<Option<std::time::SystemTime>>,
@@ -510,6 +513,11 @@ impl Session {
                 queue.push(&unit);
             }
         }
+        while let Some((layer, unit)) = self.ingest.poll_layer() {
+            if let Some(queue) = self.outputs.layer_queues.get_mut(layer) {
+                queue.push(&Unit::Video(unit));
+            }
+        }
         self.env.metrics.ingest(self.ingest.stats());
         self.env.metrics.layers(self.ingest.layers());
     }
@@ -553,6 +561,7 @@ impl Session {
         // Closing the queues tells each output to finish cleanly (RTMP: FCUnpublish,
         // deleteStream; HLS: the last segment and ENDLIST); wait for them, bounded.
         self.outputs.queues.clear();
+        self.outputs.layer_queues.clear();
         for task in self.outputs.tasks.drain(..) {
             // A task still running after this is abandoned (detached), not awaited forever.
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

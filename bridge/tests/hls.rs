@@ -393,6 +393,112 @@ async fn segments_are_dated_when_the_publisher_sent_their_first_frame() {
     assert_eq!(publisher.delete().await.unwrap(), 200);
 }
 
+/// A simulcast publisher (three layers the OBS way) gets a ladder: `main.m3u8` lists a
+/// video-only rendition per layer, highest first, with the audio rendition they share, and
+/// every URI it lists answers; `index.m3u8` stays the top layer's, with audio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulcast_publisher_gets_a_ladder() {
+    let dir = Scratch::new();
+    let bridge = start(|c| c.hls_dir = dir.0.clone()).await;
+    let http = bridge.http_addr();
+    let publisher = Publisher::connect(loadgen::PublisherConfig {
+        simulcast: 3,
+        ..endpoint(&bridge, "layers")
+    })
+    .await
+    .unwrap();
+    publisher.wait_connected(CONNECT).await.unwrap();
+    let sending = tokio::spawn(async move {
+        publisher.send_media(Duration::from_secs(4)).await.unwrap();
+        publisher
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ladder = loop {
+        let got = get(http, "/hls/layers/main.m3u8").await;
+        if got.status == 200
+            && let Ok(m3u8_rs::Playlist::MasterPlaylist(p)) = m3u8_rs::parse_playlist_res(&got.body)
+            && p.variants.len() == 3
+            && !p.alternatives.is_empty()
+        {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "no ladder: {}", got.text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let listed: Vec<_> = ladder
+        .variants
+        .iter()
+        .map(|v| {
+            let r = v.resolution.unwrap();
+            (v.uri.as_str(), r.width, r.height, v.audio.as_deref())
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("v0/index.m3u8", 640, 360, Some("audio")),
+            ("v1/index.m3u8", 426, 240, Some("audio")),
+            ("v2/index.m3u8", 212, 120, Some("audio")),
+        ]
+    );
+    assert!(
+        ladder
+            .variants
+            .windows(2)
+            .all(|w| w[0].bandwidth > w[1].bandwidth)
+    );
+    let audio = ladder.alternatives[0].uri.clone().unwrap();
+    assert_eq!(audio, "audio/index.m3u8");
+    for uri in ladder
+        .variants
+        .iter()
+        .map(|v| v.uri.as_str())
+        .chain([audio.as_str()])
+    {
+        let text = get(http, &format!("/hls/layers/{uri}")).await.text();
+        let playlist = media_playlist(&text);
+        let folder = uri.trim_end_matches("index.m3u8");
+        let segment = &playlist.segments[0];
+        let map = &segment.map.as_ref().expect("EXT-X-MAP").uri;
+        for file in [map, &segment.uri] {
+            let got = get(http, &format!("/hls/layers/{folder}{file}")).await;
+            assert_eq!(got.status, 200, "{folder}{file}");
+        }
+        for part in tag_uris(&text, "PART") {
+            let got = get(http, &format!("/hls/layers/{folder}{part}")).await;
+            assert_eq!(got.status, 200, "{folder}{part}");
+        }
+    }
+    // Only the renditions' own folder names lead anywhere.
+    for bad in [
+        "v3/index.m3u8",
+        "v01/index.m3u8",
+        "video/index.m3u8",
+        "v0/main.txt",
+    ] {
+        assert_eq!(
+            get(http, &format!("/hls/layers/{bad}")).await.status,
+            404,
+            "{bad}"
+        );
+    }
+    let index = media_playlist(&get(http, "/hls/layers/index.m3u8").await.text());
+    assert!(!index.segments.is_empty());
+
+    let publisher = sending.await.unwrap();
+    assert_eq!(publisher.delete().await.unwrap(), 200);
+    for uri in ["v0/index.m3u8", "v2/index.m3u8", "audio/index.m3u8"] {
+        let ended = wait_playlist(
+            http,
+            &format!("layers/{}", uri.trim_end_matches("/index.m3u8")),
+            "ENDLIST",
+            |p| p.end_list,
+        )
+        .await;
+        assert!(ended.contains("#EXT-X-ENDLIST"), "{uri}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_takeover_continues_the_playlist_after_a_discontinuity() {
     let dir = Scratch::new();

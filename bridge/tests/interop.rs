@@ -480,6 +480,44 @@ fn chromium_whip_client_publishes_simulcast() {
     let errors = playlist_decode_errors(path);
     assert!(errors.trim().is_empty(), "decode errors:\n{errors}\n{text}");
 
+    // The ladder: `main.m3u8` lists a video rendition per layer, each at its layer's size and
+    // decoding clean on its own, with the audio rendition they share.
+    let folder = playlist.parent().expect("the stream's folder");
+    let main = std::fs::read(folder.join("main.m3u8")).expect("main.m3u8 written");
+    let Ok(m3u8_rs::Playlist::MasterPlaylist(ladder)) = m3u8_rs::parse_playlist_res(&main) else {
+        panic!(
+            "main.m3u8 is no multivariant playlist\n{}",
+            String::from_utf8_lossy(&main)
+        );
+    };
+    let mut sizes = Vec::new();
+    for variant in &ladder.variants {
+        let rendition = folder.join(&variant.uri);
+        let path = rendition.to_str().unwrap();
+        let size = video_size(path);
+        let listed = variant.resolution.map(|r| (r.width, r.height));
+        assert_eq!(Some(size), listed, "{}", variant.uri);
+        let errors = playlist_decode_errors(path);
+        assert!(
+            errors.trim().is_empty(),
+            "{}: decode errors:\n{errors}",
+            variant.uri
+        );
+        assert_eq!(variant.audio.as_deref(), Some("audio"), "{}", variant.uri);
+        sizes.push(size);
+    }
+    assert_eq!(
+        sizes,
+        [(1280, 720), (640, 360), (320, 180)],
+        "highest first"
+    );
+    let audio = ladder.alternatives.first().and_then(|a| a.uri.clone());
+    let audio = folder.join(audio.expect("an audio rendition"));
+    let (codecs, _) = probe_playlist(audio.to_str().unwrap());
+    assert_eq!(codecs, ["aac"]);
+    let errors = playlist_decode_errors(audio.to_str().unwrap());
+    assert!(errors.trim().is_empty(), "audio: decode errors:\n{errors}");
+
     // Last, so that a bridge without per-layer metrics fails on what users see first.
     assert_every_layer_assembled(&after, &result);
 }

@@ -60,6 +60,11 @@ struct Played {
     #[serde(default)]
     frames_dropped: u64,
     part_target: Option<f64>,
+    /// hls.js: the heights of the playlist's levels, and of those it switched to, in order.
+    #[serde(default)]
+    levels: Vec<Option<u32>>,
+    #[serde(default)]
+    levels_played: Vec<Option<u32>>,
 }
 
 /// The `q` quantile of `values` (nearest rank).
@@ -100,9 +105,12 @@ impl Player {
 }
 
 /// Who publishes.
+#[derive(Clone, Copy, PartialEq)]
 enum Source {
     Ffmpeg,
     Loadgen,
+    /// loadgen's publisher with three simulcast layers: the player plays the ladder.
+    LoadgenSimulcast,
 }
 
 /// A publisher at work; dropping it stops it.
@@ -171,10 +179,15 @@ async fn play(source: Source, player: Player, play_secs: u32) -> Option<Measured
                 scratch.file("ffmpeg.log"),
             ))
         }
-        Source::Loadgen => {
+        Source::Loadgen | Source::LoadgenSimulcast => {
             let publisher = Publisher::connect(PublisherConfig {
                 trickle: true,
                 token: Some(common::binary::TOKEN.to_owned()),
+                simulcast: if source == Source::LoadgenSimulcast {
+                    3
+                } else {
+                    1
+                },
                 ..PublisherConfig::new(bridge.whip_url("cam"))
             })
             .await
@@ -206,14 +219,31 @@ async fn play(source: Source, player: Player, play_secs: u32) -> Option<Measured
         // shaka.html) shows only when the media time of the first listed segment is not near 0.
         tokio::time::sleep(Duration::from_secs(6)).await;
     }
+    let ladder = source == Source::LoadgenSimulcast;
+    if ladder {
+        // The ladder is listed once every rendition measured a segment.
+        while !matches!(bridge.get("/hls/cam/main.m3u8"), Ok((200, text)) if text.matches("#EXT-X-STREAM-INF").count() == 3)
+        {
+            assert!(
+                !sending.gone() && Instant::now() < deadline,
+                "no ladder\n{}",
+                bridge.proc.log_tail(20)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     let refused_before = refused(&bridge.metrics());
-    let playlist = format!("http://{http}/hls/cam/index.m3u8");
+    let file = if ladder { "main.m3u8" } else { "index.m3u8" };
+    let playlist = format!("http://{http}/hls/cam/{file}");
     let mut driver = Command::new("node");
     driver
         .arg(common::peers::interop_dir().join("play.mjs"))
         .args([player.name(), playlist.as_str(), &play_secs.to_string()])
         .current_dir(common::peers::interop_dir())
         .env("CHROMIUM", &chromium);
+    if ladder {
+        driver.arg("switch");
+    }
     let out = tokio::task::spawn_blocking(move || driver.output().expect("node runs"))
         .await
         .unwrap();
@@ -260,6 +290,19 @@ async fn play(source: Source, player: Player, play_secs: u32) -> Option<Measured
         played.frames_decoded as f64 >= advanced * 25.0,
         "{played:?}"
     );
+    if ladder && matches!(player, Player::HlsJs) {
+        // Every layer a level, and hls.js went from one to another (at a segment boundary,
+        // where every rendition starts with a key frame) without a stall.
+        assert_eq!(played.levels.len(), 3, "{played:?}");
+        let mut heights: Vec<_> = played.levels_played.iter().flatten().collect();
+        heights.sort();
+        heights.dedup();
+        assert!(
+            heights.len() >= 2,
+            "hls.js did not switch: {played:?}\n{page_log}"
+        );
+        assert_eq!(played.stalls, 0, "{name} stalled\n{page_log}");
+    }
     if let Player::Shaka = player {
         // Shaka plays without a stall or a jump once started, at rate 1 (hls.js may speed up
         // to catch the live edge, by design).
@@ -340,6 +383,21 @@ fn hls_js_plays_what_ffmpeg_publishes() {
 fn shaka_plays_what_ffmpeg_publishes() {
     let _serial = common::proc::serial();
     runtime().block_on(play(Source::Ffmpeg, Player::Shaka, SHAKA_SECS));
+}
+
+/// A simulcast publisher's ladder (`main.m3u8`): hls.js goes round its levels, switching at
+/// segment boundaries without a stall.
+#[test]
+fn hls_js_switches_levels_of_a_simulcast_ladder() {
+    let _serial = common::proc::serial();
+    runtime().block_on(play(Source::LoadgenSimulcast, Player::HlsJs, PLAY_SECS));
+}
+
+/// Shaka Player on the same ladder (it picks its level by its own bandwidth estimate).
+#[test]
+fn shaka_plays_a_simulcast_ladder() {
+    let _serial = common::proc::serial();
+    runtime().block_on(play(Source::LoadgenSimulcast, Player::Shaka, SHAKA_SECS));
 }
 
 #[test]

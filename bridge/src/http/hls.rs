@@ -1,4 +1,5 @@
-//! `GET /hls/{stream}/{file}`: playlists (with LL-HLS blocking reload), init sections, parts and
+//! `GET /hls/{stream}/{file}` and `GET /hls/{stream}/{rendition}/{file}` (a simulcast
+//! ladder's renditions): playlists (with LL-HLS blocking reload), init sections, parts and
 //! segments of the bridge's HLS output. Playback is public: no bearer token here.
 //!
 //! Playlists and parts come from memory ([`crate::hls::store::StreamState`]); segments, and
@@ -18,6 +19,7 @@ use super::ApiError;
 use crate::app::App;
 use crate::hls::store::{HlsFile, PartAnswer, PlaylistAnswer, StreamState};
 use crate::metrics::HlsRequestLabel;
+use crate::mux::hls::names::LadderRendition;
 use crate::mux::hls::playlist::DeliveryDirectives;
 
 /// Segments, parts and init sections never change under their name (the output never reuses
@@ -77,6 +79,26 @@ pub(super) async fn get(
     Path((stream, file)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Response {
+    let key = super::whip::valid_stream_name(&stream).then_some(stream);
+    respond(&app, key, file, query).await
+}
+
+/// `GET /hls/{stream}/{rendition}/{file}`: a rendition of a simulcast publisher's ladder
+/// (`v0`, ..., `audio`), served as a stream of its own.
+pub(super) async fn get_rendition(
+    State(app): State<Arc<App>>,
+    Path((stream, rendition, file)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let key = (super::whip::valid_stream_name(&stream))
+        .then(|| LadderRendition::parse(&rendition))
+        .flatten()
+        .map(|rendition| format!("{stream}/{rendition}"));
+    respond(&app, key, file, query).await
+}
+
+/// Answers for the stream state named `key` (`None`: no such name can exist).
+async fn respond(app: &App, key: Option<String>, file: String, query: Option<String>) -> Response {
     let kind = HlsFile::parse(&file);
     let label = match kind {
         Some(HlsFile::MediaPlaylist | HlsFile::MultivariantPlaylist) => "playlist",
@@ -85,9 +107,10 @@ pub(super) async fn get(
         Some(HlsFile::Part { .. }) => "part",
         None => "other",
     };
-    let response = serve(&app, &stream, file, kind, query)
-        .await
-        .into_response();
+    let response = match key {
+        Some(key) => serve(app, &key, file, kind, query).await.into_response(),
+        None => not_found().into_response(),
+    };
     app.metrics
         .hls_requests
         .get_or_create(&HlsRequestLabel {
@@ -98,18 +121,16 @@ pub(super) async fn get(
     response
 }
 
+/// `key`: a valid stream name, or one and a ladder rendition's folder.
 async fn serve(
     app: &App,
-    stream: &str,
+    key: &str,
     file: String,
     kind: Option<HlsFile>,
     query: Option<String>,
 ) -> Result<Response, ApiError> {
-    if !super::whip::valid_stream_name(stream) {
-        return Err(not_found());
-    }
     let kind = kind.ok_or_else(not_found)?;
-    let state = app.hls.get(stream).ok_or_else(not_found)?;
+    let state = app.hls.get(key).ok_or_else(not_found)?;
     let first_wait = app.hls.settings().first_playlist_wait();
     match kind {
         HlsFile::MediaPlaylist => {

@@ -39,6 +39,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(whip)
         // Playback is public: outside the bearer-auth layer.
         .route("/hls/{stream}/{file}", get(hls::get))
+        .route("/hls/{stream}/{rendition}/{file}", get(hls::get_rendition))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(middleware::from_fn(cors))

@@ -35,9 +35,11 @@ use tokio::sync::{OwnedMutexGuard, mpsc, watch};
 
 use crate::hls::store::{HlsFile, StreamState, Writer, first_number};
 use crate::media::unit::Unit;
+use crate::mux::hls::names::LadderRendition;
 use crate::mux::hls::output::{
     AacEncode, Action, Handoff, HlsOutput, Listed, NewAacEncoder, Rendition,
 };
+use crate::mux::hls::playlist::Ladder;
 
 use super::aac::{AacFormat, AacPassthrough};
 
@@ -72,8 +74,19 @@ impl HlsStreams {
             wallclock,
             aac,
             metrics: self.metrics().clone(),
+            ladder: None,
         }
     }
+}
+
+/// Where an output stands in a simulcast publisher's HLS ladder.
+#[derive(Debug)]
+pub enum LadderRole {
+    /// The stream's own output (`index.m3u8`): its `main.m3u8` lists the renditions.
+    Main(watch::Receiver<Ladder>),
+    /// A rendition's output (in the stream's `v{layer}/` or `audio/` folder): it tells the
+    /// ladder what it measured of itself after each segment.
+    Rendition(LadderRendition, Arc<watch::Sender<Ladder>>),
 }
 
 /// One session's HLS output task; see [`HlsStreams::output`].
@@ -90,9 +103,16 @@ pub struct HlsTask {
     /// The session transcoder's format (`hls_audio = aac`).
     aac: AacFormat,
     metrics: HlsMetrics,
+    ladder: Option<LadderRole>,
 }
 
 impl HlsTask {
+    /// The same task, as a part of a simulcast publisher's ladder.
+    pub fn in_ladder(mut self, role: LadderRole) -> Self {
+        self.ladder = Some(role);
+        self
+    }
+
     /// Runs until the queue closes (the session ended), then finishes the last segment and ends
     /// the playlist, unless another session has taken the stream over.
     pub async fn run(self, mut units: mpsc::Receiver<Unit>) {
@@ -104,8 +124,20 @@ impl HlsTask {
             if let Some(timeline_zero) = sender {
                 run.output.handle_sender_clock(timeline_zero);
             }
+            if let Some(LadderRole::Main(ladder)) = run.task.ladder.as_mut()
+                && ladder.has_changed().unwrap_or(false)
+            {
+                run.output.handle_ladder(ladder.borrow_and_update().clone());
+            }
+            let segments = run.output.segments();
             run.output.push(unit, Instant::now(), SystemTime::now());
             run.apply().await;
+            if let Some(LadderRole::Rendition(rendition, ladder)) = &run.task.ladder
+                && run.output.segments() != segments
+                && let Some(variant) = run.output.variant()
+            {
+                ladder.send_modify(|l| l.set(*rendition, variant));
+            }
         }
         run.finish().await;
     }

@@ -1,7 +1,9 @@
 // Plays an HLS stream in headless Chromium with a player from npm: hls.js (the one most web
 // pages use) or Shaka Player.
 //
-// Usage: node play.mjs hlsjs|shaka PLAYLIST_URL [SECONDS]
+// Usage: node play.mjs hlsjs|shaka PLAYLIST_URL [SECONDS] [switch]
+//
+// `switch`: the page goes round the levels of a multivariant playlist (hls.js page).
 //
 // Serves the player's page and script from node_modules, waits until the page played SECONDS of
 // media (or failed) and prints its outcome as one line: RESULT {json}. Exit 0 when it played.
@@ -23,7 +25,7 @@ const PLAYERS = {
   },
 };
 
-const [name, playlist, secondsArg] = process.argv.slice(2);
+const [name, playlist, secondsArg, mode] = process.argv.slice(2);
 const player = PLAYERS[name];
 if (!player || !playlist) {
   console.error("usage: play.mjs hlsjs|shaka PLAYLIST_URL [SECONDS]");
@@ -38,7 +40,7 @@ await runPage({
     "/playback.js": { path: join(here, "playback.js"), type: "text/javascript" },
     [scriptPath]: { path: scriptFile(), type: "text/javascript" },
   },
-  params: { src: playlist, seconds },
+  params: { src: playlist, seconds, ...(mode === "switch" ? { switch: 1 } : {}) },
   chromiumArgs: ["--autoplay-policy=no-user-gesture-required"],
   timeoutMs: (seconds + 30) * 1000,
 });

@@ -10,7 +10,7 @@ use super::opus;
 use super::reorder::{ReorderBuffer, ReorderConfig};
 use super::rtp::RtpPacket;
 use super::simulcast::{LayerSelect, MAX_LAYERS, Switch};
-use super::unit::Unit;
+use super::unit::{Unit, VideoUnit};
 
 /// Which track a packet belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +129,8 @@ pub struct Ingest {
     /// By layer: one without simulcast, one per rid with it.
     video: Vec<Option<VideoTrack>>,
     select: LayerSelect,
+    /// Every layer's pictures too, for an HLS ladder; `None` when nothing reads them.
+    layer_out: Option<VecDeque<(usize, VideoUnit)>>,
     audio: Option<Track>,
     out: VecDeque<Unit>,
     errors: VecDeque<IngestError>,
@@ -153,6 +155,7 @@ impl Ingest {
             video_fmtp,
             video: Vec::new(),
             select: LayerSelect::new(1),
+            layer_out: None,
             audio: None,
             out: VecDeque::new(),
             errors: VecDeque::new(),
@@ -165,6 +168,20 @@ impl Ingest {
     pub fn with_video_layers(mut self, layers: usize) -> Self {
         self.select = LayerSelect::new(layers);
         self
+    }
+
+    /// Also hands out every layer's pictures ([`Self::poll_layer`]), for outputs that make a
+    /// rendition of each (an HLS ladder).
+    pub fn with_layer_output(mut self) -> Self {
+        self.layer_out = Some(VecDeque::new());
+        self
+    }
+
+    /// The next picture of any layer, with its layer number (only with
+    /// [`Self::with_layer_output`]). Each layer's pictures are on the session timeline, from
+    /// its first keyframe on.
+    pub fn poll_layer(&mut self) -> Option<(usize, VideoUnit)> {
+        self.layer_out.as_mut()?.pop_front()
     }
 
     /// Counters so far, of every track the session had: they never go down, so they can be
@@ -337,8 +354,11 @@ impl Ingest {
                         Ok(pts) => {
                             self.stats.video_units += 1;
                             self.stats.keyframes += u64::from(frame.keyframe);
-                            self.select
-                                .push(layer, frame.into_unit(pts), now, &mut self.out);
+                            let unit = frame.into_unit(pts);
+                            if let Some(layers) = self.layer_out.as_mut() {
+                                layers.push_back((layer, unit.clone()));
+                            }
+                            self.select.push(layer, unit, now, &mut self.out);
                         }
                         Err(_) => self.stats.video_dropped += 1,
                     }

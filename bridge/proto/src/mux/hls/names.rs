@@ -159,6 +159,40 @@ impl Container {
     }
 }
 
+/// A rendition of a simulcast publisher's HLS ladder: a folder of its own beside the stream's
+/// files (`v0/index.m3u8`, `audio/seg....m4s`), named here and parsed strictly like the files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LadderRendition {
+    /// `v{layer}`: the video of one layer (layers numbered as the ingest numbers them).
+    Video(usize),
+    /// `audio`: the audio every video rendition plays with.
+    Audio,
+}
+
+impl LadderRendition {
+    /// Recognises the folder names [`LadderRendition`] writes (`v0` to `v9`, `audio`).
+    pub fn parse(name: &str) -> Option<Self> {
+        if name == "audio" {
+            return Some(Self::Audio);
+        }
+        let digit = name.strip_prefix('v')?;
+        (digit.len() == 1)
+            .then(|| number(digit))
+            .flatten()
+            .and_then(|n| usize::try_from(n).ok())
+            .map(Self::Video)
+    }
+}
+
+impl fmt::Display for LadderRendition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Video(layer) => write!(f, "v{layer}"),
+            Self::Audio => f.write_str("audio"),
+        }
+    }
+}
+
 /// A decimal number as the names are written: digits only, no leading zero, fits u64.
 fn number(s: &str) -> Option<u64> {
     let canonical = !s.is_empty()
@@ -171,6 +205,31 @@ fn number(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ladder_folders_parse_as_written() {
+        for r in [
+            LadderRendition::Video(0),
+            LadderRendition::Video(3),
+            LadderRendition::Audio,
+        ] {
+            assert_eq!(LadderRendition::parse(&r.to_string()), Some(r));
+        }
+        for bad in [
+            "",
+            "v",
+            "v10",
+            "v01",
+            "V1",
+            "v-1",
+            "audio2",
+            "..",
+            "v1/..",
+            "index.m3u8",
+        ] {
+            assert_eq!(LadderRendition::parse(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn only_our_file_names_parse() {

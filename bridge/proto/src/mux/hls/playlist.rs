@@ -8,8 +8,9 @@
 //! delta updates) `EXT-X-SKIP` tags. It also answers what the HTTP layer must decide: whether a
 //! blocking reload (`_HLS_msn`, `_HLS_part`) can be answered yet ([`Playlist::reload`]), which
 //! part is hinted ([`Playlist::preload_hint`]), and which files may now be deleted
-//! ([`Playlist::take_expired`]). [`Variant`] builds the multivariant playlist and
-//! [`BandwidthMeter`] measures what it advertises.
+//! ([`Playlist::take_expired`]). [`Variant`] builds the multivariant playlist of one stream,
+//! [`Ladder`] that of a simulcast publisher's renditions, and [`BandwidthMeter`] measures what
+//! they advertise.
 //!
 //! m3u8-rs 6 models neither LL-HLS tags nor tags after the last segment, and its writer skips
 //! the playlist's `unknown_tags`. So LL-HLS header tags travel in
@@ -30,11 +31,12 @@ use std::io::{self, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use m3u8_rs::{
-    ExtTag, Map, MasterPlaylist, MediaPlaylist, MediaPlaylistType, MediaSegment, Resolution,
-    VariantStream,
+    AlternativeMedia, AlternativeMediaType, ExtTag, Map, MasterPlaylist, MediaPlaylist,
+    MediaPlaylistType, MediaSegment, Resolution, VariantStream,
 };
 use thiserror::Error;
 
+use super::names::LadderRendition;
 use super::segmenter::{PartInfo, Segment, SegmenterConfig, duration_to_ticks};
 use crate::media::unit::TIMELINE_HZ;
 
@@ -957,7 +959,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month as u32, day as u32)
 }
 
-/// The single variant of the multivariant playlist.
+/// A variant of the multivariant playlist: the stream's one, or a rendition of a [`Ladder`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Variant {
     /// The media playlist, relative to the multivariant one ([`MEDIA_PLAYLIST_URI`]).
@@ -979,18 +981,111 @@ impl Variant {
     /// The multivariant playlist as an m3u8-rs type.
     pub fn playlist(&self) -> MasterPlaylist {
         MasterPlaylist {
-            variants: vec![VariantStream {
-                uri: self.uri.clone(),
-                bandwidth: self.bandwidth,
-                average_bandwidth: self.average_bandwidth,
-                codecs: Some(self.codecs.clone()).filter(|c| !c.is_empty()),
-                resolution: self.resolution.map(|(width, height)| Resolution {
-                    width: u64::from(width),
-                    height: u64::from(height),
-                }),
-                frame_rate: self.frame_rate,
-                ..VariantStream::default()
-            }],
+            variants: vec![self.stream()],
+            ..MasterPlaylist::default()
+        }
+    }
+
+    /// Its `EXT-X-STREAM-INF`.
+    fn stream(&self) -> VariantStream {
+        VariantStream {
+            uri: self.uri.clone(),
+            bandwidth: self.bandwidth,
+            average_bandwidth: self.average_bandwidth,
+            codecs: Some(self.codecs.clone()).filter(|c| !c.is_empty()),
+            resolution: self.resolution.map(|(width, height)| Resolution {
+                width: u64::from(width),
+                height: u64::from(height),
+            }),
+            frame_rate: self.frame_rate,
+            ..VariantStream::default()
+        }
+    }
+
+    /// The multivariant playlist as bytes.
+    pub fn to_bytes(&self) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.playlist().write_to(&mut out)?;
+        Ok(out)
+    }
+}
+
+/// `GROUP-ID` of a ladder's audio rendition.
+const AUDIO_GROUP: &str = "audio";
+
+/// A simulcast publisher's renditions: one video-only media playlist per layer, and the audio
+/// in one rendition they share (`EXT-X-MEDIA`), encoded once. Each is described by the
+/// [`Variant`] its own output measured, `uri` relative to the multivariant playlist.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ladder {
+    /// The video renditions.
+    pub video: Vec<Variant>,
+    /// The audio rendition, if the publisher sends audio and it was measured.
+    pub audio: Option<Variant>,
+}
+
+impl Ladder {
+    /// Puts in (or replaces) what `rendition`'s output measured of itself, its `uri` made
+    /// relative to the multivariant playlist (the rendition's folder).
+    pub fn set(&mut self, rendition: LadderRendition, mut variant: Variant) {
+        variant.uri = format!("{rendition}/{}", variant.uri);
+        match rendition {
+            LadderRendition::Audio => self.audio = Some(variant),
+            LadderRendition::Video(_) => {
+                match self.video.iter_mut().find(|v| v.uri == variant.uri) {
+                    Some(known) => *known = variant,
+                    None => self.video.push(variant),
+                }
+            }
+        }
+    }
+
+    /// The multivariant playlist: the audio group, then a variant per video rendition, the
+    /// highest bandwidth first. A variant's `BANDWIDTH` and `CODECS` cover its video and the
+    /// audio played with it, as RFC 8216 §4.3.4.2 asks.
+    pub fn playlist(&self) -> MasterPlaylist {
+        let alternatives = self
+            .audio
+            .iter()
+            .map(|audio| AlternativeMedia {
+                media_type: AlternativeMediaType::Audio,
+                uri: Some(audio.uri.clone()),
+                group_id: AUDIO_GROUP.to_owned(),
+                name: AUDIO_GROUP.to_owned(),
+                default: true,
+                autoselect: true,
+                ..AlternativeMedia::default()
+            })
+            .collect();
+        let mut video: Vec<&Variant> = self.video.iter().collect();
+        video.sort_by_key(|v| std::cmp::Reverse(v.bandwidth));
+        let variants = video
+            .into_iter()
+            .map(|v| {
+                let mut stream = v.stream();
+                if let Some(audio) = &self.audio {
+                    stream.bandwidth = v.bandwidth.saturating_add(audio.bandwidth);
+                    stream.average_bandwidth = v
+                        .average_bandwidth
+                        .zip(audio.average_bandwidth)
+                        .map(|(v, a)| v.saturating_add(a));
+                    stream.codecs = Some(
+                        [v.codecs.as_str(), audio.codecs.as_str()]
+                            .into_iter()
+                            .filter(|c| !c.is_empty())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    );
+                    stream.audio = Some(AUDIO_GROUP.to_owned());
+                }
+                stream
+            })
+            .collect();
+        MasterPlaylist {
+            version: Some(7),
+            independent_segments: true,
+            alternatives,
+            variants,
             ..MasterPlaylist::default()
         }
     }
@@ -1777,6 +1872,86 @@ seg2.m4s
             panic!("{text}");
         };
         assert_eq!(parsed, variant.playlist());
+    }
+
+    /// hls.js and Shaka read the ladder: every layer a variant with the audio group, the
+    /// audio's bandwidth and codec added, the highest first.
+    #[test]
+    fn a_ladder_lists_every_layer_with_the_shared_audio() {
+        let video = |uri: &str, bandwidth, size| Variant {
+            uri: uri.to_owned(),
+            bandwidth,
+            average_bandwidth: Some(bandwidth / 2),
+            codecs: "avc1.42c01f".to_owned(),
+            resolution: Some(size),
+            frame_rate: Some(30.0),
+        };
+        let mut ladder = Ladder::default();
+        for (layer, bandwidth, size) in [
+            (1, 999, (320, 180)),
+            (0, 2_000_000, (1280, 720)),
+            (2, 100_000, (160, 90)),
+            (1, 300_000, (320, 180)),
+        ] {
+            let own = video(MEDIA_PLAYLIST_URI, bandwidth, size);
+            ladder.set(LadderRendition::Video(layer), own);
+        }
+        assert_eq!(
+            ladder.video.len(),
+            3,
+            "a rendition measured again is replaced"
+        );
+        ladder.set(
+            LadderRendition::Audio,
+            Variant {
+                uri: MEDIA_PLAYLIST_URI.to_owned(),
+                bandwidth: 130_000,
+                average_bandwidth: Some(128_000),
+                codecs: "mp4a.40.2".to_owned(),
+                resolution: None,
+                frame_rate: None,
+            },
+        );
+        let bytes = ladder.to_bytes().unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let Ok(Parsed::MasterPlaylist(parsed)) = m3u8_rs::parse_playlist_res(&bytes) else {
+            panic!("{text}");
+        };
+        assert_eq!(parsed.alternatives.len(), 1, "{text}");
+        let audio = &parsed.alternatives[0];
+        assert_eq!(audio.media_type, AlternativeMediaType::Audio);
+        assert_eq!(audio.uri.as_deref(), Some("audio/index.m3u8"));
+        assert!(audio.default && audio.autoselect);
+        let listed: Vec<_> = parsed
+            .variants
+            .iter()
+            .map(|v| (v.uri.as_str(), v.bandwidth, v.audio.as_deref()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("v0/index.m3u8", 2_130_000, Some("audio")),
+                ("v1/index.m3u8", 430_000, Some("audio")),
+                ("v2/index.m3u8", 230_000, Some("audio")),
+            ],
+            "{text}"
+        );
+        assert_eq!(
+            parsed.variants[0].codecs.as_deref(),
+            Some("avc1.42c01f,mp4a.40.2")
+        );
+        assert_eq!(parsed.variants[0].average_bandwidth, Some(1_128_000));
+        assert!(text.contains("RESOLUTION=1280x720"), "{text}");
+        // Without audio: the layers alone, no group.
+        let silent = Ladder {
+            audio: None,
+            ..ladder
+        };
+        let text = String::from_utf8(silent.to_bytes().unwrap()).unwrap();
+        assert!(
+            !text.contains("EXT-X-MEDIA") && !text.contains("AUDIO="),
+            "{text}"
+        );
     }
 
     #[test]

@@ -51,7 +51,7 @@ use bytes::Bytes;
 use self::muxer::{Muxer, concat};
 use super::fmp4::{AacConfig, AudioParams, Fmp4Muxer, OpusParams, VideoParams};
 use super::names::HlsFile;
-use super::playlist::{BandwidthMeter, Container, Playlist, Variant};
+use super::playlist::{BandwidthMeter, Container, Ladder, Playlist, Variant};
 use super::segmenter::{Event, Part, PartInfo, Segment, Segmenter, add_ticks};
 use super::ts::TsMuxer;
 use crate::media::h264::params::ParameterSets;
@@ -122,6 +122,9 @@ pub struct HlsOutput {
     dated: Dating,
     /// The publisher's wallclock of timeline 0, once its first sender report came.
     sender_clock: Option<SystemTime>,
+    /// A simulcast publisher's renditions, which `main.m3u8` then lists instead of this
+    /// output's own media playlist.
+    ladder: Option<Ladder>,
     segments: u64,
     /// `(dts, when it reached this output)` of video units not listed yet, oldest first.
     arrivals: VecDeque<(i64, Instant)>,
@@ -181,6 +184,7 @@ impl HlsOutput {
             frame_rate: FrameRate::default(),
             dated: Dating::Undated,
             sender_clock: None,
+            ladder: None,
             segments: 0,
             arrivals: VecDeque::new(),
             unlisted: Vec::new(),
@@ -212,6 +216,13 @@ impl HlsOutput {
     /// The publisher's clock: the wallclock time of timeline 0, from its first sender report.
     pub fn handle_sender_clock(&mut self, timeline_zero: SystemTime) {
         self.sender_clock = Some(timeline_zero);
+    }
+
+    /// The renditions of a simulcast publisher, as their outputs measured them: `main.m3u8`
+    /// lists them (from this output's next segment) instead of this output's `index.m3u8`,
+    /// which stays for the players that ask for it.
+    pub fn handle_ladder(&mut self, ladder: Ladder) {
+        self.ladder = Some(ladder);
     }
 
     /// A unit, reaching the output at `now` (monotonic; for the listing-delay metric) and
@@ -655,7 +666,7 @@ impl HlsOutput {
         if let Some(meter) = self.handoff.meter.as_mut() {
             meter.add_segment(size, segment.duration);
         }
-        let main = self.variant();
+        let main = self.multivariant();
         let main = main.filter(|main| self.handoff.main.as_ref() != Some(main));
         let expired = match self.handoff.playlist.as_mut() {
             Some(playlist) => {
@@ -692,8 +703,22 @@ impl HlsOutput {
         }
     }
 
-    /// `main.m3u8`, once a segment measured the bandwidth.
-    fn variant(&self) -> Option<Bytes> {
+    /// `main.m3u8`, once a segment measured the bandwidth: this output's variant, or the
+    /// ladder it was given.
+    fn multivariant(&self) -> Option<Bytes> {
+        let rendered = match &self.ladder {
+            Some(ladder) if !ladder.video.is_empty() => ladder.to_bytes(),
+            _ => self.variant()?.to_bytes(),
+        };
+        rendered
+            .inspect_err(|err| tracing::error!(%err, "rendering main.m3u8 failed"))
+            .ok()
+            .map(Bytes::from)
+    }
+
+    /// What this output's media playlist is, as a variant of a multivariant playlist (its
+    /// `uri` is [`HlsFile::MediaPlaylist`]'s), once a segment measured the bandwidth.
+    pub fn variant(&self) -> Option<Variant> {
         let meter = self.handoff.meter.as_ref()?;
         let video = self.video_params.as_ref();
         let codecs = match self.muxer.as_ref() {
@@ -711,19 +736,14 @@ impl HlsOutput {
                     .join(",")
             }
         };
-        let variant = Variant {
+        Some(Variant {
             uri: self.name(HlsFile::MediaPlaylist),
             bandwidth: meter.peak()?,
             average_bandwidth: meter.average(),
             codecs,
             resolution: video.map(|p| (p.info().width, p.info().height)),
             frame_rate: self.frame_rate.get(),
-        };
-        variant
-            .to_bytes()
-            .inspect_err(|err| tracing::error!(%err, "rendering main.m3u8 failed"))
-            .ok()
-            .map(Bytes::from)
+        })
     }
 }
 

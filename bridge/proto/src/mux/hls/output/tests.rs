@@ -274,3 +274,48 @@ fn the_dating_of_a_presentation_never_changes_once_a_segment_started() {
     assert_eq!(first_date(&actions), ms(t0()));
     assert_dates_continuous(&actions);
 }
+
+/// The last `main.m3u8` written.
+fn last_main(actions: &[Action]) -> String {
+    actions
+        .iter()
+        .rev()
+        .find_map(|a| match a {
+            Action::Write { name, data } if name == "main.m3u8" => {
+                Some(String::from_utf8(data.concat()).unwrap())
+            }
+            _ => None,
+        })
+        .expect("main.m3u8 written")
+}
+
+/// An output measures its own variant; given a ladder, its `main.m3u8` lists the ladder's
+/// renditions instead (and its own `index.m3u8` goes on being written).
+#[test]
+fn main_lists_the_ladder_once_there_is_one() {
+    let mut output = HlsOutput::new(low_latency(), Handoff::new(1000), None).unwrap();
+    assert_eq!(output.variant(), None, "nothing measured yet");
+    let alone = run(&mut output, 0, t0());
+    let variant = output.variant().expect("measured");
+    assert_eq!(variant.uri, "index.m3u8");
+    assert_eq!(variant.resolution, Some((640, 360)));
+    assert!(last_main(&alone).contains("\nindex.m3u8\n"));
+
+    let mut output = HlsOutput::new(low_latency(), Handoff::new(2000), None).unwrap();
+    let rendition = |uri: &str| Variant {
+        uri: uri.to_owned(),
+        ..variant.clone()
+    };
+    output.handle_ladder(Ladder {
+        video: vec![rendition("v0/index.m3u8"), rendition("v1/index.m3u8")],
+        audio: None,
+    });
+    let actions = run(&mut output, 0, t0());
+    let main = last_main(&actions);
+    assert!(
+        main.contains("\nv0/index.m3u8\n") && main.contains("\nv1/index.m3u8\n"),
+        "{main}"
+    );
+    assert!(!main.contains("\nindex.m3u8\n"), "{main}");
+    assert!(written(&actions).contains(&"index.m3u8"));
+}
