@@ -298,8 +298,8 @@ impl App {
             // A simulcast publisher's HLS ladder: a video-only rendition per layer and the audio
             // in one rendition of its own, listed by the stream's `main.m3u8`; the stream's
             // own output (`index.m3u8`, the layer RTMP gets) goes on beside them.
-            let ladder = (has_video && video_layers > 1)
-                .then(|| watch::channel(crate::mux::hls::playlist::Ladder::default()));
+            let ladder =
+                (has_video && video_layers > 1).then(|| watch::channel(self.settings.hls.ladder()));
             let (ladder_tx, ladder_rx) = match ladder {
                 Some((tx, rx)) => (Some(Arc::new(tx)), Some(rx)),
                 None => (None, None),

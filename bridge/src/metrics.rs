@@ -377,6 +377,14 @@ impl Default for Metrics {
                 Counter::default(),
             ),
             listing_delay: Histogram::new(listing_delay_buckets()),
+            ladder_exits: register(
+                r,
+                "hls_ladder_exits",
+                "Renditions that left a simulcast publisher's HLS ladder (main.m3u8), by reason: \
+                 long_gop (a segment over twice the target), drift (segments a part or more \
+                 away from the top layer's)",
+                Family::default(),
+            ),
         };
         let transcode = crate::sink::aac::TranscodeMetrics {
             active: register(

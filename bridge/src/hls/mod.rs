@@ -8,12 +8,14 @@ pub mod store;
 
 use std::time::Duration;
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 
 use crate::config::{HlsAudio, HlsSettings};
 use crate::mux::hls::output::{AudioChoice, OutputConfig, Rendition};
-use crate::mux::hls::playlist::PlaylistConfig;
+use crate::mux::hls::playlist::{Ladder, Leave, PlaylistConfig};
 use crate::mux::hls::segmenter::SegmenterConfig;
 
 impl HlsSettings {
@@ -45,6 +47,11 @@ impl HlsSettings {
         }
     }
 
+    /// An empty ladder for a simulcast publisher's renditions, cut as these settings cut.
+    pub fn ladder(&self) -> Ladder {
+        Ladder::new(&self.segmenter(true))
+    }
+
     /// How long a request waits for a stream's first playlist: the blocking reload timeout of
     /// an empty playlist (three target durations).
     pub fn first_playlist_wait(&self) -> Duration {
@@ -66,4 +73,20 @@ pub struct HlsMetrics {
     pub drops: Counter,
     /// Seconds from a video frame reaching the output to the playlist listing it.
     pub listing_delay: Histogram,
+    /// Renditions that left a simulcast ladder, by why.
+    pub ladder_exits: Family<LeaveLabel, Counter>,
+}
+
+/// `reason="long_gop|drift"`: why a rendition left a ladder ([`Leave::as_str`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LeaveLabel {
+    reason: &'static str,
+}
+
+impl From<Leave> for LeaveLabel {
+    fn from(leave: Leave) -> Self {
+        Self {
+            reason: leave.as_str(),
+        }
+    }
 }

@@ -39,7 +39,7 @@ use crate::mux::hls::names::LadderRendition;
 use crate::mux::hls::output::{
     AacEncode, Action, Handoff, HlsOutput, Listed, NewAacEncoder, Rendition,
 };
-use crate::mux::hls::playlist::Ladder;
+use crate::mux::hls::playlist::{Ladder, Leave};
 
 use super::aac::{AacFormat, AacPassthrough};
 
@@ -124,11 +124,7 @@ impl HlsTask {
             if let Some(timeline_zero) = sender {
                 run.output.handle_sender_clock(timeline_zero);
             }
-            if let Some(LadderRole::Main(ladder)) = run.task.ladder.as_mut()
-                && ladder.has_changed().unwrap_or(false)
-            {
-                run.output.handle_ladder(ladder.borrow_and_update().clone());
-            }
+            run.follow_ladder();
             let segments = run.output.segments();
             run.output.push(unit, Instant::now(), SystemTime::now());
             run.apply().await;
@@ -136,7 +132,8 @@ impl HlsTask {
                 && run.output.segments() != segments
                 && let Some(variant) = run.output.variant()
             {
-                ladder.send_modify(|l| l.set(*rendition, variant));
+                let recent = run.output.recent_segments();
+                ladder.send_modify(|l| l.set(*rendition, variant, recent));
             }
         }
         run.finish().await;
@@ -149,9 +146,41 @@ struct Run {
     task: HlsTask,
     writer: OwnedMutexGuard<Writer>,
     output: HlsOutput,
+    /// The ladder's renditions not listed, as last logged.
+    left: Vec<(LadderRendition, Leave)>,
 }
 
 impl Run {
+    /// The stream's own output in a ladder: takes the renditions' latest measures, and logs
+    /// and counts those that leave the ladder or come back.
+    fn follow_ladder(&mut self) {
+        let Some(LadderRole::Main(ladder)) = self.task.ladder.as_mut() else {
+            return;
+        };
+        if !ladder.has_changed().unwrap_or(false) {
+            return;
+        }
+        let ladder = ladder.borrow_and_update().clone();
+        let left = ladder.left();
+        for &(rendition, why) in &left {
+            if !self.left.contains(&(rendition, why)) {
+                tracing::info!(%rendition, why = why.as_str(), "rendition leaves the HLS ladder");
+                self.task
+                    .metrics
+                    .ladder_exits
+                    .get_or_create(&why.into())
+                    .inc();
+            }
+        }
+        for (rendition, _) in &self.left {
+            if !left.iter().any(|(r, _)| r == rendition) {
+                tracing::info!(%rendition, "rendition back in the HLS ladder");
+            }
+        }
+        self.left = left;
+        self.output.handle_ladder(ladder);
+    }
+
     async fn begin(task: HlsTask) -> Option<Self> {
         let mut writer = task.state.writer().lock_owned().await;
         if !task.state.is_newest(task.generation) {
@@ -166,9 +195,11 @@ impl Run {
             .take()
             .unwrap_or_else(|| Handoff::new(first_number()));
         let msn = handoff.next_msn();
-        let config = task
+        let mut config = task
             .settings
             .output(Rendition::Main, task.has_audio, task.has_video);
+        // A ladder's renditions cut on one grid, so players can switch at any boundary.
+        config.segmenter.grid = matches!(task.ladder, Some(LadderRole::Rendition(..)));
         // The frames are AAC already: the "encoder" passes them on, with the transcoder's
         // format (published before its first frame, which opened the output's start gate).
         let aac = task.aac.clone();
@@ -195,6 +226,7 @@ impl Run {
             task,
             writer,
             output,
+            left: Vec::new(),
         };
         run.apply().await;
         Some(run)

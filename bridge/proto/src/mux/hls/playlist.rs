@@ -1014,30 +1014,143 @@ impl Variant {
 const AUDIO_GROUP: &str = "audio";
 
 /// A simulcast publisher's renditions: one video-only media playlist per layer, and the audio
-/// in one rendition they share (`EXT-X-MEDIA`), encoded once. Each is described by the
-/// [`Variant`] its own output measured, `uri` relative to the multivariant playlist.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// in one rendition they share (`EXT-X-MEDIA`), encoded once. Each is described by what its own
+/// output measured ([`Ladder::set`]).
+///
+/// A video rendition is listed only while players can switch to it at any segment boundary:
+/// it leaves the ladder ([`Ladder::left`]) when one of its latest segments ran more than twice
+/// the target (a GOP far above it: its boundaries are not where the others' are), or when one
+/// of its latest segments started more than a part (a fifth of a segment without parts) away
+/// from every segment start of the largest rendition (its key frames drift from the top
+/// layer's). It comes back when its latest segments are fine again.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Ladder {
-    /// The video renditions.
-    pub video: Vec<Variant>,
-    /// The audio rendition, if the publisher sends audio and it was measured.
-    pub audio: Option<Variant>,
+    video: Vec<(LadderRendition, Rung)>,
+    audio: Option<Variant>,
+    segment_target: i64,
+    tolerance: i64,
 }
 
+/// What a video rendition's output measured of itself.
+#[derive(Debug, Clone, PartialEq)]
+struct Rung {
+    variant: Variant,
+    /// `(start, duration)` of its latest segments on the session timeline, oldest first.
+    segments: Vec<(i64, i64)>,
+}
+
+/// Why a video rendition is not listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leave {
+    /// A segment ran more than twice the target.
+    LongGop,
+    /// Its segments start more than a part away from the largest rendition's.
+    Drift,
+}
+
+impl Leave {
+    /// `long_gop` / `drift`, for labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LongGop => "long_gop",
+            Self::Drift => "drift",
+        }
+    }
+}
+
+/// Latest segments of a rendition the checks look at.
+const CHECKED_SEGMENTS: usize = 3;
+
 impl Ladder {
-    /// Puts in (or replaces) what `rendition`'s output measured of itself, its `uri` made
-    /// relative to the multivariant playlist (the rendition's folder).
-    pub fn set(&mut self, rendition: LadderRendition, mut variant: Variant) {
+    /// An empty ladder of renditions cut with these targets.
+    pub fn new(config: &SegmenterConfig) -> Self {
+        let segment_target = duration_to_ticks(config.segment_target);
+        let tolerance = config
+            .part_target
+            .map_or(segment_target / 5, duration_to_ticks);
+        Self {
+            video: Vec::new(),
+            audio: None,
+            segment_target,
+            tolerance,
+        }
+    }
+
+    /// Puts in (or replaces) what `rendition`'s output measured of itself: its variant (`uri`
+    /// made relative to the multivariant playlist, in the rendition's folder) and, for video,
+    /// its latest segments as `(start, duration)` on the session timeline.
+    pub fn set(
+        &mut self,
+        rendition: LadderRendition,
+        mut variant: Variant,
+        segments: Vec<(i64, i64)>,
+    ) {
         variant.uri = format!("{rendition}/{}", variant.uri);
         match rendition {
             LadderRendition::Audio => self.audio = Some(variant),
             LadderRendition::Video(_) => {
-                match self.video.iter_mut().find(|v| v.uri == variant.uri) {
-                    Some(known) => *known = variant,
-                    None => self.video.push(variant),
+                let rung = Rung { variant, segments };
+                match self.video.iter_mut().find(|(r, _)| *r == rendition) {
+                    Some((_, known)) => *known = rung,
+                    None => self.video.push((rendition, rung)),
                 }
             }
         }
+    }
+
+    /// The video renditions not listed, and why.
+    pub fn left(&self) -> Vec<(LadderRendition, Leave)> {
+        let pixels = |rung: &Rung| {
+            rung.variant
+                .resolution
+                .map_or(0, |(w, h)| u64::from(w) * u64::from(h))
+        };
+        let top = self.video.iter().max_by_key(|(_, rung)| pixels(rung));
+        let top_starts: Vec<i64> = top
+            .map(|(_, rung)| rung.segments.iter().map(|&(start, _)| start).collect())
+            .unwrap_or_default();
+        let (first, last) = match (top_starts.first(), top_starts.last()) {
+            (Some(&first), Some(&last)) => (first, last),
+            _ => (i64::MAX, i64::MIN),
+        };
+        let mut left = Vec::new();
+        for (rendition, rung) in &self.video {
+            let latest = &rung.segments[rung.segments.len().saturating_sub(CHECKED_SEGMENTS)..];
+            if latest
+                .iter()
+                .any(|&(_, duration)| duration > self.segment_target.saturating_mul(2))
+            {
+                left.push((*rendition, Leave::LongGop));
+                continue;
+            }
+            let drifts = latest
+                .iter()
+                .filter(|&&(start, _)| (first..=last).contains(&start))
+                .any(|&(start, _)| {
+                    top_starts
+                        .iter()
+                        .all(|&t| t.abs_diff(start) > self.tolerance.unsigned_abs())
+                });
+            if drifts {
+                left.push((*rendition, Leave::Drift));
+            }
+        }
+        left
+    }
+
+    /// The video renditions listed.
+    fn listed(&self) -> Vec<&Variant> {
+        let left = self.left();
+        self.video
+            .iter()
+            .filter(|(r, _)| !left.iter().any(|(l, _)| l == r))
+            .map(|(_, rung)| &rung.variant)
+            .collect()
+    }
+
+    /// No video rendition to list (yet, or none fit).
+    pub fn is_empty(&self) -> bool {
+        self.listed().is_empty()
     }
 
     /// The multivariant playlist: the audio group, then a variant per video rendition, the
@@ -1057,7 +1170,7 @@ impl Ladder {
                 ..AlternativeMedia::default()
             })
             .collect();
-        let mut video: Vec<&Variant> = self.video.iter().collect();
+        let mut video = self.listed();
         video.sort_by_key(|v| std::cmp::Reverse(v.bandwidth));
         let variants = video
             .into_iter()
@@ -1886,7 +1999,9 @@ seg2.m4s
             resolution: Some(size),
             frame_rate: Some(30.0),
         };
-        let mut ladder = Ladder::default();
+        let mut ladder = Ladder::new(&SegmenterConfig::low_latency(true));
+        assert!(ladder.is_empty());
+        let in_step = vec![(0, HZ), (HZ, HZ), (2 * HZ, HZ)];
         for (layer, bandwidth, size) in [
             (1, 999, (320, 180)),
             (0, 2_000_000, (1280, 720)),
@@ -1894,7 +2009,7 @@ seg2.m4s
             (1, 300_000, (320, 180)),
         ] {
             let own = video(MEDIA_PLAYLIST_URI, bandwidth, size);
-            ladder.set(LadderRendition::Video(layer), own);
+            ladder.set(LadderRendition::Video(layer), own, in_step.clone());
         }
         assert_eq!(
             ladder.video.len(),
@@ -1911,7 +2026,9 @@ seg2.m4s
                 resolution: None,
                 frame_rate: None,
             },
+            Vec::new(),
         );
+        assert_eq!(ladder.left(), []);
         let bytes = ladder.to_bytes().unwrap();
         let text = String::from_utf8(bytes.clone()).unwrap();
         let Ok(Parsed::MasterPlaylist(parsed)) = m3u8_rs::parse_playlist_res(&bytes) else {
@@ -1952,6 +2069,66 @@ seg2.m4s
             !text.contains("EXT-X-MEDIA") && !text.contains("AUDIO="),
             "{text}"
         );
+    }
+
+    /// A rendition whose latest segments ran long, or started away from the top layer's,
+    /// leaves the ladder; it is back once its latest segments are in step again.
+    #[test]
+    fn renditions_out_of_step_leave_the_ladder() {
+        let video = |size| Variant {
+            uri: MEDIA_PLAYLIST_URI.to_owned(),
+            bandwidth: 1000,
+            average_bandwidth: None,
+            codecs: "avc1.42c01f".to_owned(),
+            resolution: Some(size),
+            frame_rate: None,
+        };
+        let part = HZ / 5;
+        let top: Vec<(i64, i64)> = (0..6).map(|k| (k * HZ, HZ)).collect();
+        let cases: [(&str, Vec<(i64, i64)>, Option<Leave>); 6] = [
+            ("in step", top.clone(), None),
+            (
+                "a frame late",
+                top.iter().map(|&(s, d)| (s + 3000, d)).collect(),
+                None,
+            ),
+            (
+                "a part late, still in step",
+                top.iter().map(|&(s, d)| (s + part, d)).collect(),
+                None,
+            ),
+            (
+                "half a second off",
+                top.iter().map(|&(s, d)| (s + HZ / 2, d)).collect(),
+                Some(Leave::Drift),
+            ),
+            (
+                "a 2.5 s GOP",
+                vec![(0, HZ), (HZ, 5 * HZ / 2), (7 * HZ / 2, HZ)],
+                Some(Leave::LongGop),
+            ),
+            (
+                "a long GOP long ago",
+                vec![(-5 * HZ, 5 * HZ), (0, HZ), (HZ, HZ), (2 * HZ, HZ)],
+                None,
+            ),
+        ];
+        for (what, segments, expect) in cases {
+            let mut ladder = Ladder::new(&SegmenterConfig::low_latency(true));
+            ladder.set(LadderRendition::Video(0), video((640, 360)), top.clone());
+            ladder.set(LadderRendition::Video(1), video((320, 180)), segments);
+            let left = ladder.left();
+            assert_eq!(
+                left,
+                expect
+                    .map(|why| (LadderRendition::Video(1), why))
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+                "{what}"
+            );
+            let listed = ladder.playlist().variants.len();
+            assert_eq!(listed, if expect.is_some() { 1 } else { 2 }, "{what}");
+        }
     }
 
     #[test]

@@ -86,6 +86,13 @@ pub struct SegmenterConfig {
     /// accepted as the segment boundary. About one part: a publisher answers a PLI within one
     /// round trip plus one frame.
     pub keyframe_lead: Duration,
+    /// Segments end at the first key frame at or after a tick of a grid of `segment_target`
+    /// on the timeline (from timeline 0), rather than `segment_target` after their own start.
+    /// The renditions of a simulcast ladder share the timeline, so they cut at the same ticks
+    /// (each at its own first key frame there) and one long GOP in a rendition does not put
+    /// its later segments out of step with the others': players switch renditions at segment
+    /// boundaries.
+    pub grid: bool,
 }
 
 impl SegmenterConfig {
@@ -96,6 +103,7 @@ impl SegmenterConfig {
             segment_target: Duration::from_secs(2),
             part_target: None,
             keyframe_lead: Duration::from_millis(200),
+            grid: false,
         }
     }
 
@@ -106,6 +114,7 @@ impl SegmenterConfig {
             segment_target: Duration::from_secs(1),
             part_target: Some(Duration::from_millis(200)),
             keyframe_lead: Duration::from_millis(200),
+            grid: false,
         }
     }
 
@@ -232,6 +241,9 @@ struct OpenSegment {
     epoch: u64,
     program_date_time: Option<SystemTime>,
     parts: Vec<PartInfo>,
+    /// Elapsed lead time at which the segment is due to end: the target, or (on a grid) the
+    /// first tick more than half a target after its start.
+    due: i64,
     /// Elapsed lead time at which the next key frame request is due.
     next_request: i64,
 }
@@ -251,6 +263,7 @@ pub struct Segmenter {
     segment_target: i64,
     part_target: Option<i64>,
     keyframe_lead: i64,
+    grid: bool,
     anchor: Option<SystemTime>,
     next_msn: u64,
     next_part: u64,
@@ -281,6 +294,7 @@ impl Segmenter {
             segment_target: duration_to_ticks(config.segment_target),
             part_target: config.part_target.map(duration_to_ticks),
             keyframe_lead: duration_to_ticks(config.keyframe_lead),
+            grid: config.grid,
             anchor: None,
             next_msn: 0,
             next_part: 0,
@@ -406,6 +420,7 @@ impl Segmenter {
             return;
         };
         let seg_start = segment.start;
+        let due = segment.due;
         let next_request = segment.next_request;
         let Some(last) = self.last_lead.filter(|&last| time > last) else {
             // Repeated or backwards time: keep the media, decide nothing on it.
@@ -424,9 +439,9 @@ impl Segmenter {
         let seg_elapsed = time.saturating_sub(seg_start);
 
         let cut_segment = if self.video {
-            keyframe && seg_elapsed >= self.segment_target.saturating_sub(self.keyframe_lead)
+            keyframe && seg_elapsed >= due.saturating_sub(self.keyframe_lead)
         } else {
-            ends_past(seg_elapsed, this_len, self.segment_target)
+            ends_past(seg_elapsed, this_len, due)
         };
         if cut_segment {
             match self.part.take() {
@@ -522,6 +537,20 @@ impl Segmenter {
 
     fn start_segment(&mut self, time: i64) {
         let program_date_time = self.anchor.and_then(|anchor| add_ticks(anchor, time));
+        let target = self.segment_target;
+        let due = if self.grid {
+            // The first tick more than half a target after the start: a segment that starts a
+            // little after a tick (a late key frame) ends at the next tick, not one target on,
+            // and none is shorter than half a target.
+            let after = time.saturating_add(target / 2);
+            let tick = after
+                .div_euclid(target)
+                .saturating_add(1)
+                .saturating_mul(target);
+            tick.saturating_sub(time)
+        } else {
+            target
+        };
         self.segment = Some(OpenSegment {
             msn: self.next_msn,
             start: time,
@@ -529,10 +558,8 @@ impl Segmenter {
             epoch: self.epoch,
             program_date_time,
             parts: Vec::new(),
-            next_request: self
-                .segment_target
-                .saturating_sub(self.keyframe_lead)
-                .max(0),
+            due,
+            next_request: due.saturating_sub(self.keyframe_lead).max(0),
         });
         self.next_msn = self.next_msn.saturating_add(1);
         self.wait_request_at = None;
@@ -862,6 +889,38 @@ mod tests {
                 .collect::<Vec<_>>(),
             [0, 57, 150]
         );
+    }
+
+    /// Two renditions of one ladder: one has key frames every second on the second; the other
+    /// starts 2 frames later, has one 1.5 s GOP, then key frames every half second. On the grid
+    /// both cut at each second's first key frame, so after the long GOP they are in step
+    /// again; cut relative to their own starts, the second stays half a second out of step.
+    #[test]
+    fn renditions_on_a_grid_cut_at_the_same_ticks() {
+        let grid = SegmenterConfig {
+            grid: true,
+            ..SegmenterConfig::low_latency(true)
+        };
+        let top = run(grid, video_stream(0, 180, |i| i % 30 == 0));
+        let odd = |i: i64| i == 0 || (i >= 45 && i % 15 == 0);
+        let other = run(grid, video_stream(2 * FRAME, 178, odd));
+        let starts = |r: &Run| {
+            r.segments
+                .iter()
+                .map(|s| s.start / FRAME)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(starts(&top), [0, 30, 60, 90, 120, 150]);
+        // The tick at 60 is within half a target of the key frame at 47: the next one counts.
+        assert_eq!(starts(&other), [2, 47, 92, 122, 152]);
+        let relative = run(
+            SegmenterConfig::low_latency(true),
+            video_stream(2 * FRAME, 178, odd),
+        );
+        assert_eq!(starts(&relative), [2, 47, 77, 107, 137, 167]);
+        // A start more than half a target before a tick: that segment ends at the tick.
+        let late = run(grid, video_stream(10 * FRAME, 110, |i| i % 10 == 0));
+        assert_eq!(starts(&late), [10, 30, 60, 90]);
     }
 
     #[test]

@@ -64,6 +64,9 @@ use crate::media::unit::{AudioFrame, Unit, VideoUnit};
 /// something else than 1900) and the bridge's dates the segments.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
 
+/// Segments [`HlsOutput::recent_segments`] keeps.
+pub const RECENT_SEGMENTS: usize = 8;
+
 /// Arrivals kept for frames the segmenter has not put in a part yet: past this, the oldest go
 /// (frames dropped before the first key frame never reach a part).
 const MAX_ARRIVALS: usize = 512;
@@ -126,6 +129,9 @@ pub struct HlsOutput {
     /// output's own media playlist.
     ladder: Option<Ladder>,
     segments: u64,
+    /// `(start, duration)` of the latest segments on the session timeline, oldest first: what
+    /// a ladder checks a rendition's boundaries by.
+    recent: VecDeque<(i64, i64)>,
     /// `(dts, when it reached this output)` of video units not listed yet, oldest first.
     arrivals: VecDeque<(i64, Instant)>,
     /// Arrivals of the open segment's frames, without LL-HLS (listed with the segment).
@@ -186,6 +192,7 @@ impl HlsOutput {
             sender_clock: None,
             ladder: None,
             segments: 0,
+            recent: VecDeque::new(),
             arrivals: VecDeque::new(),
             unlisted: Vec::new(),
             // A new publisher starts with a key frame.
@@ -201,6 +208,12 @@ impl HlsOutput {
     /// Segments this session completed.
     pub fn segments(&self) -> u64 {
         self.segments
+    }
+
+    /// `(start, duration)` of this session's latest segments (at most [`RECENT_SEGMENTS`]) on
+    /// the session timeline, oldest first.
+    pub fn recent_segments(&self) -> Vec<(i64, i64)> {
+        self.recent.iter().copied().collect()
     }
 
     /// Some media made it into a playlist (a presentation was started or continued).
@@ -647,6 +660,10 @@ impl HlsOutput {
     }
 
     fn segment(&mut self, segment: Segment) {
+        if self.recent.len() == RECENT_SEGMENTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((segment.start, segment.duration));
         let segment = Segment {
             msn: segment.msn.saturating_add(self.msn_base),
             epoch: segment.epoch.saturating_add(self.epoch_base),
@@ -707,7 +724,7 @@ impl HlsOutput {
     /// ladder it was given.
     fn multivariant(&self) -> Option<Bytes> {
         let rendered = match &self.ladder {
-            Some(ladder) if !ladder.video.is_empty() => ladder.to_bytes(),
+            Some(ladder) if !ladder.is_empty() => ladder.to_bytes(),
             _ => self.variant()?.to_bytes(),
         };
         rendered

@@ -1,6 +1,7 @@
 use std::time::UNIX_EPOCH;
 
 use super::*;
+use crate::mux::hls::names::LadderRendition;
 use crate::mux::hls::playlist::{PlaylistConfig, PlaylistKind};
 use crate::mux::hls::segmenter::SegmenterConfig;
 use crate::testdata::video_units;
@@ -297,6 +298,8 @@ fn main_lists_the_ladder_once_there_is_one() {
     assert_eq!(output.variant(), None, "nothing measured yet");
     let alone = run(&mut output, 0, t0());
     let variant = output.variant().expect("measured");
+    let alone_segments = output.recent_segments();
+    assert_eq!(alone_segments, [(0, 90_000), (90_000, 90_000)]);
     assert_eq!(variant.uri, "index.m3u8");
     assert_eq!(variant.resolution, Some((640, 360)));
     assert!(last_main(&alone).contains("\nindex.m3u8\n"));
@@ -306,10 +309,15 @@ fn main_lists_the_ladder_once_there_is_one() {
         uri: uri.to_owned(),
         ..variant.clone()
     };
-    output.handle_ladder(Ladder {
-        video: vec![rendition("v0/index.m3u8"), rendition("v1/index.m3u8")],
-        audio: None,
-    });
+    let mut ladder = Ladder::new(&low_latency().segmenter);
+    for layer in [0, 1] {
+        ladder.set(
+            LadderRendition::Video(layer),
+            rendition("index.m3u8"),
+            alone_segments.clone(),
+        );
+    }
+    output.handle_ladder(ladder);
     let actions = run(&mut output, 0, t0());
     let main = last_main(&actions);
     assert!(
