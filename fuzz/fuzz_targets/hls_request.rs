@@ -1,10 +1,11 @@
-//! Arbitrary bytes as an HLS request's file name and query (`/hls/{stream}/{name}?{query}`):
-//! a name is either one the HLS output makes or refused, a query either valid delivery
-//! directives or a 400; nothing panics.
+//! Arbitrary bytes as an HLS request's file name and query (`/hls/{stream}/{name}?{query}`),
+//! and as a ladder rendition's folder (`/hls/{stream}/{folder}/...`): a name or folder is
+//! either one the HLS output makes or refused, a query either valid delivery directives or a
+//! 400; nothing panics.
 
 #![no_main]
 
-use bridge_proto::mux::hls::names::HlsFile;
+use bridge_proto::mux::hls::names::{HlsFile, LadderRendition};
 use bridge_proto::mux::hls::playlist::DeliveryDirectives;
 use libfuzzer_sys::fuzz_target;
 
@@ -19,6 +20,11 @@ fuzz_target!(|data: &[u8]| {
         // Served from inside the stream's folder only.
         assert!(!name.contains('/') && !name.contains('\\') && !name.starts_with('.'));
         assert!(!name.is_empty());
+    }
+    if let Some(rendition) = LadderRendition::parse(name) {
+        // Exactly the folder the output writes, and a plain one: no way out of the stream's.
+        assert_eq!(rendition.to_string(), name);
+        assert!(name.bytes().all(|b| b.is_ascii_alphanumeric()));
     }
     let _ = DeliveryDirectives::parse(query);
 });
