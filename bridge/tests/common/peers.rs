@@ -89,19 +89,12 @@ pub(crate) fn ffmpeg_publish(ffmpeg: &Path, url: &str, secs: u32) -> Command {
     cmd
 }
 
-/// Debian's `ffprobe` of an HLS playlist (a URL or a file): stream codecs (sorted) and duration;
-/// fails the test on any error it prints.
-pub(crate) fn probe_playlist(url: &str) -> (Vec<String>, f64) {
+/// Debian's `ffprobe -v error ARGS -of json URL` as JSON; fails the test on any error it prints.
+fn ffprobe_json(args: &[&str], url: &str) -> serde_json::Value {
     let out = Command::new("/usr/bin/ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_streams",
-            "-show_format",
-            "-of",
-            "json",
-        ])
-        .arg(url)
+        .args(["-v", "error"])
+        .args(args)
+        .args(["-of", "json", url])
         .output()
         .unwrap();
     assert!(
@@ -109,7 +102,13 @@ pub(crate) fn probe_playlist(url: &str) -> (Vec<String>, f64) {
         "ffprobe {url}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Debian's `ffprobe` of an HLS playlist (a URL or a file): stream codecs (sorted) and duration;
+/// fails the test on any error it prints.
+pub(crate) fn probe_playlist(url: &str) -> (Vec<String>, f64) {
+    let json = ffprobe_json(&["-show_streams", "-show_format"], url);
     let mut codecs: Vec<String> = json["streams"]
         .as_array()
         .unwrap()
@@ -147,18 +146,15 @@ pub(crate) fn playlist_decode_errors(url: &str) -> String {
 /// Width and height of the first video stream Debian's `ffprobe` finds in `url` (a recording, or
 /// an HLS playlist as a file or URL); fails the test on any error it prints.
 pub(crate) fn video_size(url: &str) -> (u64, u64) {
-    let out = Command::new("/usr/bin/ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0"])
-        .args(["-show_entries", "stream=width,height", "-of", "json"])
-        .arg(url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "ffprobe {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let json = ffprobe_json(
+        &[
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height",
+        ],
+        url,
     );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let stream = &json["streams"][0];
     match (stream["width"].as_u64(), stream["height"].as_u64()) {
         (Some(width), Some(height)) => (width, height),

@@ -2085,7 +2085,8 @@ seg2.m4s
         };
         let part = HZ / 5;
         let top: Vec<(i64, i64)> = (0..6).map(|k| (k * HZ, HZ)).collect();
-        let cases: [(&str, Vec<(i64, i64)>, Option<Leave>); 6] = [
+        type Case = (&'static str, Vec<(i64, i64)>, Option<Leave>);
+        let cases: [Case; 6] = [
             ("in step", top.clone(), None),
             (
                 "a frame late",

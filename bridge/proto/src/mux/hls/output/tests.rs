@@ -45,16 +45,21 @@ fn ms(t: SystemTime) -> i64 {
     i64::try_from(t.duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
 }
 
-/// The first segment's `EXT-X-PROGRAM-DATE-TIME` in the last `index.m3u8` written, in ms.
-fn first_date(actions: &[Action]) -> i64 {
-    let index = actions
+/// The bytes of the last `file` written.
+fn last_written(actions: &[Action], file: &str) -> Vec<u8> {
+    actions
         .iter()
         .rev()
         .find_map(|a| match a {
-            Action::Write { name, data } if name == "index.m3u8" => Some(data.concat()),
+            Action::Write { name, data } if name == file => Some(data.concat()),
             _ => None,
         })
-        .expect("a playlist written");
+        .unwrap_or_else(|| panic!("no {file} written"))
+}
+
+/// The first segment's `EXT-X-PROGRAM-DATE-TIME` in the last `index.m3u8` written, in ms.
+fn first_date(actions: &[Action]) -> i64 {
+    let index = last_written(actions, "index.m3u8");
     let playlist = m3u8_rs::parse_media_playlist_res(&index).unwrap();
     playlist.segments[0]
         .program_date_time
@@ -239,14 +244,7 @@ fn run_with_report_at(report_at: usize) -> Vec<Action> {
 /// Every segment's date follows from the first's and the durations between: one dating per
 /// presentation, as players that place segments by their dates need.
 fn assert_dates_continuous(actions: &[Action]) {
-    let index = actions
-        .iter()
-        .rev()
-        .find_map(|a| match a {
-            Action::Write { name, data } if name == "index.m3u8" => Some(data.concat()),
-            _ => None,
-        })
-        .unwrap();
+    let index = last_written(actions, "index.m3u8");
     let playlist = m3u8_rs::parse_media_playlist_res(&index).unwrap();
     assert!(playlist.segments.len() >= 3, "{playlist:?}");
     for pair in playlist.segments.windows(2) {
@@ -278,16 +276,7 @@ fn the_dating_of_a_presentation_never_changes_once_a_segment_started() {
 
 /// The last `main.m3u8` written.
 fn last_main(actions: &[Action]) -> String {
-    actions
-        .iter()
-        .rev()
-        .find_map(|a| match a {
-            Action::Write { name, data } if name == "main.m3u8" => {
-                Some(String::from_utf8(data.concat()).unwrap())
-            }
-            _ => None,
-        })
-        .expect("main.m3u8 written")
+    String::from_utf8(last_written(actions, "main.m3u8")).unwrap()
 }
 
 /// An output measures its own variant; given a ladder, its `main.m3u8` lists the ladder's
