@@ -246,9 +246,12 @@ fn captured() -> (Bytes, Bytes) {
 fn reads_a_part_captured_from_the_bridge() {
     let (init, part) = captured();
     let init = Init::parse(&init).unwrap();
-    assert_eq!(init.video.track.track_id, 1);
-    assert_eq!(init.video.track.timescale, 90_000);
-    assert_eq!(init.video.nal_length_size, 4);
+    let video = init.require_video().unwrap();
+    assert_eq!(video.track.track_id, 1);
+    assert_eq!(video.track.timescale, 90_000);
+    assert_eq!(video.nal_length_size, 4);
+    // The synthetic pictures loadgen sent at the time (see tests/data/hls/README.md).
+    assert_eq!(video.size, Some((640, 480)), "from the avcC's SPS");
     assert_eq!(
         init.audio.map(|a| (a.track_id, a.timescale)),
         Some((2, 48_000))
@@ -256,6 +259,10 @@ fn reads_a_part_captured_from_the_bridge() {
     let f = Fragment::parse(&init, &part).unwrap();
     // Six frames of a 200 ms part at 30 fps, one stamp each, consecutive, sent 33 ms apart.
     assert_eq!(f.video_samples, 6);
+    // Not an independent part: it starts with neither a sync sample nor an IDR.
+    let first = f.first_video_sample.unwrap();
+    assert!(!first.sync && !first.idr, "{first:?}");
+    assert!(f.audio_samples > 0);
     let frames: Vec<u64> = f.stamps.iter().map(|s| s.frame).collect();
     assert_eq!(frames, (36..42).collect::<Vec<_>>());
     for pair in f.stamps.windows(2) {
@@ -417,12 +424,15 @@ async fn hls_client_blocks_on_the_next_part_and_fetches_each_part_once() {
             }
             HlsEvent::Error { error, .. } => panic!("{error}"),
             HlsEvent::Ended { .. } => None,
+            HlsEvent::Ladder { .. } => panic!("no ladder followed"),
         })
         .collect();
     assert_eq!(parts.len(), 2, "{events:?}");
     assert_eq!((parts[0].0, parts[1].0), ("part0.m4s", "part1.m4s"));
     assert_eq!(parts[0].2.len(), 6);
-    assert!(matches!(events.last(), Some(HlsEvent::Ended { stream }) if stream == "s"));
+    assert!(
+        matches!(events.last(), Some(HlsEvent::Ended { stream, rendition: None }) if stream == "s")
+    );
     let log = mock.log.lock().unwrap().clone();
     let count = |t: &str| log.iter().filter(|l| *l == t).count();
     // Polled through the 404s, then one blocking reload; every file once; the segment the
