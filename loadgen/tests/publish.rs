@@ -625,7 +625,9 @@ async fn through_the_bridge_binary() {
 }
 
 /// Three simulcast layers the OBS way through the bridge: the RTMP push carries the top layer
-/// (its AVC sequence header says 640x360) and loses no frame.
+/// (its AVC sequence header says 640x360) and loses no frame; the HLS ladder lists a rendition
+/// per layer, each at its layer's size, losing no frame, every segment starting with a key
+/// frame at the top rendition's boundaries, and the audio rendition reads.
 #[tokio::test]
 async fn simulcast_through_the_bridge_binary() {
     let Some((_bridge, http, rtmp)) = start_bridge("simulcast").await else {
@@ -633,6 +635,7 @@ async fn simulcast_through_the_bridge_binary() {
     };
     let args = PublishArgs {
         rtmp_listen: Some(SocketAddr::from(([127, 0, 0, 1], rtmp))),
+        hls: Some(format!("http://127.0.0.1:{http}/hls/{{stream}}/index.m3u8")),
         simulcast: 3,
         ..PublishArgs::new(
             format!("http://127.0.0.1:{http}/whip/sim{{i}}"),
@@ -650,6 +653,46 @@ async fn simulcast_through_the_bridge_binary() {
     assert_eq!(rtmp.frames.lost, 0, "{:?}", rtmp.frames);
     assert_eq!(rtmp.errors, 0, "{:?}", report.failure_examples);
     assert_eq!(rtmp.video_sizes, [("640x360".to_owned(), 1)].into());
+    print!("{}", report.table());
+    let hls = &report.outputs["hls"];
+    assert_eq!(hls.errors, 0, "{:?}", report.failure_examples);
+    let sizes: Vec<_> = hls
+        .renditions
+        .iter()
+        .map(|r| (r.uri.as_str(), r.width, r.height))
+        .collect();
+    assert_eq!(
+        sizes,
+        [
+            ("v0/index.m3u8", Some(640), Some(360)),
+            ("v1/index.m3u8", Some(426), Some(240)),
+            ("v2/index.m3u8", Some(212), Some(120)),
+        ]
+    );
+    for r in &hls.renditions {
+        assert!(r.frames.received > 60, "{r:?}");
+        assert_eq!(r.frames.lost, 0, "{r:?}");
+        assert!(r.segments >= 2, "{r:?}");
+        assert_eq!(r.keyframe_starts, r.segments, "{r:?}");
+        // The bridge cuts every layer at its first IDR at or after one grid tick.
+        assert!(r.max_misalignment_ms.is_some_and(|m| m < 50.0), "{r:?}");
+        assert!(r.latency.as_ref().is_some_and(|l| l.count > 0), "{r:?}");
+    }
+    let audio = hls.audio_rendition.as_ref().expect("an audio rendition");
+    assert_eq!(audio.uri, "audio/index.m3u8");
+    assert!(audio.audio_frames > 0 && audio.errors == 0, "{audio:?}");
+    let gate = loadgen::report::Gate {
+        slos: [
+            "hls.renditions.count==3",
+            "hls.renditions.lost==0",
+            "hls.renditions.non_keyframe_starts==0",
+            "hls.renditions.misalignment<50ms",
+        ]
+        .map(|s| s.parse().unwrap())
+        .to_vec(),
+        ..Default::default()
+    };
+    assert_eq!(gate.check(&report), Vec::<String>::new());
 }
 
 /// A ramp of one publisher a step through the bridge, with a limit the second step breaks: the

@@ -845,3 +845,20 @@ impl Follower {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_multivariant_playlist_is_beside_the_media_playlist() {
+        assert_eq!(
+            multivariant_url("http://h:8080/hls/s0/index.m3u8"),
+            "http://h:8080/hls/s0/main.m3u8"
+        );
+        assert_eq!(
+            multivariant_url("http://h/hls/s0/index.m3u8?token=x/y"),
+            "http://h/hls/s0/main.m3u8?token=x/y"
+        );
+    }
+}

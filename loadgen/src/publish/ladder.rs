@@ -246,18 +246,19 @@ impl Ladder {
     }
 }
 
-/// The largest distance, ms, from a segment start in `starts` to the nearest one in `top`,
-/// over the time both cover (a rendition followed longer than the other has starts with nothing
-/// to compare to); `None` if no start falls in that time.
+/// The largest distance, ms, from a segment start in `starts` to the nearest one in `top`, over
+/// the time the top rendition's starts cover, widened by half its longest segment on each side
+/// (a rendition followed longer than the top one has starts with nothing to compare them to);
+/// `None` if no start falls in that time.
 fn misalignment_ms(starts: &BTreeMap<u64, i64>, top: &BTreeMap<u64, i64>) -> Option<f64> {
     let mut top: Vec<i64> = top.values().copied().collect();
     top.sort_unstable();
-    let (&top_first, &top_last) = (top.first()?, top.last()?);
-    let (first, last) = (starts.values().min()?, starts.values().max()?);
-    let (from, to) = (top_first.max(*first), top_last.min(*last));
+    let (&first, &last) = (top.first()?, top.last()?);
+    let margin = top.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0) / 2;
+    let covered = first.saturating_sub(margin)..=last.saturating_add(margin);
     starts
         .values()
-        .filter(|&&s| (from..=to).contains(&s))
+        .filter(|s| covered.contains(s))
         .map(|&s| {
             let at = top.partition_point(|&t| t < s);
             let after = top.get(at).map(|&t| t - s);
@@ -340,4 +341,277 @@ pub(super) fn report<'a>(
         m.latency = (!h.is_empty()).then(|| Summary::of(h)).transpose()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    const STARTED: u64 = 1_700_000_000_000_000;
+
+    /// The bridge's three-layer ladder as `main.m3u8` lists it.
+    fn ladder() -> Ladder {
+        let variant = |uri: &str, size| Variant {
+            uri: uri.to_owned(),
+            bandwidth: 1,
+            resolution: Some(size),
+            audio_group: Some("audio".to_owned()),
+        };
+        Ladder::new(
+            3,
+            vec![
+                variant("v0/index.m3u8", (640, 360)),
+                variant("v1/index.m3u8", (426, 240)),
+                variant("v2/index.m3u8", (212, 120)),
+            ],
+            Some("audio/index.m3u8".to_owned()),
+        )
+    }
+
+    /// A part of segment `msn` holding `frames` (sent 33 ms apart, received 150 ms after the
+    /// last), starting its segment at `start_ms` if `segment_start`, at a key frame if `key`.
+    fn part(msn: u64, frames: std::ops::Range<u64>, start_ms: Option<i64>, key: bool) -> Part {
+        let stamps: Vec<FrameStamp> = frames
+            .clone()
+            .map(|frame| FrameStamp {
+                frame,
+                sent_us: STARTED + frame * 33_333,
+            })
+            .collect();
+        Part {
+            msn,
+            segment_start: start_ms.is_some(),
+            backlog: false,
+            received_us: STARTED + frames.end * 33_333 + 150_000,
+            stamps,
+            first_video_sample: Some(FirstSample {
+                sync: key,
+                idr: key,
+            }),
+            video_size: Some((640, 360)),
+            audio_samples: 0,
+            video_start_us: start_ms.map(|ms| ms * 1000),
+        }
+    }
+
+    fn sized(p: Part, size: (u32, u32)) -> Part {
+        Part {
+            video_size: Some(size),
+            ..p
+        }
+    }
+
+    #[test]
+    fn a_clean_ladder_has_no_problem() {
+        let mut l = ladder();
+        assert_eq!(l.problems(), Vec::<String>::new());
+        for (uri, size) in [
+            ("v0/index.m3u8", (640, 360)),
+            ("v1/index.m3u8", (426, 240)),
+            ("v2/index.m3u8", (212, 120)),
+        ] {
+            // Two segments of 30 frames, each in two parts; the second starts 1 s later.
+            for p in [
+                part(7, 0..15, Some(0), true),
+                part(7, 15..30, None, false),
+                part(8, 30..45, Some(1000), true),
+                part(8, 45..60, None, false),
+            ] {
+                assert_eq!(l.part(uri, STARTED, sized(p, size)), Vec::<String>::new());
+            }
+        }
+        let audio = Part {
+            audio_samples: 47,
+            stamps: Vec::new(),
+            ..part(7, 0..0, Some(0), false)
+        };
+        assert!(l.part("audio/index.m3u8", STARTED, audio).is_empty());
+        assert!(l.drained(Some(59)) && !l.drained(Some(60)));
+        let mut out = OutputReport::default();
+        report([(Some(&l), Some(59), 60)].into_iter(), &mut out).unwrap();
+        assert_eq!(out.renditions.len(), 3);
+        let v1 = &out.renditions[1];
+        assert_eq!(v1.uri, "v1/index.m3u8");
+        assert_eq!((v1.width, v1.height), (Some(426), Some(240)));
+        assert_eq!(v1.playlist_resolution.as_deref(), Some("426x240"));
+        assert_eq!(
+            (v1.frames.sent, v1.frames.received, v1.frames.lost),
+            (60, 60, 0)
+        );
+        assert_eq!((v1.segments, v1.keyframe_starts), (2, 2));
+        assert_eq!(v1.max_misalignment_ms, Some(0.0));
+        let latency = v1.latency.as_ref().unwrap();
+        assert_eq!(latency.count, 60);
+        // The first frame of each part waited for the 15 frames of its part, then 150 ms.
+        assert!((649.0..651.0).contains(&latency.max_ms), "{latency:?}");
+        let audio = out.audio_rendition.unwrap();
+        assert_eq!(
+            (
+                audio.uri.as_str(),
+                audio.segments,
+                audio.fragments,
+                audio.audio_frames
+            ),
+            ("audio/index.m3u8", 1, 1, 47)
+        );
+    }
+
+    #[test]
+    fn losses_wrong_sizes_inner_frames_and_drift_are_told_apart() {
+        let mut l = ladder();
+        // v0: every frame, boundaries at 0 and 1000 ms.
+        for p in [
+            part(7, 0..30, Some(0), true),
+            part(8, 30..60, Some(1000), true),
+        ] {
+            assert!(l.part("v0/index.m3u8", STARTED, p).is_empty());
+        }
+        // v1: frames 30..45 lost, its second segment starting 40 ms late on a P frame.
+        let problems = l.part(
+            "v1/index.m3u8",
+            STARTED,
+            sized(part(7, 0..30, Some(0), true), (426, 240)),
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let problems = l.part(
+            "v1/index.m3u8",
+            STARTED,
+            sized(part(8, 45..60, Some(1040), false), (426, 240)),
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("segment 8 starts with"),
+            "{problems:?}"
+        );
+        // v2: the top layer's size, which is not what its RESOLUTION says.
+        let problems = l.part("v2/index.m3u8", STARTED, part(7, 0..60, Some(0), true));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("RESOLUTION"), "{problems:?}");
+        // Said once, not for every part.
+        assert!(
+            l.part("v2/index.m3u8", STARTED, part(9, 60..61, None, false))
+                .is_empty()
+        );
+        // A frame of an earlier run on the stream name is no frame of this one.
+        let mut old = part(6, 0..1, Some(-1000), true);
+        old.stamps[0].sent_us = STARTED - 1;
+        assert!(l.part("v0/index.m3u8", STARTED, old).is_empty());
+        l.error("v2/index.m3u8");
+        let mut out = OutputReport::default();
+        report([(Some(&l), Some(59), 60)].into_iter(), &mut out).unwrap();
+        let [v0, v1, v2] = &out.renditions[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!((v0.frames.lost, v0.segments, v0.keyframe_starts), (0, 2, 2));
+        assert_eq!(
+            v0.frames.received, 60,
+            "the earlier run's frame is not counted"
+        );
+        assert_eq!(
+            (v1.frames.lost, v1.segments, v1.keyframe_starts),
+            (15, 2, 1)
+        );
+        assert_eq!(v1.non_keyframe_starts(), 1);
+        assert_eq!(v1.max_misalignment_ms, Some(40.0));
+        assert_eq!((v2.frames.lost, v2.errors), (0, 2));
+        assert_eq!((v2.width, v2.height), (Some(640), Some(360)));
+    }
+
+    #[test]
+    fn a_ladder_short_of_a_layer_is_a_problem() {
+        let listed = Ladder::new(
+            3,
+            vec![Variant {
+                uri: "v0/index.m3u8".to_owned(),
+                bandwidth: 1,
+                resolution: Some((640, 480)),
+                audio_group: None,
+            }],
+            None,
+        );
+        let problems = listed.problems().join("\n");
+        assert!(
+            problems.contains("lists 1 variants for 3 layers"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("RESOLUTION=640x480 is no layer's"),
+            "{problems}"
+        );
+        for size in ["640x360", "426x240", "212x120"] {
+            assert!(
+                problems.contains(&format!("no variant has RESOLUTION={size}")),
+                "{problems}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stream_without_a_ladder_loses_every_frame_on_every_rendition() {
+        let mut l = ladder();
+        assert!(
+            l.part("v0/index.m3u8", STARTED, part(7, 0..30, Some(0), true))
+                .is_empty()
+        );
+        let mut out = OutputReport::default();
+        report(
+            [(Some(&l), Some(29), 30), (None, Some(29), 30)].into_iter(),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out.errors, 1);
+        let v0 = &out.renditions[0];
+        assert_eq!(
+            (v0.frames.sent, v0.frames.received, v0.frames.lost),
+            (60, 30, 30)
+        );
+        // v1 and v2 delivered nothing of either stream.
+        assert_eq!(out.renditions[1].frames.lost, 60);
+        assert_eq!(out.renditions[1].latency, None);
+    }
+
+    #[test]
+    fn misalignment_is_measured_where_both_renditions_were_followed() {
+        let starts = |ms: &[i64]| -> BTreeMap<u64, i64> {
+            ms.iter()
+                .enumerate()
+                .map(|(i, &m)| (i as u64, m * 1000))
+                .collect()
+        };
+        let top = starts(&[1000, 2000, 3000]);
+        assert_eq!(misalignment_ms(&top, &top), Some(0.0));
+        // Its first segment starts a segment before the top's first: nothing to compare it
+        // with. Its last starts a little after the top's last: compared.
+        assert_eq!(
+            misalignment_ms(&starts(&[0, 1010, 1990, 3040]), &top),
+            Some(40.0)
+        );
+        assert_eq!(misalignment_ms(&starts(&[1500]), &top), Some(500.0));
+        assert_eq!(misalignment_ms(&starts(&[4000]), &top), None);
+        // One start in the top: only that time is covered.
+        assert_eq!(misalignment_ms(&top, &starts(&[2000])), Some(0.0));
+        assert_eq!(misalignment_ms(&BTreeMap::new(), &top), None);
+        assert_eq!(misalignment_ms(&top, &BTreeMap::new()), None);
+    }
+
+    #[test]
+    fn backlog_frames_are_counted_not_timed() {
+        let mut l = ladder();
+        let backlog = Part {
+            backlog: true,
+            ..part(7, 0..30, Some(0), true)
+        };
+        assert!(l.part("v0/index.m3u8", STARTED, backlog).is_empty());
+        assert!(
+            l.part("v0/index.m3u8", STARTED, part(8, 30..60, Some(1000), true))
+                .is_empty()
+        );
+        let mut out = OutputReport::default();
+        report([(Some(&l), Some(59), 60)].into_iter(), &mut out).unwrap();
+        let v0 = &out.renditions[0];
+        assert_eq!((v0.frames.received, v0.frames.lost), (60, 0));
+        assert_eq!(v0.latency.as_ref().unwrap().count, 30);
+    }
 }

@@ -264,8 +264,8 @@ pub struct RenditionReport {
     /// holding an IDR slice): where a player may switch to this rendition.
     pub keyframe_starts: u64,
     /// The largest distance, ms, from one of its segments' start to the nearest segment start
-    /// of the top rendition of the same stream, over the time both were followed (0 for the
-    /// top rendition itself); absent when there was nothing to compare.
+    /// of the top rendition of the same stream, over the time the top rendition's segments
+    /// cover (0 for the top rendition itself); absent when there was nothing to compare.
     pub max_misalignment_ms: Option<f64>,
 }
 
