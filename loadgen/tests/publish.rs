@@ -246,9 +246,12 @@ fn captured() -> (Bytes, Bytes) {
 fn reads_a_part_captured_from_the_bridge() {
     let (init, part) = captured();
     let init = Init::parse(&init).unwrap();
-    assert_eq!(init.video.track.track_id, 1);
-    assert_eq!(init.video.track.timescale, 90_000);
-    assert_eq!(init.video.nal_length_size, 4);
+    let video = init.require_video().unwrap();
+    assert_eq!(video.track.track_id, 1);
+    assert_eq!(video.track.timescale, 90_000);
+    assert_eq!(video.nal_length_size, 4);
+    // The synthetic pictures loadgen sent at the time (see tests/data/hls/README.md).
+    assert_eq!(video.size, Some((640, 480)), "from the avcC's SPS");
     assert_eq!(
         init.audio.map(|a| (a.track_id, a.timescale)),
         Some((2, 48_000))
@@ -256,6 +259,10 @@ fn reads_a_part_captured_from_the_bridge() {
     let f = Fragment::parse(&init, &part).unwrap();
     // Six frames of a 200 ms part at 30 fps, one stamp each, consecutive, sent 33 ms apart.
     assert_eq!(f.video_samples, 6);
+    // Not an independent part: it starts with neither a sync sample nor an IDR.
+    let first = f.first_video_sample.unwrap();
+    assert!(!first.sync && !first.idr, "{first:?}");
+    assert!(f.audio_samples > 0);
     let frames: Vec<u64> = f.stamps.iter().map(|s| s.frame).collect();
     assert_eq!(frames, (36..42).collect::<Vec<_>>());
     for pair in f.stamps.windows(2) {
@@ -417,12 +424,15 @@ async fn hls_client_blocks_on_the_next_part_and_fetches_each_part_once() {
             }
             HlsEvent::Error { error, .. } => panic!("{error}"),
             HlsEvent::Ended { .. } => None,
+            HlsEvent::Ladder { .. } => panic!("no ladder followed"),
         })
         .collect();
     assert_eq!(parts.len(), 2, "{events:?}");
     assert_eq!((parts[0].0, parts[1].0), ("part0.m4s", "part1.m4s"));
     assert_eq!(parts[0].2.len(), 6);
-    assert!(matches!(events.last(), Some(HlsEvent::Ended { stream }) if stream == "s"));
+    assert!(
+        matches!(events.last(), Some(HlsEvent::Ended { stream, rendition: None }) if stream == "s")
+    );
     let log = mock.log.lock().unwrap().clone();
     let count = |t: &str| log.iter().filter(|l| *l == t).count();
     // Polled through the 404s, then one blocking reload; every file once; the segment the
@@ -615,7 +625,9 @@ async fn through_the_bridge_binary() {
 }
 
 /// Three simulcast layers the OBS way through the bridge: the RTMP push carries the top layer
-/// (its AVC sequence header says 640x360) and loses no frame.
+/// (its AVC sequence header says 640x360) and loses no frame; the HLS ladder lists a rendition
+/// per layer, each at its layer's size, losing no frame, every segment starting with a key
+/// frame at the top rendition's boundaries, and the audio rendition reads.
 #[tokio::test]
 async fn simulcast_through_the_bridge_binary() {
     let Some((_bridge, http, rtmp)) = start_bridge("simulcast").await else {
@@ -623,6 +635,7 @@ async fn simulcast_through_the_bridge_binary() {
     };
     let args = PublishArgs {
         rtmp_listen: Some(SocketAddr::from(([127, 0, 0, 1], rtmp))),
+        hls: Some(format!("http://127.0.0.1:{http}/hls/{{stream}}/index.m3u8")),
         simulcast: 3,
         ..PublishArgs::new(
             format!("http://127.0.0.1:{http}/whip/sim{{i}}"),
@@ -640,6 +653,46 @@ async fn simulcast_through_the_bridge_binary() {
     assert_eq!(rtmp.frames.lost, 0, "{:?}", rtmp.frames);
     assert_eq!(rtmp.errors, 0, "{:?}", report.failure_examples);
     assert_eq!(rtmp.video_sizes, [("640x360".to_owned(), 1)].into());
+    print!("{}", report.table());
+    let hls = &report.outputs["hls"];
+    assert_eq!(hls.errors, 0, "{:?}", report.failure_examples);
+    let sizes: Vec<_> = hls
+        .renditions
+        .iter()
+        .map(|r| (r.uri.as_str(), r.width, r.height))
+        .collect();
+    assert_eq!(
+        sizes,
+        [
+            ("v0/index.m3u8", Some(640), Some(360)),
+            ("v1/index.m3u8", Some(426), Some(240)),
+            ("v2/index.m3u8", Some(212), Some(120)),
+        ]
+    );
+    for r in &hls.renditions {
+        assert!(r.frames.received > 60, "{r:?}");
+        assert_eq!(r.frames.lost, 0, "{r:?}");
+        assert!(r.segments >= 2, "{r:?}");
+        assert_eq!(r.keyframe_starts, r.segments, "{r:?}");
+        // The bridge cuts every layer at its first IDR at or after one grid tick.
+        assert!(r.max_misalignment_ms.is_some_and(|m| m < 50.0), "{r:?}");
+        assert!(r.latency.as_ref().is_some_and(|l| l.count > 0), "{r:?}");
+    }
+    let audio = hls.audio_rendition.as_ref().expect("an audio rendition");
+    assert_eq!(audio.uri, "audio/index.m3u8");
+    assert!(audio.audio_frames > 0 && audio.errors == 0, "{audio:?}");
+    let gate = loadgen::report::Gate {
+        slos: [
+            "hls.renditions.count==3",
+            "hls.renditions.lost==0",
+            "hls.renditions.non_keyframe_starts==0",
+            "hls.renditions.misalignment<50ms",
+        ]
+        .map(|s| s.parse().unwrap())
+        .to_vec(),
+        ..Default::default()
+    };
+    assert_eq!(gate.check(&report), Vec::<String>::new());
 }
 
 /// A ramp of one publisher a step through the bridge, with a limit the second step breaks: the

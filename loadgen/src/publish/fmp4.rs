@@ -3,8 +3,13 @@
 //! video samples and the time each track covers.
 //!
 //! Only what `publish` measures is read: `tkhd` track IDs, `mdhd` timescales, `hdlr` handler
-//! types, the `avcC` NAL length size and `trex` defaults from the init section; `tfhd`, `tfdt`
-//! and `trun` from each fragment. Everything else is skipped by its size.
+//! types, the `avcC` NAL length size and first SPS (for the picture size) and `trex` defaults
+//! from the init section; `tfhd`, `tfdt` and `trun` from each fragment (with the first video
+//! sample's flags and NAL types, to tell whether the fragment starts at a key frame). Everything
+//! else is skipped by its size.
+//!
+//! An init section may hold video, audio or both: an HLS ladder's renditions are video-only and
+//! audio-only media playlists beside the muxed one.
 //!
 //! The bytes come from the network, so nothing here panics or trusts a length: every box, sample
 //! and NAL unit is bounds-checked and a bad one is a [`Fmp4Error`] naming where it was.
@@ -70,6 +75,12 @@ pub enum Fmp4Error {
     /// The init section has no H.264 track (`hdlr` `vide` with an `avc1`/`avc3` `avcC`).
     #[error("the init section has no H.264 video track")]
     NoVideoTrack,
+    /// The init section has no sound track (`hdlr` `soun`).
+    #[error("the init section has no audio track")]
+    NoAudioTrack,
+    /// The init section has neither an H.264 nor a sound track.
+    #[error("the init section has neither an H.264 nor an audio track")]
+    NoTrack,
     /// `avcC` declares a NAL length size H.264 does not allow (1, 2 or 4).
     #[error("avcC NAL unit length size {0} (must be 1, 2 or 4)")]
     BadNalLengthSize(u8),
@@ -115,6 +126,7 @@ pub enum Fmp4Error {
 struct SampleDefaults {
     duration: u32,
     size: u32,
+    flags: u32,
 }
 
 /// One track of the init section.
@@ -134,13 +146,16 @@ pub struct VideoTrack {
     pub track: TrackInfo,
     /// Bytes of each NAL unit's length prefix in the samples (`avcC` `lengthSizeMinusOne + 1`).
     pub nal_length_size: u8,
+    /// Width and height the first SPS of the `avcC` says; `None` if it has none or it cannot
+    /// be read.
+    pub size: Option<(u32, u32)>,
 }
 
 /// What an init section says about the tracks `publish` measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Init {
-    /// The H.264 track (the first one, if there are several).
-    pub video: VideoTrack,
+    /// The H.264 track (the first one, if there are several), if any.
+    pub video: Option<VideoTrack>,
     /// The first sound track (`hdlr` `soun`), if any.
     pub audio: Option<TrackInfo>,
 }
@@ -157,6 +172,11 @@ pub struct Span {
 }
 
 impl Span {
+    /// `start` in microseconds.
+    pub fn start_us(&self) -> i64 {
+        ticks_to_us(self.start, self.timescale)
+    }
+
     /// `end` in microseconds.
     pub fn end_us(&self) -> i64 {
         ticks_to_us(self.end, self.timescale)
@@ -172,6 +192,24 @@ fn ticks_to_us(ticks: u64, timescale: u32) -> i64 {
     i64::try_from(us).unwrap_or(i64::MAX)
 }
 
+/// What the first video sample of a fragment is: a player switching renditions at a segment
+/// boundary can only start decoding there if it is a key frame both ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirstSample {
+    /// Its sample flags (from `trun`, `tfhd` or `trex`) call it a sync sample
+    /// (`sample_is_non_sync_sample` clear).
+    pub sync: bool,
+    /// It holds an IDR slice (NAL unit type 5).
+    pub idr: bool,
+}
+
+impl FirstSample {
+    /// A key frame both by its flags and by its bytes.
+    pub fn keyframe(&self) -> bool {
+        self.sync && self.idr
+    }
+}
+
 /// What one part or segment holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fragment {
@@ -179,6 +217,10 @@ pub struct Fragment {
     pub stamps: Vec<FrameStamp>,
     /// Video samples read.
     pub video_samples: u64,
+    /// The first video sample (of the earliest `moof`), if there is one.
+    pub first_video_sample: Option<FirstSample>,
+    /// Audio samples (coded audio frames) counted.
+    pub audio_samples: u64,
     /// The time the video track covers.
     pub video: Option<Span>,
     /// The time the audio track covers.
@@ -392,7 +434,15 @@ impl Init {
                 r.u32()?; // default_sample_description_index
                 let duration = r.u32()?;
                 let size = r.u32()?;
-                defaults.push((track_id, SampleDefaults { duration, size }));
+                let flags = r.u32()?;
+                defaults.push((
+                    track_id,
+                    SampleDefaults {
+                        duration,
+                        size,
+                        flags,
+                    },
+                ));
             }
         }
         let defaults_of = |id: u32| {
@@ -431,13 +481,14 @@ impl Init {
             };
             match &handler {
                 b"vide" if video.is_none() => {
-                    if let Some(nal_length_size) = avc_nal_length_size(&mdia)? {
+                    if let Some((nal_length_size, size)) = avc_config(&mdia)? {
                         if timescale == 0 {
                             return Err(Fmp4Error::ZeroTimescale(track_id));
                         }
                         video = Some(VideoTrack {
                             track: info,
                             nal_length_size,
+                            size,
                         });
                     }
                 }
@@ -445,22 +496,35 @@ impl Init {
                 _ => {}
             }
         }
-        Ok(Init {
-            video: video.ok_or(Fmp4Error::NoVideoTrack)?,
-            audio,
-        })
+        if video.is_none() && audio.is_none() {
+            return Err(Fmp4Error::NoTrack);
+        }
+        Ok(Init { video, audio })
     }
 
-    fn track(&self, id: u32) -> Option<(TrackInfo, bool)> {
-        if self.video.track.track_id == id {
-            return Some((self.video.track, true));
+    /// The H.264 track, or [`Fmp4Error::NoVideoTrack`] for a playlist that must carry video.
+    pub fn require_video(&self) -> Result<&VideoTrack, Fmp4Error> {
+        self.video.as_ref().ok_or(Fmp4Error::NoVideoTrack)
+    }
+
+    /// The sound track, or [`Fmp4Error::NoAudioTrack`] for a playlist that must carry audio.
+    pub fn require_audio(&self) -> Result<&TrackInfo, Fmp4Error> {
+        self.audio.as_ref().ok_or(Fmp4Error::NoAudioTrack)
+    }
+
+    fn track(&self, id: u32) -> Option<(TrackInfo, Option<u8>)> {
+        if let Some(video) = self.video.filter(|v| v.track.track_id == id) {
+            return Some((video.track, Some(video.nal_length_size)));
         }
-        self.audio.filter(|a| a.track_id == id).map(|a| (a, false))
+        self.audio.filter(|a| a.track_id == id).map(|a| (a, None))
     }
 }
 
-/// `minf/stbl/stsd/avc1|avc3/avcC` of a `mdia`: the NAL length size, `None` if not H.264.
-fn avc_nal_length_size(mdia: &Mp4Box<'_>) -> Result<Option<u8>, Fmp4Error> {
+/// What an `avcC` says: the NAL length size, and the picture size of its first SPS.
+type AvcConfig = (u8, Option<(u32, u32)>);
+
+/// `minf/stbl/stsd/avc1|avc3/avcC` of a `mdia`, `None` if not H.264.
+fn avc_config(mdia: &Mp4Box<'_>) -> Result<Option<AvcConfig>, Fmp4Error> {
     let Some(stsd) = mdia
         .child(b"minf")?
         .map(|minf| minf.child(b"stbl"))
@@ -489,11 +553,30 @@ fn avc_nal_length_size(mdia: &Mp4Box<'_>) -> Result<Option<u8>, Fmp4Error> {
             if size == 3 {
                 return Err(Fmp4Error::BadNalLengthSize(size));
             }
-            return Ok(Some(size));
+            return Ok(Some((size, first_sps_size(&mut r))));
         }
     }
     Ok(None)
 }
+
+/// The picture size of the first SPS of an `avcC` (ISO/IEC 14496-15 §5.3.3.1), read from
+/// `numOfSequenceParameterSets` on; `None` if there is none or it cannot be read (the size is
+/// a check of its own, so an unreadable SPS is reported, not an error of the init section).
+fn first_sps_size(r: &mut Reader<'_>) -> Option<(u32, u32)> {
+    let count = r.u8().ok()? & 0x1f;
+    if count == 0 {
+        return None;
+    }
+    let [hi, lo] = r.bytes::<2>().ok()?;
+    let len = usize::from(u16::from_be_bytes([hi, lo]));
+    let sps = r.data.get(r.pos..)?.get(..len)?;
+    super::sps::picture_size(sps)
+}
+
+/// `sample_flags` bit `sample_is_non_sync_sample` (ISO/IEC 14496-12 §8.8.3.1).
+const NON_SYNC_SAMPLE: u32 = 0x0001_0000;
+/// H.264 NAL unit type of an IDR slice.
+const NAL_IDR: u8 = 5;
 
 /// `tfhd` flags (ISO/IEC 14496-12 §8.8.7).
 const TFHD_BASE_DATA_OFFSET: u32 = 0x01;
@@ -553,7 +636,7 @@ impl Fragment {
             let mut r = tfhd.reader("tfhd");
             let (_, flags) = r.version_flags()?;
             let track_id = r.u32()?;
-            let Some((track, is_video)) = init.track(track_id) else {
+            let Some((track, nal_length_size)) = init.track(track_id) else {
                 continue;
             };
             let base = if flags & TFHD_BASE_DATA_OFFSET != 0 {
@@ -576,9 +659,11 @@ impl Fragment {
             } else {
                 track.defaults.size
             };
-            if flags & TFHD_DEFAULT_FLAGS != 0 {
-                r.u32()?;
-            }
+            let default_flags = if flags & TFHD_DEFAULT_FLAGS != 0 {
+                r.u32()?
+            } else {
+                track.defaults.flags
+            };
             let mut decode_time = match traf.child(b"tfdt")? {
                 Some(tfdt) => {
                     let mut r = tfdt.reader("tfdt");
@@ -599,16 +684,16 @@ impl Fragment {
                 }
                 let run = Run {
                     track,
-                    is_video,
+                    nal_length_size,
                     default_duration,
                     default_size,
-                    nal_length_size: init.video.nal_length_size,
+                    default_flags,
                 };
                 let (end, duration) = self.read_trun(&run, file, &trun, base, data_pos)?;
                 data_pos = end;
                 if let Some(start) = decode_time {
                     let end = start.saturating_add(duration);
-                    let span = if is_video {
+                    let span = if nal_length_size.is_some() {
                         &mut self.video
                     } else {
                         &mut self.audio
@@ -640,9 +725,11 @@ impl Fragment {
         } else {
             data_pos
         };
-        if flags & TRUN_FIRST_SAMPLE_FLAGS != 0 {
-            r.u32()?;
-        }
+        let first_sample_flags = if flags & TRUN_FIRST_SAMPLE_FLAGS != 0 {
+            Some(r.u32()?)
+        } else {
+            None
+        };
         let per_sample = [
             TRUN_DURATION,
             TRUN_SIZE,
@@ -673,36 +760,61 @@ impl Fragment {
             } else {
                 run.default_size
             };
-            if flags & TRUN_FLAGS != 0 {
-                r.u32()?;
-            }
+            let sample_flags = if flags & TRUN_FLAGS != 0 {
+                r.u32()?
+            } else {
+                run.default_flags
+            };
+            // §8.8.8.3: the first sample's flags override the others for it alone.
+            let sample_flags = match first_sample_flags {
+                Some(first) if index == 0 => first,
+                _ => sample_flags,
+            };
             if flags & TRUN_COMPOSITION_OFFSET != 0 {
                 r.u32()?;
             }
             duration += u64::from(sample_duration);
             let end = pos + i128::from(size);
-            if run.is_video {
-                let out_of_bounds = || Fmp4Error::SampleOutOfBounds {
-                    track: run.track.track_id,
-                    index,
-                    start: pos,
-                    end,
-                    len: file.len(),
-                };
-                let start = usize::try_from(pos).map_err(|_| out_of_bounds())?;
-                let stop = usize::try_from(end).map_err(|_| out_of_bounds())?;
-                let sample = file.get(start..stop).ok_or_else(out_of_bounds)?;
-                self.video_samples += 1;
-                self.read_video_sample(run, index, sample)?;
+            let Some(nal_length_size) = run.nal_length_size else {
+                self.audio_samples += 1;
+                pos = end;
+                continue;
+            };
+            let out_of_bounds = || Fmp4Error::SampleOutOfBounds {
+                track: run.track.track_id,
+                index,
+                start: pos,
+                end,
+                len: file.len(),
+            };
+            let start = usize::try_from(pos).map_err(|_| out_of_bounds())?;
+            let stop = usize::try_from(end).map_err(|_| out_of_bounds())?;
+            let sample = file.get(start..stop).ok_or_else(out_of_bounds)?;
+            let first = self.video_samples == 0;
+            self.video_samples += 1;
+            let idr = self.read_video_sample(run, nal_length_size, index, sample)?;
+            if first {
+                self.first_video_sample = Some(FirstSample {
+                    sync: sample_flags & NON_SYNC_SAMPLE == 0,
+                    idr,
+                });
             }
             pos = end;
         }
         Ok((pos, duration))
     }
 
-    /// The stamps among one video sample's length-prefixed NAL units.
-    fn read_video_sample(&mut self, run: &Run, index: u32, sample: &[u8]) -> Result<(), Fmp4Error> {
-        let size = usize::from(run.nal_length_size);
+    /// The stamps among one video sample's length-prefixed NAL units; returns whether one of
+    /// them is an IDR slice.
+    fn read_video_sample(
+        &mut self,
+        run: &Run,
+        nal_length_size: u8,
+        index: u32,
+        sample: &[u8],
+    ) -> Result<bool, Fmp4Error> {
+        let size = usize::from(nal_length_size);
+        let mut idr = false;
         let mut rest = sample;
         while !rest.is_empty() {
             let (prefix, tail) = rest.split_at_checked(size).ok_or(Fmp4Error::NalOverrun {
@@ -720,20 +832,22 @@ impl Fragment {
                     index,
                     nal_len,
                 })?;
+            idr |= nal.first().is_some_and(|h| h & 0x1f == NAL_IDR);
             self.stamps.extend(FrameStamp::from_sei(nal));
             rest = tail;
         }
-        Ok(())
+        Ok(idr)
     }
 }
 
 /// What a `trun` walk needs of its track.
 struct Run {
     track: TrackInfo,
-    is_video: bool,
+    /// The NAL length size of a video track; `None` for audio.
+    nal_length_size: Option<u8>,
     default_duration: u32,
     default_size: u32,
-    nal_length_size: u8,
+    default_flags: u32,
 }
 
 #[cfg(test)]
@@ -782,33 +896,58 @@ pub(crate) mod tests {
         )
     }
 
-    /// An `avc1` sample entry whose `avcC` says `length_size`-byte NAL lengths.
-    fn avc1(length_size: u8) -> Vec<u8> {
-        let avcc = mp4_box(
-            b"avcC",
-            &[1, 0x42, 0xe0, 0x1f, 0xfc | (length_size - 1), 0xe0, 0],
-        );
+    /// An `avc1` sample entry whose `avcC` says `length_size`-byte NAL lengths and holds `sps`
+    /// (none if empty) and no PPS.
+    fn avc1(length_size: u8, sps: &[u8]) -> Vec<u8> {
+        let mut avcc = vec![1, 0x42, 0xe0, 0x1f, 0xfc | (length_size - 1)];
+        if sps.is_empty() {
+            avcc.push(0xe0);
+        } else {
+            avcc.push(0xe1);
+            avcc.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+            avcc.extend_from_slice(sps);
+        }
+        avcc.push(0); // numOfPictureParameterSets
         let mut body = vec![0; VISUAL_SAMPLE_ENTRY_FIELDS];
-        body.extend(avcc);
+        body.extend(mp4_box(b"avcC", &avcc));
         mp4_box(b"avc1", &body)
+    }
+
+    /// The SPS of the first frame of simulcast layer `layer` of `layers`.
+    fn layer_sps(layer: u8, layers: u8) -> Vec<u8> {
+        let clip = crate::media::Clip::embedded_layer(layer, layers).unwrap();
+        let frame = crate::media::H264Source::new(clip).next().unwrap();
+        // The first NAL unit after the 4-byte start code, up to the next start code.
+        let rest = &frame.data[4..];
+        let end = rest.windows(4).position(|w| w == [0, 0, 0, 1]).unwrap();
+        rest[..end].to_vec()
     }
 
     /// An init section: video track 1 at 90 kHz, audio track 2 at 48 kHz (trex default
     /// duration 1024).
     pub(crate) fn init_section(length_size: u8) -> Vec<u8> {
+        init_of(true, true, length_size, &[])
+    }
+
+    /// An init section with the video track (its `avcC` holding `sps`), the audio track, or
+    /// both, as [`init_section`] has them: the bridge's ladder renditions are video-only and
+    /// audio-only.
+    fn init_of(video: bool, audio: bool, length_size: u8, sps: &[u8]) -> Vec<u8> {
         let mut trex = 2u32.to_be_bytes().to_vec();
         trex.extend_from_slice(&[0, 0, 0, 1, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        let moov = [
-            full_box(b"mvhd", 0, 0, &[0; 96]),
-            trak(1, 90_000, b"vide", Some(avc1(length_size))),
-            trak(2, 48_000, b"soun", None),
-            mp4_box(b"mvex", &full_box(b"trex", 0, 0, &trex)),
-        ]
-        .concat();
+        let mut moov = full_box(b"mvhd", 0, 0, &[0; 96]);
+        if video {
+            moov.extend(trak(1, 90_000, b"vide", Some(avc1(length_size, sps))));
+        }
+        if audio {
+            moov.extend(trak(2, 48_000, b"soun", None));
+        }
+        moov.extend(mp4_box(b"mvex", &full_box(b"trex", 0, 0, &trex)));
         [mp4_box(b"ftyp", b"iso6\0\0\0\0"), mp4_box(b"moov", &moov)].concat()
     }
 
-    /// A fragment: video samples (each one NAL list, 3000 ticks) from `video_dts`, then
+    /// A fragment: video samples (each one NAL list, 3000 ticks, flagged sync when it holds an
+    /// IDR slice and non-sync otherwise, as the bridge writes them) from `video_dts`, then
     /// `audio` samples of 1024 ticks (default duration from trex) from `audio_dts`.
     pub(crate) fn fragment(
         video_dts: u64,
@@ -841,9 +980,14 @@ pub(crate) mod tests {
         let build = |video_offset: u32, audio_offset: u32| {
             let mut vtrun = (video.len() as u32).to_be_bytes().to_vec();
             vtrun.extend_from_slice(&video_offset.to_be_bytes());
-            for s in &samples {
+            for (s, nals) in samples.iter().zip(video) {
+                let idr = nals
+                    .iter()
+                    .any(|n| n.first().is_some_and(|h| h & 0x1f == 5));
+                let flags: u32 = if idr { 0x0200_0000 } else { 0x0101_0000 };
                 vtrun.extend_from_slice(&3000u32.to_be_bytes());
                 vtrun.extend_from_slice(&(s.len() as u32).to_be_bytes());
+                vtrun.extend_from_slice(&flags.to_be_bytes());
             }
             let vtraf = [
                 full_box(b"tfhd", 0, TFHD_DEFAULT_BASE_IS_MOOF, &1u32.to_be_bytes()),
@@ -851,7 +995,7 @@ pub(crate) mod tests {
                 full_box(
                     b"trun",
                     0,
-                    TRUN_DATA_OFFSET | TRUN_DURATION | TRUN_SIZE,
+                    TRUN_DATA_OFFSET | TRUN_DURATION | TRUN_SIZE | TRUN_FLAGS,
                     &vtrun,
                 ),
             ]
@@ -898,16 +1042,97 @@ pub(crate) mod tests {
     #[test]
     fn reads_the_tracks_of_an_init_section() {
         let init = Init::parse(&init_section(4)).unwrap();
-        assert_eq!(init.video.track.track_id, 1);
-        assert_eq!(init.video.track.timescale, 90_000);
-        assert_eq!(init.video.nal_length_size, 4);
+        let video = init.video.unwrap();
+        assert_eq!(video.track.track_id, 1);
+        assert_eq!(video.track.timescale, 90_000);
+        assert_eq!(video.nal_length_size, 4);
+        assert_eq!(video.size, None, "no SPS in the avcC");
         let audio = init.audio.unwrap();
         assert_eq!((audio.track_id, audio.timescale), (2, 48_000));
         assert_eq!(audio.defaults.duration, 1024);
         assert_eq!(
-            Init::parse(&init_section(2)).unwrap().video.nal_length_size,
-            2
+            Init::parse(&init_section(2)).unwrap().require_video(),
+            Ok(&VideoTrack {
+                nal_length_size: 2,
+                ..video
+            })
         );
+    }
+
+    /// The ladder's renditions: video-only with the layer's SPS in the avcC, audio-only.
+    #[test]
+    fn reads_video_only_and_audio_only_init_sections() {
+        for (layer, size) in [(0, (640, 360)), (1, (426, 240)), (2, (212, 120))] {
+            let init = Init::parse(&init_of(true, false, 4, &layer_sps(layer, 3))).unwrap();
+            assert_eq!(init.audio, None);
+            assert_eq!(init.require_video().unwrap().size, Some(size));
+            assert_eq!(init.require_audio(), Err(Fmp4Error::NoAudioTrack));
+        }
+        let audio = Init::parse(&init_of(false, true, 4, &[])).unwrap();
+        assert_eq!(audio.video, None);
+        assert_eq!(audio.require_video(), Err(Fmp4Error::NoVideoTrack));
+        assert_eq!(audio.require_audio().unwrap().timescale, 48_000);
+        // An SPS cut short reads no size, and the init section is still read.
+        let sps = layer_sps(0, 3);
+        let cut = Init::parse(&init_of(true, false, 4, &sps[..4])).unwrap();
+        assert_eq!(cut.require_video().unwrap().size, None);
+    }
+
+    #[test]
+    fn tells_whether_a_fragment_starts_at_a_key_frame() {
+        let init = Init::parse(&init_section(4)).unwrap();
+        let (idr, p) = (vec![0x65, 0x88, 0x84, 0x00], vec![0x41, 0x9a, 0x02]);
+        let keyed = fragment(
+            0,
+            &[vec![stamp(1).to_sei(), idr.clone()], vec![p.clone()]],
+            0,
+            4,
+        );
+        let f = Fragment::parse(&init, &keyed).unwrap();
+        let first = f.first_video_sample.unwrap();
+        assert_eq!(
+            first,
+            FirstSample {
+                sync: true,
+                idr: true
+            }
+        );
+        assert!(first.keyframe());
+        assert_eq!((f.video_samples, f.audio_samples), (2, 4));
+        let inner = fragment(3000, &[vec![p.clone()], vec![idr.clone()]], 0, 0);
+        let first = Fragment::parse(&init, &inner).unwrap().first_video_sample;
+        assert_eq!(
+            first,
+            Some(FirstSample {
+                sync: false,
+                idr: false
+            })
+        );
+        // An IDR whose flags say non-sync (or a sync-flagged P frame) is no switch point.
+        let mut lying = keyed.clone();
+        // The first sample's trun record: duration, size, flags.
+        let size = (8 + stamp(1).to_sei().len() + idr.len()) as u32;
+        let record = [3000u32, size, 0x0200_0000].map(u32::to_be_bytes).concat();
+        let at = lying.windows(12).position(|w| w == record).unwrap() + 8;
+        lying[at..at + 4].copy_from_slice(&0x0101_0000u32.to_be_bytes());
+        let first = Fragment::parse(&init, &lying)
+            .unwrap()
+            .first_video_sample
+            .unwrap();
+        assert_eq!(
+            first,
+            FirstSample {
+                sync: false,
+                idr: true
+            }
+        );
+        assert!(!first.keyframe());
+        // Audio only: samples counted, no video.
+        let audio_init = Init::parse(&init_of(false, true, 4, &[])).unwrap();
+        let f = Fragment::parse(&audio_init, &keyed).unwrap();
+        assert_eq!((f.video_samples, f.audio_samples), (0, 4));
+        assert_eq!((f.first_video_sample, f.stamps.len()), (None, 0));
+        assert!(f.audio.is_some() && f.video.is_none());
     }
 
     #[test]
@@ -987,8 +1212,8 @@ pub(crate) mod tests {
             Err(Fmp4Error::NalOverrun { nal_len: 100, .. })
         ));
         assert_eq!(Init::parse(b""), Err(Fmp4Error::Missing("moov")));
-        let no_video = mp4_box(b"moov", &trak(2, 48_000, b"soun", None));
-        assert_eq!(Init::parse(&no_video), Err(Fmp4Error::NoVideoTrack));
+        let neither = mp4_box(b"moov", &trak(3, 1000, b"text", None));
+        assert_eq!(Init::parse(&neither), Err(Fmp4Error::NoTrack));
         assert_eq!(
             FourCc(*b"mo\x00v").to_string(),
             "mo\\x00v",

@@ -11,6 +11,11 @@
 //! at `EXT-X-ENDLIST`.
 //!
 //! Only fMP4 (CMAF) is read: a segment without `EXT-X-MAP` (MPEG-TS) is an error.
+//!
+//! [`HlsClient::follow_ladder`] follows a simulcast publisher's ladder the same way: it polls
+//! the multivariant playlist until it lists the variants expected, then follows every video
+//! rendition's media playlist and the audio rendition's, each like the stream's own, each
+//! event naming its rendition.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -24,8 +29,8 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::fmp4::{Fmp4Error, Fragment, Init};
-use super::playlist::{MediaPlaylist, PlaylistError};
+use super::fmp4::{FirstSample, Fmp4Error, Fragment, Init};
+use super::playlist::{MediaPlaylist, MultivariantPlaylist, PlaylistError, Variant};
 use crate::media::{FrameStamp, now_us};
 use crate::sdp::resolve_location;
 
@@ -42,6 +47,10 @@ const MAX_FAILURES: u32 = 10;
 const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Least pause between reloads of a playlist that cannot block (or did not).
 const MIN_RELOAD: Duration = Duration::from_millis(100);
+/// How long a ladder whose variants are all listed may go on listing no audio rendition: the
+/// server lists each rendition once it has measured itself, audio too, so the variants may
+/// come first; a publisher without audio gets none.
+const LADDER_AUDIO_WAIT: Duration = Duration::from_secs(3);
 
 /// What the client saw.
 #[derive(Debug)]
@@ -50,31 +59,73 @@ pub enum HlsEvent {
     Part {
         /// The stream it belongs to.
         stream: String,
+        /// The ladder rendition it belongs to (its URI in the multivariant playlist); `None`
+        /// for the stream's own media playlist.
+        rendition: Option<String>,
         /// Its URL.
         url: String,
+        /// The media sequence number of its segment.
+        msn: u64,
+        /// It starts its segment: the segment's first part, or the whole segment.
+        segment_start: bool,
+        /// It was listed in the first playlist the client read: fetched as a backlog, not as
+        /// it came out.
+        backlog: bool,
         /// Arrival of its body's first byte, µs since the UNIX epoch.
         first_byte_us: u64,
         /// Arrival of its body's last byte.
         received_us: u64,
         /// The frame stamps in its video samples.
         stamps: Vec<FrameStamp>,
+        /// Its first video sample, if it has video.
+        first_video_sample: Option<FirstSample>,
+        /// The picture size the SPS of its init section says.
+        video_size: Option<(u32, u32)>,
+        /// Audio samples (coded frames) in it.
+        audio_samples: u64,
+        /// Where its video track starts, µs on the stream's timeline.
+        video_start_us: Option<i64>,
         /// Where its video track ends, µs on the stream's timeline.
         video_end_us: Option<i64>,
         /// Where its audio track ends.
         audio_end_us: Option<i64>,
     },
+    /// The multivariant playlist listed the ladder; its renditions are followed from now on.
+    Ladder {
+        /// The stream.
+        stream: String,
+        /// The video renditions, in the playlist's order.
+        variants: Vec<Variant>,
+        /// The audio rendition's URI, if the variants have one.
+        audio: Option<String>,
+    },
     /// The playlist ended (`EXT-X-ENDLIST`) and everything in it was fetched.
     Ended {
         /// The stream.
         stream: String,
+        /// The rendition (`None`: the stream's own playlist).
+        rendition: Option<String>,
     },
     /// A request or a body failed; the client goes on (until too many fail in a row).
     Error {
         /// The stream.
         stream: String,
+        /// The rendition (`None`: the stream's own playlist, or its multivariant playlist).
+        rendition: Option<String>,
         /// What happened.
         error: HlsError,
     },
+}
+
+/// What a media playlist carries, and so which track its init section must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carries {
+    /// Video and audio muxed (the stream's own `index.m3u8`): video is measured.
+    Muxed,
+    /// A video-only rendition.
+    Video,
+    /// An audio-only rendition.
+    Audio,
 }
 
 /// Why a request or body failed.
@@ -283,13 +334,34 @@ impl HlsClient {
         started_us: u64,
         events: mpsc::UnboundedSender<HlsEvent>,
     ) -> Result<(), HlsError> {
+        self.follow_as(url, stream, None, Carries::Muxed, started_us, events)
+            .await
+    }
+
+    /// [`follow`](Self::follow) for a playlist that carries `carries`, its events naming
+    /// `rendition`.
+    ///
+    /// An audio-only playlist has no stamps to tell this run's media from an earlier one's, so
+    /// any part fetched counts as this run's.
+    pub async fn follow_as(
+        &self,
+        url: String,
+        stream: String,
+        rendition: Option<String>,
+        carries: Carries,
+        started_us: u64,
+        events: mpsc::UnboundedSender<HlsEvent>,
+    ) -> Result<(), HlsError> {
         let mut follower = Follower {
             client: self.clone(),
             url,
             stream,
+            rendition,
+            carries,
             started_us,
             events,
             init: None,
+            backlog: true,
             consumed: None,
             fetched: HashSet::new(),
             current_frames: 0,
@@ -299,6 +371,137 @@ impl HlsClient {
         };
         follower.run().await
     }
+
+    /// Follows a simulcast publisher's ladder: polls the multivariant playlist at `url` until
+    /// it lists `layers` variants (it lists each rendition once that rendition has a segment),
+    /// reports them ([`HlsEvent::Ladder`]), then follows every variant's media playlist and
+    /// the audio rendition's until they all end. A rendition whose client gives up is reported
+    /// as an error and the others go on. Returns an error when the multivariant playlist
+    /// failed ten times in a row; it never lists fewer variants for good without failing, so
+    /// bound the call with a timeout (or abort it) as [`follow`](Self::follow).
+    pub async fn follow_ladder(
+        &self,
+        url: String,
+        stream: String,
+        layers: usize,
+        started_us: u64,
+        events: mpsc::UnboundedSender<HlsEvent>,
+    ) -> Result<(), HlsError> {
+        let ladder = self.ladder(&url, &stream, layers).await?;
+        let resolve = |uri: &str| {
+            resolve_location(&url, uri).ok_or_else(|| HlsError::Url {
+                base: url.clone(),
+                uri: uri.to_owned(),
+            })
+        };
+        let audio = ladder
+            .variants
+            .first()
+            .and_then(|v| ladder.audio_of(v))
+            .map(|a| a.uri.clone());
+        let mut playlists = Vec::new();
+        for v in &ladder.variants {
+            playlists.push((resolve(&v.uri)?, v.uri.clone(), Carries::Video));
+        }
+        if let Some(uri) = &audio {
+            playlists.push((resolve(uri)?, uri.clone(), Carries::Audio));
+        }
+        let _ = events.send(HlsEvent::Ladder {
+            stream: stream.clone(),
+            variants: ladder.variants,
+            audio,
+        });
+        // Dropped with this future (the run aborts it at its end), which aborts them all.
+        let mut followers = tokio::task::JoinSet::new();
+        for (playlist, uri, carries) in playlists {
+            let (client, events, stream) = (self.clone(), events.clone(), stream.clone());
+            followers.spawn(async move {
+                let rendition = Some(uri);
+                let followed = client.follow_as(
+                    playlist,
+                    stream.clone(),
+                    rendition.clone(),
+                    carries,
+                    started_us,
+                    events.clone(),
+                );
+                if let Err(error) = followed.await {
+                    let _ = events.send(HlsEvent::Error {
+                        stream,
+                        rendition,
+                        error,
+                    });
+                }
+            });
+        }
+        while followers.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    /// The multivariant playlist at `url` once it lists `layers` variants and their audio
+    /// rendition (or [`LADDER_AUDIO_WAIT`] after the variants, without).
+    async fn ladder(
+        &self,
+        url: &str,
+        stream: &str,
+        layers: usize,
+    ) -> Result<MultivariantPlaylist, HlsError> {
+        let mut failures = 0;
+        let mut variants_listed = None;
+        loop {
+            let got = async {
+                let fetched = self.get(url, MIN_REQUEST_TIMEOUT).await?;
+                if fetched.status != 200 {
+                    return Err(HlsError::Status {
+                        url: url.to_owned(),
+                        status: fetched.status,
+                    });
+                }
+                MultivariantPlaylist::parse(&fetched.bytes).map_err(|source| HlsError::Playlist {
+                    url: url.to_owned(),
+                    source,
+                })
+            }
+            .await;
+            match got {
+                Ok(ladder) if ladder.variants.len() >= layers => {
+                    let with_audio = ladder
+                        .variants
+                        .first()
+                        .is_some_and(|v| ladder.audio_of(v).is_some());
+                    let since = *variants_listed.get_or_insert_with(tokio::time::Instant::now);
+                    if with_audio || since.elapsed() >= LADDER_AUDIO_WAIT {
+                        return Ok(ladder);
+                    }
+                }
+                // Not yet every rendition (or not yet the stream): wait.
+                Ok(_) | Err(HlsError::Status { status: 404, .. }) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    if failures >= MAX_FAILURES {
+                        return Err(HlsError::GaveUp {
+                            stream: stream.to_owned(),
+                            failures,
+                            last: e.to_string(),
+                        });
+                    }
+                    tracing::debug!(stream, "HLS: {e}");
+                }
+            }
+            tokio::time::sleep(WAIT_POLL).await;
+        }
+    }
+}
+
+/// The multivariant playlist beside the media playlist at `url`: its last path segment
+/// replaced by `main.m3u8` (the query, if any, kept).
+pub fn multivariant_url(url: &str) -> String {
+    let (path, query) = match url.find(['?', '#']) {
+        Some(at) => url.split_at(at),
+        None => (url, ""),
+    };
+    let dir = path.rfind('/').map_or("", |at| &path[..=at]);
+    format!("{dir}main.m3u8{query}")
 }
 
 /// Position of what has been consumed: media sequence number and part index, [`WHOLE`] for a
@@ -320,14 +523,18 @@ struct Follower {
     client: HlsClient,
     url: String,
     stream: String,
+    rendition: Option<String>,
+    carries: Carries,
     started_us: u64,
     events: mpsc::UnboundedSender<HlsEvent>,
     /// The init section in use: its URL and what it says.
     init: Option<(String, Init)>,
+    /// What is being consumed was listed in the first playlist read.
+    backlog: bool,
     consumed: Option<Consumed>,
     /// URLs of the parts and segments fetched, so none is fetched twice.
     fetched: HashSet<String>,
-    /// Frames stamped during this run seen so far.
+    /// Frames stamped during this run seen so far (audio-only: parts with audio).
     current_frames: u64,
     hint: Option<Hint>,
     timeout: Duration,
@@ -347,6 +554,7 @@ impl Follower {
         let mut playlist = self.first_playlist().await?;
         loop {
             self.consume(&playlist).await?;
+            self.backlog = false;
             if playlist.end_list {
                 if let Some(hint) = self.hint.take() {
                     hint.task.abort();
@@ -354,6 +562,7 @@ impl Follower {
                 if self.current_frames > 0 {
                     let _ = self.events.send(HlsEvent::Ended {
                         stream: self.stream.clone(),
+                        rendition: self.rendition.clone(),
                     });
                     return Ok(());
                 }
@@ -388,6 +597,7 @@ impl Follower {
         tracing::debug!(stream = self.stream, "HLS: {error}");
         let _ = self.events.send(HlsEvent::Error {
             stream: self.stream.clone(),
+            rendition: self.rendition.clone(),
             error,
         });
         tokio::time::sleep(RETRY_DELAY).await;
@@ -500,9 +710,10 @@ impl Follower {
             if self.consumed >= Some(whole) {
                 continue;
             }
+            let map = segment.map.as_deref();
             if segment.parts.is_empty() {
                 let Some(uri) = &segment.uri else { continue };
-                self.media(uri, segment.map.as_deref()).await?;
+                self.media(uri, map, (segment.msn, true)).await?;
                 self.consumed = Some(whole);
                 continue;
             }
@@ -511,7 +722,8 @@ impl Follower {
                 if self.consumed >= Some(at) {
                     continue;
                 }
-                self.media(&part.uri, segment.map.as_deref()).await?;
+                self.media(&part.uri, map, (segment.msn, index == 0))
+                    .await?;
                 self.consumed = Some(at);
             }
             if segment.uri.is_some() {
@@ -521,9 +733,15 @@ impl Follower {
         Ok(())
     }
 
-    /// Fetches and reads one part or segment (and its init section first if needed). A
-    /// failure is reported and skipped: the frames it held count as lost.
-    async fn media(&mut self, uri: &str, map: Option<&str>) -> Result<(), HlsError> {
+    /// Fetches and reads one part or segment (and its init section first if needed); `at` is
+    /// its segment's sequence number and whether it starts that segment. A failure is reported
+    /// and skipped: the frames it held count as lost.
+    async fn media(
+        &mut self,
+        uri: &str,
+        map: Option<&str>,
+        (msn, segment_start): (u64, bool),
+    ) -> Result<(), HlsError> {
         let url = self.resolve(uri)?;
         if self.fetched.contains(&url) {
             return Ok(());
@@ -547,17 +765,28 @@ impl Follower {
             Err(source) => return self.failed(HlsError::Fmp4 { url, source }).await,
         };
         self.failures = 0;
-        self.current_frames += fragment
-            .stamps
-            .iter()
-            .filter(|s| s.sent_us >= self.started_us)
-            .count() as u64;
+        self.current_frames += match self.carries {
+            Carries::Audio => u64::from(fragment.audio_samples > 0),
+            Carries::Muxed | Carries::Video => fragment
+                .stamps
+                .iter()
+                .filter(|s| s.sent_us >= self.started_us)
+                .count() as u64,
+        };
         let _ = self.events.send(HlsEvent::Part {
             stream: self.stream.clone(),
+            rendition: self.rendition.clone(),
             url,
+            msn,
+            segment_start,
+            backlog: self.backlog,
             first_byte_us: fetched.first_byte_us,
             received_us: fetched.done_us,
             stamps: fragment.stamps,
+            first_video_sample: fragment.first_video_sample,
+            video_size: init.video.and_then(|v| v.size),
+            audio_samples: fragment.audio_samples,
+            video_start_us: fragment.video.map(|s| s.start_us()),
             video_end_us: fragment.video.map(|s| s.end_us()),
             audio_end_us: fragment.audio.map(|s| s.end_us()),
         });
@@ -601,11 +830,35 @@ impl Follower {
             return Ok(());
         }
         let fetched = self.fetch_media(&url).await?;
-        let init = Init::parse(&fetched.bytes).map_err(|source| HlsError::Fmp4 {
+        let checked = Init::parse(&fetched.bytes).and_then(|init| {
+            match self.carries {
+                Carries::Muxed | Carries::Video => init.require_video().map(drop)?,
+                Carries::Audio => init.require_audio().map(drop)?,
+            }
+            Ok(init)
+        });
+        let init = checked.map_err(|source| HlsError::Fmp4 {
             url: url.clone(),
             source,
         })?;
         self.init = Some((url, init));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_multivariant_playlist_is_beside_the_media_playlist() {
+        assert_eq!(
+            multivariant_url("http://h:8080/hls/s0/index.m3u8"),
+            "http://h:8080/hls/s0/main.m3u8"
+        );
+        assert_eq!(
+            multivariant_url("http://h/hls/s0/index.m3u8?token=x/y"),
+            "http://h/hls/s0/main.m3u8?token=x/y"
+        );
     }
 }

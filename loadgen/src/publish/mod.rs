@@ -7,7 +7,11 @@
 //!   reads the FLV video tags: `frame_rtmp` (send to FLV tag received), `first_rtmp`;
 //! * with `--hls`, a built-in LL-HLS client per stream ([`hls`]) follows the bridge's playlist
 //!   with blocking reloads and reads the fMP4 parts ([`playlist`], [`fmp4`]): `frame_hls` (send
-//!   to the part holding the frame fully received), `first_hls`.
+//!   to the part holding the frame fully received), `first_hls`. With `--simulcast` > 1 it
+//!   also follows the stream's ladder (`main.m3u8` beside the playlist): every video rendition
+//!   is accounted like the stream's own playlist (frames lost, latency), checked for its
+//!   layer's picture size and for segments that start with a key frame at the same times as
+//!   the top rendition's, and the audio rendition is read ([`ladder`]).
 //!
 //! For each output the same accounting ([`account`]) counts frames lost, reordered and
 //! duplicated and measures the audio/video drift of the output's timelines.
@@ -23,6 +27,7 @@ pub mod account;
 pub mod fmp4;
 pub mod hls;
 pub mod ingest;
+mod ladder;
 pub mod playlist;
 pub mod ramp;
 pub mod sps;
@@ -44,8 +49,9 @@ use crate::server::{SCRAPE_TIMEOUT, Scrape, ServerReport, scrape};
 use crate::stats::{HistogramError, Metric, Recorder};
 use crate::{Publisher, PublisherConfig};
 use account::{AvDrift, FrameAccount, Track};
-use hls::{HlsClient, HlsEvent};
+use hls::{HlsClient, HlsEvent, multivariant_url};
 use ingest::{IngestError, IngestEvent, RtmpIngest};
+use ladder::Ladder;
 
 /// How long a publisher may take to connect (ICE + DTLS).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -89,7 +95,10 @@ pub struct PublishArgs {
     pub rtmp_listen: Option<SocketAddr>,
     /// Follow each stream's (LL-)HLS media playlist at this URL and measure what arrives;
     /// `{stream}` is replaced by the stream name, `{i}` by the publisher number, e.g.
-    /// 'http://127.0.0.1:8080/hls/{stream}/index.m3u8' (http only, fMP4 only).
+    /// 'http://127.0.0.1:8080/hls/{stream}/index.m3u8' (http only, fMP4 only). With
+    /// --simulcast > 1, also the ladder: `main.m3u8` beside it must list a variant per layer,
+    /// each followed and measured the same way (frames, latency, its layer's size, segments
+    /// starting with a key frame, aligned with the top layer's), and its audio rendition.
     #[arg(long, value_name = "URL_TEMPLATE")]
     pub hls: Option<String>,
     /// H.264 simulcast layers each publisher sends, 1 to 3, the way OBS Studio does: rids
@@ -218,6 +227,8 @@ struct StreamState {
     /// Frame number of the last frame sent, once sending ended.
     last_sent: Option<u64>,
     outputs: [OutputState; 2],
+    /// The HLS ladder, once the multivariant playlist listed it (`--simulcast` > 1).
+    ladder: Option<Ladder>,
 }
 
 impl StreamState {
@@ -227,7 +238,12 @@ impl StreamState {
 
     fn drained(&self, output: Output) -> bool {
         let o = &self.outputs[output.index()];
-        o.ended || o.frames.drained(self.last_sent)
+        let ladder = output != Output::Hls
+            || self
+                .ladder
+                .as_ref()
+                .is_none_or(|l| l.drained(self.last_sent));
+        (o.ended || o.frames.drained(self.last_sent)) && ladder
     }
 }
 
@@ -244,6 +260,8 @@ struct Tally {
     ramp_step: Option<(u64, u64)>,
     /// The open window of a ramp step.
     window: Option<Window>,
+    /// Simulcast layers each publisher sends: with more than one, HLS follows the ladder.
+    layers: u8,
 }
 
 /// A ramp step's window: the latencies of the frames sent in it, kept apart from the run's.
@@ -266,6 +284,7 @@ impl Tally {
             failure_examples: Vec::new(),
             ramp_step: None,
             window: None,
+            layers: 1,
         }
     }
 
@@ -408,6 +427,42 @@ impl Tally {
         match event {
             HlsEvent::Part {
                 stream,
+                rendition: Some(rendition),
+                msn,
+                segment_start,
+                backlog,
+                received_us,
+                stamps,
+                first_video_sample,
+                video_size,
+                audio_samples,
+                video_start_us,
+                ..
+            } => {
+                let Some(s) = self.streams.get_mut(&stream) else {
+                    return;
+                };
+                let (Some(started_us), Some(ladder)) = (s.started_us, &mut s.ladder) else {
+                    return;
+                };
+                let part = ladder::Part {
+                    msn,
+                    segment_start,
+                    backlog,
+                    received_us,
+                    stamps,
+                    first_video_sample,
+                    video_size,
+                    audio_samples,
+                    video_start_us,
+                };
+                for problem in ladder.part(&rendition, started_us, part) {
+                    self.error(Output::Hls, &stream, problem);
+                }
+            }
+            HlsEvent::Part {
+                stream,
+                rendition: None,
                 first_byte_us,
                 received_us,
                 stamps,
@@ -427,13 +482,44 @@ impl Tally {
                 }
                 self.media_time(Output::Hls, &stream, audio_end_us, video_end_us);
             }
-            HlsEvent::Ended { stream } => {
+            HlsEvent::Ladder {
+                stream,
+                variants,
+                audio,
+            } => {
+                let ladder = Ladder::new(self.layers, variants, audio);
+                let problems = ladder.problems();
                 if let Some(s) = self.streams.get_mut(&stream) {
-                    s.output(Output::Hls).ended = true;
+                    s.ladder = Some(ladder);
+                }
+                for problem in problems {
+                    self.error(Output::Hls, &stream, problem);
                 }
             }
-            HlsEvent::Error { stream, error } => {
-                self.error(Output::Hls, &stream, error.to_string());
+            HlsEvent::Ended { stream, rendition } => {
+                if let Some(s) = self.streams.get_mut(&stream) {
+                    match (rendition, &mut s.ladder) {
+                        (None, _) => s.output(Output::Hls).ended = true,
+                        (Some(r), Some(ladder)) => ladder.ended(&r),
+                        (Some(_), None) => {}
+                    }
+                }
+            }
+            HlsEvent::Error {
+                stream,
+                rendition,
+                error,
+            } => {
+                if let (Some(r), Some(s)) = (&rendition, self.streams.get_mut(&stream))
+                    && let Some(ladder) = &mut s.ladder
+                {
+                    ladder.error(r);
+                }
+                let text = match rendition {
+                    Some(r) => format!("rendition {r}: {error}"),
+                    None => error.to_string(),
+                };
+                self.error(Output::Hls, &stream, text);
             }
         }
     }
@@ -542,12 +628,42 @@ impl Launcher {
                 self.hls_events.clone(),
                 stream.clone(),
             );
+            if self.args.simulcast > 1 {
+                let (client, events, stream) = (
+                    self.hls_client.clone(),
+                    self.hls_events.clone(),
+                    stream.clone(),
+                );
+                let (url, layers) = (multivariant_url(&url), usize::from(self.args.simulcast));
+                hls_tasks.spawn(async move {
+                    let followed = client.follow_ladder(
+                        url,
+                        stream.clone(),
+                        layers,
+                        started_us,
+                        events.clone(),
+                    );
+                    if let Err(error) = followed.await {
+                        let rendition = None;
+                        let _ = events.send(HlsEvent::Error {
+                            stream,
+                            rendition,
+                            error,
+                        });
+                    }
+                });
+            }
             hls_tasks.spawn(async move {
                 if let Err(error) = client
                     .follow(url, stream.clone(), started_us, events.clone())
                     .await
                 {
-                    let _ = events.send(HlsEvent::Error { stream, error });
+                    let rendition = None;
+                    let _ = events.send(HlsEvent::Error {
+                        stream,
+                        rendition,
+                        error,
+                    });
                 }
             });
         }
@@ -722,7 +838,10 @@ pub async fn run_with_limits(args: &PublishArgs, limits: &[Slo]) -> Result<Repor
             Some(plan)
         }
     };
-    let tally: Shared = Arc::new(Mutex::new(Tally::new()));
+    let tally: Shared = Arc::new(Mutex::new(Tally {
+        layers: args.simulcast,
+        ..Tally::new()
+    }));
     let ingest = match args.rtmp_listen {
         Some(addr) => Some(RtmpIngest::bind(addr).await?),
         None => None,
@@ -889,7 +1008,7 @@ pub async fn run_with_limits(args: &PublishArgs, limits: &[Slo]) -> Result<Repor
     for &output in &outputs {
         report.outputs.insert(
             output.name().to_owned(),
-            output_report(&tally, output, &sent),
+            output_report(&tally, output, &sent)?,
         );
     }
     report.set_latency(&tally.recorder)?;
@@ -1038,7 +1157,7 @@ fn step_report(
     r.sessions.ok = target.saturating_sub(t.failed_publishers);
     let streams: Vec<(String, u64)> = until.iter().map(|(k, &v)| (k.clone(), v)).collect();
     for &output in outputs {
-        let mut o = output_report(t, output, &streams);
+        let mut o = output_report(t, output, &streams)?;
         o.frames = Frames::default();
         for (stream, &to) in until {
             let (Some(s), Some(&from)) = (t.streams.get(stream), from.get(stream)) else {
@@ -1067,7 +1186,11 @@ fn step_report(
 }
 
 /// What `output` delivered of the frames each publisher (stream, frames) sent.
-fn output_report(tally: &Tally, output: Output, sent: &[(String, u64)]) -> OutputReport {
+fn output_report(
+    tally: &Tally,
+    output: Output,
+    sent: &[(String, u64)],
+) -> Result<OutputReport, HistogramError> {
     let mut out = OutputReport::default();
     let mut drifts = BTreeMap::new();
     for (stream, sent_frames) in sent {
@@ -1089,7 +1212,18 @@ fn output_report(tally: &Tally, output: Output, sent: &[(String, u64)]) -> Outpu
         }
     }
     out.av_drift_ms = Drift::of(drifts);
-    out
+    if output == Output::Hls && tally.layers > 1 {
+        let ladders = sent.iter().map(|(stream, sent_frames)| {
+            let s = tally.streams.get(stream);
+            (
+                s.and_then(|s| s.ladder.as_ref()),
+                s.and_then(|s| s.last_sent),
+                *sent_frames,
+            )
+        });
+        ladder::report(ladders, &mut out)?;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -1106,7 +1240,7 @@ mod tests {
                 size,
             });
         }
-        let report = output_report(&t, Output::Rtmp, &[("s0".into(), 0)]);
+        let report = output_report(&t, Output::Rtmp, &[("s0".into(), 0)]).unwrap();
         assert_eq!(
             report.video_sizes,
             [

@@ -8,6 +8,9 @@
 //! `EXT-X-PRELOAD-HINT`, `EXT-X-SERVER-CONTROL`, `EXT-X-SKIP`) and `EXT-X-MAP` are read from
 //! the lines here, each assigned to the segment whose URI line follows it; the two readings must
 //! agree on the number of segments.
+//!
+//! The multivariant playlist (`main.m3u8`) is read too, for the ladder a simulcast publisher
+//! gets: its variants (`EXT-X-STREAM-INF`) and audio renditions (`EXT-X-MEDIA:TYPE=AUDIO`).
 
 use std::time::Duration;
 
@@ -98,6 +101,95 @@ pub struct MediaPlaylist {
     pub segments: Vec<Segment>,
     /// The part hint, if any.
     pub preload_hint: Option<PreloadHint>,
+}
+
+/// A variant of a multivariant playlist (`EXT-X-STREAM-INF`; I-frame-only ones are left out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Variant {
+    /// Its media playlist, as written (relative to the multivariant playlist).
+    pub uri: String,
+    /// `BANDWIDTH`, bits per second.
+    pub bandwidth: u64,
+    /// `RESOLUTION`: width, height.
+    pub resolution: Option<(u32, u32)>,
+    /// `AUDIO`: the group of audio renditions played with it.
+    pub audio_group: Option<String>,
+}
+
+/// An audio rendition with its own media playlist (`EXT-X-MEDIA:TYPE=AUDIO` with a `URI`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioRendition {
+    /// Its media playlist, as written.
+    pub uri: String,
+    /// `GROUP-ID`.
+    pub group_id: String,
+}
+
+/// A parsed multivariant playlist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultivariantPlaylist {
+    /// The variants, in the playlist's order.
+    pub variants: Vec<Variant>,
+    /// The audio renditions that have a URI, in order.
+    pub audio: Vec<AudioRendition>,
+}
+
+impl MultivariantPlaylist {
+    /// Reads a multivariant playlist.
+    pub fn parse(text: &[u8]) -> Result<MultivariantPlaylist, PlaylistError> {
+        if !String::from_utf8_lossy(text)
+            .trim_start()
+            .starts_with("#EXTM3U")
+        {
+            return Err(PlaylistError::Syntax("no #EXTM3U".into()));
+        }
+        let parsed = m3u8_rs::parse_master_playlist_res(text)
+            .map_err(|e| PlaylistError::Syntax(format!("{e:?}").chars().take(200).collect()))?;
+        let variants = parsed
+            .variants
+            .into_iter()
+            .filter(|v| !v.is_i_frame)
+            .map(|v| {
+                let resolution = v
+                    .resolution
+                    .map(
+                        |r| match (u32::try_from(r.width), u32::try_from(r.height)) {
+                            (Ok(w), Ok(h)) => Ok((w, h)),
+                            _ => Err(PlaylistError::BadAttribute {
+                                tag: "STREAM-INF",
+                                attribute: "RESOLUTION",
+                                value: format!("{}x{}", r.width, r.height),
+                            }),
+                        },
+                    )
+                    .transpose()?;
+                Ok(Variant {
+                    uri: v.uri,
+                    bandwidth: v.bandwidth,
+                    resolution,
+                    audio_group: v.audio,
+                })
+            })
+            .collect::<Result<_, PlaylistError>>()?;
+        let audio = parsed
+            .alternatives
+            .into_iter()
+            .filter(|m| m.media_type == m3u8_rs::AlternativeMediaType::Audio)
+            .filter_map(|m| {
+                Some(AudioRendition {
+                    uri: m.uri?,
+                    group_id: m.group_id,
+                })
+            })
+            .collect();
+        Ok(MultivariantPlaylist { variants, audio })
+    }
+
+    /// The audio rendition played with `variant`: the first of its group that has a URI.
+    pub fn audio_of(&self, variant: &Variant) -> Option<&AudioRendition> {
+        let group = variant.audio_group.as_deref()?;
+        self.audio.iter().find(|a| a.group_id == group)
+    }
 }
 
 /// Where a blocking reload asks the server to wait (`_HLS_msn`, `_HLS_part`).
@@ -503,6 +595,59 @@ seg1795473002426.m4s
             if let Ok(p) = MediaPlaylist::parse(&text) {
                 let _ = p.next_position();
             }
+        }
+    }
+
+    /// What the bridge serves for a simulcast publisher of three layers (its ladder test's
+    /// shape: the audio group first, the variants highest first).
+    const LADDER: &str = "#EXTM3U
+#EXT-X-VERSION:7
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-MEDIA:TYPE=AUDIO,URI=\"audio/index.m3u8\",GROUP-ID=\"audio\",NAME=\"audio\",DEFAULT=YES,AUTOSELECT=YES
+#EXT-X-STREAM-INF:BANDWIDTH=1130000,AVERAGE-BANDWIDTH=900000,CODECS=\"avc1.42c01f,mp4a.40.2\",RESOLUTION=640x360,FRAME-RATE=30,AUDIO=\"audio\"
+v0/index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=630000,AVERAGE-BANDWIDTH=500000,CODECS=\"avc1.42c01e,mp4a.40.2\",RESOLUTION=426x240,FRAME-RATE=30,AUDIO=\"audio\"
+v1/index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=330000,AVERAGE-BANDWIDTH=250000,CODECS=\"avc1.42c00d,mp4a.40.2\",RESOLUTION=212x120,FRAME-RATE=30,AUDIO=\"audio\"
+v2/index.m3u8
+";
+
+    #[test]
+    fn reads_the_ladder_of_a_multivariant_playlist() {
+        let p = MultivariantPlaylist::parse(LADDER.as_bytes()).unwrap();
+        let listed: Vec<_> = p
+            .variants
+            .iter()
+            .map(|v| (v.uri.as_str(), v.resolution))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("v0/index.m3u8", Some((640, 360))),
+                ("v1/index.m3u8", Some((426, 240))),
+                ("v2/index.m3u8", Some((212, 120))),
+            ]
+        );
+        assert_eq!(p.variants[0].bandwidth, 1_130_000);
+        let audio = p.audio_of(&p.variants[2]).unwrap();
+        assert_eq!(audio.uri, "audio/index.m3u8");
+        // A single-layer publisher's: the stream's own playlist, no audio group.
+        let single = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=2500000,CODECS=\"avc1.42e01f,mp4a.40.2\",\
+            RESOLUTION=640x360\nindex.m3u8\n";
+        let p = MultivariantPlaylist::parse(single.as_bytes()).unwrap();
+        assert_eq!(p.variants.len(), 1);
+        assert_eq!(p.variants[0].uri, "index.m3u8");
+        assert!(p.audio.is_empty() && p.audio_of(&p.variants[0]).is_none());
+        assert!(matches!(
+            MultivariantPlaylist::parse(b"<html>"),
+            Err(PlaylistError::Syntax(_))
+        ));
+        // A media playlist is not a multivariant one.
+        assert!(
+            MultivariantPlaylist::parse(LIVE.as_bytes()).map_or(true, |p| p.variants.is_empty()),
+        );
+        for cut in 0..LADDER.len() {
+            let _ = MultivariantPlaylist::parse(&LADDER.as_bytes()[..cut]);
         }
     }
 

@@ -10,6 +10,10 @@
 //!   `hls.frames.lost`, ...; `rtmp.errors`, `hls.errors`;
 //! * `av_drift` (the largest audio/video drift magnitude of any output, ms), `rtmp.av_drift`,
 //!   `hls.av_drift` (`publish`);
+//! * the HLS ladder (`publish --simulcast N --hls`): `hls.renditions.count` (video renditions
+//!   reported), `hls.renditions.lost` and `hls.renditions.errors` (summed over them),
+//!   `hls.renditions.non_keyframe_starts` (segments not starting with a key frame, summed) and
+//!   `hls.renditions.misalignment` (the largest segment boundary misalignment, ms);
 //! * `<metric>.<stat>` (timed from the actual start, the JSON's top level) or
 //!   `<metric>.corrected.<stat>`, with `stat` one of `count`, `mean`, `p50`, `p90`, `p99`,
 //!   `p999` (or `p99.9`) and `max`.
@@ -88,6 +92,11 @@ enum Value {
     OutputErrors(String),
     /// `av_drift` (`None`: the worst output) or `<output>.av_drift`.
     Drift(Option<String>),
+    /// `<output>.renditions.<key>`.
+    Renditions {
+        output: String,
+        key: RenditionKey,
+    },
     Latency {
         metric: Metric,
         corrected: bool,
@@ -95,6 +104,42 @@ enum Value {
     },
     /// `server.<key>`, from the report's `server`.
     Server(ServerKey),
+}
+
+/// What `<output>.renditions.<key>` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RenditionKey {
+    Count,
+    Lost,
+    Errors,
+    NonKeyframeStarts,
+    Misalignment,
+}
+
+impl RenditionKey {
+    const ALL: [(&'static str, RenditionKey); 5] = [
+        ("count", RenditionKey::Count),
+        ("lost", RenditionKey::Lost),
+        ("errors", RenditionKey::Errors),
+        ("non_keyframe_starts", RenditionKey::NonKeyframeStarts),
+        ("misalignment", RenditionKey::Misalignment),
+    ];
+
+    fn read(self, output: &OutputReport) -> f64 {
+        let r = &output.renditions;
+        match self {
+            RenditionKey::Count => r.len() as f64,
+            RenditionKey::Lost => r.iter().map(|r| r.frames.lost).sum::<u64>() as f64,
+            RenditionKey::Errors => r.iter().map(|r| r.errors).sum::<u64>() as f64,
+            RenditionKey::NonKeyframeStarts => {
+                r.iter().map(|r| r.non_keyframe_starts()).sum::<u64>() as f64
+            }
+            RenditionKey::Misalignment => r
+                .iter()
+                .filter_map(|r| r.max_misalignment_ms)
+                .fold(0.0, f64::max),
+        }
+    }
 }
 
 /// What `server.<key>` reads.
@@ -200,6 +245,10 @@ impl Value {
         match self {
             Value::Latency { stat, .. } if stat != "count" => Unit::Ms,
             Value::Drift(_) => Unit::Ms,
+            Value::Renditions {
+                key: RenditionKey::Misalignment,
+                ..
+            } => Unit::Ms,
             Value::Server(key) => key.unit(),
             _ => Unit::Count,
         }
@@ -222,9 +271,22 @@ fn parse_value(lhs: &str) -> Result<Value, String> {
                 })
             }
             None if rest == "av_drift" => Ok(Value::Drift(Some(output))),
+            Some(("renditions", k)) => RenditionKey::ALL
+                .iter()
+                .find(|(name, _)| *name == k)
+                .map(|&(_, key)| Value::Renditions {
+                    output: output.clone(),
+                    key,
+                })
+                .ok_or_else(|| {
+                    format!(
+                        "unknown value {lhs:?}: use {output}.renditions.{}",
+                        RenditionKey::ALL.map(|(name, _)| name).join("|")
+                    )
+                }),
             None if rest == "errors" => Ok(Value::OutputErrors(output)),
             _ => Err(format!(
-                "unknown value {lhs:?}: use {output}.frames.sent|received|lost|reordered|duplicated, {output}.errors or {output}.av_drift"
+                "unknown value {lhs:?}: use {output}.frames.sent|received|lost|reordered|duplicated, {output}.errors, {output}.av_drift or {output}.renditions.<key>"
             )),
         };
     }
@@ -372,6 +434,9 @@ impl Slo {
                 .unwrap_or(0) as f64,
             Value::OutputErrors(output) => {
                 report.outputs.get(output).map_or(0, |o| o.errors) as f64
+            }
+            Value::Renditions { output, key } => {
+                report.outputs.get(output).map_or(0.0, |o| key.read(o))
             }
             Value::Drift(output) => {
                 let drift =
@@ -589,6 +654,57 @@ mod tests {
                 .read(&Report::default()),
             Ok(0.0)
         );
+    }
+
+    #[test]
+    fn ladder_renditions() {
+        use crate::report::{Frames, RenditionReport};
+        let rendition = |uri: &str, lost, segments, keyframes, misaligned| RenditionReport {
+            uri: uri.to_owned(),
+            frames: Frames {
+                sent: 300,
+                received: 300 - lost,
+                lost,
+                ..Frames::default()
+            },
+            segments,
+            keyframe_starts: keyframes,
+            max_misalignment_ms: misaligned,
+            ..RenditionReport::default()
+        };
+        let mut r = report(40.0, 0);
+        let read = |r: &Report, e: &str| e.parse::<Slo>().unwrap().read(r).unwrap();
+        // No ladder followed: no rendition, which a count gate catches.
+        assert_eq!(read(&r, "hls.renditions.count==3"), 0.0);
+        assert!(
+            "hls.renditions.count==3"
+                .parse::<Slo>()
+                .unwrap()
+                .check(&r)
+                .is_some()
+        );
+        r.outputs.insert(
+            "hls".into(),
+            OutputReport {
+                renditions: vec![
+                    rendition("v0/index.m3u8", 0, 5, 5, Some(0.0)),
+                    rendition("v1/index.m3u8", 2, 5, 4, Some(33.4)),
+                    rendition("v2/index.m3u8", 1, 5, 5, None),
+                ],
+                ..OutputReport::default()
+            },
+        );
+        assert_eq!(read(&r, "hls.renditions.count==3"), 3.0);
+        assert_eq!(read(&r, "hls.renditions.lost==0"), 3.0);
+        assert_eq!(read(&r, "hls.renditions.non_keyframe_starts==0"), 1.0);
+        assert_eq!(read(&r, "hls.renditions.misalignment<1"), 33.4);
+        assert_eq!(read(&r, "rtmp.renditions.lost==0"), 0.0);
+        let ok = |e: &str| e.parse::<Slo>().unwrap().check(&r).is_none();
+        assert!(ok("hls.renditions.misalignment<0.05s"));
+        assert!(!ok("hls.renditions.misalignment<30ms"));
+        assert!(!ok("hls.renditions.lost==0"));
+        let err = "hls.renditions.bogus==0".parse::<Slo>().unwrap_err();
+        assert!(err.to_string().contains("count|lost|errors"), "{err}");
     }
 
     #[test]

@@ -226,13 +226,122 @@ pub struct OutputReport {
     /// headers, which name the simulcast layer the bridge forwards. Absent when none was read.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub video_sizes: BTreeMap<String, u64>,
+    /// `hls` with `--simulcast` > 1: each video rendition of the ladder the multivariant
+    /// playlist (`main.m3u8`) listed, over every stream, in the playlist's order. Absent
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub renditions: Vec<RenditionReport>,
+    /// `hls` with `--simulcast` > 1: the ladder's audio rendition, when it listed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_rendition: Option<AudioRenditionReport>,
+}
+
+/// One video rendition of an HLS ladder, over every stream: what its media playlist delivered
+/// of the frames sent, and whether a player can switch to it at any segment boundary.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RenditionReport {
+    /// Its media playlist, as the multivariant playlist lists it (`v0/index.m3u8`).
+    pub uri: String,
+    /// Picture width its init section's SPS says (the last one read).
+    pub width: Option<u32>,
+    /// Picture height its init section's SPS says.
+    pub height: Option<u32>,
+    /// The `RESOLUTION` the multivariant playlist gives it (`"640x360"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub playlist_resolution: Option<String>,
+    /// Video frames: every rendition carries every frame sent (each layer's frames carry the
+    /// same stamps).
+    pub frames: Frames,
+    /// Errors of its client, and sizes that are no layer's.
+    pub errors: u64,
+    /// Frame latency, as `frame_hls` times it (send to the part holding the frame received),
+    /// of the frames that came out while its client followed it (not those of the parts
+    /// already listed when it started, fetched as a backlog).
+    pub latency: Option<Summary>,
+    /// Segments whose start was fetched (their first part, or the whole segment).
+    pub segments: u64,
+    /// Of those, the ones that start with a key frame (the first sample flagged sync and
+    /// holding an IDR slice): where a player may switch to this rendition.
+    pub keyframe_starts: u64,
+    /// The largest distance, ms, from one of its segments' start to the nearest segment start
+    /// of the top rendition of the same stream, over the time the top rendition's segments
+    /// cover (0 for the top rendition itself); absent when there was nothing to compare.
+    pub max_misalignment_ms: Option<f64>,
+}
+
+/// The audio rendition of an HLS ladder, over every stream.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AudioRenditionReport {
+    /// Its media playlist, as the multivariant playlist lists it (`audio/index.m3u8`).
+    pub uri: String,
+    /// Parts and segments fetched and read.
+    pub fragments: u64,
+    /// Segments whose start was fetched.
+    pub segments: u64,
+    /// Audio frames (samples) in them.
+    pub audio_frames: u64,
+    /// Errors of its client.
+    pub errors: u64,
+}
+
+impl RenditionReport {
+    /// Adds the same rendition of another run.
+    fn add(&mut self, other: &RenditionReport) -> Result<(), HistogramError> {
+        self.frames.add(&other.frames);
+        self.errors += other.errors;
+        self.segments += other.segments;
+        self.keyframe_starts += other.keyframe_starts;
+        if other.width.is_some() {
+            (self.width, self.height) = (other.width, other.height);
+        }
+        if self.playlist_resolution.is_none() {
+            self.playlist_resolution = other.playlist_resolution.clone();
+        }
+        self.max_misalignment_ms = match (self.max_misalignment_ms, other.max_misalignment_ms) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.latency = match (&self.latency, &other.latency) {
+            (Some(a), Some(b)) => {
+                let mut h = a.histogram()?;
+                h.add(b.histogram()?)
+                    .map_err(|e| HistogramError::Merge(format!("{e:?}")))?;
+                Some(Summary::of(&h)?)
+            }
+            (a, b) => a.clone().or_else(|| b.clone()),
+        };
+        Ok(())
+    }
+
+    /// Segments that do not start with a key frame.
+    pub fn non_keyframe_starts(&self) -> u64 {
+        self.segments.saturating_sub(self.keyframe_starts)
+    }
 }
 
 impl OutputReport {
     /// Adds another run's output.
-    pub fn add(&mut self, other: &OutputReport) {
+    pub fn add(&mut self, other: &OutputReport) -> Result<(), HistogramError> {
         self.frames.add(&other.frames);
         self.errors += other.errors;
+        for r in &other.renditions {
+            match self.renditions.iter_mut().find(|m| m.uri == r.uri) {
+                Some(mine) => mine.add(r)?,
+                None => self.renditions.push(r.clone()),
+            }
+        }
+        if let Some(a) = &other.audio_rendition {
+            let mine = self
+                .audio_rendition
+                .get_or_insert_with(|| AudioRenditionReport {
+                    uri: a.uri.clone(),
+                    ..AudioRenditionReport::default()
+                });
+            mine.fragments += a.fragments;
+            mine.segments += a.segments;
+            mine.audio_frames += a.audio_frames;
+            mine.errors += a.errors;
+        }
         for (size, n) in &other.video_sizes {
             *self.video_sizes.entry(size.clone()).or_default() += n;
         }
@@ -241,6 +350,7 @@ impl OutputReport {
             (None, Some(o)) => self.av_drift_ms = Some(o.clone()),
             _ => {}
         }
+        Ok(())
     }
 }
 
@@ -378,7 +488,7 @@ impl Report {
             }
             out.stray_datagrams += r.stray_datagrams;
             for (name, o) in &r.outputs {
-                out.outputs.entry(name.clone()).or_default().add(o);
+                out.outputs.entry(name.clone()).or_default().add(o)?;
             }
             if let Some(server) = &r.server {
                 match &mut out.server {
@@ -541,6 +651,41 @@ impl Report {
                 f.sent, f.received, f.lost, f.reordered, f.duplicated, o.errors
             );
         }
+        for (name, o) in &self.outputs {
+            for r in &o.renditions {
+                out.push_str(&r.line(name));
+            }
+            if let Some(a) = &o.audio_rendition {
+                let _ = writeln!(
+                    out,
+                    "{name} rendition {}: {} segments, {} parts and segments read, {} audio frames, {} errors",
+                    a.uri, a.segments, a.fragments, a.audio_frames, a.errors
+                );
+            }
+        }
+    }
+}
+
+impl RenditionReport {
+    /// Its line in the table.
+    fn line(&self, output: &str) -> String {
+        let size = match (self.width, self.height) {
+            (Some(w), Some(h)) => format!("{w}x{h}"),
+            _ => "size unknown".to_owned(),
+        };
+        let f = &self.frames;
+        let latency = self.latency.as_ref().map_or_else(
+            || "-".to_owned(),
+            |l| format!("p50 {:.1} ms, p99 {:.1} ms", l.p50_ms, l.p99_ms),
+        );
+        let misaligned = self
+            .max_misalignment_ms
+            .map_or_else(|| "-".to_owned(), |m| format!("{m:.1} ms"));
+        format!(
+            "{output} rendition {} {size}: frames {} sent, {} received, {} lost; latency {latency}; \
+             {} of {} segments start with a key frame; boundaries off the top rendition's by at most {misaligned}; {} errors\n",
+            self.uri, f.sent, f.received, f.lost, self.keyframe_starts, self.segments, self.errors
+        )
     }
 }
 
@@ -614,6 +759,7 @@ mod tests {
                 errors: 0,
                 av_drift_ms: Some(drift("p0", -4.0)),
                 video_sizes: [("640x360".to_owned(), 1)].into(),
+                ..OutputReport::default()
             },
         );
         let mut a2 = a.clone();
