@@ -1178,7 +1178,7 @@ mod tests {
 
         // Track IDs, timescales and the NAL length size, as loadgen's reader sees them.
         let read = reader::Init::parse(&init).unwrap();
-        let video = read.video;
+        let video = read.video.unwrap();
         assert_eq!(
             (
                 video.track.track_id,
