@@ -238,11 +238,17 @@ impl Default for Metrics {
             Counter::default(),
         );
         let video_layers = LayerFamilies {
+            packets: register(
+                r,
+                "video_layer_packets",
+                "RTP packets per video layer (simulcast: by the order the layers came; without \
+                 simulcast the one track is layer 0)",
+                Family::default(),
+            ),
             units: register(
                 r,
                 "video_layer_units",
-                "H.264 access units per video layer (simulcast: by the order the layers came; \
-                 without simulcast the one track is layer 0)",
+                "H.264 access units per video layer",
                 Family::default(),
             ),
             keyframes: register(
@@ -533,6 +539,7 @@ struct IngestCounters {
 
 #[derive(Debug, Clone)]
 struct LayerFamilies {
+    packets: Family<LayerLabel, Counter>,
     units: Family<LayerLabel, Counter>,
     keyframes: Family<LayerLabel, Counter>,
     bytes: Family<LayerLabel, Counter>,
@@ -541,6 +548,7 @@ struct LayerFamilies {
 /// One layer's counters and what was last added to them.
 #[derive(Debug)]
 struct LayerCounters {
+    packets: Counter,
     units: Counter,
     keyframes: Counter,
     bytes: Counter,
@@ -629,6 +637,7 @@ impl SessionMetrics {
                 let label = LayerLabel { layer: label };
                 let families = &self.video_layers;
                 self.layers.push(LayerCounters {
+                    packets: families.packets.get_or_create(&label).clone(),
                     units: families.units.get_or_create(&label).clone(),
                     keyframes: families.keyframes.get_or_create(&label).clone(),
                     bytes: families.bytes.get_or_create(&label).clone(),
@@ -637,6 +646,8 @@ impl SessionMetrics {
             }
             let c = &mut self.layers[i];
             // Layer counters only grow; see `ingest`.
+            c.packets
+                .inc_by(stats.packets.saturating_sub(c.reported.packets));
             c.units.inc_by(stats.units.saturating_sub(c.reported.units));
             c.keyframes
                 .inc_by(stats.keyframes.saturating_sub(c.reported.keyframes));

@@ -259,6 +259,7 @@ impl Ingest {
                 if layer >= MAX_LAYERS {
                     return;
                 }
+                self.select.packet(layer);
                 if self.video.len() <= layer {
                     self.video.resize_with(layer + 1, || None);
                 }
@@ -576,6 +577,7 @@ mod tests {
         let packets = read_capture(include_bytes!(
             "../../../tests/data/chromium-simulcast3-h264.rtp"
         ));
+        let packets_in = packets.len();
         for reverse in [false, true] {
             let mut ssrcs: Vec<u32> = Vec::new();
             for p in &packets {
@@ -588,6 +590,9 @@ mod tests {
             }
             let t0 = Instant::now();
             let mut ingest = Ingest::new(t0, ReorderConfig::default(), None).with_video_layers(3);
+            if reverse {
+                ingest = ingest.with_layer_output();
+            }
             for (i, p) in packets.iter().enumerate() {
                 let layer = ssrcs.iter().position(|&s| s == p.ssrc).unwrap();
                 let at = t0 + Duration::from_millis(i as u64 * 3000 / packets.len() as u64);
@@ -601,6 +606,13 @@ mod tests {
                 3 * 90,
                 "every layer's pictures assembled"
             );
+            let packets: u64 = (0..3)
+                .map(|l| ingest.layers().layer_stats(l).unwrap().packets)
+                .sum();
+            assert_eq!(packets, packets_in as u64);
+            let layer_units = std::iter::from_fn(|| ingest.poll_layer()).count();
+            // Asked for in the second run only (an HLS ladder): every layer's pictures.
+            assert_eq!(layer_units, if reverse { 3 * 90 } else { 0 });
             let units: Vec<_> = std::iter::from_fn(|| ingest.poll())
                 .filter_map(|u| match u {
                     Unit::Video(v) => Some(v),

@@ -54,6 +54,8 @@ pub enum Switch {
 /// A layer's counters and what its SPS says.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LayerStats {
+    /// RTP packets it came in.
+    pub packets: u64,
     /// Access units it produced.
     pub units: u64,
     /// Of which keyframes.
@@ -143,15 +145,29 @@ impl LayerSelect {
             .is_some_and(|s| self.is_stale(s, now) && self.layers.len() > 1)
     }
 
-    /// A unit of layer `layer` (`< MAX_LAYERS`); what goes out is appended to `out`.
-    pub fn push(&mut self, layer: usize, unit: VideoUnit, now: Instant, out: &mut VecDeque<Unit>) {
+    /// An RTP packet of layer `layer` came in (counted only).
+    pub fn packet(&mut self, layer: usize) {
+        if let Some(l) = self.layer_mut(layer) {
+            l.stats.packets += 1;
+        }
+    }
+
+    fn layer_mut(&mut self, layer: usize) -> Option<&mut Layer> {
         if layer >= MAX_LAYERS {
-            return;
+            return None;
         }
         if self.layers.len() <= layer {
             self.layers.resize_with(layer + 1, Layer::default);
         }
+        self.layers.get_mut(layer)
+    }
+
+    /// A unit of layer `layer` (`< MAX_LAYERS`); what goes out is appended to `out`.
+    pub fn push(&mut self, layer: usize, unit: VideoUnit, now: Instant, out: &mut VecDeque<Unit>) {
         let stale = self.selected.is_some_and(|s| self.is_stale(s, now));
+        if self.layer_mut(layer).is_none() {
+            return;
+        }
         let l = &mut self.layers[layer];
         l.last_unit = Some(now);
         l.stats.units += 1;
