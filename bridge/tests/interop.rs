@@ -517,9 +517,48 @@ fn chromium_whip_client_publishes_simulcast() {
     assert_eq!(codecs, ["aac"]);
     let errors = playlist_decode_errors(audio.to_str().unwrap());
     assert!(errors.trim().is_empty(), "audio: decode errors:\n{errors}");
+    play_ladder_with_hls_js(&chromium, &folder.join("main.m3u8"));
 
     // Last, so that a bridge without per-layer metrics fails on what users see first.
     assert_every_layer_assembled(&after, &result);
+}
+
+/// hls.js plays the ladder `main` (the ended event playlist, from disk) for 6 s, going to the
+/// next level every 3 s: it lists every layer, switches at least once and never stalls.
+fn play_ladder_with_hls_js(chromium: &Path, main: &Path) {
+    let out = Command::new("node")
+        .arg(interop_dir().join("play.mjs"))
+        .args(["hlsjs", main.to_str().unwrap(), "6", "switch"])
+        .current_dir(interop_dir())
+        .env("CHROMIUM", chromium)
+        .output()
+        .expect("node runs");
+    let log = String::from_utf8_lossy(&out.stdout);
+    let page = String::from_utf8_lossy(&out.stderr);
+    let played = driver_result(&log);
+    assert_eq!(
+        played["ok"], true,
+        "hls.js did not play the ladder: {played}\n{page}"
+    );
+    let levels = played["levels"].as_array().map_or(0, Vec::len);
+    assert_eq!(levels, 3, "{played}");
+    let mut heights: Vec<u64> = played["levelsPlayed"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_u64)
+        .collect();
+    heights.sort_unstable();
+    heights.dedup();
+    assert!(
+        heights.len() >= 2,
+        "hls.js did not switch levels: {played}\n{page}"
+    );
+    assert_eq!(played["stalls"], 0, "hls.js stalled: {played}\n{page}");
+    let _ = writeln!(
+        std::io::stderr(),
+        "hls.js played the ladder: levels {heights:?}"
+    );
 }
 
 /// The bridge assembled, layer by layer, the pictures the browser encoded (to 97 %). The

@@ -4,11 +4,15 @@
 // Usage: node play.mjs hlsjs|shaka PLAYLIST_URL [SECONDS] [switch]
 //
 // `switch`: the page goes round the levels of a multivariant playlist (hls.js page).
+// A PLAYLIST_URL that is a file path (an ended HLS folder on disk, e.g. an event playlist a test
+// kept) is served with everything beside it and below by the page's own server, under /media/,
+// so the page reads it from its own origin.
 //
 // Serves the player's page and script from node_modules, waits until the page played SECONDS of
 // media (or failed) and prints its outcome as one line: RESULT {json}. Exit 0 when it played.
 import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
+import { readdirSync, statSync } from "node:fs";
+import { basename, dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { runPage } from "./page.mjs";
 
@@ -33,14 +37,29 @@ if (!player || !playlist) {
 }
 const seconds = Number(secondsArg || "10");
 const [scriptPath, scriptFile] = player.script;
+const files = {
+  "/": { path: player.page, type: "text/html; charset=utf-8" },
+  "/playback.js": { path: join(here, "playback.js"), type: "text/javascript" },
+  [scriptPath]: { path: scriptFile(), type: "text/javascript" },
+};
+let src = playlist;
+if (playlist.startsWith("/")) {
+  const root = dirname(playlist);
+  const walk = (dir) =>
+    readdirSync(dir).flatMap((name) => {
+      const path = join(dir, name);
+      return statSync(path).isDirectory() ? walk(path) : [path];
+    });
+  for (const path of walk(root)) {
+    const type = path.endsWith(".m3u8") ? "application/vnd.apple.mpegurl" : "video/mp4";
+    files[`/media/${relative(root, path)}`] = { path, type };
+  }
+  src = `/media/${basename(playlist)}`;
+}
 
 await runPage({
-  files: {
-    "/": { path: player.page, type: "text/html; charset=utf-8" },
-    "/playback.js": { path: join(here, "playback.js"), type: "text/javascript" },
-    [scriptPath]: { path: scriptFile(), type: "text/javascript" },
-  },
-  params: { src: playlist, seconds, ...(mode === "switch" ? { switch: 1 } : {}) },
+  files,
+  params: { src, seconds, ...(mode === "switch" ? { switch: 1 } : {}) },
   chromiumArgs: ["--autoplay-policy=no-user-gesture-required"],
   timeoutMs: (seconds + 30) * 1000,
 });
