@@ -230,7 +230,11 @@ impl App {
         }
         // Before the old session ends: its HLS output must see it has a successor, and hand
         // the playlist on rather than end it.
-        let outputs = self.outputs_for(stream, has_audio, has_video, video_layers);
+        // The bridge's clock at the session timeline's 0 (`now`), which dates HLS.
+        let timeline_origin = std::time::SystemTime::now()
+            .checked_sub(now.elapsed())
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let outputs = self.outputs_for(stream, has_audio, has_video, video_layers, timeline_origin);
         if let Some(old) = replaced {
             tracing::info!(stream, old_session = %old, new_session = %id, "stream taken over");
             self.end_session(&old, EndReason::Takeover);
@@ -288,6 +292,7 @@ impl App {
         has_audio: bool,
         has_video: bool,
         video_layers: usize,
+        timeline_origin: std::time::SystemTime,
     ) -> Outputs {
         let mut outputs = Outputs::default();
         let aac = AacFormat::default();
@@ -307,14 +312,17 @@ impl App {
             let mut hls_output = |key: String, has_audio: bool, has_video: bool, role| {
                 let (queue, rx) =
                     OutputQueue::new(self.settings.output_queue, self.hls.metrics().drops.clone());
-                let mut output = self.hls.output(
-                    &key,
-                    has_audio,
-                    has_video,
-                    outputs.keyframe_wanted.clone(),
-                    outputs.wallclock.subscribe(),
-                    aac.clone(),
-                );
+                let mut output = self
+                    .hls
+                    .output(
+                        &key,
+                        has_audio,
+                        has_video,
+                        outputs.keyframe_wanted.clone(),
+                        outputs.wallclock.subscribe(),
+                        aac.clone(),
+                    )
+                    .dated_from(timeline_origin);
                 if let Some(role) = role {
                     output = output.in_ladder(role);
                 }
@@ -512,7 +520,7 @@ mod tests {
             .await
             .unwrap();
         let app = App::new(config.into_settings().unwrap(), metrics.clone(), udp).unwrap();
-        let mut outputs = app.outputs_for("s", true, true, 1);
+        let mut outputs = app.outputs_for("s", true, true, 1, std::time::SystemTime::now());
         assert_eq!(outputs.tasks.len(), 5, "HLS, three targets, the transcoder");
         assert_eq!(
             outputs.queues.len(),

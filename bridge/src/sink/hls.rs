@@ -75,6 +75,7 @@ impl HlsStreams {
             aac,
             metrics: self.metrics().clone(),
             ladder: None,
+            timeline_origin: None,
         }
     }
 }
@@ -104,9 +105,18 @@ pub struct HlsTask {
     aac: AacFormat,
     metrics: HlsMetrics,
     ladder: Option<LadderRole>,
+    /// The bridge's clock at the session's timeline 0.
+    timeline_origin: Option<SystemTime>,
 }
 
 impl HlsTask {
+    /// The same task, dating its segments from the bridge's clock at the session's timeline 0
+    /// (until the publisher's clock does): every output of the session the same.
+    pub fn dated_from(mut self, timeline_origin: SystemTime) -> Self {
+        self.timeline_origin = Some(timeline_origin);
+        self
+    }
+
     /// The same task, as a part of a simulcast publisher's ladder.
     pub fn in_ladder(mut self, role: LadderRole) -> Self {
         self.ladder = Some(role);
@@ -208,7 +218,7 @@ impl Run {
                 .map(|t| Box::new(t) as Box<dyn AacEncode>)
                 .ok_or_else(|| "no AAC from the session's transcoder".to_owned())
         });
-        let output = match HlsOutput::new(config, handoff, Some(new_encoder)) {
+        let mut output = match HlsOutput::new(config, handoff, Some(new_encoder)) {
             Ok(output) => output,
             Err(err) => {
                 // The same settings refuse every session: nothing to continue.
@@ -217,6 +227,9 @@ impl Run {
                 return None;
             }
         };
+        if let Some(origin) = task.timeline_origin {
+            output.set_timeline_origin(origin);
+        }
         tracing::info!(
             continuing = output.is_continuing(),
             msn,

@@ -19,8 +19,9 @@
 //!   segment about a second (it was tried: it doubled the HLS frame latency of short runs). So
 //!   a report that comes later (the usual case with LL-HLS, whose first part is listed within
 //!   a part's time), and a sender whose clock is more than [`MAX_CLOCK_SKEW`] off the bridge's,
-//!   leave the dating to the bridge's clock at the first unit: within the network delay of the
-//!   capture time.
+//!   leave the dating to the bridge's clock at timeline 0 (the session's start, the same for
+//!   every output of the session; [`HlsOutput::set_timeline_origin`]): within the network
+//!   delay of the capture time.
 //! - **Discontinuities.** New parameter sets (a resolution change) need a new init section,
 //!   which only a discontinuity can introduce; the shared [`ParameterSets`] tracker says when.
 //! - **Numbering.** Each session has its own segmenter counting from 0; its sequence numbers
@@ -125,6 +126,8 @@ pub struct HlsOutput {
     dated: Dating,
     /// The publisher's wallclock of timeline 0, once its first sender report came.
     sender_clock: Option<SystemTime>,
+    /// The bridge's wallclock of timeline 0 (when the session started), if the driver knows it.
+    timeline_origin: Option<SystemTime>,
     /// A simulcast publisher's renditions, which `main.m3u8` then lists instead of this
     /// output's own media playlist.
     ladder: Option<Ladder>,
@@ -190,6 +193,7 @@ impl HlsOutput {
             frame_rate: FrameRate::default(),
             dated: Dating::Undated,
             sender_clock: None,
+            timeline_origin: None,
             ladder: None,
             segments: 0,
             recent: VecDeque::new(),
@@ -224,6 +228,15 @@ impl HlsOutput {
     /// The next thing to do; `None` until more input comes.
     pub fn poll(&mut self) -> Option<Action> {
         self.actions.pop_front()
+    }
+
+    /// The bridge's clock at timeline 0 (the session's start): dates the segments until the
+    /// publisher's clock does, instead of the bridge's clock at the first unit less its
+    /// timestamp. The same instant for every output of a session, so a ladder's renditions
+    /// carry the same `EXT-X-PROGRAM-DATE-TIME` for the same media time; without it each
+    /// output's own processing delay would put its dates a few milliseconds apart.
+    pub fn set_timeline_origin(&mut self, origin: SystemTime) {
+        self.timeline_origin = Some(origin);
     }
 
     /// The publisher's clock: the wallclock time of timeline 0, from its first sender report.
@@ -305,8 +318,9 @@ impl HlsOutput {
         self.handoff
     }
 
-    /// Dates timeline 0 for `EXT-X-PROGRAM-DATE-TIME`: by the bridge's clock at the first unit,
-    /// then by the publisher's sender-report clock once it is known and plausible.
+    /// Dates timeline 0 for `EXT-X-PROGRAM-DATE-TIME`: by the bridge's clock (at timeline 0 when
+    /// known, else at the first unit), or by the publisher's sender-report clock when it is
+    /// known and plausible before the first segment starts.
     fn date(&mut self, unit: &Unit, wall: SystemTime) {
         let arrival = match self.dated {
             Dating::Settled => return,
@@ -316,7 +330,10 @@ impl HlsOutput {
                     Unit::Video(v) => v.pts,
                     Unit::Audio(a) => a.pts,
                 };
-                let Some(origin) = add_ticks(wall, pts.saturating_neg()) else {
+                let origin = self
+                    .timeline_origin
+                    .or_else(|| add_ticks(wall, pts.saturating_neg()));
+                let Some(origin) = origin else {
                     self.dated = Dating::Settled;
                     return;
                 };

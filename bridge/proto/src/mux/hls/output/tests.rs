@@ -316,3 +316,19 @@ fn main_lists_the_ladder_once_there_is_one() {
     assert!(!main.contains("\nindex.m3u8\n"), "{main}");
     assert!(written(&actions).contains(&"index.m3u8"));
 }
+
+/// Outputs of one session (a ladder's renditions) given the session's timeline origin date the
+/// same media time alike, however late each saw its first unit; without it, each dates from
+/// its own first unit.
+#[test]
+fn outputs_given_the_timeline_origin_date_alike() {
+    let date = |delay_ms: u64, origin: bool| {
+        let mut output = HlsOutput::new(low_latency(), Handoff::new(1000), None).unwrap();
+        if origin {
+            output.set_timeline_origin(t0());
+        }
+        first_date(&run(&mut output, 0, t0() + Duration::from_millis(delay_ms)))
+    };
+    assert_eq!([date(0, true), date(40, true)], [ms(t0()); 2]);
+    assert_eq!(date(40, false), ms(t0()) + 40);
+}
