@@ -11,7 +11,7 @@
 //!   also follows the stream's ladder (`main.m3u8` beside the playlist): every video rendition
 //!   is accounted like the stream's own playlist (frames lost, latency), checked for its
 //!   layer's picture size and for segments that start with a key frame at the same times as
-//!   the top rendition's, and the audio rendition is read ([`ladder`]).
+//!   the top rendition's, and the audio rendition is read (its `ladder` module).
 //!
 //! For each output the same accounting ([`account`]) counts frames lost, reordered and
 //! duplicated and measures the audio/video drift of the output's timelines.
