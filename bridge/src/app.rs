@@ -49,9 +49,23 @@ pub enum CreateError {
     /// The stream is live and takeover is off (409).
     #[error("stream {0:?} is already being published")]
     Conflict(String),
-    /// The peer connection could not be set up (500).
+    /// The WebRTC stack refused to take or answer the offer (422): what the offer checks do
+    /// not model.
+    #[error("the offer cannot be negotiated: {0}")]
+    Unanswerable(peer::PeerError),
+    /// The peer connection could not be set up for a reason of the bridge's own (500).
     #[error("could not set up the peer connection: {0}")]
-    Peer(#[from] peer::PeerError),
+    Peer(peer::PeerError),
+}
+
+impl From<peer::PeerError> for CreateError {
+    fn from(err: peer::PeerError) -> Self {
+        if err.is_offer_fault() {
+            Self::Unanswerable(err)
+        } else {
+            Self::Peer(err)
+        }
+    }
 }
 
 /// A created session, for the 201.

@@ -241,6 +241,63 @@ async fn bad_posts_are_refused_with_the_right_code() {
     assert_eq!(h.app.session_count(), 0, "nothing half-created");
 }
 
+/// Offers that pass the bridge's own checks but that the WebRTC stack refuses to take or
+/// answer (found by `tests/hostile.rs`, where they were 500s): each a 422 that says why.
+#[tokio::test]
+async fn offers_the_webrtc_stack_refuses_are_422_with_the_reason() {
+    let h = harness(|_| {}).await;
+    let fingerprint = "A2:62:B6:12:C0:FE:A2:45:4C:AB:26:C6:E8:08:12:00:7A:E8:F1:97:4A:2D:0F:95:DD:42:AC:BF:B5:9F:64:A9";
+    let video_section = OFFER.find("m=video").unwrap();
+    let (audio, video) = OFFER.split_at(video_section);
+    let cases: [(&str, String, &str); 5] = [
+        (
+            "each section its own fingerprint",
+            format!(
+                "{audio}{}",
+                video.replace(fingerprint, &fingerprint.replace("A2", "B3"))
+            ),
+            "conflicting fingerprint",
+        ),
+        (
+            "an extmap without its URI",
+            OFFER.replace(
+                "a=sendonly\r\na=msid:FFmpeg video",
+                "a=sendonly\r\na=extmap:4\r\na=msid:FFmpeg video",
+            ),
+            "extmap",
+        ),
+        (
+            "an RTX format whose apt names no format",
+            OFFER.replace("a=fmtp:105 apt=106", "a=fmtp:105 apt="),
+            "parse int",
+        ),
+        (
+            "a payload type listed with no rtpmap",
+            OFFER.replace("SAVPF 111", "SAVPF 111 13"),
+            "payload type",
+        ),
+        (
+            "a candidate of no known type",
+            OFFER.replace(
+                "a=rtpmap:111 opus/48000/2",
+                "a=rtpmap:111 opus/48000/2\r\na=candidate:1 1 udp 2130706431 127.0.0.1 40000 typ hos",
+            ),
+            "CandidateType",
+        ),
+    ];
+    for (what, offer, reason) in cases {
+        let answer = h.post("demo", "application/sdp", offer).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{what}: {}",
+            answer.body
+        );
+        assert!(answer.body.contains(reason), "{what}: {}", answer.body);
+    }
+    assert_eq!(h.app.session_count(), 0, "nothing half-created");
+}
+
 #[tokio::test]
 async fn patch_trickle_restart_and_stale_tags() {
     let h = harness(|_| {}).await;

@@ -86,6 +86,10 @@ pub(super) async fn post(
             }
             CreateError::Full => ApiError::new(503, err.to_string()).retry_after(5),
             CreateError::Conflict(_) => ApiError::new(409, err.to_string()),
+            CreateError::Unanswerable(_) => {
+                tracing::debug!(%stream, %err, "offer refused by the WebRTC stack");
+                ApiError::new(422, err.to_string())
+            }
             other => ApiError::internal(other),
         })?;
     let location = format!("/whip/{stream}/{}", created.id);

@@ -133,6 +133,32 @@ pub struct PeerError {
     source: rtc::shared::error::Error,
 }
 
+impl PeerError {
+    /// The failure came from what the offer says, not from the bridge: the WebRTC stack
+    /// refused to take the offer (conflicting or malformed fingerprints, a payload type its
+    /// attributes name but its m-line does not, an unknown candidate type, a number that is not
+    /// one) or to answer it. The offer checks let through what they do not model; the publisher
+    /// is told why with a 4xx, and nothing of the server is at fault.
+    pub fn is_offer_fault(&self) -> bool {
+        matches!(
+            self.step,
+            STEP_READ_OFFER
+                | STEP_REMOTE
+                | STEP_CREATE_ANSWER
+                | STEP_LOCAL
+                | STEP_READ_RESTART
+                | STEP_RESTART
+        )
+    }
+}
+
+const STEP_READ_OFFER: &str = "read offer";
+const STEP_REMOTE: &str = "set remote description";
+const STEP_CREATE_ANSWER: &str = "create answer";
+const STEP_LOCAL: &str = "set local description";
+const STEP_READ_RESTART: &str = "read restart offer";
+const STEP_RESTART: &str = "set restart offer";
+
 trait Step<T> {
     fn step(self, step: &'static str) -> Result<T, PeerError>;
 }
@@ -301,9 +327,9 @@ fn answer(
             .step("add transceiver")?;
         }
     }
-    let description = RTCSessionDescription::offer(offer.sdp.clone()).step("read offer")?;
+    let description = RTCSessionDescription::offer(offer.sdp.clone()).step(STEP_READ_OFFER)?;
     pc.set_remote_description(now, description)
-        .step("set remote description")?;
+        .step(STEP_REMOTE)?;
     for ip in ips {
         let host = CandidateHostConfig {
             base_config: CandidateConfig {
@@ -331,9 +357,8 @@ fn answer(
 }
 
 fn negotiate(pc: &mut RTCPeerConnection, now: Instant) -> Result<Answer, PeerError> {
-    let answer = pc.create_answer(None).step("create answer")?;
-    pc.set_local_description(now, answer)
-        .step("set local description")?;
+    let answer = pc.create_answer(None).step(STEP_CREATE_ANSWER)?;
+    pc.set_local_description(now, answer).step(STEP_LOCAL)?;
     let sdp = pc
         .local_description()
         .map(|d| d.sdp.clone())
@@ -405,9 +430,9 @@ fn restart(
     now: Instant,
 ) -> Result<Answer, PeerError> {
     let description =
-        RTCSessionDescription::offer(offer.with_credentials(remote)).step("read restart offer")?;
+        RTCSessionDescription::offer(offer.with_credentials(remote)).step(STEP_READ_RESTART)?;
     pc.set_remote_description(now, description)
-        .step("set restart offer")?;
+        .step(STEP_RESTART)?;
     negotiate(pc, now)
 }
 

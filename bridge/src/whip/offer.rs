@@ -316,48 +316,8 @@ a=ssrc:2 cname:FFmpeg\r\n";
     /// The shape of OBS Studio 32.1's simulcast WHIP offer (libdatachannel), as its source
     /// writes it: video with the mid and rtp-stream-id extensions, three rids to send, no SSRC
     /// lines for video, no RTX.
-    pub(crate) const OBS_SIMULCAST: &str = "v=0\r\n\
-o=rtc 2731453213 0 IN IP4 127.0.0.1\r\n\
-s=-\r\n\
-t=0 0\r\n\
-a=group:BUNDLE 0 1\r\n\
-a=group:LS 0 1\r\n\
-a=msid-semantic:WMS *\r\n\
-a=ice-options:ice2,trickle\r\n\
-a=fingerprint:sha-256 3C:0A:91:5D:24:E7:88:16:B2:4F:6E:01:93:AA:5C:71:0E:D2:68:3B:99:47:C5:12:F0:8D:36:2A:7B:E4:19:C8\r\n\
-m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
-c=IN IP4 0.0.0.0\r\n\
-a=mid:0\r\n\
-a=sendonly\r\n\
-a=ssrc:3462731 cname:obs-cname\r\n\
-a=ssrc:3462731 msid:obs-stream obs-audio\r\n\
-a=msid:obs-stream obs-audio\r\n\
-a=rtcp-mux\r\n\
-a=rtpmap:111 opus/48000/2\r\n\
-a=fmtp:111 minptime=10;maxaveragebitrate=96000;stereo=1;sprop-stereo=1;useinbandfec=1\r\n\
-a=setup:actpass\r\n\
-a=ice-ufrag:Qx7e\r\n\
-a=ice-pwd:Yk3pRr0vTmZcW5nHsL8aBq\r\n\
-m=video 9 UDP/TLS/RTP/SAVPF 96\r\n\
-c=IN IP4 0.0.0.0\r\n\
-a=mid:1\r\n\
-a=sendonly\r\n\
-a=msid:obs-stream obs-video\r\n\
-a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
-a=extmap:2 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n\
-a=rid:0 send\r\n\
-a=rid:1 send\r\n\
-a=rid:2 send\r\n\
-a=simulcast:send 0;1;2\r\n\
-a=rtcp-mux\r\n\
-a=rtpmap:96 H264/90000\r\n\
-a=rtcp-fb:96 nack\r\n\
-a=rtcp-fb:96 nack pli\r\n\
-a=rtcp-fb:96 goog-remb\r\n\
-a=fmtp:96 profile-level-id=42e01f;packetization-mode=1;level-asymmetry-allowed=1\r\n\
-a=setup:actpass\r\n\
-a=ice-ufrag:Qx7e\r\n\
-a=ice-pwd:Yk3pRr0vTmZcW5nHsL8aBq\r\n";
+    pub(crate) const OBS_SIMULCAST: &str =
+        include_str!("../../tests/data/obs32-simulcast-offer.sdp");
 
     #[test]
     fn an_obs_simulcast_offer_announces_its_layers() {
