@@ -113,6 +113,8 @@ pub struct App {
     pub hls: HlsStreams,
     sessions: Mutex<Registry>,
     rate: Mutex<RateLimiter>,
+    /// Slots for session set-ups running at once (`--setup-concurrency`).
+    setups: Arc<tokio::sync::Semaphore>,
     rtmp_tls: Arc<tokio_rustls::rustls::ClientConfig>,
     /// The DTLS certificate every peer presents: one per process, made at startup.
     dtls_certificate: RTCCertificate,
@@ -161,6 +163,7 @@ impl App {
             dtls_certificate,
             hls: HlsStreams::new(settings.hls.clone(), metrics.hls()),
             rate: Mutex::new(RateLimiter::new(settings.whip.post_rate_per_ip)),
+            setups: Arc::new(tokio::sync::Semaphore::new(settings.whip.setup_concurrency)),
             settings,
             metrics,
             udp,
@@ -181,6 +184,21 @@ impl App {
             .get(id)
             .filter(|h| h.stream == stream)
             .cloned()
+    }
+
+    /// A slot to set a session up in, if one comes free within `--setup-queue-ms`; `None`
+    /// (counted) when the bridge cannot keep up: the POST is then refused at once, rather than
+    /// queued behind more work than it can wait for.
+    pub async fn admit_setup(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let slot = self.setups.clone().acquire_owned();
+        match tokio::time::timeout(self.settings.whip.setup_queue, slot).await {
+            Ok(Ok(permit)) => Some(permit),
+            // Elapsed, or (never: the semaphore is not closed) closed.
+            _ => {
+                self.metrics.setups_refused.inc();
+                None
+            }
+        }
     }
 
     /// Handles a POST: checks, builds the peer, starts the session actor.

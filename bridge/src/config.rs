@@ -184,6 +184,14 @@ pub struct Config {
     /// POSTs per second allowed from one client address; beyond it 429.
     #[arg(long, env = "BRIDGE_POST_RATE_PER_IP", default_value_t = 2_000)]
     pub post_rate_per_ip: u32,
+    /// Session set-ups (offer in, answer out: the WebRTC stack's costly part) run at once, off
+    /// the threads that answer HTTP; further POSTs wait for a slot. 0: one per CPU core.
+    #[arg(long, env = "BRIDGE_SETUP_CONCURRENCY", default_value_t = 0)]
+    pub setup_concurrency: usize,
+    /// How long a POST may wait for a set-up slot before it gets 503 with Retry-After: a bridge
+    /// that cannot keep up says so at once, and the POSTs it admits keep their latency.
+    #[arg(long, env = "BRIDGE_SETUP_QUEUE_MS", default_value_t = 100)]
+    pub setup_queue_ms: u64,
     /// A session that has not connected ICE within this many seconds ends.
     #[arg(long, env = "BRIDGE_CONNECT_TIMEOUT_SECS", default_value_t = 30)]
     pub connect_timeout_secs: u64,
@@ -392,6 +400,11 @@ impl Config {
                 etag: self.etag.into(),
                 on_conflict: self.on_conflict,
                 post_rate_per_ip: self.post_rate_per_ip,
+                setup_concurrency: match self.setup_concurrency {
+                    0 => std::thread::available_parallelism().map_or(1, usize::from),
+                    n => n,
+                },
+                setup_queue: Duration::from_millis(self.setup_queue_ms),
             },
             liveness: LivenessConfig {
                 connect_timeout: Duration::from_secs(self.connect_timeout_secs),
@@ -483,6 +496,10 @@ pub struct WhipSettings {
     pub on_conflict: OnConflict,
     /// POSTs per second per client address.
     pub post_rate_per_ip: u32,
+    /// Session set-ups run at once.
+    pub setup_concurrency: usize,
+    /// How long a POST waits for a set-up slot before 503.
+    pub setup_queue: Duration,
 }
 
 /// The HLS settings every stream shares.

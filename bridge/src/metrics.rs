@@ -146,6 +146,8 @@ pub struct Metrics {
     pub rtmp_reconnects: Family<TargetLabel, Counter>,
     /// Keyframe requests (PLI) sent to publishers.
     pub keyframe_requests: Counter,
+    /// POSTs refused with 503 for want of a set-up slot in time.
+    pub setups_refused: Counter,
     /// Per video layer: access units, keyframes, bytes.
     video_layers: LayerFamilies,
     /// Changes of the simulcast layer the outputs get, by reason.
@@ -235,6 +237,13 @@ impl Default for Metrics {
             r,
             "keyframe_requests",
             "Keyframe requests (PLI) sent to publishers",
+            Counter::default(),
+        );
+        let setups_refused = register(
+            r,
+            "setups_refused",
+            "POSTs refused with 503 and Retry-After because no session set-up slot came free \
+             within --setup-queue-ms (the bridge could not keep up)",
             Counter::default(),
         );
         let video_layers = LayerFamilies {
@@ -440,6 +449,7 @@ impl Default for Metrics {
             rtp_bytes,
             keyframes,
             keyframe_requests,
+            setups_refused,
             video_layers,
             simulcast_switches,
             rtmp_up,

@@ -298,6 +298,49 @@ async fn offers_the_webrtc_stack_refuses_are_422_with_the_reason() {
     assert_eq!(h.app.session_count(), 0, "nothing half-created");
 }
 
+/// Admission control: with one set-up slot and no time to wait for it, POSTs that come while
+/// one is being set up are refused at once with 503 and Retry-After (counted), never queued;
+/// once the slot is free, a POST is admitted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_beyond_the_setup_slots_get_503_with_retry_after() {
+    let h = harness(|c| {
+        c.setup_concurrency = 1;
+        c.setup_queue_ms = 0;
+    })
+    .await;
+    let h = Arc::new(h);
+    let posts: Vec<_> = (0..16)
+        .map(|i| {
+            let h = h.clone();
+            tokio::spawn(async move { h.post(&format!("s{i}"), "application/sdp", OFFER).await })
+        })
+        .collect();
+    let mut created = 0;
+    let mut refused = 0;
+    for post in posts {
+        let answer = post.await.unwrap();
+        match answer.status {
+            StatusCode::CREATED => created += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(answer.header("retry-after"), Some("1"), "{}", answer.body);
+                refused += 1;
+            }
+            other => panic!("{other}: {}", answer.body),
+        }
+    }
+    assert!(
+        created >= 1 && refused >= 1,
+        "{created} created, {refused} refused"
+    );
+    let metrics = h.app.metrics.render();
+    assert!(
+        metrics.contains(&format!("bridge_setups_refused_total {refused}")),
+        "{metrics}"
+    );
+    assert_eq!(h.app.session_count(), created);
+    h.publish("after").await;
+}
+
 #[tokio::test]
 async fn patch_trickle_restart_and_stale_tags() {
     let h = harness(|_| {}).await;

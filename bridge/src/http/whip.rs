@@ -77,8 +77,25 @@ pub(super) async fn post(
     }
     let ip = client_ip(&request);
     let body = read_body(request.into_body()).await?;
-    let created = app
-        .create_session(&stream, ip, &body)
+    let permit = app.admit_setup().await.ok_or_else(|| {
+        ApiError::new(
+            503,
+            "the bridge is setting up as many sessions as it can; retry",
+        )
+        .retry_after(1)
+    })?;
+    // Off the threads that answer HTTP: under load they keep answering at once (refusals,
+    // PATCHes, HLS) while set-ups take their turns.
+    let setup = {
+        let (app, stream) = (app.clone(), stream.clone());
+        tokio::task::spawn_blocking(move || {
+            let _slot = permit;
+            app.create_session(&stream, ip, &body)
+        })
+    };
+    let created = setup
+        .await
+        .map_err(ApiError::internal)?
         .map_err(|err| match err {
             CreateError::Offer(e) => ApiError::new(e.status(), e.to_string()),
             CreateError::RateLimited(wait) => {
