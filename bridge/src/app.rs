@@ -115,6 +115,10 @@ pub struct App {
     rate: Mutex<RateLimiter>,
     /// Slots for session set-ups running at once (`--setup-concurrency`).
     setups: Arc<tokio::sync::Semaphore>,
+    /// POSTs waiting for a slot, and how long a set-up takes (microseconds, a moving average):
+    /// what a new POST would wait.
+    setups_waiting: std::sync::atomic::AtomicUsize,
+    setup_micros: AtomicU64,
     rtmp_tls: Arc<tokio_rustls::rustls::ClientConfig>,
     /// The DTLS certificate every peer presents: one per process, made at startup.
     dtls_certificate: RTCCertificate,
@@ -164,6 +168,8 @@ impl App {
             hls: HlsStreams::new(settings.hls.clone(), metrics.hls()),
             rate: Mutex::new(RateLimiter::new(settings.whip.post_rate_per_ip)),
             setups: Arc::new(tokio::sync::Semaphore::new(settings.whip.setup_concurrency)),
+            setups_waiting: std::sync::atomic::AtomicUsize::new(0),
+            setup_micros: AtomicU64::new(0),
             settings,
             metrics,
             udp,
@@ -189,16 +195,52 @@ impl App {
     /// A slot to set a session up in, if one comes free within `--setup-queue-ms`; `None`
     /// (counted) when the bridge cannot keep up: the POST is then refused at once, rather than
     /// queued behind more work than it can wait for.
+    ///
+    /// A POST that would wait longer than that, by the set-ups queued ahead of it and how long
+    /// they take, is refused without waiting: under overload refusals come at once, and the
+    /// client's retry is not delayed by a wait that could not end in a slot.
     pub async fn admit_setup(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let slot = self.setups.clone().acquire_owned();
-        match tokio::time::timeout(self.settings.whip.setup_queue, slot).await {
-            Ok(Ok(permit)) => Some(permit),
-            // Elapsed, or (never: the semaphore is not closed) closed.
-            _ => {
-                self.metrics.setups_refused.inc();
-                None
-            }
+        if let Ok(permit) = self.setups.clone().try_acquire_owned() {
+            return Some(permit);
         }
+        let budget = self.settings.whip.setup_queue;
+        let ahead = self.setups_waiting.fetch_add(1, Ordering::Relaxed) as u64 + 1;
+        let slots = self.settings.whip.setup_concurrency.max(1) as u64;
+        let expected = Duration::from_micros(
+            self.setup_micros
+                .load(Ordering::Relaxed)
+                .saturating_mul(ahead)
+                / slots,
+        );
+        let slot = self.setups.clone().acquire_owned();
+        let admitted = if expected > budget {
+            None
+        } else {
+            // Elapsed, or (never: the semaphore is not closed) closed: refused.
+            tokio::time::timeout(budget, slot)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        };
+        self.setups_waiting.fetch_sub(1, Ordering::Relaxed);
+        if admitted.is_none() {
+            self.metrics.setups_refused.inc();
+        }
+        admitted
+    }
+
+    /// A session set-up took `took`: the moving average [`Self::admit_setup`] estimates waits by.
+    pub fn setup_took(&self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        // One eighth of each new sample; racing updates lose one sample, which an estimate
+        // can spare.
+        let old = self.setup_micros.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            micros
+        } else {
+            old - old / 8 + micros / 8
+        };
+        self.setup_micros.store(new, Ordering::Relaxed);
     }
 
     /// Handles a POST: checks, builds the peer, starts the session actor.

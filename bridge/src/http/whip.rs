@@ -90,7 +90,10 @@ pub(super) async fn post(
         let (app, stream) = (app.clone(), stream.clone());
         tokio::task::spawn_blocking(move || {
             let _slot = permit;
-            app.create_session(&stream, ip, &body)
+            let started = std::time::Instant::now();
+            let created = app.create_session(&stream, ip, &body);
+            app.setup_took(started.elapsed());
+            created
         })
     };
     let created = setup
