@@ -78,7 +78,8 @@ start_bridge() {
     HTTP=$(free_port)
     local udp
     udp=$(free_port)
-    "$BRIDGE" --http "127.0.0.1:$HTTP" --udp "127.0.0.1:$udp" --hls-dir "$dir/hls" "$@" \
+    # A short drain on stop (an env setting: older binaries of an A/B run ignore it).
+    BRIDGE_DRAIN_TIMEOUT_SECS=2 "$BRIDGE" --http "127.0.0.1:$HTTP" --udp "127.0.0.1:$udp" --hls-dir "$dir/hls" "$@" \
         >"$dir/bridge.log" 2>&1 &
     bridge_pid=$!
     for _ in $(seq 100); do

@@ -119,6 +119,8 @@ pub struct App {
     /// what a new POST would wait.
     setups_waiting: std::sync::atomic::AtomicUsize,
     setup_micros: AtomicU64,
+    /// New sessions are refused: the bridge is draining (see [`App::start_draining`]).
+    draining: std::sync::atomic::AtomicBool,
     rtmp_tls: Arc<tokio_rustls::rustls::ClientConfig>,
     /// The DTLS certificate every peer presents: one per process, made at startup.
     dtls_certificate: RTCCertificate,
@@ -170,12 +172,29 @@ impl App {
             setups: Arc::new(tokio::sync::Semaphore::new(settings.whip.setup_concurrency)),
             setups_waiting: std::sync::atomic::AtomicUsize::new(0),
             setup_micros: AtomicU64::new(0),
+            draining: std::sync::atomic::AtomicBool::new(false),
             settings,
             metrics,
             udp,
             sessions: Mutex::default(),
             next_route: AtomicU64::new(1),
         }))
+    }
+
+    /// Stops admitting sessions (POST answers 503 with Retry-After, `/readyz` 503) while the
+    /// live ones go on: the first step of a graceful shutdown, or of moving load off this node.
+    pub fn start_draining(&self) {
+        if !self.draining.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                sessions = self.session_count(),
+                "draining: new sessions refused"
+            );
+        }
+    }
+
+    /// The bridge is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Number of live sessions.

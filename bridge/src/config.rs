@@ -192,6 +192,11 @@ pub struct Config {
     /// that cannot keep up says so at once, and the POSTs it admits keep their latency.
     #[arg(long, env = "BRIDGE_SETUP_QUEUE_MS", default_value_t = 100)]
     pub setup_queue_ms: u64,
+    /// On SIGTERM or Ctrl-C (and after `POST /admin/drain`), new sessions are refused (503 with
+    /// Retry-After, `/readyz` 503) while live ones go on for up to this many seconds; then the
+    /// rest are ended cleanly (HLS ENDLIST, RTMP FCUnpublish). A second signal ends them at once.
+    #[arg(long, env = "BRIDGE_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
+    pub drain_timeout_secs: u64,
     /// A session that has not connected ICE within this many seconds ends.
     #[arg(long, env = "BRIDGE_CONNECT_TIMEOUT_SECS", default_value_t = 30)]
     pub connect_timeout_secs: u64,
@@ -405,6 +410,7 @@ impl Config {
                     n => n,
                 },
                 setup_queue: Duration::from_millis(self.setup_queue_ms),
+                drain_timeout: Duration::from_secs(self.drain_timeout_secs),
             },
             liveness: LivenessConfig {
                 connect_timeout: Duration::from_secs(self.connect_timeout_secs),
@@ -500,6 +506,8 @@ pub struct WhipSettings {
     pub setup_concurrency: usize,
     /// How long a POST waits for a set-up slot before 503.
     pub setup_queue: Duration,
+    /// How long live sessions may go on once the bridge drains.
+    pub drain_timeout: Duration,
 }
 
 /// The HLS settings every stream shares.

@@ -128,6 +128,20 @@ impl Bridge {
         &self.app
     }
 
+    /// Drains: refuses new sessions and waits until the live ones have ended or `timeout`
+    /// passed (call [`Bridge::shutdown`] then, which ends the rest cleanly).
+    pub async fn drain(&self, timeout: std::time::Duration) {
+        self.app.start_draining();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.app.session_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        tracing::info!(
+            left = self.app.session_count(),
+            "drained; ending the sessions left"
+        );
+    }
+
     /// Ends every session cleanly, stops serving, and releases the sockets.
     pub async fn shutdown(self) {
         self.app.shutdown().await;

@@ -1,4 +1,4 @@
-//! `bridge` binary: parse the configuration, log, run until Ctrl-C or SIGTERM.
+//! `bridge` binary: parse the configuration, log, run until Ctrl-C or SIGTERM, then drain.
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -40,6 +40,15 @@ async fn main() -> std::process::ExitCode {
         }
     };
     wait_for_signal().await;
+    let drain_timeout = running.app().settings.whip.drain_timeout;
+    tracing::info!(
+        ?drain_timeout,
+        "draining (a second signal ends the sessions at once)"
+    );
+    tokio::select! {
+        () = running.drain(drain_timeout) => {}
+        () = wait_for_signal() => tracing::info!("second signal"),
+    }
     tracing::info!("shutting down");
     running.shutdown().await;
     std::process::ExitCode::SUCCESS

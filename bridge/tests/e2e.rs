@@ -226,3 +226,54 @@ async fn loadgen_publish_reports_the_server_cpu_per_packet() {
     );
     bridge.shutdown().await;
 }
+
+/// Graceful drain: new publishers are refused (503 with Retry-After, `/readyz` 503, `/healthz`
+/// still 200) while a live one goes on; the drain returns as soon as the last session ended, or
+/// at its timeout with the rest left for `shutdown` to end cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_refuses_new_sessions_and_waits_for_live_ones() {
+    let bridge = start(|_| {}).await;
+    let live = Publisher::connect(endpoint(&bridge, "live")).await.unwrap();
+    live.wait_connected(CONNECT).await.unwrap();
+
+    // A drain that times out: the session is still there after it.
+    let started = tokio::time::Instant::now();
+    bridge.drain(Duration::from_millis(300)).await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(bridge.app().session_count(), 1);
+    assert!(bridge.app().is_draining());
+    match Publisher::connect(endpoint(&bridge, "late")).await {
+        Err(err) => assert_eq!(err.status(), Some(503), "{err}"),
+        Ok(_) => panic!("a publisher admitted while draining"),
+    }
+    let http = bridge.http_addr();
+    let status = |path: &'static str| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(http).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: bridge\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse::<u16>().ok())
+            .unwrap()
+    };
+    assert_eq!(status("/readyz").await, 503);
+    assert_eq!(status("/healthz").await, 200);
+
+    // A drain that ends with the last session.
+    let draining = {
+        let started = tokio::time::Instant::now();
+        let delete = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(live.delete().await.unwrap(), 200);
+        };
+        let ((), ()) = tokio::join!(bridge.drain(Duration::from_secs(20)), delete);
+        started.elapsed()
+    };
+    assert!(draining < Duration::from_secs(5), "{draining:?}");
+    assert_eq!(bridge.app().session_count(), 0);
+    bridge.shutdown().await;
+}

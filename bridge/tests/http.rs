@@ -341,6 +341,59 @@ async fn posts_beyond_the_setup_slots_get_503_with_retry_after() {
     h.publish("after").await;
 }
 
+/// `POST /admin/drain` is behind the token (or, without one, for this host only); once it is
+/// in, POSTs get 503 with Retry-After and `/readyz` 503, while `/healthz` stays 200.
+#[tokio::test]
+async fn admin_drain_needs_the_token_and_stops_admitting() {
+    let open = harness(|_| {}).await;
+    let from_afar = bridge::http::router(open.app.clone())
+        .layer(MockConnectInfo(SocketAddr::from(([192, 0, 2, 7], 40000))));
+    let request = Request::post("/admin/drain").body(Body::empty()).unwrap();
+    let refused = from_afar.oneshot(request).await.unwrap();
+    assert_eq!(
+        refused.status(),
+        StatusCode::FORBIDDEN,
+        "no token: this host only"
+    );
+    assert!(!open.app.is_draining());
+
+    let h = harness(|c| c.token = Some("s3cret".into())).await;
+    assert_eq!(h.simple("GET", "/readyz").await.status, StatusCode::OK);
+    let without = h.simple("POST", "/admin/drain").await;
+    assert_eq!(without.status, StatusCode::UNAUTHORIZED);
+    let with = h
+        .send(
+            Request::post("/admin/drain")
+                .header(header::AUTHORIZATION, "Bearer s3cret")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(with.status, StatusCode::OK);
+    assert!(h.app.is_draining());
+    let post = h
+        .send(
+            Request::post("/whip/demo")
+                .header(header::CONTENT_TYPE, "application/sdp")
+                .header(header::AUTHORIZATION, "Bearer s3cret")
+                .body(Body::from(OFFER))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        post.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        post.body
+    );
+    assert_eq!(post.header("retry-after"), Some("5"));
+    assert_eq!(
+        h.simple("GET", "/readyz").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(h.simple("GET", "/healthz").await.status, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn patch_trickle_restart_and_stale_tags() {
     let h = harness(|_| {}).await;

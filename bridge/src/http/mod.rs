@@ -11,7 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 pub use error::ApiError;
 
@@ -34,6 +34,7 @@ pub fn router(app: Arc<App>) -> Router {
                 .delete(whip::delete)
                 .options(whip::options_session),
         )
+        .route("/admin/drain", post(whip::drain))
         .route_layer(middleware::from_fn_with_state(app.clone(), auth));
     Router::new()
         .merge(whip)
@@ -42,9 +43,22 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/hls/{stream}/{rendition}/{file}", get(hls::get_rendition))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
         .layer(middleware::from_fn(cors))
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .with_state(app)
+}
+
+/// `/readyz`: 200 while the bridge takes new sessions, 503 once it drains (`/healthz` says it
+/// is alive either way), for load balancers to move new publishers elsewhere.
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    if app.is_draining() {
+        ApiError::new(503, "draining: this bridge takes no new sessions")
+            .retry_after(5)
+            .into_response()
+    } else {
+        "ready\n".into_response()
+    }
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {

@@ -42,6 +42,22 @@ fn client_ip(request: &Request) -> IpAddr {
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
 }
 
+/// `POST /admin/drain`: the bridge stops admitting sessions (see [`App::start_draining`]).
+/// Behind the bearer token; without one configured, only from this host.
+pub(super) async fn drain(
+    State(app): State<Arc<App>>,
+    request: Request,
+) -> Result<StatusCode, ApiError> {
+    if app.settings.whip.token.is_none() && !client_ip(&request).is_loopback() {
+        return Err(ApiError::new(
+            403,
+            "without --token, only this host may drain the bridge",
+        ));
+    }
+    app.start_draining();
+    Ok(StatusCode::OK)
+}
+
 pub(super) fn valid_stream_name(stream: &str) -> bool {
     !stream.is_empty()
         && stream.len() <= 128
@@ -74,6 +90,11 @@ pub(super) async fn post(
     }
     if !content_type_is(request.headers(), SDP) {
         return Err(ApiError::new(415, "the offer must be application/sdp"));
+    }
+    if app.is_draining() {
+        return Err(
+            ApiError::new(503, "this bridge is draining: it takes no new sessions").retry_after(5),
+        );
     }
     let ip = client_ip(&request);
     let body = read_body(request.into_body()).await?;
