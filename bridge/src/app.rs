@@ -121,6 +121,8 @@ pub struct App {
     setup_micros: AtomicU64,
     /// New sessions are refused: the bridge is draining (see [`App::start_draining`]).
     draining: std::sync::atomic::AtomicBool,
+    /// How late the event loop ran at its last measure, in microseconds.
+    loop_lag_micros: AtomicU64,
     rtmp_tls: Arc<tokio_rustls::rustls::ClientConfig>,
     /// The DTLS certificate every peer presents: one per process, made at startup.
     dtls_certificate: RTCCertificate,
@@ -173,6 +175,7 @@ impl App {
             setups_waiting: std::sync::atomic::AtomicUsize::new(0),
             setup_micros: AtomicU64::new(0),
             draining: std::sync::atomic::AtomicBool::new(false),
+            loop_lag_micros: AtomicU64::new(0),
             settings,
             metrics,
             udp,
@@ -195,6 +198,36 @@ impl App {
     /// The bridge is draining.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// How late the event loop runs (see [`App::watch_loop_lag`]).
+    pub fn set_loop_lag(&self, lag: Duration) {
+        let micros = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX);
+        self.loop_lag_micros.store(micros, Ordering::Relaxed);
+        self.metrics.loop_lag.set(lag.as_secs_f64());
+    }
+
+    /// The event loop runs later than `--max-loop-lag-ms`: the process is saturated.
+    pub fn is_saturated(&self) -> bool {
+        self.settings.whip.max_loop_lag.is_some_and(|max| {
+            Duration::from_micros(self.loop_lag_micros.load(Ordering::Relaxed)) > max
+        })
+    }
+
+    /// Measures, until the bridge stops, how late a 50 ms timer fires on the event loop: the
+    /// queueing every task of the process sees, whatever keeps the loop busy. Smoothed (a
+    /// quarter of each new measure), so that one late tick does not refuse sessions but a loop
+    /// that stays late does, within a few ticks.
+    pub async fn watch_loop_lag(self: Arc<Self>) {
+        const TICK: Duration = Duration::from_millis(50);
+        let mut smoothed = Duration::ZERO;
+        loop {
+            let asked = tokio::time::Instant::now();
+            tokio::time::sleep(TICK).await;
+            let late = asked.elapsed().saturating_sub(TICK);
+            smoothed = smoothed - smoothed / 4 + late / 4;
+            self.set_loop_lag(smoothed);
+        }
     }
 
     /// Number of live sessions.

@@ -192,6 +192,11 @@ pub struct Config {
     /// that cannot keep up says so at once, and the POSTs it admits keep their latency.
     #[arg(long, env = "BRIDGE_SETUP_QUEUE_MS", default_value_t = 100)]
     pub setup_queue_ms: u64,
+    /// New sessions get 503 with Retry-After while the event loop runs this many milliseconds
+    /// late (measured every 50 ms, smoothed): the process is saturated, and one more session
+    /// would slow every live one. 0: off.
+    #[arg(long, env = "BRIDGE_MAX_LOOP_LAG_MS", default_value_t = 500)]
+    pub max_loop_lag_ms: u64,
     /// On SIGTERM or Ctrl-C (and after `POST /admin/drain`), new sessions are refused (503 with
     /// Retry-After, `/readyz` 503) while live ones go on for up to this many seconds; then the
     /// rest are ended cleanly (HLS ENDLIST, RTMP FCUnpublish). A second signal ends them at once.
@@ -411,6 +416,8 @@ impl Config {
                 },
                 setup_queue: Duration::from_millis(self.setup_queue_ms),
                 drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+                max_loop_lag: (self.max_loop_lag_ms > 0)
+                    .then(|| Duration::from_millis(self.max_loop_lag_ms)),
             },
             liveness: LivenessConfig {
                 connect_timeout: Duration::from_secs(self.connect_timeout_secs),
@@ -508,6 +515,8 @@ pub struct WhipSettings {
     pub setup_queue: Duration,
     /// How long live sessions may go on once the bridge drains.
     pub drain_timeout: Duration,
+    /// Event-loop lag beyond which new sessions are refused; `None`: never.
+    pub max_loop_lag: Option<Duration>,
 }
 
 /// The HLS settings every stream shares.

@@ -63,6 +63,7 @@ pub struct Bridge {
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
     udp_reader: JoinHandle<()>,
+    lag_watch: JoinHandle<()>,
 }
 
 impl Bridge {
@@ -93,6 +94,7 @@ impl Bridge {
         let http_addr = listener.local_addr().map_err(bind_error)?;
         let app = app::App::new(settings, metrics, udp.clone())?;
         let udp_reader = tokio::spawn(udp.run());
+        let lag_watch = tokio::spawn(app.clone().watch_loop_lag());
         let (stop, mut stopped) = watch::channel(false);
         let service = http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
@@ -110,6 +112,7 @@ impl Bridge {
             stop,
             server,
             udp_reader,
+            lag_watch,
         })
     }
 
@@ -149,6 +152,8 @@ impl Bridge {
         let _ = self.server.await;
         self.udp_reader.abort();
         let _ = self.udp_reader.await;
+        self.lag_watch.abort();
+        let _ = self.lag_watch.await;
         tracing::info!("bridge stopped");
     }
 }

@@ -148,6 +148,10 @@ pub struct Metrics {
     pub keyframe_requests: Counter,
     /// POSTs refused with 503 for want of a set-up slot in time.
     pub setups_refused: Counter,
+    /// How late the event loop ran at its last measure.
+    pub loop_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// POSTs refused with 503 because the event loop ran too late.
+    pub saturated_refused: Counter,
     /// Per video layer: access units, keyframes, bytes.
     video_layers: LayerFamilies,
     /// Changes of the simulcast layer the outputs get, by reason.
@@ -244,6 +248,20 @@ impl Default for Metrics {
             "setups_refused",
             "POSTs refused with 503 and Retry-After because no session set-up slot came free \
              within --setup-queue-ms (the bridge could not keep up)",
+            Counter::default(),
+        );
+        let loop_lag = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        r.register_with_unit(
+            "event_loop_lag",
+            "How late a 50 ms timer last fired on the event loop: the queueing every task sees",
+            prometheus_client::registry::Unit::Seconds,
+            loop_lag.clone(),
+        );
+        let saturated_refused = register(
+            r,
+            "saturated_refused",
+            "POSTs refused with 503 and Retry-After because the event loop ran later than \
+             --max-loop-lag-ms",
             Counter::default(),
         );
         let video_layers = LayerFamilies {
@@ -450,6 +468,8 @@ impl Default for Metrics {
             keyframes,
             keyframe_requests,
             setups_refused,
+            loop_lag,
+            saturated_refused,
             video_layers,
             simulcast_switches,
             rtmp_up,

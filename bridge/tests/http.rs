@@ -394,6 +394,34 @@ async fn admin_drain_needs_the_token_and_stops_admitting() {
     assert_eq!(h.simple("GET", "/healthz").await.status, StatusCode::OK);
 }
 
+/// A saturated process (its event loop late beyond `--max-loop-lag-ms`) refuses new sessions
+/// with 503 and Retry-After, counted; below it, or with the check off, it admits them.
+#[tokio::test]
+async fn a_saturated_bridge_refuses_new_sessions() {
+    let h = harness(|c| c.max_loop_lag_ms = 200).await;
+    h.app.set_loop_lag(std::time::Duration::from_millis(300));
+    let refused = h.post("busy", "application/sdp", OFFER).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        refused.body
+    );
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(
+        h.app
+            .metrics
+            .render()
+            .contains("bridge_saturated_refused_total 1")
+    );
+    h.app.set_loop_lag(std::time::Duration::from_millis(100));
+    h.publish("calm").await;
+
+    let off = harness(|c| c.max_loop_lag_ms = 0).await;
+    off.app.set_loop_lag(std::time::Duration::from_secs(5));
+    off.publish("anyway").await;
+}
+
 #[tokio::test]
 async fn patch_trickle_restart_and_stale_tags() {
     let h = harness(|_| {}).await;

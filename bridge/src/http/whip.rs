@@ -96,6 +96,14 @@ pub(super) async fn post(
             ApiError::new(503, "this bridge is draining: it takes no new sessions").retry_after(5),
         );
     }
+    if app.is_saturated() {
+        app.metrics.saturated_refused.inc();
+        return Err(ApiError::new(
+            503,
+            "the bridge is saturated (its event loop runs late); retry",
+        )
+        .retry_after(1));
+    }
     let ip = client_ip(&request);
     let body = read_body(request.into_body()).await?;
     let permit = app.admit_setup().await.ok_or_else(|| {
