@@ -253,7 +253,7 @@ impl Default for Metrics {
         let loop_lag = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         r.register_with_unit(
             "event_loop_lag",
-            "How late a 50 ms timer last fired on the event loop: the queueing every task sees",
+            "How late a 50 ms timer fires on the event loop (smoothed): the queueing every task sees",
             prometheus_client::registry::Unit::Seconds,
             loop_lag.clone(),
         );
