@@ -5,17 +5,14 @@
 //! saying why: never a 5xx, never a panic, and the bridge still answers a good offer afterwards.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use axum::body::Body;
-use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Request, StatusCode, header};
-use bridge::app::App;
-use bridge::config::Config;
-use bridge::metrics::Metrics;
-use bridge::rtc::udp::UdpMux;
 use bridge_proto::testdata::xorshift;
 use http_body_util::BodyExt;
 use loadgen::signal::profile::{Identity, Profile};
@@ -97,19 +94,11 @@ fn mutate(offer: &str, others: &[String], next: &mut impl FnMut() -> u64) -> Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_offers_get_no_5xx() {
-    let config = Config {
-        udp: "127.0.0.1:0".parse().unwrap(),
-        max_sessions: 1_000_000,
-        post_rate_per_ip: 1_000_000,
-        ..Config::default()
-    };
-    let metrics = Arc::new(Metrics::default());
-    let udp = UdpMux::bind(config.udp, config.udp_recv_buffer, metrics.clone())
-        .await
-        .unwrap();
-    let app = App::new(config.into_settings().unwrap(), metrics, udp).unwrap();
-    let router = bridge::http::router(app.clone())
-        .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+    let (_app, router) = common::inproc::router_in_process(|c| {
+        c.max_sessions = 1_000_000;
+        c.post_rate_per_ip = 1_000_000;
+    })
+    .await;
 
     let identity = Identity::new(IpAddr::V4(Ipv4Addr::LOCALHOST), Arc::new(AtomicU64::new(0)))
         .await
@@ -119,13 +108,7 @@ async fn hostile_offers_get_no_5xx() {
         include_str!("data/ffmpeg9-whip-offer.sdp").to_owned(),
         include_str!("data/obs32-simulcast-offer.sdp").to_owned(),
     ];
-    for profile in [
-        Profile::Chromium,
-        Profile::Obs,
-        Profile::ObsSimulcast,
-        Profile::Ffmpeg,
-        Profile::Gstreamer,
-    ] {
+    for profile in Profile::ALL {
         let creds = profile.credentials(&mut rng);
         seeds.push(identity.offer(profile, &creds, &mut rng));
     }

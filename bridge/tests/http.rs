@@ -2,6 +2,8 @@
 //! but nothing connects).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -12,8 +14,6 @@ use axum::http::{Request, StatusCode, header};
 use bridge::app::App;
 use bridge::config::EtagMode;
 use bridge::config::{Config, IceServer, OnConflict};
-use bridge::metrics::Metrics;
-use bridge::rtc::udp::UdpMux;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -39,18 +39,7 @@ impl Answer {
 }
 
 async fn harness(tweak: impl FnOnce(&mut Config)) -> Harness {
-    let mut config = Config {
-        udp: "127.0.0.1:0".parse().unwrap(),
-        ..Config::default()
-    };
-    tweak(&mut config);
-    let metrics = Arc::new(Metrics::default());
-    let udp = UdpMux::bind(config.udp, config.udp_recv_buffer, metrics.clone())
-        .await
-        .unwrap();
-    let app = App::new(config.into_settings().unwrap(), metrics, udp).unwrap();
-    let router = bridge::http::router(app.clone())
-        .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+    let (app, router) = common::inproc::router_in_process(tweak).await;
     Harness { app, router }
 }
 

@@ -23,6 +23,29 @@ pub(crate) async fn start_in_process(tweak: impl FnOnce(&mut bridge::Config)) ->
     bridge::Bridge::start(config).await.unwrap()
 }
 
+/// The bridge's state and router in this process, with no HTTP socket (tests call the router
+/// with `oneshot`; requests come from 127.0.0.1:40000) and a real UDP mux on a free loopback
+/// port that nothing connects to; `tweak` adjusts the configuration.
+pub(crate) async fn router_in_process(
+    tweak: impl FnOnce(&mut bridge::Config),
+) -> (std::sync::Arc<bridge::app::App>, axum::Router) {
+    let mut config = bridge::Config {
+        udp: "127.0.0.1:0".parse().unwrap(),
+        ..bridge::Config::default()
+    };
+    tweak(&mut config);
+    let metrics = std::sync::Arc::new(bridge::metrics::Metrics::default());
+    let udp = bridge::rtc::udp::UdpMux::bind(config.udp, config.udp_recv_buffer, metrics.clone())
+        .await
+        .unwrap();
+    let app = bridge::app::App::new(config.into_settings().unwrap(), metrics, udp).unwrap();
+    let router =
+        bridge::http::router(app.clone()).layer(axum::extract::connect_info::MockConnectInfo(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 40000)),
+        ));
+    (app, router)
+}
+
 /// The publisher's configuration for `stream` on `bridge`, trickling its candidates.
 pub(crate) fn endpoint(bridge: &bridge::Bridge, stream: &str) -> loadgen::PublisherConfig {
     loadgen::PublisherConfig {

@@ -263,6 +263,26 @@ impl HlsClient {
         }
     }
 
+    /// GETs a playlist and reads it with `parse` (a status other than 200 is an error).
+    async fn get_playlist<T>(
+        &self,
+        url: &str,
+        timeout: Duration,
+        parse: fn(&[u8]) -> Result<T, PlaylistError>,
+    ) -> Result<T, HlsError> {
+        let fetched = self.get(url, timeout).await?;
+        if fetched.status != 200 {
+            return Err(HlsError::Status {
+                url: url.to_owned(),
+                status: fetched.status,
+            });
+        }
+        parse(&fetched.bytes).map_err(|source| HlsError::Playlist {
+            url: url.to_owned(),
+            source,
+        })
+    }
+
     /// GETs `url` and reads the whole body, timing its first and last bytes.
     async fn get(&self, url: &str, timeout: Duration) -> Result<Fetched, HlsError> {
         let request = Request::get(url)
@@ -449,20 +469,9 @@ impl HlsClient {
         let mut failures = 0;
         let mut variants_listed = None;
         loop {
-            let got = async {
-                let fetched = self.get(url, MIN_REQUEST_TIMEOUT).await?;
-                if fetched.status != 200 {
-                    return Err(HlsError::Status {
-                        url: url.to_owned(),
-                        status: fetched.status,
-                    });
-                }
-                MultivariantPlaylist::parse(&fetched.bytes).map_err(|source| HlsError::Playlist {
-                    url: url.to_owned(),
-                    source,
-                })
-            }
-            .await;
+            let got = self
+                .get_playlist(url, MIN_REQUEST_TIMEOUT, MultivariantPlaylist::parse)
+                .await;
             match got {
                 Ok(ladder) if ladder.variants.len() >= layers => {
                     let with_audio = ladder
@@ -606,17 +615,9 @@ impl Follower {
 
     /// GETs a playlist and reads it (a status other than 200 is an error).
     async fn playlist(&self, url: &str) -> Result<MediaPlaylist, HlsError> {
-        let fetched = self.client.get(url, self.timeout).await?;
-        if fetched.status != 200 {
-            return Err(HlsError::Status {
-                url: url.to_owned(),
-                status: fetched.status,
-            });
-        }
-        MediaPlaylist::parse(&fetched.bytes).map_err(|source| HlsError::Playlist {
-            url: url.to_owned(),
-            source,
-        })
+        self.client
+            .get_playlist(url, self.timeout, MediaPlaylist::parse)
+            .await
     }
 
     /// The playlist once it exists: `404` means the stream has not started yet.

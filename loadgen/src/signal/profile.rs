@@ -83,6 +83,15 @@ pub enum Profile {
 }
 
 impl Profile {
+    /// Every profile.
+    pub const ALL: [Profile; 5] = [
+        Profile::Chromium,
+        Profile::Obs,
+        Profile::ObsSimulcast,
+        Profile::Ffmpeg,
+        Profile::Gstreamer,
+    ];
+
     /// Name in reports.
     pub fn name(self) -> &'static str {
         match self {
@@ -505,13 +514,7 @@ mod tests {
     fn offers_carry_the_profile_credentials_and_only_our_address() {
         let id = identity();
         let mut rng = SmallRng::seed_from_u64(7);
-        for profile in [
-            Profile::Chromium,
-            Profile::Obs,
-            Profile::ObsSimulcast,
-            Profile::Ffmpeg,
-            Profile::Gstreamer,
-        ] {
+        for profile in Profile::ALL {
             let creds = profile.credentials(&mut rng);
             assert!(creds.ufrag.len() >= 4 && creds.pwd.len() >= 22);
             let offer = id.offer(profile, &creds, &mut rng);
