@@ -331,10 +331,20 @@ async fn play(source: Source, player: Player, play_secs: u32) -> Option<Measured
         .iter()
         .filter_map(|s| s.behind_sender_ms)
         .collect();
-    assert!(!latency.is_empty() && !behind.is_empty(), "{played:?}");
-    let (latency_p50, latency_max) = (quantile(&mut latency, 0.5), quantile(&mut latency, 1.0));
+    assert!(!behind.is_empty(), "{played:?}");
+    // Shaka's `liveLatency` is sometimes NaN for a whole run (seen once in CI on the ladder,
+    // which played without a stall): its own estimate, not the stream's; hls.js always has one.
+    let (latency_p50, latency_max) = if latency.is_empty() {
+        assert!(
+            matches!(player, Player::Shaka),
+            "{name}: no latency\n{played:?}"
+        );
+        (f64::NAN, f64::NAN)
+    } else {
+        (quantile(&mut latency, 0.5), quantile(&mut latency, 1.0))
+    };
     let (behind_p50, behind_max) = (quantile(&mut behind, 0.5), quantile(&mut behind, 1.0));
-    assert!(latency_max < 4.0, "{latency:?}");
+    assert!(latency.is_empty() || latency_max < 4.0, "{latency:?}");
     // FFmpeg's sender reports date its media about 0.5 s late (see the module docs), which
     // Shaka's estimate (dated by the segment, not the frame) can show as slightly negative.
     let ahead_ok = match player {
