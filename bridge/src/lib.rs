@@ -20,6 +20,7 @@ pub mod hls;
 pub mod http;
 pub mod ids;
 pub mod metrics;
+pub mod outbound;
 pub mod ratelimit;
 pub mod rtc;
 pub mod session;
