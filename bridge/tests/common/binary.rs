@@ -120,14 +120,29 @@ impl<'a> Bridge<'a> {
 
 /// HTTP/1.0 GET over a plain TCP connection (the body ends with the connection).
 pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    http_request(addr, "GET", path, None, "").map(|(code, _, body)| (code, body))
+}
+
+/// An HTTP/1.0 request over a plain TCP connection with the bearer token and, when given, a
+/// body of that content type: the status, the head (status line and headers) and the body.
+pub(crate) fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> Result<(u16, String, String), String> {
     let mut stream =
         TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
+    let content = content_type.map_or(String::new(), |t| {
+        format!("Content-Type: {t}\r\nContent-Length: {}\r\n", body.len())
+    });
     write!(
         stream,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n{content}\r\n{body}"
     )
     .map_err(|e| e.to_string())?;
     let mut raw = String::new();
@@ -138,7 +153,7 @@ pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), St
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("bad status line in {head:?}"))?;
-    Ok((code, body.to_owned()))
+    Ok((code, head.to_owned(), body.to_owned()))
 }
 
 pub(crate) fn free_loopback_ports() -> (SocketAddr, SocketAddr) {
