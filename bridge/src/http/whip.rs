@@ -106,12 +106,12 @@ pub(super) async fn post(
     }
     let ip = client_ip(&request);
     let body = read_body(request.into_body()).await?;
-    let permit = app.admit_setup().await.ok_or_else(|| {
+    let permit = app.admit_setup().await.map_err(|retry_after| {
         ApiError::new(
             503,
             "the bridge is setting up as many sessions as it can; retry",
         )
-        .retry_after(1)
+        .retry_after(retry_after)
     })?;
     // Off the threads that answer HTTP: under load they keep answering at once (refusals,
     // PATCHes, HLS) while set-ups take their turns.
