@@ -284,7 +284,8 @@ impl App {
         })
     }
 
-    /// A session set-up took `took`: the moving average [`Self::admit_setup`] estimates waits by.
+    /// A set-up held its slot for `took`: the moving average [`Self::admit_setup`] estimates
+    /// waits by.
     pub fn setup_took(&self, took: Duration) {
         lock(&self.retry_pacer).set_up(Instant::now());
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
