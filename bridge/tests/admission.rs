@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use loadgen::signal;
 
 /// Limit for one HTTP exchange: an answer this late is the machine's doing, not the protocol's.
@@ -94,13 +92,5 @@ async fn overload_is_refused_with_retry_after_and_every_session_set_up_in_the_en
         report.latency["post_refused"].raw.count,
         report.refusals.count
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while bridge.app().session_count() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "{} sessions left",
-            bridge.app().session_count()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::inproc::wait_released(&bridge, "after the overload").await;
 }

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -23,14 +22,6 @@ const PUBLISHERS: usize = 4;
 const DRAIN_TIMEOUT_SECS: u64 = 3;
 /// Beyond the drain timeout, for a busy machine: the sessions' outputs finishing and the exit.
 const EXIT_MARGIN: Duration = Duration::from_secs(10);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn stream(i: usize) -> String {
     format!("d{i}")

@@ -16,8 +16,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use loadgen::report::Report;
 use loadgen::signal;
 
@@ -76,15 +74,7 @@ async fn two_thousand_sessions_under_every_fault_show_no_violation() {
         let run = signal::run(&args).await.unwrap();
         print!("round {round}: {}", run.report.table());
         // Every session of the round was DELETEd and released before the next round starts.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while bridge.app().session_count() > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: {} sessions left",
-                bridge.app().session_count()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        common::inproc::wait_released(&bridge, &format!("round {round}")).await;
         rounds.push(run.report);
     }
     let report = Report::merge(&rounds).unwrap();

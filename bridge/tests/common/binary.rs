@@ -156,6 +156,15 @@ pub(crate) fn http_request(
     Ok((code, head.to_owned(), body.to_owned()))
 }
 
+/// A TCP port free on loopback (for a peer such as nginx to listen on).
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub(crate) fn free_loopback_ports() -> (SocketAddr, SocketAddr) {
     let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
