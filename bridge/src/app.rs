@@ -111,6 +111,8 @@ pub struct App {
     pub udp: Arc<UdpMux>,
     /// Every stream's HLS output state (written by sessions, read by the /hls/ handlers).
     pub hls: HlsStreams,
+    /// Who may publish and read.
+    pub auth: crate::auth::Auth,
     sessions: Mutex<Registry>,
     rate: Mutex<RateLimiter>,
     /// Slots for session set-ups running at once (`--setup-concurrency`).
@@ -170,6 +172,7 @@ impl App {
             rtmp_tls,
             dtls_certificate,
             hls: HlsStreams::new(settings.hls.clone(), metrics.hls()),
+            auth: crate::auth::Auth::new(&settings.auth, settings.whip.token.clone()),
             rate: Mutex::new(RateLimiter::new(settings.whip.post_rate_per_ip)),
             setups: Arc::new(tokio::sync::Semaphore::new(settings.whip.setup_concurrency)),
             setups_waiting: std::sync::atomic::AtomicUsize::new(0),

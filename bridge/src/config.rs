@@ -17,6 +17,9 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser};
 use serde::{Deserialize, Serialize};
 
+pub use crate::auth::StreamKeys;
+use crate::auth::hook::HookSettings;
+use crate::auth::jwt::JwksSettings;
 use crate::media::reorder::ReorderConfig;
 use crate::mux::hls::playlist::{Container, PlaylistKind};
 use crate::rtmp_url::RtmpUrl;
@@ -150,6 +153,22 @@ pub struct RtmpTarget {
     pub streams: Vec<String>,
 }
 
+/// Who may read a stream's HLS output (see [`crate::auth`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HlsAuth {
+    /// Anyone: playback is public.
+    #[default]
+    None,
+    /// A `[[stream]]` read or publish key, or the global `--token`, as a bearer token or a
+    /// `token` query parameter (players cannot set headers; the playlists then carry it on).
+    Token,
+    /// The `--auth-url` hook, asked with `action: "read"`.
+    Hook,
+    /// A JWT of the `--jwks-url` set whose `read` claim names the stream.
+    Jwt,
+}
+
 /// The bridge's configuration: one field per setting, each the single declaration of its flag,
 /// environment variable, TOML key, default and help.
 #[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
@@ -165,9 +184,42 @@ pub struct Config {
     /// then not be a wildcard). Candidates are never gathered from the machine's interfaces.
     #[arg(long, env = "BRIDGE_ADVERTISE_IP", value_delimiter = ',')]
     pub advertise_ip: Vec<IpAddr>,
-    /// Bearer token every request but CORS preflights must carry. None: no auth.
+    /// The operator's bearer token: publishes any stream, reads any (with `--hls-auth token`)
+    /// and may drain. With no way of auth configured (this, `[[stream]]` keys, `--auth-url`,
+    /// `--jwks-url`), anyone may publish.
     #[arg(long, env = "BRIDGE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Per-stream keys (config file only): `[[stream]]` with `name` (a stream name or a
+    /// `*`-pattern), `publish_key` and `read_key`.
+    #[arg(skip)]
+    pub stream: Vec<StreamKeys>,
+    /// The platform's auth hook: the bridge POSTs `{action, stream, token, ip, user_agent,
+    /// protocol}` as JSON and a 2xx answer allows (401/403 and failures refuse).
+    #[arg(long, env = "BRIDGE_AUTH_URL")]
+    pub auth_url: Option<String>,
+    /// How long the auth hook may take to answer (ms); beyond it the request gets 403.
+    #[arg(long, env = "BRIDGE_AUTH_TIMEOUT_MS", default_value_t = 2_000)]
+    pub auth_timeout_ms: u64,
+    /// How long the auth hook's answers are reused for the same request (seconds; 0: never).
+    #[arg(long, env = "BRIDGE_AUTH_CACHE_SECS", default_value_t = 5)]
+    pub auth_cache_secs: u64,
+    /// JWKS URL: JWT bearer tokens (RS256, ES256) signed by one of its keys are accepted for
+    /// the streams their `publish` and `read` claims name.
+    #[arg(long, env = "BRIDGE_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// How often the JWKS document is fetched again (seconds; also at once for an unknown key
+    /// id, at most every 10 s).
+    #[arg(long, env = "BRIDGE_JWKS_REFRESH_SECS", default_value_t = 300)]
+    pub jwks_refresh_secs: u64,
+    /// The `iss` JWTs must carry, if any.
+    #[arg(long, env = "BRIDGE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// The `aud` JWTs must carry, if any.
+    #[arg(long, env = "BRIDGE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Who may read HLS: none (anyone), token, hook or jwt.
+    #[arg(long, env = "BRIDGE_HLS_AUTH", value_enum, default_value_t)]
+    pub hls_auth: HlsAuth,
     /// ICE servers advertised in `Link` headers: `URL` or `"URL USERNAME CREDENTIAL"`
     /// (repeatable).
     #[arg(long, env = "BRIDGE_ICE_SERVER", value_delimiter = ',')]
@@ -343,6 +395,7 @@ impl Config {
         if self.token.as_deref().is_some_and(str::is_empty) {
             return Err(ConfigError::Invalid("--token is empty".into()));
         }
+        self.validate_auth()?;
         if self.hls_window == 0 {
             return Err(ConfigError::Invalid("hls-window must be positive".into()));
         }
@@ -365,11 +418,79 @@ impl Config {
         Ok(())
     }
 
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let invalid = |what: String| Err(ConfigError::Invalid(what));
+        for entry in &self.stream {
+            let empty_key = [&entry.publish_key, &entry.read_key]
+                .into_iter()
+                .any(|k| k.as_deref().is_some_and(str::is_empty));
+            if entry.name.is_empty() || empty_key {
+                return invalid(format!("[[stream]] {:?}: empty name or key", entry.name));
+            }
+            if entry.publish_key.is_none() && entry.read_key.is_none() {
+                return invalid(format!(
+                    "[[stream]] {:?}: give publish_key, read_key or both",
+                    entry.name
+                ));
+            }
+        }
+        let has_key = self.token.is_some() || !self.stream.is_empty();
+        match self.hls_auth {
+            HlsAuth::Token if !has_key => {
+                invalid("--hls-auth token needs --token or [[stream]] keys".into())
+            }
+            HlsAuth::Hook if self.auth_url.is_none() => {
+                invalid("--hls-auth hook needs --auth-url".into())
+            }
+            HlsAuth::Jwt if self.jwks_url.is_none() => {
+                invalid("--hls-auth jwt needs --jwks-url".into())
+            }
+            _ if self.auth_url.is_some() && self.auth_timeout_ms == 0 => {
+                invalid("--auth-timeout-ms must be positive".into())
+            }
+            _ if self.jwks_url.is_some() && self.jwks_refresh_secs == 0 => {
+                invalid("--jwks-refresh-secs must be positive".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn auth_settings(&self) -> Result<AuthSettings, ConfigError> {
+        let url = |flag: &str, text: &str| {
+            crate::outbound::parse_url(text)
+                .map_err(|e| ConfigError::Invalid(format!("{flag}: {e}")))
+        };
+        let hook = match &self.auth_url {
+            Some(text) => Some(HookSettings {
+                url: url("--auth-url", text)?,
+                timeout: Duration::from_millis(self.auth_timeout_ms),
+                cache: Duration::from_secs(self.auth_cache_secs),
+            }),
+            None => None,
+        };
+        let jwks = match &self.jwks_url {
+            Some(text) => Some(JwksSettings {
+                url: url("--jwks-url", text)?,
+                issuer: self.jwt_issuer.clone(),
+                audience: self.jwt_audience.clone(),
+                refresh: Duration::from_secs(self.jwks_refresh_secs),
+            }),
+            None => None,
+        };
+        Ok(AuthSettings {
+            streams: self.stream.clone(),
+            jwks,
+            hook,
+            hls: self.hls_auth,
+        })
+    }
+
     /// Checks the configuration and parses it once into what each part of the bridge runs on:
     /// durations, parsed RTMP URLs, the HLS output's shape. Nothing downstream re-parses a
     /// setting or skips one it cannot read.
     pub fn into_settings(self) -> Result<Settings, ConfigError> {
         self.validate()?;
+        let auth = self.auth_settings()?;
         let simple = self.rtmp.iter().map(|url| RtmpTarget {
             url: url.clone(),
             audio: AudioMode::Aac,
@@ -424,6 +545,7 @@ impl Config {
                 consent_timeout: Duration::from_secs(self.consent_timeout_secs),
                 keyframe_interval: self.keyframe_interval_secs.map(Duration::from_secs),
             },
+            auth,
             rtp_dump: self.rtp_dump,
             reorder: ReorderConfig {
                 max_delay: Duration::from_millis(self.reorder_ms),
@@ -465,6 +587,8 @@ pub struct Settings {
     pub udp: UdpSettings,
     /// The WHIP endpoint.
     pub whip: WhipSettings,
+    /// Who may publish and read, beyond the global token.
+    pub auth: AuthSettings,
     /// Session deadlines and keyframe request pacing.
     pub liveness: LivenessConfig,
     /// Where to dump received RTP, if anywhere.
@@ -481,6 +605,19 @@ pub struct Settings {
     pub aac_bitrate: u32,
     /// Units queued per output before it drops to the next keyframe.
     pub output_queue: usize,
+}
+
+/// Per-stream keys, the auth hook, JWTs, and HLS's policy (see [`crate::auth`]).
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// `[[stream]]` keys.
+    pub streams: Vec<StreamKeys>,
+    /// JWT checking, if configured.
+    pub jwks: Option<JwksSettings>,
+    /// The auth hook, if configured.
+    pub hook: Option<HookSettings>,
+    /// Who may read HLS.
+    pub hls: HlsAuth,
 }
 
 /// The shared UDP socket.

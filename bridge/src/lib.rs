@@ -15,6 +15,7 @@
 //! ```
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod hls;
 pub mod http;

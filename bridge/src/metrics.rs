@@ -41,6 +41,15 @@ pub struct LayerLabel {
 
 const LAYER_LABELS: [&str; MAX_LAYERS] = ["0", "1", "2", "3"];
 
+/// `action="publish|read", result=...` of an auth decision: how it was allowed (`open`,
+/// `token`, `stream_key`, `jwt`, `hook`) or why not (`unauthenticated`, `forbidden`,
+/// `hook_error`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabel {
+    action: &'static str,
+    result: &'static str,
+}
+
 /// `reason="start|up|fallback"` of a change of the simulcast layer the outputs get.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SwitchLabel {
@@ -152,6 +161,8 @@ pub struct Metrics {
     pub loop_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// POSTs refused with 503 because the event loop ran too late.
     pub saturated_refused: Counter,
+    /// Auth decisions by action and result.
+    auth_decisions: Family<AuthLabel, Counter>,
     /// Per video layer: access units, keyframes, bytes.
     video_layers: LayerFamilies,
     /// Changes of the simulcast layer the outputs get, by reason.
@@ -263,6 +274,13 @@ impl Default for Metrics {
             "POSTs refused with 503 and Retry-After because the event loop ran later than \
              --max-loop-lag-ms",
             Counter::default(),
+        );
+        let auth_decisions = register(
+            r,
+            "auth_decisions",
+            "Auth decisions by action (publish, read) and result: how allowed (open, token, \
+             stream_key, jwt, hook) or why refused (unauthenticated, forbidden, hook_error)",
+            Family::default(),
         );
         let video_layers = LayerFamilies {
             packets: register(
@@ -470,6 +488,7 @@ impl Default for Metrics {
             setups_refused,
             loop_lag,
             saturated_refused,
+            auth_decisions,
             video_layers,
             simulcast_switches,
             rtmp_up,
@@ -503,6 +522,13 @@ impl Metrics {
     /// The HLS outputs' metrics (shared handles).
     pub fn hls(&self) -> crate::sink::hls::HlsMetrics {
         self.hls.clone()
+    }
+
+    /// Counts an auth decision ([`crate::auth::Auth::check`]).
+    pub fn auth_decision(&self, action: &'static str, result: &'static str) {
+        self.auth_decisions
+            .get_or_create(&AuthLabel { action, result })
+            .inc();
     }
 
     /// The Opus -> AAC transcoders' metrics (shared handles).
