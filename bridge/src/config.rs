@@ -208,7 +208,7 @@ pub struct Config {
     #[arg(long, env = "BRIDGE_JWKS_URL")]
     pub jwks_url: Option<String>,
     /// How often the JWKS document is fetched again (seconds; also at once for an unknown key
-    /// id, at most every 10 s).
+    /// id, at most every 2 s).
     #[arg(long, env = "BRIDGE_JWKS_REFRESH_SECS", default_value_t = 300)]
     pub jwks_refresh_secs: u64,
     /// The `iss` JWTs must carry, if any.

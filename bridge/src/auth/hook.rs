@@ -39,12 +39,15 @@ struct Key {
     ip: IpAddr,
 }
 
+/// A decision and when the hook made it.
+type Cached = (Instant, Result<(), Denied>);
+
 /// The hook and its cache.
 #[derive(Debug)]
 pub struct AuthHook {
     settings: HookSettings,
     client: HttpClient,
-    cache: Mutex<HashMap<Key, (Instant, Result<(), Denied>)>>,
+    cache: Mutex<HashMap<Key, Cached>>,
 }
 
 impl AuthHook {

@@ -27,7 +27,7 @@ use crate::outbound::HttpClient;
 
 /// The set is fetched at most this often, whatever requests ask: a stream of forged key ids
 /// must not turn into a stream of requests to the platform.
-pub const REFETCH_GAP: Duration = Duration::from_secs(10);
+pub const REFETCH_GAP: Duration = Duration::from_secs(2);
 
 /// How long fetching the set may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -271,7 +271,10 @@ mod tests {
             .collect();
         assert_eq!(
             kinds,
-            [(Some("r1"), Algorithm::RS256), (Some("e1"), Algorithm::ES256)]
+            [
+                (Some("r1"), Algorithm::RS256),
+                (Some("e1"), Algorithm::ES256)
+            ]
         );
         assert!(parse_key_set(b"not json").is_err());
         assert!(parse_key_set(b"{}").is_err());

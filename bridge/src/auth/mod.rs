@@ -333,8 +333,8 @@ mod tests {
         let metrics = Metrics::default();
         let auth = auth(Some("operator"), HlsAuth::Token);
         use Action::{Publish, Read};
-        let table: [(Action, &str, Option<&'static str>, Result<(), u16>); 12] = [
-            (Publish, "cam-1", Some("cam-secret"), Ok(())),
+        let table = [
+            (Publish, "cam-1", Some("cam-secret"), Ok::<(), u16>(())),
             (Publish, "cam-1", Some("operator"), Ok(())),
             (Publish, "cam-1", Some("studio-secret"), Err(401)),
             (Publish, "cam-1", Some("cam-view"), Err(401)),

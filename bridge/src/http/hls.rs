@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
@@ -150,7 +150,9 @@ async fn authorize(app: &App, stream: &str, request: &Parts) -> Result<Option<St
         stream,
         token: header.or(from_query.as_deref()),
         ip: super::client_ip(&request.extensions),
-        user_agent: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
         protocol: "hls",
     };
     app.auth

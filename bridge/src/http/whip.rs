@@ -1,6 +1,5 @@
 //! WHIP handlers (RFC 9725): they read HTTP, call the app, and map outcomes to status codes.
 
-
 use std::sync::Arc;
 use std::time::Duration;
 
