@@ -25,6 +25,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use loadgen::Publisher;
+use loadgen::publish::hls::{HlsClient, HlsEvent};
 use serde_json::{Value, json};
 
 const CONNECT: Duration = Duration::from_secs(10);
@@ -119,7 +120,11 @@ async fn stream_keys_admit_their_streams_and_hls_tokens_ride_along_the_playlist(
     let publisher = publish(&bridge, "cam-1", Some("cam-secret")).await.unwrap();
     publisher.wait_connected(CONNECT).await.unwrap();
     let sending = tokio::spawn(async move {
-        publisher.send_media(Duration::from_secs(4)).await.unwrap();
+        // Stamped: loadgen's HLS client tells this run's frames from an earlier one's by them.
+        publisher
+            .send_media_stamped(Duration::from_secs(4))
+            .await
+            .unwrap();
         publisher
     });
 
@@ -158,9 +163,41 @@ async fn stream_keys_admit_their_streams_and_hls_tokens_ride_along_the_playlist(
         assert!(!text.contains("token="), "{text}");
     }
 
+    // loadgen's HLS client with --hls-token reads it to its end; without, it is refused.
+    let follow = |token: Option<&str>| {
+        let client = HlsClient::with_token(token).unwrap();
+        let url = format!("http://{http}/hls/cam-1/index.m3u8");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let run = tokio::spawn(async move {
+            tokio::time::timeout(
+                Duration::from_secs(20),
+                client.follow(url, "cam-1".into(), 0, tx),
+            )
+            .await
+        });
+        (run, rx)
+    };
+    let (with_token, mut events) = follow(Some("view cam"));
+    let (without, _) = follow(None);
+    let refused = without.await.unwrap().expect("ends at once");
+    assert!(
+        format!("{:?}", refused.unwrap_err()).contains("401"),
+        "no token"
+    );
     let publisher = sending.await.unwrap();
     assert_eq!(publisher.delete().await.unwrap(), 200);
     assert_eq!(operator.delete().await.unwrap(), 200);
+    let ended = with_token.await.unwrap();
+    let mut parts = 0;
+    let mut seen = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        parts += usize::from(matches!(event, HlsEvent::Part { .. }));
+        seen.push(format!("{event:?}").chars().take(200).collect::<String>());
+    }
+    ended
+        .unwrap_or_else(|_| panic!("no ENDLIST: {seen:#?}"))
+        .expect("followed to the end");
+    assert!(parts >= 3, "{parts} parts read with the token");
     let metrics = bridge.app().metrics.render();
     for line in [
         "bridge_auth_decisions_total{action=\"publish\",result=\"stream_key\"} ",
