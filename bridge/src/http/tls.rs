@@ -186,7 +186,7 @@ fn load_pair(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError
 }
 
 /// A TCP listener whose connections are served once their TLS handshake is done. Handshakes run
-/// side by side (a slow client delays nobody), each bounded by [`HANDSHAKE_TIMEOUT`]; a failed
+/// side by side (a slow client delays nobody), each bounded in time (10 s); a failed
 /// one is logged at debug and forgotten.
 #[derive(Debug)]
 pub struct TlsListener {
