@@ -336,7 +336,7 @@ impl Default for Metrics {
             "Reconnects per RTMP target",
             Family::default(),
         );
-        let tls_reloads = register(
+        let tls_reloads: Family<ResultLabel, Counter> = register(
             r,
             "tls_reloads",
             "Reloads of the HTTPS certificate after its files changed: ok (served from then on) \
@@ -464,6 +464,9 @@ impl Default for Metrics {
         // Present from the start, so a scrape shows 0 rather than nothing.
         for state in SessionState::ALL {
             sessions.get_or_create(&state.into()).set(0);
+        }
+        for result in ["ok", "error"] {
+            tls_reloads.get_or_create(&ResultLabel { result }).inc_by(0);
         }
         for kind in [Kind::Audio, Kind::Video] {
             rtp_packets.get_or_create(&kind.into()).inc_by(0);
