@@ -10,6 +10,7 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::auth::StreamKeys;
 use crate::auth::hook::HookSettings;
 use crate::auth::jwt::JwksSettings;
+use crate::http::tls::Certificates;
 use crate::media::reorder::ReorderConfig;
 use crate::mux::hls::playlist::{Container, PlaylistKind};
 use crate::rtmp_url::RtmpUrl;
@@ -177,6 +179,14 @@ pub struct Config {
     /// HTTP listen address (WHIP, HLS, metrics).
     #[arg(long, env = "BRIDGE_HTTP", default_value = "127.0.0.1:8080")]
     pub http: SocketAddr,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain, leaf first; give
+    /// `tls_key` too. Both files are read again when either changes (checked every 2 s), so a
+    /// renewed certificate is served without a restart. None: plain HTTP.
+    #[arg(long, env = "BRIDGE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "BRIDGE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// The one UDP address every WebRTC session shares.
     #[arg(long, env = "BRIDGE_UDP", default_value = "127.0.0.1:8189")]
     pub udp: SocketAddr,
@@ -396,6 +406,11 @@ impl Config {
             return Err(ConfigError::Invalid("--token is empty".into()));
         }
         self.validate_auth()?;
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "--tls-cert and --tls-key go together: give both, or neither for plain HTTP".into(),
+            ));
+        }
         if self.hls_window == 0 {
             return Err(ConfigError::Invalid("hls-window must be positive".into()));
         }
@@ -517,8 +532,17 @@ impl Config {
         } else {
             self.advertise_ip
         };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(Arc::new(Certificates::load(cert, key).map_err(|e| {
+                    ConfigError::Invalid(format!("HTTPS certificate: {e}"))
+                })?))
+            }
+            _ => None,
+        };
         Ok(Settings {
             http: self.http,
+            tls,
             udp: UdpSettings {
                 bind: self.udp,
                 recv_buffer: self.udp_recv_buffer,
@@ -583,6 +607,8 @@ impl Config {
 pub struct Settings {
     /// HTTP listen address.
     pub http: SocketAddr,
+    /// The HTTPS certificate, if the bridge serves HTTPS rather than plain HTTP.
+    pub tls: Option<Arc<Certificates>>,
     /// The shared UDP socket.
     pub udp: UdpSettings,
     /// The WHIP endpoint.
@@ -905,6 +931,7 @@ mod tests {
         assert_eq!(d.udp, SocketAddr::from(([127, 0, 0, 1], 8189)));
         assert!(d.advertise_ip.is_empty() && d.ice_server.is_empty() && d.rtmp.is_empty());
         assert_eq!((d.token, d.rtp_dump, d.rtmp_ca), (None, None, None));
+        assert_eq!((d.tls_cert, d.tls_key), (None, None));
         assert_eq!(d.keyframe_interval_secs, None);
         assert_eq!((d.max_sessions, d.post_rate_per_ip), (10_000, 2_000));
         assert_eq!(
@@ -1045,6 +1072,19 @@ mod tests {
         assert!(err.contains("--advertise-ip"), "{err}");
         assert!(Cli::try_parse_from(["bridge", "--ice-server", "http://x"]).is_err());
         assert!(Cli::try_parse_from(["bridge", "--etag", "loose"]).is_err());
+        let cli = Cli::try_parse_from(["bridge", "--tls-cert", "cert.pem"]).unwrap();
+        let err = cli.into_config().unwrap_err().to_string();
+        assert!(err.contains("--tls-key"), "{err}");
+        let cli = Cli::try_parse_from([
+            "bridge",
+            "--tls-cert",
+            "/nonexistent/cert.pem",
+            "--tls-key",
+            "/nonexistent/key.pem",
+        ]);
+        let err = cli.unwrap().into_config().unwrap().into_settings();
+        let err = err.unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/cert.pem"), "{err}");
         let cli = Cli::try_parse_from(["bridge", "--ice-server", "turn:t.example u c"]).unwrap();
         assert_eq!(
             cli.settings().ice_server[0].credential.as_deref(),

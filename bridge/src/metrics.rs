@@ -123,6 +123,12 @@ pub struct HlsRequestLabel {
     pub status: u16,
 }
 
+/// `result="ok|error"` of a reload of the HTTPS certificate.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    result: &'static str,
+}
+
 /// Every metric the bridge exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -167,6 +173,8 @@ pub struct Metrics {
     video_layers: LayerFamilies,
     /// Changes of the simulcast layer the outputs get, by reason.
     simulcast_switches: Family<SwitchLabel, Counter>,
+    /// Reloads of the HTTPS certificate after its files changed, by result.
+    tls_reloads: Family<ResultLabel, Counter>,
     /// UDP datagrams that matched no session.
     pub udp_unrouted: Counter,
     /// UDP datagrams dropped because a session's queue was full.
@@ -346,6 +354,13 @@ impl Default for Metrics {
             "Reconnects per RTMP target",
             Family::default(),
         );
+        let tls_reloads: Family<ResultLabel, Counter> = register(
+            r,
+            "tls_reloads",
+            "Reloads of the HTTPS certificate after its files changed: ok (served from then on) \
+             or error (the previous one still served)",
+            Family::default(),
+        );
         let udp_unrouted = register(
             r,
             "udp_unrouted",
@@ -468,6 +483,9 @@ impl Default for Metrics {
         for state in SessionState::ALL {
             sessions.get_or_create(&state.into()).set(0);
         }
+        for result in ["ok", "error"] {
+            tls_reloads.get_or_create(&ResultLabel { result }).inc_by(0);
+        }
         for kind in [Kind::Audio, Kind::Video] {
             rtp_packets.get_or_create(&kind.into()).inc_by(0);
             rtp_bytes.get_or_create(&kind.into()).inc_by(0);
@@ -496,6 +514,7 @@ impl Default for Metrics {
             rtmp_frames,
             rtmp_drops,
             rtmp_reconnects,
+            tls_reloads,
             udp_unrouted,
             udp_dropped,
             udp_flows,
@@ -517,6 +536,14 @@ impl Metrics {
             .and_then(|()| encode_registry(&mut out, &self.process))
             .and_then(|()| encode_eof(&mut out));
         out
+    }
+
+    /// The HTTPS certificate was loaded again after its files changed (`ok`), or did not load.
+    pub fn tls_reloaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.tls_reloads
+            .get_or_create(&ResultLabel { result })
+            .inc();
     }
 
     /// The HLS outputs' metrics (shared handles).

@@ -2,6 +2,7 @@
 
 mod error;
 mod hls;
+pub mod tls;
 mod whip;
 
 use std::sync::Arc;

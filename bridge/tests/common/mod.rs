@@ -10,7 +10,8 @@
 //! - [`binary`]: the `bridge` binary as a child process, and plain HTTP to it;
 //! - [`metrics`]: reading `/metrics`;
 //! - [`nginx`]: nginx-rtmp recording what the bridge pushes, and ffprobe/ffmpeg judging it;
-//! - [`inproc`]: the bridge in this process and the loadgen publisher pointed at it.
+//! - [`inproc`]: the bridge in this process and the loadgen publisher pointed at it;
+//! - [`tls`]: a test CA and the certificates it issues, for the bridge's HTTPS.
 
 pub(crate) mod binary;
 pub(crate) mod inproc;
@@ -19,3 +20,4 @@ pub(crate) mod netns;
 pub(crate) mod nginx;
 pub(crate) mod peers;
 pub(crate) mod proc;
+pub(crate) mod tls;
