@@ -18,6 +18,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod hls;
+pub mod hooks;
 pub mod http;
 pub mod ids;
 pub mod metrics;
