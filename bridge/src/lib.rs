@@ -95,6 +95,11 @@ impl Bridge {
             .await
             .map_err(bind_error)?;
         let http_addr = listener.local_addr().map_err(bind_error)?;
+        // With port 0 the bound port is the one to tell others (the webhooks' `node`).
+        let settings = Settings {
+            http: http_addr,
+            ..settings
+        };
         let app = app::App::new(settings, metrics, udp.clone())?;
         let udp_reader = tokio::spawn(udp.run());
         let lag_watch = tokio::spawn(app.clone().watch_loop_lag());
