@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 
 use crate::config::WebhookSettings;
 use crate::mux::hls::playlist::format_rfc3339;
-use crate::outbound::{HttpClient, OutboundError};
+use crate::outbound::HttpClient;
 
 /// Events waiting per hook URL before new ones are dropped.
 pub const QUEUE: usize = 1024;
@@ -180,6 +180,9 @@ struct Inner {
     metrics: HookMetrics,
     /// Events queued or being delivered, all URLs together (see [`Hooks::flush`]).
     pending: Arc<AtomicUsize>,
+    /// Events dropped on a full queue, all URLs together: logged at 1, 2, 4, 8... so that a
+    /// dead hook under thousands of sessions does not flood the log.
+    dropped: AtomicUsize,
 }
 
 /// The bridge's webhooks: cheap to clone, and doing nothing without a hook URL.
@@ -236,6 +239,7 @@ impl Hooks {
                 node,
                 metrics,
                 pending,
+                dropped: AtomicUsize::new(0),
             })),
         }
     }
@@ -309,12 +313,16 @@ impl SessionHooks {
             if queue.try_send(queued).is_err() {
                 inner.pending.fetch_sub(1, Ordering::AcqRel);
                 inner.metrics.count(name, "dropped");
-                tracing::warn!(
-                    event = name,
-                    stream = %self.stream,
-                    session = %self.session,
-                    "webhook queue full: event dropped"
-                );
+                let dropped = inner.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if dropped.is_power_of_two() {
+                    tracing::warn!(
+                        event = name,
+                        stream = %self.stream,
+                        session = %self.session,
+                        dropped,
+                        "webhook queue full: event dropped"
+                    );
+                }
             }
         }
     }
@@ -349,12 +357,11 @@ impl Delivery {
                 .client
                 .post_json(&self.url, q.body.clone(), self.timeout)
                 .await;
-            let (status, error) = match &answer {
-                Ok(a) => (Some(a.status), None),
-                Err(err) => (None, Some(err)),
+            let why = || match &answer {
+                Ok(a) => a.status.to_string(),
+                Err(err) => err.to_string(),
             };
-            let why = || error.map_or_else(|| format!("{status:?}"), OutboundError::to_string);
-            match verdict(status) {
+            match verdict(answer.as_ref().ok().map(|a| a.status)) {
                 Verdict::Delivered => return "delivered",
                 Verdict::GiveUp => {
                     tracing::warn!(%hook, event = q.event, stream = %q.stream, session = %q.session,
