@@ -260,3 +260,56 @@ async fn hooks_arrive_in_order_and_bad_hooks_delay_nothing() {
     bridge.shutdown().await;
     assert!(stopping.elapsed() < Duration::from_secs(8));
 }
+
+/// A takeover: the new session's `publish_start` comes before the old one's `publish_stop`
+/// (reason `takeover`). A hook that answers 404 is asked once per event, never again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_is_told_and_a_refusing_hook_is_not_retried() {
+    let (good_url, good) = hook(StatusCode::OK).await;
+    let (refusing_url, refusing) = hook(StatusCode::NOT_FOUND).await;
+    let bridge = start_in_process(|c| {
+        c.hook_url = vec![refusing_url, good_url];
+        c.hls = false;
+    })
+    .await;
+    let id = |p: &Publisher| p.session_url().rsplit('/').next().unwrap().to_owned();
+    let first = Publisher::connect(endpoint(&bridge, "cam")).await.unwrap();
+    let second = Publisher::connect(endpoint(&bridge, "cam")).await.unwrap();
+    let (old, new) = (id(&first), id(&second));
+    assert_eq!(second.delete().await.unwrap(), 200);
+    wait_until("four events", Duration::from_secs(10), || {
+        good.lock().unwrap().len() == 4
+    })
+    .await;
+    let events = good.lock().unwrap().clone();
+    let seen: Vec<(&str, &str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap(),
+                e["session"].as_str().unwrap(),
+                e["reason"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("publish_start", old.as_str(), ""),
+            ("publish_start", new.as_str(), ""),
+            ("publish_stop", old.as_str(), "takeover"),
+            ("publish_stop", new.as_str(), "delete"),
+        ]
+    );
+    drop(first);
+    let failed = || {
+        Metrics(bridge.app().metrics.render())
+            .sum("bridge_hook_events_total", &[("result", "failed")])
+    };
+    wait_until("the four 404s", Duration::from_secs(10), || failed() >= 4.0).await;
+    let m = Metrics(bridge.app().metrics.render());
+    assert_eq!(failed(), 4.0);
+    assert_eq!(m.sum("bridge_hook_retries_total", &[]), 0.0);
+    assert_eq!(names(&refusing.lock().unwrap()), names(&events));
+    bridge.shutdown().await;
+}
