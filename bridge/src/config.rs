@@ -330,6 +330,14 @@ pub struct Config {
     /// few dozen publishers. Linux caps it at `net.core.rmem_max`; the bridge logs what it got.
     #[arg(long, env = "BRIDGE_UDP_RECV_BUFFER", default_value_t = 4 << 20)]
     pub udp_recv_buffer: usize,
+    /// Event webhooks: `publish_start`, `publish_stop`, `rtmp_up`, `rtmp_down` and `hls_ready`
+    /// are POSTed as JSON to each URL (repeatable), in order, with retries; a slow hook never
+    /// slows media.
+    #[arg(long, env = "BRIDGE_HOOK_URL", value_delimiter = ',')]
+    pub hook_url: Vec<String>,
+    /// How long one webhook POST may take before it counts as failed (and is retried), ms.
+    #[arg(long, env = "BRIDGE_HOOK_TIMEOUT_MS", default_value_t = 5_000)]
+    pub hook_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -409,6 +417,11 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::Invalid(
                 "--tls-cert and --tls-key go together: give both, or neither for plain HTTP".into(),
+            ));
+        }
+        if self.hook_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "hook-timeout-ms must be positive".into(),
             ));
         }
         if self.hls_window == 0 {
@@ -523,6 +536,17 @@ impl Config {
                 })
             })
             .collect::<Result<_, ConfigError>>()?;
+        let hooks = WebhookSettings {
+            urls: self
+                .hook_url
+                .iter()
+                .map(|url| {
+                    crate::outbound::parse_url(url)
+                        .map_err(|e| ConfigError::Invalid(format!("--hook-url {e}")))
+                })
+                .collect::<Result<_, _>>()?,
+            timeout: Duration::from_millis(self.hook_timeout_ms),
+        };
         let container = match self.hls_container {
             HlsContainer::Fmp4 => Container::Fmp4,
             HlsContainer::Ts => Container::MpegTs,
@@ -596,6 +620,7 @@ impl Config {
             },
             aac_bitrate: self.aac_bitrate,
             output_queue: self.output_queue,
+            hooks,
         })
     }
 }
@@ -631,6 +656,17 @@ pub struct Settings {
     pub aac_bitrate: u32,
     /// Units queued per output before it drops to the next keyframe.
     pub output_queue: usize,
+    /// Event webhooks.
+    pub hooks: WebhookSettings,
+}
+
+/// Event webhooks ([`crate::hooks`]).
+#[derive(Debug, Clone, Default)]
+pub struct WebhookSettings {
+    /// Where every event is POSTed (none: webhooks off).
+    pub urls: Vec<hyper::Uri>,
+    /// How long one POST may take.
+    pub timeout: Duration,
 }
 
 /// Per-stream keys, the auth hook, JWTs, and HLS's policy (see [`crate::auth`]).
@@ -947,6 +983,8 @@ mod tests {
         assert!(d.rtmp_target.is_empty());
         assert_eq!((d.aac_bitrate, d.output_queue), (128_000, 512));
         assert_eq!(d.udp_recv_buffer, 4 << 20);
+        assert!(d.hook_url.is_empty());
+        assert_eq!(d.hook_timeout_ms, 5_000);
         // A file that says nothing changes nothing.
         let empty = Config::deserialize(toml::Table::new()).unwrap();
         assert_eq!(empty, Config::default());
@@ -1063,6 +1101,35 @@ mod tests {
             err.contains("RTMP target") && err.contains("nohost"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn hook_urls_are_parsed_once() {
+        let cli = Cli::try_parse_from([
+            "bridge",
+            "--hook-url",
+            "http://127.0.0.1:9000/hooks",
+            "--hook-url",
+            "https://platform.example/live?key=1",
+            "--hook-timeout-ms",
+            "750",
+        ])
+        .unwrap();
+        let settings = cli.into_config().unwrap().into_settings().unwrap();
+        assert_eq!(settings.hooks.urls.len(), 2);
+        assert_eq!(settings.hooks.urls[1].host(), Some("platform.example"));
+        assert_eq!(settings.hooks.timeout, Duration::from_millis(750));
+        let config = Config {
+            hook_url: vec!["platform.example/live".into()],
+            ..Config::default()
+        };
+        let err = config.into_settings().unwrap_err().to_string();
+        assert!(
+            err.contains("--hook-url") && err.contains("platform.example/live"),
+            "{err}"
+        );
+        let cli = Cli::try_parse_from(["bridge", "--hook-timeout-ms", "0"]).unwrap();
+        assert!(cli.into_config().is_err());
     }
 
     #[test]

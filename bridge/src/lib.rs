@@ -18,6 +18,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod hls;
+pub mod hooks;
 pub mod http;
 pub mod ids;
 pub mod metrics;
@@ -120,6 +121,11 @@ impl Bridge {
             .map(|certs| certs.server_config())
             .transpose()
             .map_err(|e| config::ConfigError::Invalid(format!("HTTPS: {e}")))?;
+        // With port 0 the bound port is the one to tell others (the webhooks' `node`).
+        let settings = Settings {
+            http: http_addr,
+            ..settings
+        };
         let app = app::App::new(settings, metrics, udp.clone())?;
         let udp_reader = tokio::spawn(udp.run());
         let lag_watch = tokio::spawn(app.clone().watch_loop_lag());

@@ -190,6 +190,8 @@ pub struct Metrics {
     hls: crate::sink::hls::HlsMetrics,
     /// The sessions' Opus -> AAC transcoders, all sessions together.
     transcode: crate::sink::aac::TranscodeMetrics,
+    /// The event webhooks', all URLs together.
+    hooks: crate::hooks::HookMetrics,
 }
 
 /// Upper bounds of the HLS listing delay histogram, in seconds: every 10 ms up to 300 ms (an
@@ -472,6 +474,21 @@ impl Default for Metrics {
                 Counter::default(),
             ),
         };
+        let hooks = crate::hooks::HookMetrics {
+            events: register(
+                r,
+                "hook_events",
+                "Webhook events by event and result: delivered, failed (refused, or every retry \
+                 failed) or dropped (the URL's queue was full), counted per hook URL",
+                Family::default(),
+            ),
+            retries: register(
+                r,
+                "hook_retries",
+                "Webhook POSTs tried again after a failed one",
+                Counter::default(),
+            ),
+        };
         registry.register_with_unit(
             "hls_listing_delay",
             "From a video frame reaching the HLS output to its playlist listing it (its LL-HLS \
@@ -522,6 +539,7 @@ impl Default for Metrics {
             ingest,
             hls,
             transcode,
+            hooks,
         }
     }
 }
@@ -561,6 +579,11 @@ impl Metrics {
     /// The Opus -> AAC transcoders' metrics (shared handles).
     pub fn transcode(&self) -> crate::sink::aac::TranscodeMetrics {
         self.transcode.clone()
+    }
+
+    /// The event webhooks' metrics (shared handles).
+    pub fn hooks(&self) -> crate::hooks::HookMetrics {
+        self.hooks.clone()
     }
 
     /// The per-target metrics of one RTMP output.
