@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument;
 
 use crate::config::{AudioMode, ConfigError, HlsAudio, OnConflict, Settings};
+use crate::hooks::{Event, Hooks, SessionHooks};
 use crate::ids::random_hex;
 use crate::media::ingest::Ingest;
 use crate::media::simulcast::MAX_LAYERS;
@@ -111,6 +112,10 @@ pub struct App {
     pub udp: Arc<UdpMux>,
     /// Every stream's HLS output state (written by sessions, read by the /hls/ handlers).
     pub hls: HlsStreams,
+    /// Who may publish and read.
+    pub auth: crate::auth::Auth,
+    /// The event webhooks (a no-op without `--hook-url`).
+    pub hooks: Hooks,
     sessions: Mutex<Registry>,
     rate: Mutex<RateLimiter>,
     /// Slots for session set-ups running at once (`--setup-concurrency`).
@@ -172,6 +177,8 @@ impl App {
             rtmp_tls,
             dtls_certificate,
             hls: HlsStreams::new(settings.hls.clone(), metrics.hls()),
+            auth: crate::auth::Auth::new(&settings.auth, settings.whip.token.clone()),
+            hooks: Hooks::new(&settings.hooks, settings.http.to_string(), metrics.hooks()),
             rate: Mutex::new(RateLimiter::new(settings.whip.post_rate_per_ip)),
             setups: Arc::new(tokio::sync::Semaphore::new(settings.whip.setup_concurrency)),
             setups_waiting: std::sync::atomic::AtomicUsize::new(0),
@@ -359,13 +366,23 @@ impl App {
             );
             registry.by_stream.insert(stream.to_owned(), id.clone());
         }
+        let hooks = self.hooks.for_session(stream, &id);
+        // Before the outputs start, whose own events follow it.
+        hooks.emit(Event::PublishStart);
         // Before the old session ends: its HLS output must see it has a successor, and hand
         // the playlist on rather than end it.
         // The bridge's clock at the session timeline's 0 (`now`), which dates HLS.
         let timeline_origin = std::time::SystemTime::now()
             .checked_sub(now.elapsed())
             .unwrap_or(std::time::UNIX_EPOCH);
-        let outputs = self.outputs_for(stream, has_audio, has_video, video_layers, timeline_origin);
+        let outputs = self.outputs_for(
+            stream,
+            &hooks,
+            has_audio,
+            has_video,
+            video_layers,
+            timeline_origin,
+        );
         if let Some(old) = replaced {
             tracing::info!(stream, old_session = %old, new_session = %id, "stream taken over");
             self.end_session(&old, EndReason::Takeover);
@@ -377,6 +394,7 @@ impl App {
                 udp: self.udp.clone(),
                 metrics,
                 settings: self.session_settings.clone(),
+                hooks,
             },
             id: id.clone(),
             route,
@@ -420,6 +438,7 @@ impl App {
     fn outputs_for(
         &self,
         stream: &str,
+        hooks: &SessionHooks,
         has_audio: bool,
         has_video: bool,
         video_layers: usize,
@@ -453,7 +472,8 @@ impl App {
                         outputs.wallclock.subscribe(),
                         aac.clone(),
                     )
-                    .dated_from(timeline_origin);
+                    .dated_from(timeline_origin)
+                    .with_hooks(hooks.clone());
                 if let Some(role) = role {
                     output = output.in_ladder(role);
                 }
@@ -519,6 +539,7 @@ impl App {
                 tls: self.rtmp_tls.clone(),
                 metrics: target_metrics,
                 keyframe_wanted: outputs.keyframe_wanted.clone(),
+                hooks: hooks.clone(),
             };
             let metrics = self.metrics.clone();
             let span = tracing::info_span!("rtmp", %stream, target = %label.target);
@@ -611,6 +632,8 @@ impl App {
         for wait in waits {
             let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
         }
+        // The sessions' last events (publish_stop) are queued by now.
+        self.hooks.flush(Duration::from_secs(5)).await;
     }
 }
 
@@ -651,7 +674,14 @@ mod tests {
             .await
             .unwrap();
         let app = App::new(config.into_settings().unwrap(), metrics.clone(), udp).unwrap();
-        let mut outputs = app.outputs_for("s", true, true, 1, std::time::SystemTime::now());
+        let mut outputs = app.outputs_for(
+            "s",
+            &SessionHooks::default(),
+            true,
+            true,
+            1,
+            std::time::SystemTime::now(),
+        );
         assert_eq!(outputs.tasks.len(), 5, "HLS, three targets, the transcoder");
         assert_eq!(
             outputs.queues.len(),

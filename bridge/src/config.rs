@@ -10,6 +10,7 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
@@ -17,6 +18,10 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser};
 use serde::{Deserialize, Serialize};
 
+pub use crate::auth::StreamKeys;
+use crate::auth::hook::HookSettings;
+use crate::auth::jwt::JwksSettings;
+use crate::http::tls::Certificates;
 use crate::media::reorder::ReorderConfig;
 use crate::mux::hls::playlist::{Container, PlaylistKind};
 use crate::rtmp_url::RtmpUrl;
@@ -150,6 +155,22 @@ pub struct RtmpTarget {
     pub streams: Vec<String>,
 }
 
+/// Who may read a stream's HLS output (see [`crate::auth`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HlsAuth {
+    /// Anyone: playback is public.
+    #[default]
+    None,
+    /// A `[[stream]]` read or publish key, or the global `--token`, as a bearer token or a
+    /// `token` query parameter (players cannot set headers; the playlists then carry it on).
+    Token,
+    /// The `--auth-url` hook, asked with `action: "read"`.
+    Hook,
+    /// A JWT of the `--jwks-url` set whose `read` claim names the stream.
+    Jwt,
+}
+
 /// The bridge's configuration: one field per setting, each the single declaration of its flag,
 /// environment variable, TOML key, default and help.
 #[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
@@ -158,6 +179,14 @@ pub struct Config {
     /// HTTP listen address (WHIP, HLS, metrics).
     #[arg(long, env = "BRIDGE_HTTP", default_value = "127.0.0.1:8080")]
     pub http: SocketAddr,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain, leaf first; give
+    /// `tls_key` too. Both files are read again when either changes (checked every 2 s), so a
+    /// renewed certificate is served without a restart. None: plain HTTP.
+    #[arg(long, env = "BRIDGE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "BRIDGE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// The one UDP address every WebRTC session shares.
     #[arg(long, env = "BRIDGE_UDP", default_value = "127.0.0.1:8189")]
     pub udp: SocketAddr,
@@ -165,9 +194,42 @@ pub struct Config {
     /// then not be a wildcard). Candidates are never gathered from the machine's interfaces.
     #[arg(long, env = "BRIDGE_ADVERTISE_IP", value_delimiter = ',')]
     pub advertise_ip: Vec<IpAddr>,
-    /// Bearer token every request but CORS preflights must carry. None: no auth.
+    /// The operator's bearer token: publishes any stream, reads any (with `--hls-auth token`)
+    /// and may drain. With no way of auth configured (this, `[[stream]]` keys, `--auth-url`,
+    /// `--jwks-url`), anyone may publish.
     #[arg(long, env = "BRIDGE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Per-stream keys (config file only): `[[stream]]` with `name` (a stream name or a
+    /// `*`-pattern), `publish_key` and `read_key`.
+    #[arg(skip)]
+    pub stream: Vec<StreamKeys>,
+    /// The platform's auth hook: the bridge POSTs `{action, stream, token, ip, user_agent,
+    /// protocol}` as JSON and a 2xx answer allows (401/403 and failures refuse).
+    #[arg(long, env = "BRIDGE_AUTH_URL")]
+    pub auth_url: Option<String>,
+    /// How long the auth hook may take to answer (ms); beyond it the request gets 403.
+    #[arg(long, env = "BRIDGE_AUTH_TIMEOUT_MS", default_value_t = 2_000)]
+    pub auth_timeout_ms: u64,
+    /// How long the auth hook's answers are reused for the same request (seconds; 0: never).
+    #[arg(long, env = "BRIDGE_AUTH_CACHE_SECS", default_value_t = 5)]
+    pub auth_cache_secs: u64,
+    /// JWKS URL: JWT bearer tokens (RS256, ES256) signed by one of its keys are accepted for
+    /// the streams their `publish` and `read` claims name.
+    #[arg(long, env = "BRIDGE_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// How often the JWKS document is fetched again (seconds; also at once for an unknown key
+    /// id, at most every 2 s).
+    #[arg(long, env = "BRIDGE_JWKS_REFRESH_SECS", default_value_t = 300)]
+    pub jwks_refresh_secs: u64,
+    /// The `iss` JWTs must carry, if any.
+    #[arg(long, env = "BRIDGE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// The `aud` JWTs must carry, if any.
+    #[arg(long, env = "BRIDGE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Who may read HLS: none (anyone), token, hook or jwt.
+    #[arg(long, env = "BRIDGE_HLS_AUTH", value_enum, default_value_t)]
+    pub hls_auth: HlsAuth,
     /// ICE servers advertised in `Link` headers: `URL` or `"URL USERNAME CREDENTIAL"`
     /// (repeatable).
     #[arg(long, env = "BRIDGE_ICE_SERVER", value_delimiter = ',')]
@@ -268,6 +330,14 @@ pub struct Config {
     /// few dozen publishers. Linux caps it at `net.core.rmem_max`; the bridge logs what it got.
     #[arg(long, env = "BRIDGE_UDP_RECV_BUFFER", default_value_t = 4 << 20)]
     pub udp_recv_buffer: usize,
+    /// Event webhooks: `publish_start`, `publish_stop`, `rtmp_up`, `rtmp_down` and `hls_ready`
+    /// are POSTed as JSON to each URL (repeatable), in order, with retries; a slow hook never
+    /// slows media.
+    #[arg(long, env = "BRIDGE_HOOK_URL", value_delimiter = ',')]
+    pub hook_url: Vec<String>,
+    /// How long one webhook POST may take before it counts as failed (and is retried), ms.
+    #[arg(long, env = "BRIDGE_HOOK_TIMEOUT_MS", default_value_t = 5_000)]
+    pub hook_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -343,6 +413,17 @@ impl Config {
         if self.token.as_deref().is_some_and(str::is_empty) {
             return Err(ConfigError::Invalid("--token is empty".into()));
         }
+        self.validate_auth()?;
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "--tls-cert and --tls-key go together: give both, or neither for plain HTTP".into(),
+            ));
+        }
+        if self.hook_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "hook-timeout-ms must be positive".into(),
+            ));
+        }
         if self.hls_window == 0 {
             return Err(ConfigError::Invalid("hls-window must be positive".into()));
         }
@@ -365,11 +446,79 @@ impl Config {
         Ok(())
     }
 
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let invalid = |what: String| Err(ConfigError::Invalid(what));
+        for entry in &self.stream {
+            let empty_key = [&entry.publish_key, &entry.read_key]
+                .into_iter()
+                .any(|k| k.as_deref().is_some_and(str::is_empty));
+            if entry.name.is_empty() || empty_key {
+                return invalid(format!("[[stream]] {:?}: empty name or key", entry.name));
+            }
+            if entry.publish_key.is_none() && entry.read_key.is_none() {
+                return invalid(format!(
+                    "[[stream]] {:?}: give publish_key, read_key or both",
+                    entry.name
+                ));
+            }
+        }
+        let has_key = self.token.is_some() || !self.stream.is_empty();
+        match self.hls_auth {
+            HlsAuth::Token if !has_key => {
+                invalid("--hls-auth token needs --token or [[stream]] keys".into())
+            }
+            HlsAuth::Hook if self.auth_url.is_none() => {
+                invalid("--hls-auth hook needs --auth-url".into())
+            }
+            HlsAuth::Jwt if self.jwks_url.is_none() => {
+                invalid("--hls-auth jwt needs --jwks-url".into())
+            }
+            _ if self.auth_url.is_some() && self.auth_timeout_ms == 0 => {
+                invalid("--auth-timeout-ms must be positive".into())
+            }
+            _ if self.jwks_url.is_some() && self.jwks_refresh_secs == 0 => {
+                invalid("--jwks-refresh-secs must be positive".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn auth_settings(&self) -> Result<AuthSettings, ConfigError> {
+        let url = |flag: &str, text: &str| {
+            crate::outbound::parse_url(text)
+                .map_err(|e| ConfigError::Invalid(format!("{flag}: {e}")))
+        };
+        let hook = match &self.auth_url {
+            Some(text) => Some(HookSettings {
+                url: url("--auth-url", text)?,
+                timeout: Duration::from_millis(self.auth_timeout_ms),
+                cache: Duration::from_secs(self.auth_cache_secs),
+            }),
+            None => None,
+        };
+        let jwks = match &self.jwks_url {
+            Some(text) => Some(JwksSettings {
+                url: url("--jwks-url", text)?,
+                issuer: self.jwt_issuer.clone(),
+                audience: self.jwt_audience.clone(),
+                refresh: Duration::from_secs(self.jwks_refresh_secs),
+            }),
+            None => None,
+        };
+        Ok(AuthSettings {
+            streams: self.stream.clone(),
+            jwks,
+            hook,
+            hls: self.hls_auth,
+        })
+    }
+
     /// Checks the configuration and parses it once into what each part of the bridge runs on:
     /// durations, parsed RTMP URLs, the HLS output's shape. Nothing downstream re-parses a
     /// setting or skips one it cannot read.
     pub fn into_settings(self) -> Result<Settings, ConfigError> {
         self.validate()?;
+        let auth = self.auth_settings()?;
         let simple = self.rtmp.iter().map(|url| RtmpTarget {
             url: url.clone(),
             audio: AudioMode::Aac,
@@ -387,6 +536,17 @@ impl Config {
                 })
             })
             .collect::<Result<_, ConfigError>>()?;
+        let hooks = WebhookSettings {
+            urls: self
+                .hook_url
+                .iter()
+                .map(|url| {
+                    crate::outbound::parse_url(url)
+                        .map_err(|e| ConfigError::Invalid(format!("--hook-url {e}")))
+                })
+                .collect::<Result<_, _>>()?,
+            timeout: Duration::from_millis(self.hook_timeout_ms),
+        };
         let container = match self.hls_container {
             HlsContainer::Fmp4 => Container::Fmp4,
             HlsContainer::Ts => Container::MpegTs,
@@ -396,8 +556,17 @@ impl Config {
         } else {
             self.advertise_ip
         };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(Arc::new(Certificates::load(cert, key).map_err(|e| {
+                    ConfigError::Invalid(format!("HTTPS certificate: {e}"))
+                })?))
+            }
+            _ => None,
+        };
         Ok(Settings {
             http: self.http,
+            tls,
             udp: UdpSettings {
                 bind: self.udp,
                 recv_buffer: self.udp_recv_buffer,
@@ -424,6 +593,7 @@ impl Config {
                 consent_timeout: Duration::from_secs(self.consent_timeout_secs),
                 keyframe_interval: self.keyframe_interval_secs.map(Duration::from_secs),
             },
+            auth,
             rtp_dump: self.rtp_dump,
             reorder: ReorderConfig {
                 max_delay: Duration::from_millis(self.reorder_ms),
@@ -450,6 +620,7 @@ impl Config {
             },
             aac_bitrate: self.aac_bitrate,
             output_queue: self.output_queue,
+            hooks,
         })
     }
 }
@@ -461,10 +632,14 @@ impl Config {
 pub struct Settings {
     /// HTTP listen address.
     pub http: SocketAddr,
+    /// The HTTPS certificate, if the bridge serves HTTPS rather than plain HTTP.
+    pub tls: Option<Arc<Certificates>>,
     /// The shared UDP socket.
     pub udp: UdpSettings,
     /// The WHIP endpoint.
     pub whip: WhipSettings,
+    /// Who may publish and read, beyond the global token.
+    pub auth: AuthSettings,
     /// Session deadlines and keyframe request pacing.
     pub liveness: LivenessConfig,
     /// Where to dump received RTP, if anywhere.
@@ -481,6 +656,30 @@ pub struct Settings {
     pub aac_bitrate: u32,
     /// Units queued per output before it drops to the next keyframe.
     pub output_queue: usize,
+    /// Event webhooks.
+    pub hooks: WebhookSettings,
+}
+
+/// Event webhooks ([`crate::hooks`]).
+#[derive(Debug, Clone, Default)]
+pub struct WebhookSettings {
+    /// Where every event is POSTed (none: webhooks off).
+    pub urls: Vec<hyper::Uri>,
+    /// How long one POST may take.
+    pub timeout: Duration,
+}
+
+/// Per-stream keys, the auth hook, JWTs, and HLS's policy (see [`crate::auth`]).
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// `[[stream]]` keys.
+    pub streams: Vec<StreamKeys>,
+    /// JWT checking, if configured.
+    pub jwks: Option<JwksSettings>,
+    /// The auth hook, if configured.
+    pub hook: Option<HookSettings>,
+    /// Who may read HLS.
+    pub hls: HlsAuth,
 }
 
 /// The shared UDP socket.
@@ -768,6 +967,7 @@ mod tests {
         assert_eq!(d.udp, SocketAddr::from(([127, 0, 0, 1], 8189)));
         assert!(d.advertise_ip.is_empty() && d.ice_server.is_empty() && d.rtmp.is_empty());
         assert_eq!((d.token, d.rtp_dump, d.rtmp_ca), (None, None, None));
+        assert_eq!((d.tls_cert, d.tls_key), (None, None));
         assert_eq!(d.keyframe_interval_secs, None);
         assert_eq!((d.max_sessions, d.post_rate_per_ip), (10_000, 2_000));
         assert_eq!(
@@ -783,6 +983,8 @@ mod tests {
         assert!(d.rtmp_target.is_empty());
         assert_eq!((d.aac_bitrate, d.output_queue), (128_000, 512));
         assert_eq!(d.udp_recv_buffer, 4 << 20);
+        assert!(d.hook_url.is_empty());
+        assert_eq!(d.hook_timeout_ms, 5_000);
         // A file that says nothing changes nothing.
         let empty = Config::deserialize(toml::Table::new()).unwrap();
         assert_eq!(empty, Config::default());
@@ -902,12 +1104,54 @@ mod tests {
     }
 
     #[test]
+    fn hook_urls_are_parsed_once() {
+        let cli = Cli::try_parse_from([
+            "bridge",
+            "--hook-url",
+            "http://127.0.0.1:9000/hooks",
+            "--hook-url",
+            "https://platform.example/live?key=1",
+            "--hook-timeout-ms",
+            "750",
+        ])
+        .unwrap();
+        let settings = cli.into_config().unwrap().into_settings().unwrap();
+        assert_eq!(settings.hooks.urls.len(), 2);
+        assert_eq!(settings.hooks.urls[1].host(), Some("platform.example"));
+        assert_eq!(settings.hooks.timeout, Duration::from_millis(750));
+        let config = Config {
+            hook_url: vec!["platform.example/live".into()],
+            ..Config::default()
+        };
+        let err = config.into_settings().unwrap_err().to_string();
+        assert!(
+            err.contains("--hook-url") && err.contains("platform.example/live"),
+            "{err}"
+        );
+        let cli = Cli::try_parse_from(["bridge", "--hook-timeout-ms", "0"]).unwrap();
+        assert!(cli.into_config().is_err());
+    }
+
+    #[test]
     fn bad_settings_are_refused_with_a_reason() {
         let cli = Cli::try_parse_from(["bridge", "--udp", "0.0.0.0:8189"]).unwrap();
         let err = cli.into_config().unwrap_err().to_string();
         assert!(err.contains("--advertise-ip"), "{err}");
         assert!(Cli::try_parse_from(["bridge", "--ice-server", "http://x"]).is_err());
         assert!(Cli::try_parse_from(["bridge", "--etag", "loose"]).is_err());
+        let cli = Cli::try_parse_from(["bridge", "--tls-cert", "cert.pem"]).unwrap();
+        let err = cli.into_config().unwrap_err().to_string();
+        assert!(err.contains("--tls-key"), "{err}");
+        let cli = Cli::try_parse_from([
+            "bridge",
+            "--tls-cert",
+            "/nonexistent/cert.pem",
+            "--tls-key",
+            "/nonexistent/key.pem",
+        ]);
+        let err = cli.unwrap().into_config().unwrap().into_settings();
+        let err = err.unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/cert.pem"), "{err}");
         let cli = Cli::try_parse_from(["bridge", "--ice-server", "turn:t.example u c"]).unwrap();
         assert_eq!(
             cli.settings().ice_server[0].credential.as_deref(),

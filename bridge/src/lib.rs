@@ -15,8 +15,10 @@
 //! ```
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod hls;
+pub mod hooks;
 pub mod http;
 pub mod ids;
 pub mod metrics;
@@ -33,6 +35,8 @@ pub use bridge_proto::{media, mux, rtmp_url};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener, ListenerExt};
 pub use config::{Cli, Config, Settings};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -56,6 +60,22 @@ pub enum StartError {
     },
 }
 
+/// Serves `router` on `listener` until `stopped` turns true, then lets the requests under way
+/// finish.
+async fn serve<L>(listener: L, router: axum::Router, mut stopped: watch::Receiver<bool>)
+where
+    L: Listener<Addr = SocketAddr>,
+    for<'a> SocketAddr: Connected<IncomingStream<'a, L>>,
+{
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    });
+    if let Err(err) = serve.await {
+        tracing::error!(%err, "http server failed");
+    }
+}
+
 /// A running bridge.
 #[derive(Debug)]
 pub struct Bridge {
@@ -65,6 +85,8 @@ pub struct Bridge {
     server: JoinHandle<()>,
     udp_reader: JoinHandle<()>,
     lag_watch: JoinHandle<()>,
+    /// Reloads the HTTPS certificate when its files change.
+    tls_watch: Option<JoinHandle<()>>,
 }
 
 /// Connections the kernel queues for the HTTP listener before `accept` (capped by
@@ -111,20 +133,35 @@ impl Bridge {
         };
         let listener = bind_http(settings.http).map_err(bind_error)?;
         let http_addr = listener.local_addr().map_err(bind_error)?;
+        let tls = settings.tls.clone();
+        let tls_config = tls
+            .as_ref()
+            .map(|certs| certs.server_config())
+            .transpose()
+            .map_err(|e| config::ConfigError::Invalid(format!("HTTPS: {e}")))?;
+        // With port 0 the bound port is the one to tell others (the webhooks' `node`).
+        let settings = Settings {
+            http: http_addr,
+            ..settings
+        };
         let app = app::App::new(settings, metrics, udp.clone())?;
         let udp_reader = tokio::spawn(udp.run());
         let lag_watch = tokio::spawn(app.clone().watch_loop_lag());
-        let (stop, mut stopped) = watch::channel(false);
-        let service = http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
-        let server = tokio::spawn(async move {
-            let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            });
-            if let Err(err) = serve.await {
-                tracing::error!(%err, "http server failed");
-            }
-        });
-        tracing::info!(http = %http_addr, udp = %app.udp.local_addr(), "bridge listening");
+        let tls_watch = tls.map(|certs| tokio::spawn(certs.watch(app.metrics.clone())));
+        let (stop, stopped) = watch::channel(false);
+        let router = http::router(app.clone());
+        let server = match tls_config {
+            None => tokio::spawn(serve(listener, router, stopped)),
+            // `tap_io` does nothing to the streams; it is what gives axum's `ConnectInfo` of a
+            // `SocketAddr` for a listener other than its own TCP one.
+            Some(config) => tokio::spawn(serve(
+                http::tls::TlsListener::new(listener, config).tap_io(|_| {}),
+                router,
+                stopped,
+            )),
+        };
+        let scheme = if tls_watch.is_some() { "https" } else { "http" };
+        tracing::info!(http = %http_addr, scheme, udp = %app.udp.local_addr(), "bridge listening");
         Ok(Self {
             app,
             http_addr,
@@ -132,6 +169,7 @@ impl Bridge {
             server,
             udp_reader,
             lag_watch,
+            tls_watch,
         })
     }
 
@@ -173,6 +211,10 @@ impl Bridge {
         let _ = self.udp_reader.await;
         self.lag_watch.abort();
         let _ = self.lag_watch.await;
+        if let Some(tls_watch) = self.tls_watch {
+            tls_watch.abort();
+            let _ = tls_watch.await;
+        }
         tracing::info!("bridge stopped");
     }
 }

@@ -41,6 +41,15 @@ pub struct LayerLabel {
 
 const LAYER_LABELS: [&str; MAX_LAYERS] = ["0", "1", "2", "3"];
 
+/// `action="publish|read", result=...` of an auth decision: how it was allowed (`open`,
+/// `token`, `stream_key`, `jwt`, `hook`) or why not (`unauthenticated`, `forbidden`,
+/// `hook_error`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabel {
+    action: &'static str,
+    result: &'static str,
+}
+
 /// `reason="start|up|fallback"` of a change of the simulcast layer the outputs get.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SwitchLabel {
@@ -114,6 +123,12 @@ pub struct HlsRequestLabel {
     pub status: u16,
 }
 
+/// `result="ok|error"` of a reload of the HTTPS certificate.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    result: &'static str,
+}
+
 /// Every metric the bridge exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -152,10 +167,14 @@ pub struct Metrics {
     pub loop_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// POSTs refused with 503 because the event loop ran too late.
     pub saturated_refused: Counter,
+    /// Auth decisions by action and result.
+    auth_decisions: Family<AuthLabel, Counter>,
     /// Per video layer: access units, keyframes, bytes.
     video_layers: LayerFamilies,
     /// Changes of the simulcast layer the outputs get, by reason.
     simulcast_switches: Family<SwitchLabel, Counter>,
+    /// Reloads of the HTTPS certificate after its files changed, by result.
+    tls_reloads: Family<ResultLabel, Counter>,
     /// UDP datagrams that matched no session.
     pub udp_unrouted: Counter,
     /// UDP datagrams dropped because a session's queue was full.
@@ -171,6 +190,8 @@ pub struct Metrics {
     hls: crate::sink::hls::HlsMetrics,
     /// The sessions' Opus -> AAC transcoders, all sessions together.
     transcode: crate::sink::aac::TranscodeMetrics,
+    /// The event webhooks', all URLs together.
+    hooks: crate::hooks::HookMetrics,
 }
 
 /// Upper bounds of the HLS listing delay histogram, in seconds: every 10 ms up to 300 ms (an
@@ -264,6 +285,13 @@ impl Default for Metrics {
              --max-loop-lag-ms",
             Counter::default(),
         );
+        let auth_decisions = register(
+            r,
+            "auth_decisions",
+            "Auth decisions by action (publish, read) and result: how allowed (open, token, \
+             stream_key, jwt, hook) or why refused (unauthenticated, forbidden, hook_error)",
+            Family::default(),
+        );
         let video_layers = LayerFamilies {
             packets: register(
                 r,
@@ -326,6 +354,13 @@ impl Default for Metrics {
             r,
             "rtmp_reconnects",
             "Reconnects per RTMP target",
+            Family::default(),
+        );
+        let tls_reloads: Family<ResultLabel, Counter> = register(
+            r,
+            "tls_reloads",
+            "Reloads of the HTTPS certificate after its files changed: ok (served from then on) \
+             or error (the previous one still served)",
             Family::default(),
         );
         let udp_unrouted = register(
@@ -439,6 +474,21 @@ impl Default for Metrics {
                 Counter::default(),
             ),
         };
+        let hooks = crate::hooks::HookMetrics {
+            events: register(
+                r,
+                "hook_events",
+                "Webhook events by event and result: delivered, failed (refused, or every retry \
+                 failed) or dropped (the URL's queue was full), counted per hook URL",
+                Family::default(),
+            ),
+            retries: register(
+                r,
+                "hook_retries",
+                "Webhook POSTs tried again after a failed one",
+                Counter::default(),
+            ),
+        };
         registry.register_with_unit(
             "hls_listing_delay",
             "From a video frame reaching the HLS output to its playlist listing it (its LL-HLS \
@@ -449,6 +499,9 @@ impl Default for Metrics {
         // Present from the start, so a scrape shows 0 rather than nothing.
         for state in SessionState::ALL {
             sessions.get_or_create(&state.into()).set(0);
+        }
+        for result in ["ok", "error"] {
+            tls_reloads.get_or_create(&ResultLabel { result }).inc_by(0);
         }
         for kind in [Kind::Audio, Kind::Video] {
             rtp_packets.get_or_create(&kind.into()).inc_by(0);
@@ -470,6 +523,7 @@ impl Default for Metrics {
             setups_refused,
             loop_lag,
             saturated_refused,
+            auth_decisions,
             video_layers,
             simulcast_switches,
             rtmp_up,
@@ -477,6 +531,7 @@ impl Default for Metrics {
             rtmp_frames,
             rtmp_drops,
             rtmp_reconnects,
+            tls_reloads,
             udp_unrouted,
             udp_dropped,
             udp_flows,
@@ -484,12 +539,54 @@ impl Default for Metrics {
             ingest,
             hls,
             transcode,
+            hooks,
         }
     }
 }
 
+/// OpenMetrics text to the classic Prometheus text format. prometheus-client writes only
+/// OpenMetrics, whose counter families are named without `_total` in their `HELP` and `TYPE`
+/// lines; the classic format names them as their samples are, has no `UNIT` lines and no `EOF`.
+/// Samples are the same in both.
+pub fn openmetrics_to_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<(&str, &str)> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = rest.split_once(' ').or(Some((rest, "")));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (family, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name, kind) = match kind {
+                "counter" => (format!("{family}_total"), "counter"),
+                "gauge" | "histogram" | "summary" => (family.to_owned(), kind),
+                _ => (family.to_owned(), "untyped"),
+            };
+            if let Some((_, text)) = help.take().filter(|(f, _)| *f == family) {
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        if line.starts_with("# ") {
+            // UNIT, EOF: OpenMetrics only.
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 impl Metrics {
-    /// The Prometheus text exposition.
+    /// The exposition in the classic Prometheus text format (0.0.4), for clients that do not
+    /// ask for OpenMetrics: `curl`, `promtool check metrics`, older scrapers.
+    pub fn render_text(&self) -> String {
+        openmetrics_to_text(&self.render())
+    }
+
+    /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
@@ -500,14 +597,34 @@ impl Metrics {
         out
     }
 
+    /// The HTTPS certificate was loaded again after its files changed (`ok`), or did not load.
+    pub fn tls_reloaded(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.tls_reloads
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
     /// The HLS outputs' metrics (shared handles).
     pub fn hls(&self) -> crate::sink::hls::HlsMetrics {
         self.hls.clone()
     }
 
+    /// Counts an auth decision ([`crate::auth::Auth::check`]).
+    pub fn auth_decision(&self, action: &'static str, result: &'static str) {
+        self.auth_decisions
+            .get_or_create(&AuthLabel { action, result })
+            .inc();
+    }
+
     /// The Opus -> AAC transcoders' metrics (shared handles).
     pub fn transcode(&self) -> crate::sink::aac::TranscodeMetrics {
         self.transcode.clone()
+    }
+
+    /// The event webhooks' metrics (shared handles).
+    pub fn hooks(&self) -> crate::hooks::HookMetrics {
+        self.hooks.clone()
     }
 
     /// The per-target metrics of one RTMP output.
@@ -730,6 +847,39 @@ mod tests {
             let (name, value) = line.rsplit_once(' ')?;
             (name == series).then(|| value.parse().ok())?
         })
+    }
+
+    #[test]
+    fn the_classic_text_format_names_counters_as_their_samples() {
+        let openmetrics = "# HELP bridge_rtp_packets RTP packets.\n\
+            # TYPE bridge_rtp_packets counter\n\
+            bridge_rtp_packets_total{kind=\"audio\"} 3\n\
+            # HELP bridge_event_loop_lag_seconds How late.\n\
+            # TYPE bridge_event_loop_lag_seconds gauge\n\
+            # UNIT bridge_event_loop_lag_seconds seconds\n\
+            bridge_event_loop_lag_seconds 0.001\n\
+            # TYPE odd unknown\n\
+            odd 1\n\
+            # EOF\n";
+        let text = "# HELP bridge_rtp_packets_total RTP packets.\n\
+            # TYPE bridge_rtp_packets_total counter\n\
+            bridge_rtp_packets_total{kind=\"audio\"} 3\n\
+            # HELP bridge_event_loop_lag_seconds How late.\n\
+            # TYPE bridge_event_loop_lag_seconds gauge\n\
+            bridge_event_loop_lag_seconds 0.001\n\
+            # TYPE odd untyped\n\
+            odd 1\n";
+        assert_eq!(openmetrics_to_text(openmetrics), text);
+        // Every sample of the real exposition survives, in order.
+        let metrics = Metrics::default();
+        let samples = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect()
+        };
+        let full = metrics.render();
+        assert_eq!(samples(&openmetrics_to_text(&full)), samples(&full));
     }
 
     /// The label values dashboards know, spelled as they were before the enums.

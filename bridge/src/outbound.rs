@@ -25,7 +25,7 @@ pub enum OutboundError {
     /// Connecting, sending or reading failed.
     #[error("{0}")]
     Transport(String),
-    /// The answer body was larger than [`MAX_ANSWER`].
+    /// The answer body was larger than 1 MiB.
     #[error("answer body larger than {MAX_ANSWER} bytes")]
     TooLarge,
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::hooks::{Event, SessionHooks};
 use crate::ids::random_hex;
 use crate::media::ingest::{Ingest, Kind, PerKind};
 use crate::media::reorder::RtpPacket;
@@ -88,6 +89,8 @@ pub(crate) struct SessionEnv {
     pub(crate) metrics: SessionMetrics,
     /// What it reads of the configuration.
     pub(crate) settings: SessionSettings,
+    /// Its event webhooks (`publish_stop` is the session's own).
+    pub(crate) hooks: SessionHooks,
 }
 
 /// What a session reads of the configuration.
@@ -149,6 +152,10 @@ struct Session {
     outputs: Outputs,
     dumps: PerKind<Dump>,
     ended: Option<EndReason>,
+    /// When the offer was answered: `publish_stop`'s duration runs from here.
+    answered: Instant,
+    /// RTP payload bytes received, for `publish_stop`.
+    bytes_received: u64,
     /// The publisher's media flow on a connected socket of its own, once its media flows.
     flow: Option<FlowSocket>,
     /// What `flow` reads into; datagrams are split off it, not copied.
@@ -263,6 +270,8 @@ impl Session {
             outputs,
             dumps: PerKind::default(),
             ended: None,
+            answered,
+            bytes_received: 0,
             flow: None,
             flow_buf: BytesMut::new(),
             flow_retry_at: answered,
@@ -453,6 +462,7 @@ impl Session {
                     packet,
                 } => {
                     self.env.metrics.rtp_received(kind, packet.payload.len());
+                    self.bytes_received += packet.payload.len() as u64;
                     self.dump(kind, payload_type, &packet);
                     self.ingest.push(kind, layer, packet, now);
                 }
@@ -568,6 +578,11 @@ impl Session {
         }
         self.env.metrics.state(Some(self.liveness.state()), None);
         self.env.metrics.ended(reason);
+        self.env.hooks.emit(Event::PublishStop {
+            reason: reason.label(),
+            duration_ms: u64::try_from(self.answered.elapsed().as_millis()).unwrap_or(u64::MAX),
+            bytes: self.bytes_received,
+        });
         tracing::info!(%reason, "session ended");
     }
 }

@@ -26,6 +26,7 @@ use common::netns::*;
 use common::nginx::*;
 use common::peers::*;
 use common::proc::*;
+use common::tls::https_args;
 
 // ---------------------------------------------------------------------------------------------
 // One publish: run the publisher, watch the bridge, check what it counted.
@@ -161,8 +162,9 @@ struct Published {
 }
 
 /// One publish inside a network namespace of the test's own, with the bridge there too (given
-/// `bridge_args` besides its defaults), and with `rtmp` nginx-rtmp as well, the bridge pushing
-/// the stream to it: `command` makes the
+/// `bridge_args` besides its defaults; over HTTPS with a test CA the publisher trusts if
+/// `https`), and with `rtmp` nginx-rtmp as well, the bridge pushing the stream to it: `command`
+/// makes the
 /// publisher's command (run with `ns.command`) from the namespace and the WHIP URL of stream
 /// `<name>-interop`; [`watch_publish`] checks the counts. `None` when namespaces cannot be made
 /// (the test is skipped).
@@ -172,6 +174,7 @@ fn publish_in_namespace(
     expect: &Expect,
     bridge_args: &[&str],
     rtmp: bool,
+    https: bool,
     command: impl FnOnce(&Netns, &str) -> Command,
 ) -> Option<Published> {
     let ns = Netns::create_or_skip()?;
@@ -179,6 +182,9 @@ fn publish_in_namespace(
     // The namespace is the test's own: the port is free.
     let nginx = rtmp.then(|| Nginx::start_in(&scratch, Some(&ns), "nginx", 19350, None));
     let mut args: Vec<String> = bridge_args.iter().map(|&a| a.to_owned()).collect();
+    if https {
+        args.extend(https_args(&scratch));
+    }
     if let Some(nginx) = &nginx {
         args.push("--rtmp".into());
         args.push(format!("rtmp://127.0.0.1:{}/live/{{stream}}", nginx.port));
@@ -188,7 +194,7 @@ fn publish_in_namespace(
     let url = bridge.whip_url(&stream);
     let mut publisher = Proc::spawn(
         name,
-        &mut command(&ns, &url),
+        bridge.trusted_by(&mut command(&ns, &url)),
         scratch.file(&format!("{name}.log")),
     );
     let after = watch_publish(&bridge, &mut publisher, timeout, expect);
@@ -254,17 +260,35 @@ fn ended_playlist(playlist: &Path) -> String {
 /// `a=setup:passive`, Bearer token. On loopback: it needs no namespace.
 #[test]
 fn ffmpeg_whip_muxer_publishes_h264_and_opus() {
+    ffmpeg_whip_publish(false);
+}
+
+/// As above, to `https://`: FFmpeg (OpenSSL) verifies the bridge's certificate against the test
+/// CA. Its WHIP muxer does not hand `-ca_file` to its HTTPS request, so the CA comes by
+/// `SSL_CERT_FILE`, OpenSSL's default store; without it the POST fails "certificate verify
+/// failed" (seen with FFmpeg 9.0.2).
+#[test]
+fn ffmpeg_whip_muxer_publishes_over_https() {
+    ffmpeg_whip_publish(true);
+}
+
+fn ffmpeg_whip_publish(https: bool) {
     let _serial = serial();
     let Some(ffmpeg) = ffmpeg_whip() else {
         return skip("ffmpeg with the WHIP muxer not found (pip install imageio-ffmpeg)");
     };
     let scratch = Scratch::new();
     let (http, udp) = free_loopback_ports();
-    let bridge = Bridge::start(&scratch, None, http, udp, None);
+    let args = if https {
+        https_args(&scratch)
+    } else {
+        Vec::new()
+    };
+    let bridge = Bridge::start_with(&scratch, None, http, udp, None, &args);
     let url = bridge.whip_url("ffmpeg-interop");
     let mut publisher = Proc::spawn(
         "ffmpeg",
-        &mut ffmpeg_publish(&ffmpeg, &url, PUBLISH_SECS),
+        bridge.trusted_by(&mut ffmpeg_publish(&ffmpeg, &url, PUBLISH_SECS)),
         scratch.file("ffmpeg.log"),
     );
     watch_publish(
@@ -288,7 +312,7 @@ fn aiortc_publishes_h264_and_opus() {
     let expect = Expect::publish(1.0, 0.0);
     let timeout = Duration::from_secs(60);
     let Some(Published { log, _scratch, .. }) =
-        publish_in_namespace("aiortc", timeout, &expect, &[], false, |ns, url| {
+        publish_in_namespace("aiortc", timeout, &expect, &[], false, false, |ns, url| {
             let mut cmd = ns.command("python3");
             cmd.arg(interop_dir().join("aiortc_publish.py"))
                 .arg(url)
@@ -309,7 +333,15 @@ fn aiortc_publishes_h264_and_opus() {
 /// after the 201; the page is on another origin than the endpoint, so CORS is exercised too.
 #[test]
 fn chromium_whip_client_publishes_with_trickle_ice() {
-    chromium_publish(false);
+    chromium_publish(false, false);
+}
+
+/// As above, to `https://`: the driver makes Chromium trust the test CA
+/// (`--ignore-certificate-errors-spki-list` with the CA's key, which the bridge sends after
+/// its leaf) and the page, on `http://127.0.0.1`, POSTs to the bridge's `https://` URL.
+#[test]
+fn chromium_whip_client_publishes_over_https() {
+    chromium_publish(false, true);
 }
 
 /// As above, and halfway the client restarts ICE (`client.restart()`: a PATCH with
@@ -317,7 +349,7 @@ fn chromium_whip_client_publishes_with_trickle_ice() {
 /// with the new tag); the browser must select a pair of the new ICE session and media go on.
 #[test]
 fn chromium_whip_client_restarts_ice() {
-    chromium_publish(true);
+    chromium_publish(true, false);
 }
 
 /// Chromium's path when it and what drives it are installed; `None` after [`skip`] otherwise.
@@ -344,7 +376,7 @@ fn chromium_tools() -> Option<PathBuf> {
     Some(chromium)
 }
 
-fn chromium_publish(restart: bool) {
+fn chromium_publish(restart: bool, https: bool) {
     let _serial = serial();
     let Some(chromium) = chromium_tools() else {
         return;
@@ -358,17 +390,25 @@ fn chromium_publish(restart: bool) {
         log,
         _scratch,
         ..
-    }) = publish_in_namespace("chromium", timeout, &expect, &[], false, |ns, url| {
-        let mut driver = ns.command("node");
-        driver
-            .arg(interop_dir().join("chromium_publish.mjs"))
-            .args([url, &PUBLISH_SECS.to_string(), TOKEN])
-            .env("CHROMIUM", &chromium);
-        if restart {
-            driver.arg("restart");
-        }
-        driver
-    })
+    }) = publish_in_namespace(
+        "chromium",
+        timeout,
+        &expect,
+        &[],
+        false,
+        https,
+        |ns, url| {
+            let mut driver = ns.command("node");
+            driver
+                .arg(interop_dir().join("chromium_publish.mjs"))
+                .args([url, &PUBLISH_SECS.to_string(), TOKEN])
+                .env("CHROMIUM", &chromium);
+            if restart {
+                driver.arg("restart");
+            }
+            driver
+        },
+    )
     else {
         return;
     };
@@ -426,6 +466,7 @@ fn chromium_whip_client_publishes_simulcast() {
         &expect,
         &["--hls-event"],
         true,
+        false,
         |ns, url| {
             let mut driver = ns.command("node");
             driver
@@ -634,12 +675,19 @@ fn gstreamer_simple_whip_client_publishes_h264_and_opus() {
     let timeout = Duration::from_secs(60);
     let Some(Published {
         playlist, _scratch, ..
-    }) = publish_in_namespace("gstreamer", timeout, &expect, &[], false, |ns, url| {
-        // The client streams until SIGINT, on which it DELETEs its session and exits 0:
-        // `timeout` sends that after the publish (a second more for its set-up), and kills it
-        // if it hangs.
-        let mut cmd = ns.command("timeout");
-        cmd.args(["--preserve-status", "--signal=INT", "--kill-after=10"])
+    }) = publish_in_namespace(
+        "gstreamer",
+        timeout,
+        &expect,
+        &[],
+        false,
+        false,
+        |ns, url| {
+            // The client streams until SIGINT, on which it DELETEs its session and exits 0:
+            // `timeout` sends that after the publish (a second more for its set-up), and kills it
+            // if it hangs.
+            let mut cmd = ns.command("timeout");
+            cmd.args(["--preserve-status", "--signal=INT", "--kill-after=10"])
             .arg((PUBLISH_SECS + 1).to_string())
             .arg(WHIP_CLIENT)
             .args(["--url", url, "--token", TOKEN, "--disable-colors"])
@@ -656,8 +704,9 @@ fn gstreamer_simple_whip_client_publishes_h264_and_opus() {
                  ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111",
             ])
             .env("LD_LIBRARY_PATH", &stub.0);
-        cmd
-    })
+            cmd
+        },
+    )
     else {
         return;
     };

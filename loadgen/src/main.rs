@@ -45,7 +45,7 @@ enum Command {
     /// drift.
     Publish {
         #[command(flatten)]
-        args: PublishArgs,
+        args: Box<PublishArgs>,
         #[command(flatten)]
         out: OutputArgs,
     },

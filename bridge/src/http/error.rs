@@ -37,6 +37,14 @@ impl ApiError {
         }
     }
 
+    /// An auth refusal: 401 (with `WWW-Authenticate: Bearer`) or 403.
+    pub fn denied(denied: &crate::auth::Denied) -> Self {
+        Self {
+            www_authenticate: denied.status() == 401,
+            ..Self::new(denied.status(), denied.to_string())
+        }
+    }
+
     /// 404 for an unknown or ended session.
     pub fn no_session() -> Self {
         Self::new(404, "no such session")

@@ -1,6 +1,7 @@
 //! `GET /hls/{stream}/{file}` and `GET /hls/{stream}/{rendition}/{file}` (a simulcast
 //! ladder's renditions): playlists (with LL-HLS blocking reload), init sections, parts and
-//! segments of the bridge's HLS output. Playback is public: no bearer token here.
+//! segments of the bridge's HLS output. Who may read is `--hls-auth`'s to say (public by
+//! default).
 //!
 //! Playlists and parts come from memory ([`crate::hls::store::StreamState`]); segments, and
 //! anything memory no longer holds, from the stream's folder. Only names the HLS output itself
@@ -11,16 +12,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, Query, State};
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 
 use super::ApiError;
 use crate::app::App;
+use crate::auth::{AccessRequest, Action};
 use crate::hls::store::{HlsFile, PartAnswer, PlaylistAnswer, StreamState};
 use crate::metrics::HlsRequestLabel;
 use crate::mux::hls::names::LadderRendition;
-use crate::mux::hls::playlist::DeliveryDirectives;
+use crate::mux::hls::playlist::{DeliveryDirectives, with_query};
 
 /// Segments, parts and init sections never change under their name (the output never reuses
 /// one), so caches may keep them.
@@ -53,6 +57,34 @@ fn media(kind: HlsFile, bytes: Bytes) -> Response {
         .into_response()
 }
 
+/// What a request is answered with.
+enum Served {
+    Playlist(Bytes),
+    Media(HlsFile, Bytes),
+}
+
+impl IntoResponse for Served {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Playlist(bytes) => playlist(bytes),
+            Self::Media(kind, bytes) => media(kind, bytes),
+        }
+    }
+}
+
+/// `token=<value>`, the value percent-encoded but for RFC 3986's unreserved characters.
+fn token_query(token: &str) -> String {
+    let mut query = String::from("token=");
+    for byte in token.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            query.push(char::from(byte));
+        } else {
+            query.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    query
+}
+
 /// Asks `poll` until it answers, waking on each change to the stream, for at most `timeout`.
 async fn wait_for<T>(
     state: &StreamState,
@@ -77,10 +109,10 @@ async fn wait_for<T>(
 pub(super) async fn get(
     State(app): State<Arc<App>>,
     Path((stream, file)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
+    request: Parts,
 ) -> Response {
-    let key = super::whip::valid_stream_name(&stream).then_some(stream);
-    respond(&app, key, file, query).await
+    let key = super::whip::valid_stream_name(&stream).then(|| stream.clone());
+    respond(&app, &stream, key, file, request).await
 }
 
 /// `GET /hls/{stream}/{rendition}/{file}`: a rendition of a simulcast publisher's ladder
@@ -88,17 +120,56 @@ pub(super) async fn get(
 pub(super) async fn get_rendition(
     State(app): State<Arc<App>>,
     Path((stream, rendition, file)): Path<(String, String, String)>,
-    RawQuery(query): RawQuery,
+    request: Parts,
 ) -> Response {
     let key = (super::whip::valid_stream_name(&stream))
         .then(|| LadderRendition::parse(&rendition))
         .flatten()
         .map(|rendition| format!("{stream}/{rendition}"));
-    respond(&app, key, file, query).await
+    respond(&app, &stream, key, file, request).await
 }
 
-/// Answers for the stream state named `key` (`None`: no such name can exist).
-async fn respond(app: &App, key: Option<String>, file: String, query: Option<String>) -> Response {
+#[derive(Debug, Default, Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// Whether `stream` may be read (`--hls-auth`); `Ok(Some(token))` when the token came in the
+/// query, which the playlists then carry on to every URI.
+async fn authorize(app: &App, stream: &str, request: &Parts) -> Result<Option<String>, ApiError> {
+    let from_query = Query::<TokenQuery>::try_from_uri(&request.uri)
+        .map(|q| q.0.token)
+        .unwrap_or_default();
+    let headers = &request.headers;
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(crate::auth::bearer);
+    let access = AccessRequest {
+        action: Action::Read,
+        stream,
+        token: header.or(from_query.as_deref()),
+        ip: super::client_ip(&request.extensions),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
+        protocol: "hls",
+    };
+    app.auth
+        .check(&access, &app.metrics)
+        .await
+        .map_err(|denied| ApiError::denied(&denied))?;
+    Ok(from_query.filter(|_| header.is_none()))
+}
+
+/// Answers for the stream state named `key` (`None`: no such name can exist) of `stream`.
+async fn respond(
+    app: &App,
+    stream: &str,
+    key: Option<String>,
+    file: String,
+    request: Parts,
+) -> Response {
     let kind = HlsFile::parse(&file);
     let label = match kind {
         Some(HlsFile::MediaPlaylist | HlsFile::MultivariantPlaylist) => "playlist",
@@ -108,7 +179,20 @@ async fn respond(app: &App, key: Option<String>, file: String, query: Option<Str
         None => "other",
     };
     let response = match key {
-        Some(key) => serve(app, &key, file, kind, query).await.into_response(),
+        Some(key) => match authorize(app, stream, &request).await {
+            Ok(token) => {
+                let query = request.uri.query().map(str::to_owned);
+                let answer = serve(app, &key, file, kind, query).await;
+                match (answer, token) {
+                    (Ok(Served::Playlist(bytes)), Some(token)) => playlist(Bytes::from(
+                        with_query(&String::from_utf8_lossy(&bytes), &token_query(&token)),
+                    )),
+                    (Ok(served), _) => served.into_response(),
+                    (Err(err), _) => err.into_response(),
+                }
+            }
+            Err(err) => err.into_response(),
+        },
         None => not_found().into_response(),
     };
     app.metrics
@@ -128,7 +212,7 @@ async fn serve(
     file: String,
     kind: Option<HlsFile>,
     query: Option<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Served, ApiError> {
     let kind = kind.ok_or_else(not_found)?;
     let state = app.hls.get(key).ok_or_else(not_found)?;
     let first_wait = app.hls.settings().first_playlist_wait();
@@ -145,7 +229,7 @@ async fn serve(
             })
             .await;
             match answer {
-                Some(PlaylistAnswer::Ready(bytes)) => Ok(playlist(bytes)),
+                Some(PlaylistAnswer::Ready(bytes)) => Ok(Served::Playlist(bytes)),
                 Some(PlaylistAnswer::BadRequest) => Err(ApiError::new(
                     400,
                     "_HLS_msn/_HLS_part too far beyond the live edge",
@@ -163,7 +247,7 @@ async fn serve(
         HlsFile::MultivariantPlaylist => {
             wait_for(&state, first_wait, || state.multivariant_playlist())
                 .await
-                .map(playlist)
+                .map(Served::Playlist)
                 .ok_or_else(not_found)
         }
         HlsFile::Part { number, .. } => {
@@ -174,26 +258,26 @@ async fn serve(
             })
             .await;
             match answer {
-                Some(PartAnswer::Ready(bytes)) => Ok(media(kind, bytes)),
+                Some(PartAnswer::Ready(bytes)) => Ok(Served::Media(kind, bytes)),
                 Some(PartAnswer::NotHere) => from_disk(&state, kind, file).await,
                 _ => Err(ApiError::new(503, "the part did not arrive in time").retry_after(1)),
             }
         }
         HlsFile::Init { .. } => match state.init(&file) {
-            Some(bytes) => Ok(media(kind, bytes)),
+            Some(bytes) => Ok(Served::Media(kind, bytes)),
             None => from_disk(&state, kind, file).await,
         },
         HlsFile::Segment { .. } => from_disk(&state, kind, file).await,
     }
 }
 
-async fn from_disk(state: &StreamState, kind: HlsFile, name: String) -> Result<Response, ApiError> {
+async fn from_disk(state: &StreamState, kind: HlsFile, name: String) -> Result<Served, ApiError> {
     let path = state.dir().join(&name);
     let read = tokio::task::spawn_blocking(move || std::fs::read(path))
         .await
         .map_err(ApiError::internal)?;
     match read {
-        Ok(bytes) => Ok(media(kind, Bytes::from(bytes))),
+        Ok(bytes) => Ok(Served::Media(kind, Bytes::from(bytes))),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(not_found()),
         Err(err) => Err(ApiError::internal(err)),
     }

@@ -1,15 +1,14 @@
 //! WHIP handlers (RFC 9725): they read HTTP, call the app, and map outcomes to status codes.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::ApiError;
+use super::{ApiError, client_ip};
 use crate::app::{App, CreateError};
 use crate::session::{PatchError, PatchReply};
 use crate::whip::liveness::EndReason;
@@ -35,20 +34,13 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
         .map_err(|_| ApiError::new(413, format!("body larger than {MAX_BODY} bytes")))
 }
 
-fn client_ip(request: &Request) -> IpAddr {
-    request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
-}
-
 /// `POST /admin/drain`: the bridge stops admitting sessions (see [`App::start_draining`]).
 /// Behind the bearer token; without one configured, only from this host.
 pub(super) async fn drain(
     State(app): State<Arc<App>>,
     request: Request,
 ) -> Result<StatusCode, ApiError> {
-    if app.settings.whip.token.is_none() && !client_ip(&request).is_loopback() {
+    if !app.auth.has_operator_token() && !client_ip(request.extensions()).is_loopback() {
         return Err(ApiError::new(
             403,
             "without --token, only this host may drain the bridge",
@@ -104,7 +96,7 @@ pub(super) async fn post(
         )
         .retry_after(1));
     }
-    let ip = client_ip(&request);
+    let ip = client_ip(request.extensions());
     let body = read_body(request.into_body()).await?;
     let permit = app.admit_setup().await.map_err(|retry_after| {
         ApiError::new(

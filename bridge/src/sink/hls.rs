@@ -34,6 +34,7 @@ use bytes::Bytes;
 use tokio::sync::{OwnedMutexGuard, mpsc, watch};
 
 use crate::hls::store::{HlsFile, StreamState, Writer, first_number};
+use crate::hooks::{Event, SessionHooks};
 use crate::media::unit::Unit;
 use crate::mux::hls::names::LadderRendition;
 use crate::mux::hls::output::{
@@ -76,6 +77,8 @@ impl HlsStreams {
             metrics: self.metrics().clone(),
             ladder: None,
             timeline_origin: None,
+            hooks: SessionHooks::default(),
+            stream: stream.to_owned(),
         }
     }
 }
@@ -107,6 +110,10 @@ pub struct HlsTask {
     ladder: Option<LadderRole>,
     /// The bridge's clock at the session's timeline 0.
     timeline_origin: Option<SystemTime>,
+    /// The session's webhooks: `hls_ready`.
+    hooks: SessionHooks,
+    /// The stream's name (a ladder rendition's: `{stream}/{rendition}`).
+    stream: String,
 }
 
 impl HlsTask {
@@ -114,6 +121,12 @@ impl HlsTask {
     /// (until the publisher's clock does): every output of the session the same.
     pub fn dated_from(mut self, timeline_origin: SystemTime) -> Self {
         self.timeline_origin = Some(timeline_origin);
+        self
+    }
+
+    /// The same task, telling the session's webhooks when its playlist is ready.
+    pub fn with_hooks(mut self, hooks: SessionHooks) -> Self {
+        self.hooks = hooks;
         self
     }
 
@@ -158,6 +171,8 @@ struct Run {
     output: HlsOutput,
     /// The ladder's renditions not listed, as last logged.
     left: Vec<(LadderRendition, Leave)>,
+    /// `hls_ready` was sent (or is not this output's to send).
+    ready_told: bool,
 }
 
 impl Run {
@@ -235,11 +250,15 @@ impl Run {
             msn,
             "HLS output started"
         );
+        // A ladder's renditions are parts of the stream's presentation: its own output speaks
+        // for it.
+        let ready_told = matches!(task.ladder, Some(LadderRole::Rendition(..)));
         let mut run = Self {
             task,
             writer,
             output,
             left: Vec::new(),
+            ready_told,
         };
         run.apply().await;
         Some(run)
@@ -255,7 +274,18 @@ impl Run {
                 Action::Remove { name } => ops.push(FileOp::Remove(name)),
                 Action::Publish(change) => {
                     self.files(std::mem::take(&mut ops)).await;
+                    // What the store answers a playlist request with from now on.
+                    let servable = change
+                        .playlist
+                        .as_ref()
+                        .is_some_and(|p| p.playlist.has_media());
                     self.task.state.publish(*change);
+                    if servable && !self.ready_told {
+                        self.ready_told = true;
+                        self.task.hooks.emit(Event::HlsReady {
+                            playlist: format!("/hls/{}/index.m3u8", self.task.stream),
+                        });
+                    }
                 }
                 Action::Listed(listed) => self.listed(listed),
                 Action::KeyframeWanted => self.task.keyframe_wanted.store(true, Ordering::Relaxed),

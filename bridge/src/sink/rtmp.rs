@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::rustls;
 
 use super::rtmp_conn::{RtmpConnection, RtmpError};
+use crate::hooks::{self, SessionHooks};
 use crate::media::start::StartGate;
 use crate::media::unit::{AudioFrame, Unit};
 use crate::mux::flv::{AudioCodec, FlvMuxer, FlvTag, TagKind};
@@ -57,6 +58,8 @@ pub struct RtmpOutput {
     pub metrics: TargetMetrics,
     /// Set to ask the session for a keyframe (on every (re)connect).
     pub keyframe_wanted: Arc<AtomicBool>,
+    /// The session's webhooks: `rtmp_up` and `rtmp_down`.
+    pub hooks: SessionHooks,
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -139,6 +142,9 @@ impl RtmpOutput {
                             }
                         }
                         self.metrics.up.set(1);
+                        self.hooks.emit(hooks::Event::RtmpUp {
+                            target: target.clone(),
+                        });
                         conn = Some(c);
                     }
                     Err(err) => {
@@ -201,6 +207,11 @@ impl RtmpOutput {
         if let Some(c) = conn {
             c.close().await;
             tracing::info!(%target, "RTMP unpublished");
+            self.hooks.emit(hooks::Event::RtmpDown {
+                target,
+                reason: "ended",
+                error: None,
+            });
         }
     }
 
@@ -265,6 +276,11 @@ impl RtmpOutput {
     fn lost(&self, target: &str, err: &RtmpError, conn: &mut Option<RtmpConnection>) {
         tracing::warn!(%target, %err, "RTMP connection lost");
         self.metrics.up.set(0);
+        self.hooks.emit(hooks::Event::RtmpDown {
+            target: target.to_owned(),
+            reason: "lost",
+            error: Some(err.to_string()),
+        });
         // Dropping the connection closes the socket; the task redials after the backoff.
         *conn = None;
     }
@@ -291,6 +307,7 @@ mod tests {
             tls: super::super::rtmp_conn::tls_config(Vec::new()).unwrap(),
             metrics: TargetMetrics::default(),
             keyframe_wanted: Arc::default(),
+            hooks: SessionHooks::default(),
         }
     }
 

@@ -1,10 +1,12 @@
-//! The `bridge` binary as a child process (on loopback or inside a namespace), and plain HTTP to it.
+//! The `bridge` binary as a child process (on loopback or inside a namespace), and HTTP to it
+//! (HTTPS when it serves the scratch folder's test certificate, [`super::tls::https_args`]).
 // Each test binary compiles this module on its own and uses only part of it; what one binary
 // leaves unused is dead code there, though another uses it.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,7 @@ use super::metrics::Metrics;
 use super::netns::{NS_BRIDGE_IP, Netns};
 use super::peers::interop_dir;
 use super::proc::{Proc, Scratch, output};
+use super::tls::{client_config_from, scratch_ca};
 
 pub(crate) const BRIDGE: &str = env!("CARGO_BIN_EXE_bridge");
 pub(crate) const TOKEN: &str = "interop-token-4f1c9a";
@@ -20,6 +23,8 @@ pub(crate) struct Bridge<'a> {
     pub(crate) proc: Proc,
     pub(crate) http: SocketAddr,
     pub(crate) ns: Option<&'a Netns>,
+    /// The CA its HTTPS certificate comes from; `None`: it serves plain HTTP.
+    pub(crate) ca: Option<PathBuf>,
 }
 
 impl<'a> Bridge<'a> {
@@ -41,7 +46,8 @@ impl<'a> Bridge<'a> {
         Self::start_with(scratch, Some(ns), http, udp, Some(ip), extra)
     }
 
-    /// [`Bridge::start`] with extra command-line arguments (outputs, ...).
+    /// [`Bridge::start`] with extra command-line arguments (outputs, ...); HTTPS when they hold
+    /// [`super::tls::https_args`].
     pub(crate) fn start_with(
         scratch: &Scratch,
         ns: Option<&'a Netns>,
@@ -66,7 +72,11 @@ impl<'a> Bridge<'a> {
         }
         cmd.args(extra);
         let proc = Proc::spawn("bridge", &mut cmd, scratch.file("bridge.log"));
-        let mut bridge = Self { proc, http, ns };
+        let ca = extra
+            .iter()
+            .any(|a| a == "--tls-cert")
+            .then(|| scratch_ca(scratch));
+        let mut bridge = Self { proc, http, ns, ca };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = bridge.proc.exited() {
@@ -86,17 +96,33 @@ impl<'a> Bridge<'a> {
 
     /// The WHIP endpoint URL of a stream.
     pub(crate) fn whip_url(&self, stream: &str) -> String {
-        format!("http://{}/whip/{stream}", self.http)
+        self.url(&format!("/whip/{stream}"))
+    }
+
+    /// The URL of `path` on the bridge.
+    pub(crate) fn url(&self, path: &str) -> String {
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.http)
+    }
+
+    /// Makes a client trust the bridge's test CA, if it serves HTTPS: OpenSSL's clients (FFmpeg,
+    /// Python) read `SSL_CERT_FILE`, and so does the Chromium driver (`interop/page.mjs`).
+    pub(crate) fn trusted_by<'c>(&self, client: &'c mut Command) -> &'c mut Command {
+        if let Some(ca) = &self.ca {
+            client.env("SSL_CERT_FILE", ca);
+        }
+        client
     }
 
     /// `GET path` from where the bridge listens (inside its namespace if it has one).
     pub(crate) fn get(&self, path: &str) -> Result<(u16, String), String> {
-        match self.ns {
-            None => http_get(self.http, path),
-            Some(ns) => {
-                let url = format!("http://{}{path}", self.http);
+        match (self.ns, &self.ca) {
+            (None, None) => http_get(self.http, path),
+            (None, Some(ca)) => https_get(self.http, path, ca),
+            (Some(ns), _) => {
+                let url = self.url(path);
                 let out = output(
-                    ns.command("python3")
+                    self.trusted_by(&mut ns.command("python3"))
                         .arg(interop_dir().join("http_get.py"))
                         .args([&url, TOKEN]),
                 )?;
@@ -120,7 +146,7 @@ impl<'a> Bridge<'a> {
 
 /// HTTP/1.0 GET over a plain TCP connection (the body ends with the connection).
 pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    http_request(addr, "GET", path, None, "").map(|(code, _, body)| (code, body))
+    request_over(connect(addr)?, addr, "GET", path, None, "").map(|(code, _, body)| (code, body))
 }
 
 /// An HTTP/1.0 request over a plain TCP connection with the bearer token and, when given, a
@@ -132,11 +158,42 @@ pub(crate) fn http_request(
     content_type: Option<&str>,
     body: &str,
 ) -> Result<(u16, String, String), String> {
-    let mut stream =
+    request_over(connect(addr)?, addr, method, path, content_type, body)
+}
+
+/// [`http_get`] over TLS, trusting the CA in `ca`.
+pub(crate) fn https_get(addr: SocketAddr, path: &str, ca: &Path) -> Result<(u16, String), String> {
+    use tokio_rustls::rustls::{ClientConnection, StreamOwned, pki_types::ServerName};
+    let name = ServerName::from(addr.ip());
+    let tls = ClientConnection::new(client_config_from(ca), name).map_err(|e| e.to_string())?;
+    request_over(
+        StreamOwned::new(tls, connect(addr)?),
+        addr,
+        "GET",
+        path,
+        None,
+        "",
+    )
+    .map(|(code, _, body)| (code, body))
+}
+
+fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
+    let stream =
         TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+fn request_over(
+    mut stream: impl Read + Write,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> Result<(u16, String, String), String> {
     let content = content_type.map_or(String::new(), |t| {
         format!("Content-Type: {t}\r\nContent-Length: {}\r\n", body.len())
     });

@@ -8,14 +8,18 @@
 //! - [`peers`]: the real peers (FFmpeg 9, aiortc, Chromium, Node) and how FFmpeg publishes, and
 //!   ffprobe/ffmpeg reading HLS back;
 //! - [`binary`]: the `bridge` binary as a child process, and plain HTTP to it;
+//! - [`http`]: a plain HTTP client (status, type, body) with request headers;
 //! - [`metrics`]: reading `/metrics`;
 //! - [`nginx`]: nginx-rtmp recording what the bridge pushes, and ffprobe/ffmpeg judging it;
-//! - [`inproc`]: the bridge in this process and the loadgen publisher pointed at it.
+//! - [`inproc`]: the bridge in this process and the loadgen publisher pointed at it;
+//! - [`tls`]: a test CA and the certificates it issues, for the bridge's HTTPS.
 
 pub(crate) mod binary;
+pub(crate) mod http;
 pub(crate) mod inproc;
 pub(crate) mod metrics;
 pub(crate) mod netns;
 pub(crate) mod nginx;
 pub(crate) mod peers;
 pub(crate) mod proc;
+pub(crate) mod tls;

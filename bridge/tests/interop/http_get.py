@@ -2,7 +2,8 @@
 """GET a URL with a Bearer token; print the status code on the first line, then the body.
 
 Used by interop.rs to read the bridge's /healthz and /metrics from inside the network namespace
-the bridge runs in. Exits non-zero when the server cannot be reached.
+the bridge runs in. Exits non-zero when the server cannot be reached. An https:// URL is verified
+against OpenSSL's default store, which $SSL_CERT_FILE replaces (the tests' CA).
 """
 
 import sys

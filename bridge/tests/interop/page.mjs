@@ -1,7 +1,9 @@
 // What the Chromium drivers share: a loopback HTTP server for a test page and its scripts, and
 // headless Chromium (Debian's /usr/bin/chromium, or $CHROMIUM, through playwright-core) running
 // that page until it sets `window.result`.
+import { createHash, X509Certificate } from "node:crypto";
 import { createServer } from "node:http";
+import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { chromium } from "playwright-core";
 
@@ -15,6 +17,20 @@ const COMMON_ARGS = [
   "--disable-sync",
   "--disable-dev-shm-usage",
 ];
+
+/// Chromium's flag trusting the certificates of the PEM file $SSL_CERT_FILE (a test CA, as
+/// OpenSSL's clients take it): the SHA-256 of each one's key. Chromium accepts a chain that
+/// holds one of them, so the server must send the CA after its leaf.
+function trustArgs() {
+  const file = process.env.SSL_CERT_FILE;
+  if (!file) return [];
+  const pins = readFileSync(file, "utf8")
+    .split(/(?=-----BEGIN CERTIFICATE-----)/)
+    .filter((pem) => pem.includes("-----BEGIN CERTIFICATE-----"))
+    .map((pem) => new X509Certificate(pem).publicKey.export({ type: "spki", format: "der" }))
+    .map((spki) => createHash("sha256").update(spki).digest("base64"));
+  return [`--ignore-certificate-errors-spki-list=${pins.join(",")}`];
+}
 
 /// Serves `files` (`{ "/path": { path, type } }`) on 127.0.0.1 (a secure context), loads the
 /// page at "/" with `params`, waits up to `timeoutMs` for `window.result`, prints the page's log
@@ -49,7 +65,7 @@ export async function runPage({
       executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
       headless: true,
       timeout: 30000,
-      args: [...COMMON_ARGS, ...chromiumArgs],
+      args: [...COMMON_ARGS, ...trustArgs(), ...chromiumArgs],
     });
     const page = await browser.newPage();
     page.on("console", (msg) => console.error(`page: ${msg.text()}`));

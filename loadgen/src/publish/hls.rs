@@ -23,6 +23,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::Request;
+use hyper::header::HeaderValue;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -247,6 +248,8 @@ struct Fetched {
 #[derive(Debug, Clone)]
 pub struct HlsClient {
     http: Client<HttpConnector, Empty<Bytes>>,
+    /// `Authorization` sent with every request, if any.
+    authorization: Option<HeaderValue>,
 }
 
 impl Default for HlsClient {
@@ -260,7 +263,20 @@ impl HlsClient {
     pub fn new() -> Self {
         Self {
             http: Client::builder(TokioExecutor::new()).build_http(),
+            authorization: None,
         }
+    }
+
+    /// A client with its own pool that sends `token` as a bearer token, if given.
+    pub fn with_token(token: Option<&str>) -> Result<Self, String> {
+        let authorization = token
+            .map(|t| HeaderValue::from_str(&format!("Bearer {t}")))
+            .transpose()
+            .map_err(|_| "--hls-token is not a valid header value".to_owned())?;
+        Ok(Self {
+            authorization,
+            ..Self::new()
+        })
     }
 
     /// GETs a playlist and reads it with `parse` (a status other than 200 is an error).
@@ -285,7 +301,11 @@ impl HlsClient {
 
     /// GETs `url` and reads the whole body, timing its first and last bytes.
     async fn get(&self, url: &str, timeout: Duration) -> Result<Fetched, HlsError> {
-        let request = Request::get(url)
+        let mut request = Request::get(url);
+        if let Some(value) = &self.authorization {
+            request = request.header(hyper::header::AUTHORIZATION, value.clone());
+        }
+        let request = request
             .body(Empty::new())
             .map_err(|source| HlsError::Request {
                 url: url.to_owned(),

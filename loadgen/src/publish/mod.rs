@@ -84,6 +84,9 @@ pub struct PublishArgs {
     /// Bearer token sent on every request.
     #[arg(long, env = "LOADGEN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Bearer token sent with every HLS request (`--hls`), for a bridge run with `--hls-auth`.
+    #[arg(long, env = "LOADGEN_HLS_TOKEN", hide_env_values = true)]
+    pub hls_token: Option<String>,
     /// Publishers, all at once.
     #[arg(long, default_value_t = 1)]
     pub publishers: u64,
@@ -137,6 +140,7 @@ impl PublishArgs {
         Self {
             url: url.into(),
             token: None,
+            hls_token: None,
             publishers,
             duration,
             rtmp_listen: None,
@@ -899,7 +903,8 @@ pub async fn run_with_limits(args: &PublishArgs, limits: &[Slo]) -> Result<Repor
     let launcher = Launcher {
         args: Arc::new(args.clone()),
         tally: tally.clone(),
-        hls_client: HlsClient::new(),
+        hls_client: HlsClient::with_token(args.hls_token.as_deref())
+            .map_err(|err| PublishError::Config(err.to_string()))?,
         hls_events,
         send_for: match &plan {
             // Each step: connecting, the hold, the drain, and the two scrapes.

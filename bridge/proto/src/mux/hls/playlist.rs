@@ -959,6 +959,38 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month as u32, day as u32)
 }
 
+/// The playlist with `query` (`name=value`, already encoded) added to every URI it lists: the
+/// media lines and each `URI="..."` attribute (maps, parts, preload hints, rendition reports,
+/// renditions). A player given a playlist URL with a token in its query then carries that
+/// token on every request the playlist leads it to: players cannot set headers.
+pub fn with_query(playlist: &str, query: &str) -> String {
+    fn add(out: &mut String, uri: &str, query: &str) {
+        out.push_str(uri);
+        out.push(if uri.contains('?') { '&' } else { '?' });
+        out.push_str(query);
+    }
+    let mut out = String::with_capacity(playlist.len() + playlist.len() / 4);
+    for line in playlist.split_inclusive('\n') {
+        let text = line.trim_end_matches(['\r', '\n']);
+        let end = &line[text.len()..];
+        if text.starts_with('#') {
+            let mut rest = text;
+            while let Some(at) = rest.find("URI=\"") {
+                let (head, tail) = rest.split_at(at + 5);
+                out.push_str(head);
+                let close = tail.find('"').unwrap_or(tail.len());
+                add(&mut out, &tail[..close], query);
+                rest = &tail[close..];
+            }
+            out.push_str(rest);
+        } else if !text.is_empty() {
+            add(&mut out, text, query);
+        }
+        out.push_str(end);
+    }
+    out
+}
+
 /// A variant of the multivariant playlist: the stream's one, or a rendition of a [`Ladder`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Variant {
@@ -2172,5 +2204,24 @@ seg2.m4s
         assert_eq!(format_units(ticks_to_units_ceil(FRAME)), "0.03334");
         assert_eq!(format_units(ticks_to_units_ceil(12 * HZ)), "12.0");
         assert_eq!(format_units(ticks_to_units_round(-5)), "0.0");
+    }
+
+    #[test]
+    fn a_query_is_carried_onto_every_uri() {
+        let playlist = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-MAP:URI=\"init0.mp4\"\n\
+            #EXT-X-PART:DURATION=0.2,URI=\"part12.m4s\",INDEPENDENT=YES\n#EXTINF:1.0,\n\
+            seg3.m4s\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part13.m4s\"\n\
+            #EXT-X-RENDITION-REPORT:URI=\"../v1/index.m3u8?a=1\",LAST-MSN=3\n\
+            #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",NAME=\"audio\",URI=\"audio/index.m3u8\"\n\
+            v0/index.m3u8\r\n\n";
+        let want = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-MAP:URI=\"init0.mp4?t=x%20y\"\n\
+            #EXT-X-PART:DURATION=0.2,URI=\"part12.m4s?t=x%20y\",INDEPENDENT=YES\n#EXTINF:1.0,\n\
+            seg3.m4s?t=x%20y\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part13.m4s?t=x%20y\"\n\
+            #EXT-X-RENDITION-REPORT:URI=\"../v1/index.m3u8?a=1&t=x%20y\",LAST-MSN=3\n\
+            #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",NAME=\"audio\",URI=\"audio/index.m3u8?t=x%20y\"\n\
+            v0/index.m3u8?t=x%20y\r\n\n";
+        assert_eq!(with_query(playlist, "t=x%20y"), want);
+        // An unclosed attribute (never made here) is carried to its end, not lost.
+        assert_eq!(with_query("#X:URI=\"a", "q=1"), "#X:URI=\"a?q=1");
     }
 }
