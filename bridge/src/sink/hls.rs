@@ -43,6 +43,7 @@ use crate::mux::hls::output::{
 use crate::mux::hls::playlist::{Ladder, Leave};
 
 use super::aac::{AacFormat, AacPassthrough};
+use super::s3::ObjectSink;
 
 pub use crate::config::{HlsAudio, HlsContainer, HlsSettings};
 pub use crate::hls::HlsMetrics;
@@ -78,7 +79,8 @@ impl HlsStreams {
             ladder: None,
             timeline_origin: None,
             hooks: SessionHooks::default(),
-            stream: stream.to_owned(),
+            uploader: self.uploader().clone(),
+            stream: stream.into(),
         }
     }
 }
@@ -112,8 +114,10 @@ pub struct HlsTask {
     timeline_origin: Option<SystemTime>,
     /// The session's webhooks: `hls_ready`.
     hooks: SessionHooks,
+    /// Where its files are uploaded too.
+    uploader: ObjectSink,
     /// The stream's name (a ladder rendition's: `{stream}/{rendition}`).
-    stream: String,
+    stream: Arc<str>,
 }
 
 impl HlsTask {
@@ -319,6 +323,8 @@ impl Run {
         if ops.is_empty() {
             return;
         }
+        // Queued before the disk write: storage keeps the batch's order, whatever the disk does.
+        self.task.uploader.offer(&self.task.stream, &ops);
         let dir = self.task.state.dir().to_owned();
         // The folder is made (and what an earlier run left there removed) at the first write,
         // not when the session starts: a publisher that never sends media leaves nothing.
@@ -372,15 +378,16 @@ impl Run {
         } else {
             self.output.end();
             self.apply().await;
+            self.task.uploader.ended(&self.task.stream);
             tracing::info!(segments, "HLS playlist ended");
         }
         self.writer.handoff = Some(self.output.into_handoff());
     }
 }
 
-/// A file operation in a stream's folder.
-#[derive(Debug)]
-enum FileOp {
+/// A file operation in a stream's folder (and in storage, [`super::s3`]).
+#[derive(Debug, Clone)]
+pub(crate) enum FileOp {
     /// Write atomically.
     Write(String, Vec<Bytes>),
     /// Delete (a file already gone is fine).

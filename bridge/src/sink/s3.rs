@@ -1,0 +1,436 @@
+//! HLS to S3-compatible object storage (`--hls-s3 s3://bucket/prefix`): what the HLS outputs
+//! write to disk ([`crate::sink::hls`]) is uploaded as well, to `{prefix}/{stream}/{name}`, for
+//! a CDN to serve. The local folder and the bridge's own HLS endpoint stay as they are.
+//!
+//! Decisions, and why:
+//!
+//! - Never on the media path: an output offers each batch of file operations (the same batch it
+//!   writes to disk) with `try_send` to a bounded queue; a full queue drops the batch, counted
+//!   (`bridge_hls_s3_dropped_total`) and logged at 1, 2, 4... drops. A dropped batch leaves a
+//!   hole (a listed object missing, a 404 for one segment); the next playlist overwrites the
+//!   last anyway.
+//! - [`WORKERS`] upload tasks, a stream always on the same one: a stream's uploads stay in order
+//!   and one slow stream delays a share of the others, not all of them.
+//! - In a batch, media first (segments, LL-HLS parts, init sections: `PutMode::Create`, which is
+//!   `If-None-Match: *` on S3, and `Cache-Control: public, max-age=31536000, immutable`), then
+//!   the playlists (overwritten, `Cache-Control: max-age=1`): a playlist is stored only after
+//!   what it lists. Then the batch's expired objects, deleted in one bulk request.
+//! - LL-HLS parts are uploaded too, so that the stored playlist is exactly the one on disk and
+//!   every URI in it exists: plain players (FFmpeg, hls.js without low-latency mode, AVPlayer
+//!   outside LL) skip `EXT-X-PART` lines and read segments; low-latency players read parts that
+//!   exist, only the preload hint is a 404 until it lands. Blocking reload (`_HLS_msn`) is what
+//!   storage cannot do: a CDN in front answers the query as a plain reload, so LL-HLS at its
+//!   lowest latency needs the owning node.
+//! - Fencing (split brain: two nodes writing one stream): a media object already there (412 on
+//!   `If-None-Match: *`) means another writer made it, since names are never reused (see
+//!   [`crate::sink::hls`]): this node stops uploading the stream (`bridge_hls_s3_fenced_total`,
+//!   an error logged) until its presentation ends. Before a stream's first upload in this
+//!   process, a stored `index.m3u8` without `EXT-X-ENDLIST` written in the last [`LIVE_FOR`]
+//!   means the same (the other writer started first, with other numbers); otherwise what an
+//!   earlier presentation left is deleted, as on disk.
+//! - Retries: the webhooks' policy ([`crate::hooks::retry`]). A 412 on a retry of a media PUT
+//!   is taken as this node's own first try having landed (its answer lost): the next object
+//!   decides.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{
+    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use tokio::sync::mpsc;
+
+use crate::config::S3Settings;
+use crate::hls::store::HlsFile;
+use crate::mux::hls::names::MEDIA_PLAYLIST_URI;
+
+use super::hls::FileOp;
+
+/// Upload tasks per bridge.
+pub const WORKERS: usize = 4;
+/// A stored live playlist younger than this has a writer (a live playlist is rewritten at
+/// least once per segment, a few seconds).
+pub const LIVE_FOR: Duration = Duration::from_secs(30);
+/// `Cache-Control` of segments, parts and init sections: their names are never reused.
+pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// `Cache-Control` of playlists: a CDN refetches them about once per part.
+pub const PLAYLIST: &str = "public, max-age=1";
+
+/// `kind="media|playlist|delete"`, `result="ok|failed"` of one S3 request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UploadLabel {
+    kind: &'static str,
+    result: &'static str,
+}
+
+/// The uploads' metrics (shared handles; see [`crate::metrics::Metrics`]).
+#[derive(Debug, Clone)]
+pub struct S3Metrics {
+    /// Objects uploaded or deleted, by kind and result.
+    pub uploads: Family<UploadLabel, Counter>,
+    /// Requests tried again after a failed one.
+    pub retries: Counter,
+    /// Batches dropped on a full queue.
+    pub dropped: Counter,
+    /// Streams this node stopped uploading because another writer has them.
+    pub fenced: Counter,
+    /// From a batch being queued to its last request answered.
+    pub lag: Histogram,
+}
+
+impl S3Metrics {
+    fn count(&self, kind: &'static str, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.uploads
+            .get_or_create(&UploadLabel { kind, result })
+            .inc();
+    }
+}
+
+/// What an upload task is told.
+#[derive(Debug)]
+enum Msg {
+    /// A batch of one stream's file operations, in the output's order.
+    Batch {
+        stream: Arc<str>,
+        ops: Vec<FileOp>,
+        queued: Instant,
+    },
+    /// This node ended the stream's presentation: a fence on it is lifted.
+    Ended(Arc<str>),
+}
+
+#[derive(Debug)]
+struct Inner {
+    workers: Vec<mpsc::Sender<Msg>>,
+    metrics: S3Metrics,
+    /// Batches dropped: logged at 1, 2, 4...
+    dropped: AtomicUsize,
+}
+
+/// The bridge's uploader: cheap to clone, and doing nothing without `--hls-s3`.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectSink {
+    inner: Option<Arc<Inner>>,
+}
+
+/// Why the store could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("S3 storage for HLS: {0}")]
+pub struct SetupError(#[from] object_store::Error);
+
+impl ObjectSink {
+    /// Builds the S3 client (region and credentials from the `AWS_*` environment) and starts the
+    /// upload tasks on the current runtime.
+    pub fn s3(settings: &S3Settings, metrics: S3Metrics) -> Result<Self, SetupError> {
+        // reqwest is built without a default TLS provider (its own is aws-lc-rs, a C build):
+        // the one the bridge links is installed for the process. An error only says one is
+        // installed already.
+        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+        let mut builder = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(&settings.bucket)
+            .with_allow_http(settings.allow_http);
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        let store = Arc::new(builder.build()?);
+        Ok(Self::new(store, &settings.prefix, settings.queue, metrics))
+    }
+
+    /// Uploads to `store` under `prefix`, `queue` batches waiting per task at most.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        queue: usize,
+        metrics: S3Metrics,
+    ) -> Self {
+        for kind in ["media", "playlist", "delete"] {
+            for ok in [true, false] {
+                let result = if ok { "ok" } else { "failed" };
+                metrics
+                    .uploads
+                    .get_or_create(&UploadLabel { kind, result })
+                    .inc_by(0);
+            }
+        }
+        let workers = (0..WORKERS)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(queue);
+                let worker = Worker {
+                    store: store.clone(),
+                    prefix: prefix.to_owned(),
+                    metrics: metrics.clone(),
+                    fenced: HashSet::new(),
+                    prepared: HashSet::new(),
+                };
+                tokio::spawn(worker.run(rx));
+                tx
+            })
+            .collect();
+        Self {
+            inner: Some(Arc::new(Inner {
+                workers,
+                metrics,
+                dropped: AtomicUsize::new(0),
+            })),
+        }
+    }
+
+    /// Queues a batch of `stream`'s file operations; never waits (a full queue drops it).
+    pub(crate) fn offer(&self, stream: &Arc<str>, ops: &[FileOp]) {
+        let Some(inner) = &self.inner else { return };
+        let msg = Msg::Batch {
+            stream: stream.clone(),
+            ops: ops.to_vec(),
+            queued: Instant::now(),
+        };
+        if inner.worker(stream).try_send(msg).is_err() {
+            inner.metrics.dropped.inc();
+            let dropped = inner.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(%stream, dropped, "HLS upload queue full: batch dropped");
+            }
+        }
+    }
+
+    /// This node ended `stream`'s presentation (its playlist has `EXT-X-ENDLIST`).
+    pub(crate) fn ended(&self, stream: &Arc<str>) {
+        let Some(inner) = &self.inner else { return };
+        // Dropped with a full queue: the fence then stays until the next end.
+        let _ = inner.worker(stream).try_send(Msg::Ended(stream.clone()));
+    }
+}
+
+impl Inner {
+    fn worker(&self, stream: &str) -> &mpsc::Sender<Msg> {
+        // A fixed hasher: the same stream on the same task for the process's life.
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(stream);
+        // `workers` is never empty (WORKERS tasks); the remainder is below its length.
+        &self.workers[(hash % self.workers.len() as u64) as usize]
+    }
+}
+
+/// What a PUT came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Put {
+    Stored,
+    Failed,
+    /// The object exists: another writer made it.
+    Fenced,
+}
+
+/// One upload task: its streams' batches, one at a time.
+#[derive(Debug)]
+struct Worker {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    metrics: S3Metrics,
+    /// Streams another writer has (until this node ends their presentation).
+    fenced: HashSet<Arc<str>>,
+    /// Streams whose earlier objects were looked at in this process.
+    prepared: HashSet<Arc<str>>,
+}
+
+impl Worker {
+    async fn run(mut self, mut queue: mpsc::Receiver<Msg>) {
+        while let Some(msg) = queue.recv().await {
+            match msg {
+                Msg::Batch {
+                    stream,
+                    ops,
+                    queued,
+                } => {
+                    self.batch(&stream, ops).await;
+                    self.metrics.lag.observe(queued.elapsed().as_secs_f64());
+                }
+                Msg::Ended(stream) => {
+                    self.fenced.remove(&stream);
+                }
+            }
+        }
+    }
+
+    fn path(&self, stream: &str, name: &str) -> Path {
+        match self.prefix.as_str() {
+            "" => Path::from(format!("{stream}/{name}")),
+            prefix => Path::from(format!("{prefix}/{stream}/{name}")),
+        }
+    }
+
+    fn fence(&mut self, stream: &Arc<str>, why: &str) {
+        tracing::error!(
+            %stream,
+            why,
+            "another node writes this HLS stream to storage (split brain): uploads stopped"
+        );
+        self.metrics.fenced.inc();
+        self.fenced.insert(stream.clone());
+    }
+
+    async fn batch(&mut self, stream: &Arc<str>, ops: Vec<FileOp>) {
+        if self.fenced.contains(stream) {
+            return;
+        }
+        if !self.prepared.contains(stream) {
+            match self.prepare(stream).await {
+                Ok(true) => {
+                    self.fence(stream, "a live playlist is stored");
+                    return;
+                }
+                Ok(false) => {}
+                // Not fatal: the uploads themselves still fence on a 412.
+                Err(err) => tracing::warn!(%stream, %err, "stored HLS objects not checked"),
+            }
+            self.prepared.insert(stream.clone());
+        }
+        let (playlists, media): (Vec<_>, Vec<_>) = ops
+            .iter()
+            .filter_map(|op| match op {
+                FileOp::Write(name, data) => Some((name, data)),
+                FileOp::Remove(_) => None,
+            })
+            .partition(|(name, _)| name.ends_with(".m3u8"));
+        for (name, data) in media {
+            match self.put(self.path(stream, name), data, true).await {
+                Put::Fenced => {
+                    self.fence(stream, &format!("{name} exists (412)"));
+                    return;
+                }
+                put => self.metrics.count("media", put == Put::Stored),
+            }
+        }
+        for (name, data) in playlists {
+            let put = self.put(self.path(stream, name), data, false).await;
+            self.metrics.count("playlist", put == Put::Stored);
+        }
+        let expired: Vec<_> = ops
+            .iter()
+            .filter_map(|op| match op {
+                FileOp::Remove(name) => Some(self.path(stream, name)),
+                FileOp::Write(..) => None,
+            })
+            .collect();
+        self.delete(stream, expired).await;
+    }
+
+    /// One PUT with retries: media created (never replaced), playlists overwritten.
+    async fn put(&self, path: Path, data: &[Bytes], media: bool) -> Put {
+        let payload: PutPayload = data.iter().cloned().collect();
+        let mut attributes = Attributes::new();
+        let control = if media { IMMUTABLE } else { PLAYLIST };
+        attributes.insert(Attribute::CacheControl, control.into());
+        if let Some(file) = path.filename().and_then(HlsFile::parse) {
+            attributes.insert(Attribute::ContentType, file.content_type().into());
+        }
+        let options = PutOptions {
+            mode: if media {
+                PutMode::Create
+            } else {
+                PutMode::Overwrite
+            },
+            attributes,
+            ..PutOptions::default()
+        };
+        let mut attempt = 0;
+        loop {
+            let err = match self
+                .store
+                .put_opts(&path, payload.clone(), options.clone())
+                .await
+            {
+                Ok(_) => return Put::Stored,
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) if media => {
+                    return if attempt == 0 {
+                        Put::Fenced
+                    } else {
+                        Put::Stored
+                    };
+                }
+                Err(err) => err,
+            };
+            let Some(wait) = crate::hooks::retry(attempt) else {
+                tracing::warn!(%path, %err, "HLS upload failed; given up");
+                return Put::Failed;
+            };
+            tracing::debug!(%path, %err, ?wait, "HLS upload failed; retrying");
+            self.metrics.retries.inc();
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// Deletes `paths` in bulk requests (one per 1000 on S3); a missing object is fine.
+    async fn delete(&self, stream: &str, paths: Vec<Path>) {
+        if paths.is_empty() {
+            return;
+        }
+        let locations = futures_util::stream::iter(paths.into_iter().map(Ok)).boxed();
+        let results: Vec<_> = self.store.delete_stream(locations).collect().await;
+        for result in results {
+            match result {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {
+                    self.metrics.count("delete", true);
+                }
+                Err(err) => {
+                    self.metrics.count("delete", false);
+                    tracing::warn!(%stream, %err, "expired HLS object not deleted");
+                }
+            }
+        }
+    }
+
+    /// Looks at what is stored for `stream` before its first upload in this process: `true` if
+    /// another writer has it live; else what an earlier presentation left is deleted.
+    async fn prepare(&self, stream: &str) -> object_store::Result<bool> {
+        let dir = self.path(stream, "");
+        let listed: Vec<_> = self.store.list(Some(&dir)).try_collect().await?;
+        let ours = |path: &Path| {
+            // Directly in the stream's folder: a ladder's renditions have folders of their own.
+            path.prefix_match(&dir).is_some_and(|mut rest| {
+                rest.next().is_some_and(|name| {
+                    HlsFile::parse(name.as_ref()).is_some()
+                        || HlsFile::is_old_part_name(name.as_ref())
+                }) && rest.next().is_none()
+            })
+        };
+        if let Some(index) = listed.iter().find(|meta| {
+            ours(&meta.location) && meta.location.filename() == Some(MEDIA_PLAYLIST_URI)
+        }) {
+            let age = SystemTime::now()
+                .duration_since(index.last_modified.into())
+                .unwrap_or_default();
+            if age < LIVE_FOR {
+                let playlist = self.store.get(&index.location).await?.bytes().await?;
+                let ended = playlist
+                    .split(|&b| b == b'\n')
+                    .any(|line| line.trim_ascii() == b"#EXT-X-ENDLIST");
+                if !ended {
+                    return Ok(true);
+                }
+            }
+        }
+        let stale: Vec<_> = listed
+            .into_iter()
+            .map(|meta| meta.location)
+            .filter(ours)
+            .collect();
+        if !stale.is_empty() {
+            tracing::info!(%stream, objects = stale.len(), "stale HLS objects removed from storage");
+        }
+        self.delete(stream, stale).await;
+        Ok(false)
+    }
+}
