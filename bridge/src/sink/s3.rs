@@ -393,7 +393,8 @@ impl Worker {
     }
 
     /// Looks at what is stored for `stream` before its first upload in this process: `true` if
-    /// another writer has it live; else what an earlier presentation left is deleted.
+    /// another writer has it live (objects written in the last [`LIVE_FOR`], and no
+    /// `EXT-X-ENDLIST`); else what an earlier presentation left is deleted.
     async fn prepare(&self, stream: &str) -> object_store::Result<bool> {
         let dir = self.path(stream, "");
         let listed: Vec<_> = self.store.list(Some(&dir)).try_collect().await?;
@@ -406,20 +407,29 @@ impl Worker {
                 }) && rest.next().is_none()
             })
         };
-        if let Some(index) = listed.iter().find(|meta| {
-            ours(&meta.location) && meta.location.filename() == Some(MEDIA_PLAYLIST_URI)
-        }) {
-            let age = SystemTime::now()
-                .duration_since(index.last_modified.into())
-                .unwrap_or_default();
-            if age < LIVE_FOR {
-                let playlist = self.store.get(&index.location).await?.bytes().await?;
-                let ended = playlist
+        // A writer touches its folder at least once per segment: anything written recently is
+        // a live writer's, unless its playlist says it ended.
+        let now = SystemTime::now();
+        let recent = listed.iter().any(|meta| {
+            ours(&meta.location)
+                && now
+                    .duration_since(meta.last_modified.into())
+                    .unwrap_or_default()
+                    < LIVE_FOR
+        });
+        if recent {
+            let index = self.path(stream, MEDIA_PLAYLIST_URI);
+            let ended = match self.store.get(&index).await {
+                Ok(playlist) => playlist
+                    .bytes()
+                    .await?
                     .split(|&b| b == b'\n')
-                    .any(|line| line.trim_ascii() == b"#EXT-X-ENDLIST");
-                if !ended {
-                    return Ok(true);
-                }
+                    .any(|line| line.trim_ascii() == b"#EXT-X-ENDLIST"),
+                Err(object_store::Error::NotFound { .. }) => false,
+                Err(err) => return Err(err),
+            };
+            if !ended {
+                return Ok(true);
             }
         }
         let stale: Vec<_> = listed
@@ -432,5 +442,184 @@ impl Worker {
         }
         self.delete(stream, stale).await;
         Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use object_store::memory::InMemory;
+
+    use super::*;
+
+    fn write(name: &str) -> FileOp {
+        FileOp::Write(name.to_owned(), vec![Bytes::from(name.to_owned())])
+    }
+
+    fn live_playlist() -> FileOp {
+        FileOp::Write(
+            "index.m3u8".to_owned(),
+            vec![Bytes::from_static(b"#EXTM3U\n#EXTINF:1,\nseg1.m4s\n")],
+        )
+    }
+
+    fn metrics() -> S3Metrics {
+        crate::metrics::Metrics::default().hls_s3()
+    }
+
+    fn count(metrics: &S3Metrics, kind: &'static str, result: &'static str) -> u64 {
+        metrics
+            .uploads
+            .get_or_create(&UploadLabel { kind, result })
+            .get()
+    }
+
+    /// Waits (a few seconds at most) until the upload tasks have done what `done` wants.
+    async fn until(mut done: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("uploads not done in time");
+    }
+
+    async fn stored(store: &InMemory, key: &str) -> Option<object_store::GetResult> {
+        store.get(&Path::from(key)).await.ok()
+    }
+
+    #[tokio::test]
+    async fn media_is_created_immutable_then_playlists_then_expired_deleted() {
+        let store = Arc::new(InMemory::new());
+        let metrics = metrics();
+        let sink = ObjectSink::new(store.clone(), "live", 8, metrics.clone());
+        let stream: Arc<str> = "cam".into();
+        sink.offer(
+            &stream,
+            &[write("init5.mp4"), write("seg5.m4s"), live_playlist()],
+        );
+        sink.offer(
+            &stream,
+            &[
+                write("seg6.m4s"),
+                live_playlist(),
+                FileOp::Remove("seg5.m4s".into()),
+            ],
+        );
+        until(|| count(&metrics, "delete", "ok") == 1).await;
+        let seg = stored(&store, "live/cam/seg6.m4s").await.unwrap();
+        assert_eq!(
+            seg.attributes
+                .get(&Attribute::CacheControl)
+                .map(|v| v.as_ref()),
+            Some(IMMUTABLE)
+        );
+        let index = stored(&store, "live/cam/index.m3u8").await.unwrap();
+        assert_eq!(
+            index
+                .attributes
+                .get(&Attribute::CacheControl)
+                .map(|v| v.as_ref()),
+            Some(PLAYLIST)
+        );
+        assert!(stored(&store, "live/cam/init5.mp4").await.is_some());
+        assert!(stored(&store, "live/cam/seg5.m4s").await.is_none());
+        assert_eq!(count(&metrics, "media", "ok"), 3);
+        assert_eq!(count(&metrics, "playlist", "ok"), 2);
+        assert_eq!(metrics.fenced.get(), 0);
+    }
+
+    /// A media object already stored is another writer's (names are never reused): the stream
+    /// is fenced, and the playlist of the batch (which comes after its media) is never stored.
+    #[tokio::test]
+    async fn a_second_writer_of_a_name_is_fenced_by_412() {
+        let store = Arc::new(InMemory::new());
+        let metrics = metrics();
+        let sink = ObjectSink::new(store.clone(), "", 8, metrics.clone());
+        let stream: Arc<str> = "cam".into();
+        sink.offer(&stream, &[write("seg7.m4s")]);
+        until(|| count(&metrics, "media", "ok") == 1).await;
+        store
+            .put(
+                &Path::from("cam/seg8.m4s"),
+                Bytes::from_static(b"theirs").into(),
+            )
+            .await
+            .unwrap();
+        sink.offer(&stream, &[write("seg8.m4s"), live_playlist()]);
+        sink.offer(&stream, &[write("seg9.m4s"), live_playlist()]);
+        until(|| metrics.fenced.get() == 1).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(stored(&store, "cam/index.m3u8").await.is_none());
+        assert!(stored(&store, "cam/seg9.m4s").await.is_none());
+        let seg = stored(&store, "cam/seg8.m4s").await.unwrap();
+        assert_eq!(seg.bytes().await.unwrap(), "theirs");
+
+        // Once its presentation ends here, the node tries again (and is fenced again: the
+        // object is still the other writer's).
+        sink.ended(&stream);
+        sink.offer(&stream, &[write("seg8.m4s")]);
+        until(|| metrics.fenced.get() == 2).await;
+    }
+
+    /// A live playlist stored by another node fences before anything is uploaded; an ended
+    /// one is an earlier presentation, whose objects are removed (ours only).
+    #[tokio::test]
+    async fn a_stored_live_playlist_fences_and_an_ended_one_is_cleaned_up() {
+        let store = Arc::new(InMemory::new());
+        let put = |key: &str, body: &'static [u8]| {
+            let store = store.clone();
+            let key = Path::from(key);
+            async move {
+                store
+                    .put(&key, Bytes::from_static(body).into())
+                    .await
+                    .unwrap()
+            }
+        };
+        put("p/live/index.m3u8", b"#EXTM3U\n#EXTINF:1,\nseg1.m4s\n").await;
+        put(
+            "p/old/index.m3u8",
+            b"#EXTM3U\n#EXTINF:1,\nseg1.m4s\n#EXT-X-ENDLIST\n",
+        )
+        .await;
+        put("p/old/seg1.m4s", b"x").await;
+        put("p/old/notes.txt", b"keep").await;
+        put("p/old/v0/seg1.m4s", b"a rendition's").await;
+
+        let metrics = metrics();
+        let sink = ObjectSink::new(store.clone(), "p", 8, metrics.clone());
+        sink.offer(&"live".into(), &[write("seg9.m4s")]);
+        sink.offer(&"old".into(), &[write("seg9.m4s")]);
+        until(|| metrics.fenced.get() == 1 && count(&metrics, "media", "ok") == 1).await;
+        assert!(stored(&store, "p/live/seg9.m4s").await.is_none());
+        assert!(stored(&store, "p/old/seg9.m4s").await.is_some());
+        assert!(stored(&store, "p/old/seg1.m4s").await.is_none());
+        assert!(stored(&store, "p/old/index.m3u8").await.is_none());
+        assert!(stored(&store, "p/old/notes.txt").await.is_some());
+        assert!(stored(&store, "p/old/v0/seg1.m4s").await.is_some());
+    }
+
+    /// Offering never waits: past the queue's room, batches are dropped and counted.
+    #[tokio::test]
+    async fn a_full_queue_drops_and_never_blocks() {
+        let store = Arc::new(InMemory::new());
+        let metrics = metrics();
+        let sink = ObjectSink::new(store, "", 2, metrics.clone());
+        let stream: Arc<str> = "cam".into();
+        // The current-thread runtime runs no upload task until this one awaits.
+        for n in 0..5 {
+            sink.offer(&stream, &[write(&format!("seg{n}.m4s"))]);
+        }
+        assert_eq!(metrics.dropped.get(), 3);
+        until(|| count(&metrics, "media", "ok") == 2).await;
+    }
+
+    /// Nothing configured: offering is free and does nothing.
+    #[test]
+    fn without_storage_nothing_is_queued() {
+        let sink = ObjectSink::default();
+        sink.offer(&"cam".into(), &[write("seg1.m4s")]);
+        sink.ended(&"cam".into());
     }
 }
