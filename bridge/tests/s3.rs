@@ -2,6 +2,7 @@
 //! store, FFmpeg 9 publishing with WHIP, FFmpeg reading the playlist back from the bucket, and a
 //! second bridge writing the same stream fenced. Skipped when a tool is missing, unless
 //! `BRIDGE_REQUIRE_INTEROP=1`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
