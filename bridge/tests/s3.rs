@@ -159,6 +159,48 @@ fn cache_control(s3: SocketAddr, path: &str) -> String {
         .unwrap_or_default()
 }
 
+/// What fencing needs of the store, asked as the bridge asks it (object_store): a second
+/// `If-None-Match: *` PUT of a name is refused, so is an `If-Match` PUT with a stale ETag.
+fn check_conditional_puts(s3: SocketAddr) {
+    use object_store::{ObjectStore, PutMode, PutOptions, UpdateVersion};
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name("hls")
+        .with_endpoint(format!("http://{s3}"))
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_access_key_id(KEY)
+        .with_secret_access_key(SECRET)
+        .build()
+        .unwrap();
+    let path = object_store::path::Path::from("probe/index.m3u8");
+    let put = |mode: PutMode, body: &'static str| {
+        let options = PutOptions::from(mode);
+        store.put_opts(&path, body.into(), options)
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let first = put(PutMode::Create, "1").await.unwrap();
+        let again = put(PutMode::Create, "2").await;
+        assert!(
+            matches!(again, Err(object_store::Error::AlreadyExists { .. })),
+            "If-None-Match: * not honoured: {again:?}"
+        );
+        let second = put(PutMode::Update(UpdateVersion::from(first.clone())), "2")
+            .await
+            .unwrap();
+        assert_ne!(first.e_tag, second.e_tag);
+        let stale = put(PutMode::Update(UpdateVersion::from(first)), "3").await;
+        assert!(
+            matches!(stale, Err(object_store::Error::Precondition { .. })),
+            "If-Match not honoured: {stale:?}"
+        );
+    });
+}
+
 #[test]
 fn ffmpeg_whip_to_hls_in_s3_plays_back_and_a_second_writer_is_fenced() {
     let _serial = common::proc::serial();
@@ -172,6 +214,7 @@ fn ffmpeg_whip_to_hls_in_s3_plays_back_and_a_second_writer_is_fenced() {
     };
     let scratch = Scratch::new();
     let (mut store, s3) = start_seaweedfs(&weed, &scratch);
+    check_conditional_puts(s3);
     let bridge = start_bridge(&scratch, s3, "hls-a");
     let mut publisher = Proc::spawn(
         "ffmpeg",

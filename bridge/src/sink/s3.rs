@@ -21,18 +21,24 @@
 //!   exist, only the preload hint is a 404 until it lands. Blocking reload (`_HLS_msn`) is what
 //!   storage cannot do: a CDN in front answers the query as a plain reload, so LL-HLS at its
 //!   lowest latency needs the owning node.
-//! - Fencing (split brain: two nodes writing one stream): a media object already there (412 on
-//!   `If-None-Match: *`) means another writer made it, since names are never reused (see
-//!   [`crate::sink::hls`]): this node stops uploading the stream (`bridge_hls_s3_fenced_total`,
-//!   an error logged) until its presentation ends. Before a stream's first upload in this
-//!   process, a stored `index.m3u8` without `EXT-X-ENDLIST` written in the last [`LIVE_FOR`]
-//!   means the same (the other writer started first, with other numbers); otherwise what an
-//!   earlier presentation left is deleted, as on disk.
-//! - Retries: the webhooks' policy ([`crate::hooks::retry`]). A 412 on a retry of a media PUT
-//!   is taken as this node's own first try having landed (its answer lost): the next object
-//!   decides.
+//! - Fencing (split brain: two nodes writing one stream), three ways, each a 412 or its
+//!   equivalent, after which this node stops uploading the stream (`bridge_hls_s3_fenced_total`,
+//!   an error logged) until its presentation ends here:
+//!   - before a stream's first upload in this process, objects of it written in the last
+//!     [`LIVE_FOR`] and no `EXT-X-ENDLIST` in its stored playlist: another node is live on it
+//!     (otherwise what an earlier presentation left is deleted, as on disk);
+//!   - a media object already there (412 on `If-None-Match: *`): names are never reused (see
+//!     [`crate::sink::hls`]), so another writer made it;
+//!   - a playlist changed by someone else: each playlist PUT after the first is conditional on
+//!     the ETag of this node's last one (`If-Match`), so of two writers that started together
+//!     (both found nothing, and their names differ: they start at the wall clock in ms), the
+//!     first to be overwritten gets 412 on its next playlist and yields. The first PUT of a
+//!     playlist overwrites: a leftover of a crashed writer must not fence.
+//! - Retries: the webhooks' policy ([`crate::hooks::retry`]), object_store's own turned off so
+//!   that this code sees every answer. A 412 on a retry may be this node's own earlier try,
+//!   landed with its answer lost: the stored object is read back, and only other bytes fence.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -43,6 +49,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
     Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    UpdateVersion,
 };
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -61,6 +68,8 @@ pub const WORKERS: usize = 4;
 /// A stored live playlist younger than this has a writer (a live playlist is rewritten at
 /// least once per segment, a few seconds).
 pub const LIVE_FOR: Duration = Duration::from_secs(30);
+/// How long one request may take before it counts as failed (and is tried again).
+pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// `Cache-Control` of segments, parts and init sections: their names are never reused.
 pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// `Cache-Control` of playlists: a CDN refetches them about once per part.
@@ -139,7 +148,17 @@ impl ObjectSink {
         let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
         let mut builder = object_store::aws::AmazonS3Builder::from_env()
             .with_bucket_name(&settings.bucket)
-            .with_allow_http(settings.allow_http);
+            .with_retry(object_store::RetryConfig {
+                max_retries: 0,
+                ..Default::default()
+            })
+            // The client options hold `allow_http` too: set here, not on the builder, which
+            // these would reset.
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_timeout(TIMEOUT)
+                    .with_allow_http(settings.allow_http),
+            );
         if let Some(endpoint) = &settings.endpoint {
             builder = builder.with_endpoint(endpoint);
         }
@@ -172,6 +191,7 @@ impl ObjectSink {
                     metrics: metrics.clone(),
                     fenced: HashSet::new(),
                     prepared: HashSet::new(),
+                    playlists: HashMap::new(),
                 };
                 tokio::spawn(worker.run(rx));
                 tx
@@ -237,8 +257,10 @@ struct Worker {
     metrics: S3Metrics,
     /// Streams another writer has (until this node ends their presentation).
     fenced: HashSet<Arc<str>>,
-    /// Streams whose earlier objects were looked at in this process.
+    /// Streams whose earlier objects were looked at in this presentation.
     prepared: HashSet<Arc<str>>,
+    /// The version of each playlist as this node last stored it: the next PUT's `If-Match`.
+    playlists: HashMap<Path, UpdateVersion>,
 }
 
 impl Worker {
@@ -254,7 +276,13 @@ impl Worker {
                     self.metrics.lag.observe(queued.elapsed().as_secs_f64());
                 }
                 Msg::Ended(stream) => {
+                    // The next presentation starts afresh: looked at, then a new chain of
+                    // playlist versions.
                     self.fenced.remove(&stream);
+                    self.prepared.remove(&stream);
+                    let dir = self.path(&stream, "");
+                    self.playlists
+                        .retain(|path, _| path.prefix_match(&dir).is_none());
                 }
             }
         }
@@ -300,18 +328,21 @@ impl Worker {
                 FileOp::Remove(_) => None,
             })
             .partition(|(name, _)| name.ends_with(".m3u8"));
-        for (name, data) in media {
-            match self.put(self.path(stream, name), data, true).await {
+        for (name, data, kind) in media
+            .into_iter()
+            .map(|(n, d)| (n, d, "media"))
+            .chain(playlists.into_iter().map(|(n, d)| (n, d, "playlist")))
+        {
+            match self
+                .put(self.path(stream, name), data, kind == "media")
+                .await
+            {
                 Put::Fenced => {
-                    self.fence(stream, &format!("{name} exists (412)"));
+                    self.fence(stream, &format!("{name} written by another node (412)"));
                     return;
                 }
-                put => self.metrics.count("media", put == Put::Stored),
+                put => self.metrics.count(kind, put == Put::Stored),
             }
-        }
-        for (name, data) in playlists {
-            let put = self.put(self.path(stream, name), data, false).await;
-            self.metrics.count("playlist", put == Put::Stored);
         }
         let expired: Vec<_> = ops
             .iter()
@@ -323,8 +354,9 @@ impl Worker {
         self.delete(stream, expired).await;
     }
 
-    /// One PUT with retries: media created (never replaced), playlists overwritten.
-    async fn put(&self, path: Path, data: &[Bytes], media: bool) -> Put {
+    /// One PUT with retries: media created (never replaced), a playlist overwritten if this
+    /// node's last version of it is still the stored one.
+    async fn put(&mut self, path: Path, data: &[Bytes], media: bool) -> Put {
         let payload: PutPayload = data.iter().cloned().collect();
         let mut attributes = Attributes::new();
         let control = if media { IMMUTABLE } else { PLAYLIST };
@@ -332,12 +364,13 @@ impl Worker {
         if let Some(file) = path.filename().and_then(HlsFile::parse) {
             attributes.insert(Attribute::ContentType, file.content_type().into());
         }
+        let mode = match self.playlists.get(&path) {
+            _ if media => PutMode::Create,
+            Some(version) => PutMode::Update(version.clone()),
+            None => PutMode::Overwrite,
+        };
         let options = PutOptions {
-            mode: if media {
-                PutMode::Create
-            } else {
-                PutMode::Overwrite
-            },
+            mode,
             attributes,
             ..PutOptions::default()
         };
@@ -348,16 +381,21 @@ impl Worker {
                 .put_opts(&path, payload.clone(), options.clone())
                 .await
             {
-                Ok(_) => return Put::Stored,
+                Ok(stored) => {
+                    self.chain(path, stored.e_tag, stored.version, media);
+                    return Put::Stored;
+                }
                 Err(
                     object_store::Error::AlreadyExists { .. }
                     | object_store::Error::Precondition { .. },
-                ) if media => {
-                    return if attempt == 0 {
-                        Put::Fenced
-                    } else {
-                        Put::Stored
-                    };
+                ) => {
+                    if attempt > 0
+                        && let Some(stored) = self.read_back(&path, data).await
+                    {
+                        self.chain(path, stored.e_tag, stored.version, media);
+                        return Put::Stored;
+                    }
+                    return Put::Fenced;
                 }
                 Err(err) => err,
             };
@@ -370,6 +408,32 @@ impl Worker {
             tokio::time::sleep(wait).await;
             attempt += 1;
         }
+    }
+
+    /// Keeps the stored version of a playlist for its next PUT (a store that gives no ETag
+    /// gets plain overwrites: no fencing by playlist there).
+    fn chain(&mut self, path: Path, e_tag: Option<String>, version: Option<String>, media: bool) {
+        if media {
+            return;
+        }
+        if e_tag.is_some() {
+            self.playlists
+                .insert(path, UpdateVersion { e_tag, version });
+        } else {
+            self.playlists.remove(&path);
+        }
+    }
+
+    /// The stored object's version if it holds exactly `data`: this node's own write.
+    async fn read_back(&self, path: &Path, data: &[Bytes]) -> Option<object_store::ObjectMeta> {
+        let stored = self.store.get(path).await.ok()?;
+        let meta = stored.meta.clone();
+        let bytes = stored.bytes().await.ok()?;
+        let ours: Vec<u8> = data
+            .iter()
+            .flat_map(|chunk| chunk.iter().copied())
+            .collect();
+        (bytes[..] == ours[..]).then_some(meta)
     }
 
     /// Deletes `paths` in bulk requests (one per 1000 on S3); a missing object is fine.
@@ -560,6 +624,38 @@ mod tests {
         sink.ended(&stream);
         sink.offer(&stream, &[write("seg8.m4s")]);
         until(|| metrics.fenced.get() == 2).await;
+    }
+
+    /// Two writers that started together (both found the folder empty, and their names
+    /// differ): the one whose playlist the other overwrote gets 412 on its next playlist PUT.
+    #[tokio::test]
+    async fn a_playlist_overwritten_by_another_writer_fences() {
+        let store = Arc::new(InMemory::new());
+        let (a_metrics, b_metrics) = (metrics(), metrics());
+        let a = ObjectSink::new(store.clone(), "", 8, a_metrics.clone());
+        let b = ObjectSink::new(store.clone(), "", 8, b_metrics.clone());
+        let stream: Arc<str> = "cam".into();
+        let playlist = |body: &'static str| {
+            FileOp::Write(
+                "index.m3u8".into(),
+                vec![Bytes::from_static(body.as_bytes())],
+            )
+        };
+        a.offer(&stream, &[]);
+        b.offer(&stream, &[]);
+        // Both look at the empty folder before either writes (the store answers at once).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        a.offer(&stream, &[write("seg1.m4s"), playlist("a1")]);
+        until(|| count(&a_metrics, "playlist", "ok") == 1).await;
+        b.offer(&stream, &[write("seg2.m4s"), playlist("b1")]);
+        until(|| count(&b_metrics, "playlist", "ok") == 1).await;
+        a.offer(&stream, &[write("seg3.m4s"), playlist("a2")]);
+        until(|| a_metrics.fenced.get() == 1).await;
+        b.offer(&stream, &[write("seg4.m4s"), playlist("b2")]);
+        until(|| count(&b_metrics, "playlist", "ok") == 2).await;
+        let index = stored(&store, "cam/index.m3u8").await.unwrap();
+        assert_eq!(index.bytes().await.unwrap(), "b2");
+        assert_eq!(b_metrics.fenced.get(), 0);
     }
 
     /// A live playlist stored by another node fences before anything is uploaded; an ended
