@@ -1194,6 +1194,35 @@ mod tests {
     }
 
     #[test]
+    fn hls_s3_names_a_bucket_and_a_prefix() {
+        let settings = |args: &[&str]| {
+            let args = ["bridge"].iter().chain(args);
+            Cli::try_parse_from(args)
+                .unwrap()
+                .into_config()
+                .and_then(Config::into_settings)
+                .map(|s| s.hls_s3)
+        };
+        assert_eq!(settings(&[]).unwrap(), None);
+        let s3 = settings(&["--hls-s3", "s3://media/live/hls/", "--hls-s3-allow-http"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (s3.bucket.as_str(), s3.prefix.as_str()),
+            ("media", "live/hls")
+        );
+        assert!(s3.allow_http && s3.endpoint.is_none());
+        assert_eq!(s3.queue, 256);
+        let s3 = settings(&["--hls-s3", "s3://media"]).unwrap().unwrap();
+        assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("media", ""));
+        for bad in ["media/live", "s3:///live", "https://media"] {
+            let err = settings(&["--hls-s3", bad]).unwrap_err().to_string();
+            assert!(err.contains("--hls-s3"), "{err}");
+        }
+        assert!(settings(&["--hls-s3", "s3://m", "--hls-s3-queue", "0"]).is_err());
+    }
+
+    #[test]
     fn bad_settings_are_refused_with_a_reason() {
         let cli = Cli::try_parse_from(["bridge", "--udp", "0.0.0.0:8189"]).unwrap();
         let err = cli.into_config().unwrap_err().to_string();

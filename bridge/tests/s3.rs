@@ -7,24 +7,16 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::binary::{Bridge as BridgeProc, free_loopback_ports};
+use common::binary::{Bridge as BridgeProc, free_loopback_ports, free_port};
 use common::proc::{Proc, Scratch};
 
 const KEY: &str = "bridge";
 const SECRET: &str = "bridgesecret";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// An anonymous HTTP/1.0 GET (as a CDN origin fetch): status, lowercased head, body.
 /// (`common::binary::http_get` sends the bridge's bearer token, which S3 refuses.)

@@ -201,6 +201,15 @@ fn get_over(
     Ok((code, body.to_owned()))
 }
 
+/// A free TCP port on loopback (for a server told its ports on the command line).
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub(crate) fn free_loopback_ports() -> (SocketAddr, SocketAddr) {
     let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
