@@ -633,8 +633,9 @@ impl App {
         for wait in waits {
             let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
         }
-        // The sessions' last events (publish_stop) are queued by now.
+        // The sessions' last events (publish_stop) and HLS files are queued by now.
         self.hooks.flush(Duration::from_secs(5)).await;
+        self.hls.uploader().flush(Duration::from_secs(10)).await;
     }
 }
 

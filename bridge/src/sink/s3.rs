@@ -55,7 +55,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::S3Settings;
 use crate::hls::store::HlsFile;
@@ -117,6 +117,8 @@ enum Msg {
     },
     /// This node ended the stream's presentation: a fence on it is lifted.
     Ended(Arc<str>),
+    /// Answer once everything queued before is done.
+    Flush(oneshot::Sender<()>),
 }
 
 #[derive(Debug)]
@@ -231,6 +233,26 @@ impl ObjectSink {
     }
 }
 
+impl ObjectSink {
+    /// Waits until what is queued now is uploaded (or given up), or `timeout` has passed: at
+    /// shutdown, so that the last segments and the playlists' `EXT-X-ENDLIST` reach storage.
+    pub async fn flush(&self, timeout: Duration) {
+        let Some(inner) = &self.inner else { return };
+        let flushed = async {
+            for worker in &inner.workers {
+                let (done, flushed) = oneshot::channel();
+                // Waiting for room is fine here: nothing else is queued at shutdown.
+                if worker.send(Msg::Flush(done)).await.is_ok() {
+                    let _ = flushed.await;
+                }
+            }
+        };
+        if tokio::time::timeout(timeout, flushed).await.is_err() {
+            tracing::warn!("HLS uploads not finished before shutdown");
+        }
+    }
+}
+
 impl Inner {
     fn worker(&self, stream: &str) -> &mpsc::Sender<Msg> {
         // A fixed hasher: the same stream on the same task for the process's life.
@@ -283,6 +305,9 @@ impl Worker {
                     let dir = self.path(&stream, "");
                     self.playlists
                         .retain(|path, _| path.prefix_match(&dir).is_none());
+                }
+                Msg::Flush(done) => {
+                    let _ = done.send(());
                 }
             }
         }
@@ -712,10 +737,29 @@ mod tests {
     }
 
     /// Nothing configured: offering is free and does nothing.
-    #[test]
-    fn without_storage_nothing_is_queued() {
+    #[tokio::test]
+    async fn without_storage_nothing_is_queued() {
         let sink = ObjectSink::default();
         sink.offer(&"cam".into(), &[write("seg1.m4s")]);
         sink.ended(&"cam".into());
+        sink.flush(Duration::from_secs(1)).await;
+    }
+
+    /// At shutdown, what was queued is stored before the flush returns.
+    #[tokio::test]
+    async fn a_flush_waits_for_what_is_queued() {
+        let store = Arc::new(InMemory::new());
+        let sink = ObjectSink::new(store.clone(), "", 8, metrics());
+        for stream in ["a", "b", "c", "d", "e"] {
+            sink.offer(&stream.into(), &[write("seg1.m4s"), live_playlist()]);
+        }
+        sink.flush(Duration::from_secs(5)).await;
+        for stream in ["a", "b", "c", "d", "e"] {
+            assert!(
+                stored(&store, &format!("{stream}/index.m3u8"))
+                    .await
+                    .is_some()
+            );
+        }
     }
 }
