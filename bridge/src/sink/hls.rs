@@ -2,7 +2,8 @@
 //! ([`crate::mux::hls::output::HlsOutput`], which decides what to cut, write, list and delete),
 //! handing it the clocks, and applies what it asks: files into `hls_dir/{stream}/`, view
 //! changes into the store the HTTP layer serves from ([`crate::hls::store`]), metrics, key
-//! frame requests.
+//! frame requests; with `--hls-s3`, each batch of files is also offered to the uploader
+//! ([`super::s3`]), which never makes this task wait.
 //!
 //! Decisions, and why:
 //!

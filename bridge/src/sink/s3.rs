@@ -24,7 +24,7 @@
 //! - Fencing (split brain: two nodes writing one stream), three ways, each a 412 or its
 //!   equivalent, after which this node stops uploading the stream (`bridge_hls_s3_fenced_total`,
 //!   an error logged) until its presentation ends here:
-//!   - before a stream's first upload in this process, objects of it written in the last
+//!   - before a stream's first upload in a presentation, objects of it written in the last
 //!     [`LIVE_FOR`] and no `EXT-X-ENDLIST` in its stored playlist: another node is live on it
 //!     (otherwise what an earlier presentation left is deleted, as on disk);
 //!   - a media object already there (412 on `If-None-Match: *`): names are never reused (see
@@ -231,9 +231,7 @@ impl ObjectSink {
         // Dropped with a full queue: the fence then stays until the next end.
         let _ = inner.worker(stream).try_send(Msg::Ended(stream.clone()));
     }
-}
 
-impl ObjectSink {
     /// Waits until what is queued now is uploaded (or given up), or `timeout` has passed: at
     /// shutdown, so that the last segments and the playlists' `EXT-X-ENDLIST` reach storage.
     pub async fn flush(&self, timeout: Duration) {
@@ -267,7 +265,8 @@ impl Inner {
 enum Put {
     Stored,
     Failed,
-    /// The object exists: another writer made it.
+    /// The object exists (media) or changed since this node's last PUT (a playlist): another
+    /// writer's.
     Fenced,
 }
 
