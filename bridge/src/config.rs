@@ -711,6 +711,11 @@ impl Config {
         if self.hls_s3_queue == 0 {
             return Err(ConfigError::Invalid("hls-s3-queue must be positive".into()));
         }
+        if !self.hls {
+            return Err(ConfigError::Invalid(
+                "--hls-s3 uploads the HLS output, which --hls off turns off".into(),
+            ));
+        }
         Ok(Some(S3Settings {
             bucket: bucket.to_owned(),
             prefix: prefix.trim_matches('/').to_owned(),
@@ -1220,6 +1225,8 @@ mod tests {
             assert!(err.contains("--hls-s3"), "{err}");
         }
         assert!(settings(&["--hls-s3", "s3://m", "--hls-s3-queue", "0"]).is_err());
+        let err = settings(&["--hls-s3", "s3://m", "--hls", "off"]).unwrap_err();
+        assert!(err.to_string().contains("--hls off"), "{err}");
     }
 
     #[test]
