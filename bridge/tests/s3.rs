@@ -263,10 +263,17 @@ fn ffmpeg_whip_to_hls_in_s3_plays_back_and_a_second_writer_is_fenced() {
         "public, max-age=1"
     );
     let segment = text.lines().find(|l| l.starts_with("seg")).unwrap();
-    assert_eq!(
-        cache_control(s3, &format!("/hls/live/cam/{segment}")),
-        "public, max-age=31536000, immutable"
-    );
+    let init = text
+        .split("#EXT-X-MAP:URI=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap();
+    for media in [segment, init] {
+        assert_eq!(
+            cache_control(s3, &format!("/hls/live/cam/{media}")),
+            "public, max-age=31536000, immutable"
+        );
+    }
     let (codecs, duration) = common::peers::probe_playlist(&url("index.m3u8"));
     assert_eq!(codecs, ["aac", "h264"], "{text}");
     assert!(duration > 3.0, "{duration} s\n{text}");
