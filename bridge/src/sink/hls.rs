@@ -22,8 +22,8 @@
 //! - The folder holds exactly one presentation: a stream's stale files are removed when it is
 //!   first written after a bridge start, and the previous presentation's files when a new one
 //!   starts after `EXT-X-ENDLIST`.
-//! - File IO runs on the blocking pool (tokio's `fs` feature is not enabled; `std::fs` there is
-//!   what it would do anyway), one batch per run of file actions, so the output stays pure.
+//! - File IO runs on the blocking pool (`std::fs` there, which is what `tokio::fs` would do
+//!   per call), one batch per run of file actions, so the output stays pure.
 
 use std::io::Write;
 use std::path::Path;
