@@ -28,6 +28,7 @@ use crate::sink::hls::{HlsStreams, LadderRole};
 use crate::sink::queue::OutputQueue;
 use crate::sink::rtmp::RtmpOutput;
 use crate::sink::rtmp_conn::tls_config;
+use crate::sink::s3::ObjectSink;
 use crate::whip::liveness::{EndReason, SessionState};
 use crate::whip::offer::{Offer, OfferError};
 use crate::whip::resource::{ETag, WhipResource};
@@ -167,6 +168,11 @@ impl App {
                 .unwrap_or(udp.local_addr().ip()),
             udp.local_addr().port(),
         );
+        let uploader = match &settings.hls_s3 {
+            Some(s3) => ObjectSink::s3(s3, metrics.hls_s3())
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+            None => ObjectSink::default(),
+        };
         let session_settings = SessionSettings {
             liveness: settings.liveness,
             rtp_dump: settings.rtp_dump.clone(),
@@ -176,7 +182,7 @@ impl App {
             session_settings,
             rtmp_tls,
             dtls_certificate,
-            hls: HlsStreams::new(settings.hls.clone(), metrics.hls()),
+            hls: HlsStreams::new(settings.hls.clone(), metrics.hls()).with_uploader(uploader),
             auth: crate::auth::Auth::new(&settings.auth, settings.whip.token.clone()),
             hooks: Hooks::new(&settings.hooks, settings.http.to_string(), metrics.hooks()),
             rate: Mutex::new(RateLimiter::new(settings.whip.post_rate_per_ip)),
@@ -632,8 +638,9 @@ impl App {
         for wait in waits {
             let _ = tokio::time::timeout(Duration::from_secs(2), wait).await;
         }
-        // The sessions' last events (publish_stop) are queued by now.
+        // The sessions' last events (publish_stop) and HLS files are queued by now.
         self.hooks.flush(Duration::from_secs(5)).await;
+        self.hls.uploader().flush(Duration::from_secs(10)).await;
     }
 }
 

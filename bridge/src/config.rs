@@ -309,6 +309,22 @@ pub struct Config {
     /// encoder).
     #[arg(long, env = "BRIDGE_HLS_AUDIO", value_enum, default_value_t)]
     pub hls_audio: HlsAudio,
+    /// Also upload every stream's HLS files to S3-compatible storage at `s3://bucket/prefix`
+    /// (`{prefix}/{stream}/index.m3u8`...), for a CDN to serve; region and credentials from
+    /// `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`. None: local files only.
+    #[arg(long, env = "BRIDGE_HLS_S3")]
+    pub hls_s3: Option<String>,
+    /// The S3 endpoint for `hls_s3` (MinIO, SeaweedFS...; `AWS_ENDPOINT_URL` too). None: AWS.
+    #[arg(long, env = "BRIDGE_HLS_S3_ENDPOINT")]
+    pub hls_s3_endpoint: Option<String>,
+    /// Allow a plain `http://` S3 endpoint (a local test store).
+    #[arg(long, env = "BRIDGE_HLS_S3_ALLOW_HTTP", action = clap::ArgAction::Set, num_args = 0..=1,
+          default_value = "false", default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
+    pub hls_s3_allow_http: bool,
+    /// Batches of HLS files waiting for upload per upload worker before new ones are dropped.
+    #[arg(long, env = "BRIDGE_HLS_S3_QUEUE", default_value_t = 256)]
+    pub hls_s3_queue: usize,
     /// RTMP push targets, `{stream}` replaced by the WHIP stream name, audio as AAC
     /// (repeatable).
     #[arg(long, env = "BRIDGE_RTMP", value_delimiter = ',')]
@@ -427,6 +443,7 @@ impl Config {
         if self.hls_window == 0 {
             return Err(ConfigError::Invalid("hls-window must be positive".into()));
         }
+        self.hls_s3_settings()?;
         let wants_aac = (self.hls && self.hls_audio == HlsAudio::Aac)
             || !self.rtmp.is_empty()
             || self.rtmp_target.iter().any(|t| t.audio == AudioMode::Aac);
@@ -519,6 +536,7 @@ impl Config {
     pub fn into_settings(self) -> Result<Settings, ConfigError> {
         self.validate()?;
         let auth = self.auth_settings()?;
+        let hls_s3 = self.hls_s3_settings()?;
         let simple = self.rtmp.iter().map(|url| RtmpTarget {
             url: url.clone(),
             audio: AudioMode::Aac,
@@ -621,6 +639,7 @@ impl Config {
             aac_bitrate: self.aac_bitrate,
             output_queue: self.output_queue,
             hooks,
+            hls_s3,
         })
     }
 }
@@ -658,6 +677,53 @@ pub struct Settings {
     pub output_queue: usize,
     /// Event webhooks.
     pub hooks: WebhookSettings,
+    /// Where HLS files are also uploaded, if anywhere.
+    pub hls_s3: Option<S3Settings>,
+}
+
+/// HLS to S3-compatible storage (`--hls-s3`, see [`crate::sink::s3`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Settings {
+    /// The bucket.
+    pub bucket: String,
+    /// The key prefix, without slashes at either end (may be empty).
+    pub prefix: String,
+    /// The endpoint, if not AWS's (else `AWS_ENDPOINT_URL`, if set).
+    pub endpoint: Option<String>,
+    /// A plain `http://` endpoint is allowed.
+    pub allow_http: bool,
+    /// Batches queued per upload worker.
+    pub queue: usize,
+}
+
+impl Config {
+    fn hls_s3_settings(&self) -> Result<Option<S3Settings>, ConfigError> {
+        let Some(url) = &self.hls_s3 else {
+            return Ok(None);
+        };
+        let (bucket, prefix) = url
+            .strip_prefix("s3://")
+            .map(|rest| rest.split_once('/').unwrap_or((rest, "")))
+            .filter(|(bucket, _)| !bucket.is_empty())
+            .ok_or_else(|| {
+                ConfigError::Invalid(format!("--hls-s3 {url}: not s3://bucket[/prefix]"))
+            })?;
+        if self.hls_s3_queue == 0 {
+            return Err(ConfigError::Invalid("hls-s3-queue must be positive".into()));
+        }
+        if !self.hls {
+            return Err(ConfigError::Invalid(
+                "--hls-s3 uploads the HLS output, which --hls off turns off".into(),
+            ));
+        }
+        Ok(Some(S3Settings {
+            bucket: bucket.to_owned(),
+            prefix: prefix.trim_matches('/').to_owned(),
+            endpoint: self.hls_s3_endpoint.clone(),
+            allow_http: self.hls_s3_allow_http,
+            queue: self.hls_s3_queue,
+        }))
+    }
 }
 
 /// Event webhooks ([`crate::hooks`]).
@@ -1130,6 +1196,37 @@ mod tests {
         );
         let cli = Cli::try_parse_from(["bridge", "--hook-timeout-ms", "0"]).unwrap();
         assert!(cli.into_config().is_err());
+    }
+
+    #[test]
+    fn hls_s3_names_a_bucket_and_a_prefix() {
+        let settings = |args: &[&str]| {
+            let args = ["bridge"].iter().chain(args);
+            Cli::try_parse_from(args)
+                .unwrap()
+                .into_config()
+                .and_then(Config::into_settings)
+                .map(|s| s.hls_s3)
+        };
+        assert_eq!(settings(&[]).unwrap(), None);
+        let s3 = settings(&["--hls-s3", "s3://media/live/hls/", "--hls-s3-allow-http"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (s3.bucket.as_str(), s3.prefix.as_str()),
+            ("media", "live/hls")
+        );
+        assert!(s3.allow_http && s3.endpoint.is_none());
+        assert_eq!(s3.queue, 256);
+        let s3 = settings(&["--hls-s3", "s3://media"]).unwrap().unwrap();
+        assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("media", ""));
+        for bad in ["media/live", "s3:///live", "https://media"] {
+            let err = settings(&["--hls-s3", bad]).unwrap_err().to_string();
+            assert!(err.contains("--hls-s3"), "{err}");
+        }
+        assert!(settings(&["--hls-s3", "s3://m", "--hls-s3-queue", "0"]).is_err());
+        let err = settings(&["--hls-s3", "s3://m", "--hls", "off"]).unwrap_err();
+        assert!(err.to_string().contains("--hls off"), "{err}");
     }
 
     #[test]

@@ -192,6 +192,8 @@ pub struct Metrics {
     transcode: crate::sink::aac::TranscodeMetrics,
     /// The event webhooks', all URLs together.
     hooks: crate::hooks::HookMetrics,
+    /// HLS uploads to object storage (`--hls-s3`), all streams together.
+    hls_s3: crate::sink::s3::S3Metrics,
 }
 
 /// Upper bounds of the HLS listing delay histogram, in seconds: every 10 ms up to 300 ms (an
@@ -201,6 +203,15 @@ fn listing_delay_buckets() -> impl Iterator<Item = f64> {
     (1..=30)
         .map(|tens_of_ms| f64::from(tens_of_ms) / 100.0)
         .chain([0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0])
+}
+
+/// Upper bounds of the HLS upload lag histogram, in seconds: a part (200 ms) should be stored
+/// well before the next; beyond a segment the CDN serves a playlist behind the bridge's.
+fn upload_lag_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0,
+    ]
+    .into_iter()
 }
 
 /// Registers `metric` as `bridge_<name>` and hands back a handle to it.
@@ -489,6 +500,42 @@ impl Default for Metrics {
                 Counter::default(),
             ),
         };
+        let hls_s3 = crate::sink::s3::S3Metrics {
+            uploads: register(
+                r,
+                "hls_s3_uploads",
+                "HLS objects uploaded to or deleted from storage (--hls-s3), by kind (media, \
+                 playlist, delete) and result (ok, failed: every retry failed)",
+                Family::default(),
+            ),
+            retries: register(
+                r,
+                "hls_s3_retries",
+                "HLS storage requests tried again after a failed one",
+                Counter::default(),
+            ),
+            dropped: register(
+                r,
+                "hls_s3_dropped",
+                "Batches of HLS files not uploaded because the upload queue was full",
+                Counter::default(),
+            ),
+            fenced: register(
+                r,
+                "hls_s3_fenced",
+                "Streams this node stopped uploading because another node writes them (an \
+                 object already there, 412, or a live playlist stored)",
+                Counter::default(),
+            ),
+            lag: Histogram::new(upload_lag_buckets()),
+        };
+        registry.register_with_unit(
+            "hls_s3_upload_lag",
+            "From a batch of HLS files being queued for storage to its last request answered \
+             (queueing, uploads and retries)",
+            prometheus_client::registry::Unit::Seconds,
+            hls_s3.lag.clone(),
+        );
         registry.register_with_unit(
             "hls_listing_delay",
             "From a video frame reaching the HLS output to its playlist listing it (its LL-HLS \
@@ -540,6 +587,7 @@ impl Default for Metrics {
             hls,
             transcode,
             hooks,
+            hls_s3,
         }
     }
 }
@@ -625,6 +673,11 @@ impl Metrics {
     /// The event webhooks' metrics (shared handles).
     pub fn hooks(&self) -> crate::hooks::HookMetrics {
         self.hooks.clone()
+    }
+
+    /// The HLS uploads' metrics (shared handles).
+    pub fn hls_s3(&self) -> crate::sink::s3::S3Metrics {
+        self.hls_s3.clone()
     }
 
     /// The per-target metrics of one RTMP output.

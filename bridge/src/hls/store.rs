@@ -20,6 +20,7 @@ use crate::config::HlsSettings;
 pub use crate::mux::hls::names::HlsFile;
 use crate::mux::hls::output::{Handoff, ViewChange};
 use crate::mux::hls::playlist::{DeliveryDirectives, Playlist, Reload};
+use crate::sink::s3::ObjectSink;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves the view consistent (a change applied whole), so a
@@ -32,6 +33,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct HlsStreams {
     settings: HlsSettings,
     metrics: HlsMetrics,
+    /// Where the outputs' files are uploaded too (a no-op without `--hls-s3`).
+    uploader: ObjectSink,
     streams: Mutex<HashMap<String, Arc<StreamState>>>,
 }
 
@@ -41,8 +44,20 @@ impl HlsStreams {
         Self {
             settings,
             metrics,
+            uploader: ObjectSink::default(),
             streams: Mutex::default(),
         }
+    }
+
+    /// The same streams, their outputs' files uploaded by `uploader` as well.
+    pub fn with_uploader(mut self, uploader: ObjectSink) -> Self {
+        self.uploader = uploader;
+        self
+    }
+
+    /// Where the outputs' files are uploaded too.
+    pub fn uploader(&self) -> &ObjectSink {
+        &self.uploader
     }
 
     /// The shared settings.

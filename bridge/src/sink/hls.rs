@@ -2,7 +2,8 @@
 //! ([`crate::mux::hls::output::HlsOutput`], which decides what to cut, write, list and delete),
 //! handing it the clocks, and applies what it asks: files into `hls_dir/{stream}/`, view
 //! changes into the store the HTTP layer serves from ([`crate::hls::store`]), metrics, key
-//! frame requests.
+//! frame requests; with `--hls-s3`, each batch of files is also offered to the uploader
+//! ([`super::s3`]), which never makes this task wait.
 //!
 //! Decisions, and why:
 //!
@@ -21,8 +22,8 @@
 //! - The folder holds exactly one presentation: a stream's stale files are removed when it is
 //!   first written after a bridge start, and the previous presentation's files when a new one
 //!   starts after `EXT-X-ENDLIST`.
-//! - File IO runs on the blocking pool (tokio's `fs` feature is not enabled; `std::fs` there is
-//!   what it would do anyway), one batch per run of file actions, so the output stays pure.
+//! - File IO runs on the blocking pool (`std::fs` there, which is what `tokio::fs` would do
+//!   per call), one batch per run of file actions, so the output stays pure.
 
 use std::io::Write;
 use std::path::Path;
@@ -43,6 +44,7 @@ use crate::mux::hls::output::{
 use crate::mux::hls::playlist::{Ladder, Leave};
 
 use super::aac::{AacFormat, AacPassthrough};
+use super::s3::ObjectSink;
 
 pub use crate::config::{HlsAudio, HlsContainer, HlsSettings};
 pub use crate::hls::HlsMetrics;
@@ -78,7 +80,8 @@ impl HlsStreams {
             ladder: None,
             timeline_origin: None,
             hooks: SessionHooks::default(),
-            stream: stream.to_owned(),
+            uploader: self.uploader().clone(),
+            stream: stream.into(),
         }
     }
 }
@@ -112,8 +115,10 @@ pub struct HlsTask {
     timeline_origin: Option<SystemTime>,
     /// The session's webhooks: `hls_ready`.
     hooks: SessionHooks,
+    /// Where its files are uploaded too.
+    uploader: ObjectSink,
     /// The stream's name (a ladder rendition's: `{stream}/{rendition}`).
-    stream: String,
+    stream: Arc<str>,
 }
 
 impl HlsTask {
@@ -319,6 +324,8 @@ impl Run {
         if ops.is_empty() {
             return;
         }
+        // Queued before the disk write: storage keeps the batch's order, whatever the disk does.
+        self.task.uploader.offer(&self.task.stream, &ops);
         let dir = self.task.state.dir().to_owned();
         // The folder is made (and what an earlier run left there removed) at the first write,
         // not when the session starts: a publisher that never sends media leaves nothing.
@@ -372,15 +379,16 @@ impl Run {
         } else {
             self.output.end();
             self.apply().await;
+            self.task.uploader.ended(&self.task.stream);
             tracing::info!(segments, "HLS playlist ended");
         }
         self.writer.handoff = Some(self.output.into_handoff());
     }
 }
 
-/// A file operation in a stream's folder.
-#[derive(Debug)]
-enum FileOp {
+/// A file operation in a stream's folder (and in storage, [`super::s3`]).
+#[derive(Debug, Clone)]
+pub(crate) enum FileOp {
     /// Write atomically.
     Write(String, Vec<Bytes>),
     /// Delete (a file already gone is fine).

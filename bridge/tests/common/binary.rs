@@ -56,13 +56,27 @@ impl<'a> Bridge<'a> {
         advertise: Option<IpAddr>,
         extra: &[String],
     ) -> Self {
+        Self::start_with_env(scratch, ns, http, udp, advertise, extra, &[])
+    }
+
+    /// [`Bridge::start_with`], with environment variables set for the bridge (credentials).
+    pub(crate) fn start_with_env(
+        scratch: &Scratch,
+        ns: Option<&'a Netns>,
+        http: SocketAddr,
+        udp: SocketAddr,
+        advertise: Option<IpAddr>,
+        extra: &[String],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut cmd = match ns {
             Some(ns) => ns.command(BRIDGE),
             None => Command::new(BRIDGE),
         };
         cmd.args(["--http", &http.to_string(), "--udp", &udp.to_string()])
             .args(["--token", TOKEN])
-            .env_remove("RUST_LOG");
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied());
         if let Some(ip) = advertise {
             cmd.args(["--advertise-ip", &ip.to_string()]);
         }
@@ -214,6 +228,15 @@ fn request_over(
 }
 
 /// A TCP port free on loopback (for a peer such as nginx to listen on).
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A free TCP port on loopback (for a server told its ports on the command line).
 pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

