@@ -227,16 +227,8 @@ fn request_over(
     Ok((code, head.to_owned(), body.to_owned()))
 }
 
-/// A TCP port free on loopback (for a peer such as nginx to listen on).
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A free TCP port on loopback (for a server told its ports on the command line).
+/// A TCP port free on loopback (for a server told its ports on the command line: nginx,
+/// SeaweedFS).
 pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
