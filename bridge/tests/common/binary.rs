@@ -167,15 +167,41 @@ fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
 }
 
 fn get_over(
-    mut stream: impl Read + Write,
+    stream: impl Read + Write,
     addr: SocketAddr,
     path: &str,
 ) -> Result<(u16, String), String> {
+    request_over(stream, addr, "GET", path, None, b"").map(|(code, _, body)| (code, body))
+}
+
+/// One HTTP/1.0 request with the test token over plain TCP: status, header block, body.
+pub(crate) fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<(u16, String, String), String> {
+    request_over(connect(addr)?, addr, method, path, content_type, body)
+}
+
+fn request_over(
+    mut stream: impl Read + Write,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<(u16, String, String), String> {
+    let content = content_type
+        .map(|ct| format!("Content-Type: {ct}\r\nContent-Length: {}\r\n", body.len()))
+        .unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n{content}\r\n"
     )
     .map_err(|e| e.to_string())?;
+    stream.write_all(body).map_err(|e| e.to_string())?;
     let mut raw = String::new();
     stream.read_to_string(&mut raw).map_err(|e| e.to_string())?;
     let (head, body) = raw.split_once("\r\n\r\n").ok_or("no header end")?;
@@ -184,11 +210,16 @@ fn get_over(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("bad status line in {head:?}"))?;
-    Ok((code, body.to_owned()))
+    Ok((code, head.to_owned(), body.to_owned()))
 }
 
 pub(crate) fn free_loopback_ports() -> (SocketAddr, SocketAddr) {
-    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    free_ports_on([127, 0, 0, 1].into())
+}
+
+/// A free TCP and a free UDP port on `ip` (any of 127/8 on Linux: all of it is loopback).
+pub(crate) fn free_ports_on(ip: IpAddr) -> (SocketAddr, SocketAddr) {
+    let tcp = TcpListener::bind((ip, 0)).unwrap();
+    let udp = UdpSocket::bind((ip, 0)).unwrap();
     (tcp.local_addr().unwrap(), udp.local_addr().unwrap())
 }
