@@ -18,7 +18,7 @@ pub struct NodeLoad {
     pub id: String,
     /// Its `--node-url`: where other nodes and clients reach it.
     pub url: String,
-    /// Live WHIP sessions.
+    /// Live WHIP sessions, and set-ups under way.
     pub sessions: u64,
     /// Streams it publishes (sessions less those of the same stream).
     pub publishers: u64,

@@ -1,8 +1,9 @@
 //! The cluster's Redis IO: this node's registration, the keys of the streams it owns, and a
 //! cached snapshot of the node set. Decisions are [`super::route_post`]'s.
 //!
-//! Keys (all with a TTL, so a node that dies leaves nothing behind for longer than it):
-//! - `whip-bridge:node:<id>`: the node's [`NodeLoad`] as JSON, set every tick;
+//! Keys (all but one with a TTL, so a node that dies leaves nothing behind for longer than it):
+//! - `whip-bridge:node:<id>`: the node's [`NodeLoad`] as JSON, set every tick, its id also in
+//!   the set `whip-bridge:nodes` (no TTL: readers remove the ids whose keys are gone);
 //! - `whip-bridge:stream:<name>`: the owner's [`Owner::value`], claimed (set if absent) and
 //!   refreshed by one script that compares the value first, and deleted by one that does too:
 //!   a node that paused past the TTL finds its key taken over and neither refreshes nor deletes
@@ -11,7 +12,7 @@
 //! A POST never waits on Redis longer than [`LOOKUP_TIMEOUT`], and not at all while the last
 //! tick found Redis down: it then runs on the `--cluster-redis-down` policy.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -34,20 +35,33 @@ const LOAD_PERIOD: Duration = Duration::from_millis(250);
 
 const PREFIX: &str = "whip-bridge:";
 
-/// Claim or refresh: set the key if absent, extend it if it holds our value; 1 if ours now, 0
-/// if another node's.
+/// The set of node ids whose keys to read: cheaper than a SCAN of the whole key space (every
+/// stream has a key), and cleaned by its readers of the ids whose keys expired.
+const NODES: &str = "whip-bridge:nodes";
+
+/// Claim or refresh each key: set it if absent, extend it if it holds our value; per key 1 if
+/// ours now, 0 if another node's. Many keys in one call: one round trip a tick, however many
+/// streams (one call per stream took over a second for 200 streams on a busy machine, and
+/// the node took that for Redis being down).
 const CLAIM: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+local out = {}
+for i, key in ipairs(KEYS) do
+  local v = redis.call('GET', key)
+  if v == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2])
+    out[i] = 1
+  elseif not v then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    out[i] = 1
+  else
+    out[i] = 0
+  end
 end
-if not v then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
+return out
 ";
+
+/// Streams claimed per script call: Redis runs nothing else during one.
+const CLAIM_BATCH: usize = 500;
 
 /// Delete the key only if it holds our value.
 const RELEASE: &str = r"
@@ -71,6 +85,19 @@ pub struct Cluster {
     nodes: Mutex<Vec<NodeLoad>>,
     /// The last tick reached Redis.
     up: AtomicBool,
+    /// POSTs routed here whose sessions are not set up yet ([`Admission`]s alive).
+    admitting: AtomicUsize,
+}
+
+/// A POST routed to this node, counted in its load until dropped (once its session is set up,
+/// or refused).
+#[derive(Debug)]
+pub struct Admission(Arc<Cluster>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.admitting.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Cluster {
@@ -113,6 +140,7 @@ impl Cluster {
             release: redis::Script::new(RELEASE),
             nodes: Mutex::default(),
             up: AtomicBool::new(false),
+            admitting: AtomicUsize::new(0),
         })
     }
 
@@ -146,11 +174,18 @@ impl Cluster {
         }
     }
 
-    /// Where a POST for `stream` goes (see [`super::route_post`]); counts the redirect.
-    pub async fn route_post(&self, app: &App, stream: &str, routed: bool) -> Route {
+    /// Where a POST for `stream` goes (see [`super::route_post`]); counts the redirect, or,
+    /// when it stays here, hands back the [`Admission`] to hold until its session is set up.
+    pub async fn route_post(
+        self: &Arc<Self>,
+        app: &App,
+        stream: &str,
+        routed: bool,
+    ) -> (Route, Option<Admission>) {
         let owner = self.owner(stream).await;
-        let me = self.load(app, 0.0);
+        // Decided and counted under the lock: concurrent POSTs see each other's decisions.
         let mut nodes = lock(&self.nodes);
+        let me = self.load(app, 0.0);
         let route = super::route_post(&PostView {
             me: &me,
             nodes: &nodes,
@@ -165,29 +200,47 @@ impl Cluster {
         {
             node.sessions += 1;
         }
-        route
+        // Counted before this call returns, so the next POST of a burst sees it.
+        let admission = (route == Route::Here).then(|| {
+            self.admitting.fetch_add(1, Ordering::Relaxed);
+            Admission(self.clone())
+        });
+        (route, admission)
     }
 
     /// Claims `stream` for this node (a new session on it), in the background.
     pub fn claim(self: &Arc<Self>, stream: &str) {
         let (this, stream) = (self.clone(), stream.to_owned());
         tokio::spawn(async move {
-            if let Err(err) = this.claim_now(&stream).await {
+            if let Err(err) = this.claim_now(std::slice::from_ref(&stream)).await {
                 tracing::debug!(%stream, %err, "claim failed; the next tick retries");
             }
         });
     }
 
-    async fn claim_now(&self, stream: &str) -> redis::RedisResult<bool> {
+    /// Claims or refreshes these streams' keys; the streams another node owns.
+    async fn claim_now(&self, streams: &[String]) -> redis::RedisResult<Vec<String>> {
         let mut conn = self.conn.clone();
-        let ours: i64 = self
-            .claim
-            .key(stream_key(stream))
-            .arg(self.owner_value())
-            .arg(ttl_ms(self.settings.ttl))
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(ours == 1)
+        let mut lost = Vec::new();
+        for batch in streams.chunks(CLAIM_BATCH) {
+            let mut call = self.claim.prepare_invoke();
+            for stream in batch {
+                call.key(stream_key(stream));
+            }
+            let ours: Vec<i64> = call
+                .arg(self.owner_value())
+                .arg(ttl_ms(self.settings.ttl))
+                .invoke_async(&mut conn)
+                .await?;
+            lost.extend(
+                batch
+                    .iter()
+                    .zip(ours)
+                    .filter(|(_, ours)| *ours != 1)
+                    .map(|(stream, _)| stream.clone()),
+            );
+        }
+        Ok(lost)
     }
 
     /// Gives `stream` up (its last session here ended), in the background. Must be called from
@@ -217,7 +270,9 @@ impl Cluster {
         NodeLoad {
             id: self.id.clone(),
             url: self.settings.node_url.clone(),
-            sessions: app.session_count() as u64,
+            // POSTs taken and not yet sessions count: a node that has just taken a burst of
+            // POSTs (each a session in a moment) must not take the rest of the burst too.
+            sessions: (app.session_count() + self.admitting.load(Ordering::Relaxed)) as u64,
             publishers: app.stream_names().len() as u64,
             cpu,
             draining: app.is_draining(),
@@ -272,35 +327,39 @@ impl Cluster {
         let json = serde_json::to_string(load).map_err(|e| {
             redis::RedisError::from((redis::ErrorKind::Client, "encoding", e.to_string()))
         })?;
-        let () = conn
+        // The key first, then the id in the set: a reader never finds an id with no key yet.
+        let () = redis::pipe()
             .pset_ex(node_key(&self.id), json, ttl_ms(self.settings.ttl))
+            .ignore()
+            .sadd(NODES, &self.id)
+            .ignore()
+            .query_async(&mut conn)
             .await?;
-        let streams = if keys { app.stream_names() } else { Vec::new() };
-        for stream in streams {
-            if !self.claim_now(&stream).await? {
+        if keys {
+            for stream in self.claim_now(&app.stream_names()).await? {
                 tracing::warn!(%stream, "the stream's key belongs to another node now: ending it here");
                 app.end_stream(&stream, EndReason::Takeover);
             }
         }
-        let mut keys = Vec::new();
-        {
-            let mut iter = conn
-                .scan_match::<_, String>(format!("{PREFIX}node:*"))
-                .await?;
-            while let Some(key) = iter.next_item().await {
-                keys.push(key?);
+        let ids: Vec<String> = conn.smembers(NODES).await?;
+        let mut nodes = Vec::with_capacity(ids.len());
+        if !ids.is_empty() {
+            let keys: Vec<String> = ids.iter().map(|id| node_key(id)).collect();
+            let values: Vec<Option<String>> = conn.mget(&keys).await?;
+            let mut gone = Vec::new();
+            for (id, value) in ids.iter().zip(values) {
+                match value.as_deref().map(serde_json::from_str::<NodeLoad>) {
+                    Some(Ok(node)) => nodes.push(node),
+                    Some(Err(_)) => {}
+                    // Its key expired: the node is gone (one that was only paused adds itself
+                    // again at its next tick).
+                    None => gone.push(id),
+                }
+            }
+            if !gone.is_empty() {
+                let () = conn.srem(NODES, gone).await?;
             }
         }
-        let nodes: Vec<NodeLoad> = if keys.is_empty() {
-            Vec::new()
-        } else {
-            let values: Vec<Option<String>> = conn.mget(&keys).await?;
-            values
-                .iter()
-                .flatten()
-                .filter_map(|v| serde_json::from_str(v).ok())
-                .collect()
-        };
         app.metrics.cluster_nodes.set(nodes.len() as i64);
         *lock(&self.nodes) = nodes;
         Ok(())
@@ -310,7 +369,12 @@ impl Cluster {
     /// their streams), bounded by [`LOOKUP_TIMEOUT`].
     pub async fn leave(&self) {
         let mut conn = self.conn.clone();
-        let del = conn.del::<_, ()>(node_key(&self.id));
+        let mut pipe = redis::pipe();
+        pipe.del(node_key(&self.id))
+            .ignore()
+            .srem(NODES, &self.id)
+            .ignore();
+        let del = pipe.query_async::<()>(&mut conn);
         if !matches!(tokio::time::timeout(LOOKUP_TIMEOUT, del).await, Ok(Ok(()))) {
             tracing::debug!("could not deregister; the key expires within the TTL");
         }

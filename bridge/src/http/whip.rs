@@ -122,10 +122,14 @@ pub(super) async fn post(
     if !content_type_is(request.headers(), SDP) {
         return Err(ApiError::new(415, "the offer must be application/sdp"));
     }
+    // Held until the session is set up: this node's load counts it meanwhile.
+    let mut _admission = None;
     if let Some(cluster) = &app.cluster {
         let query = request.uri().query().unwrap_or_default();
         let routed = query.split('&').any(|pair| pair == ROUTED);
-        match cluster.route_post(&app, &stream, routed).await {
+        let (route, admission) = cluster.route_post(&app, &stream, routed).await;
+        _admission = admission;
+        match route {
             Route::Here => {}
             Route::Redirect { url, reason } => {
                 return redirect(&app, &format!("{url}/whip/{stream}?{ROUTED}"), reason);
