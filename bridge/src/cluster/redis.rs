@@ -279,10 +279,11 @@ impl Cluster {
         }
     }
 
-    /// Until aborted: registers this node with its load and reads the node set every
-    /// [`LOAD_PERIOD`] (or `ttl / 3` if shorter), and every `ttl / 3` claims or refreshes its
-    /// streams' keys (ending the local sessions of a stream another node took meanwhile). Redis down: logged once, `bridge_cluster_redis_up` 0, the node goes on with
-    /// what it has; back up: the next tick registers it and its streams again.
+    /// Until aborted: registers this node with its load and reads the node set every 250 ms
+    /// (or `ttl / 3` if shorter), and every `ttl / 3` claims or refreshes its streams' keys
+    /// (ending the local sessions of a stream another node took meanwhile). Redis down: logged
+    /// once, `bridge_cluster_redis_up` 0, the node goes on with what it has; back up: the next
+    /// tick registers it and its streams again.
     pub async fn run(self: Arc<Self>, app: Arc<App>) {
         let keys_period = self.settings.ttl / 3;
         let mut tick = tokio::time::interval(keys_period.min(LOAD_PERIOD));
