@@ -208,206 +208,68 @@ mod tests {
         }
     }
 
+    /// One row: my sessions, draining, the other nodes, the owner, Redis up, the policy,
+    /// routed already, and where the POST goes.
+    type Case = (
+        u64,
+        bool,
+        Vec<NodeLoad>,
+        Option<Owner>,
+        bool,
+        RedisDown,
+        bool,
+        Route,
+    );
+
+    #[rustfmt::skip]
+    fn cases() -> Vec<Case> {
+        use RedirectReason::{Draining, Load, Owner as Own};
+        use RedisDown::{Local, Refuse};
+        let refused = |why| Route::Refuse(why);
+        vec![
+            // A lone node (only itself in the set) keeps everything.
+            (5, false, vec![], None, true, Local, false, Route::Here),
+            // The owner's node, whatever the loads, routed or not.
+            (0, false, vec![node("b", 9, false)], Some(owner("b")), true, Local, false, to("b", Own)),
+            (0, false, vec![node("b", 9, false)], Some(owner("b")), true, Local, true, to("b", Own)),
+            // Owned here: here; draining: refused (a redirect would come back).
+            (9, false, vec![node("b", 0, false)], Some(owner("a")), true, Local, false, Route::Here),
+            (9, true, vec![node("b", 0, false)], Some(owner("a")), true, Local, false, refused(RefuseReason::Draining)),
+            // New stream: ties stay, more goes to the least loaded...
+            (3, false, vec![node("b", 3, false), node("c", 3, false)], None, true, Local, false, Route::Here),
+            (4, false, vec![node("b", 3, false), node("c", 2, false)], None, true, Local, false, to("c", Load)),
+            // ... but never a second time.
+            (4, false, vec![node("b", 3, false), node("c", 2, false)], None, true, Local, true, Route::Here),
+            // Draining nodes take nothing new.
+            (4, false, vec![node("b", 0, true), node("c", 2, false)], None, true, Local, false, to("c", Load)),
+            (4, false, vec![node("b", 0, true)], None, true, Local, false, Route::Here),
+            // Draining here: elsewhere, even when routed, or 503 when nobody else takes it.
+            (0, true, vec![node("b", 7, false)], None, true, Local, true, to("b", Draining)),
+            (0, true, vec![node("b", 7, true)], None, true, Local, false, refused(RefuseReason::Draining)),
+            // This node's own entry in the snapshot is ignored.
+            (4, false, vec![node("a", 0, false)], None, true, Local, false, Route::Here),
+            // Redis down: the policy, whatever the (stale) snapshot says.
+            (9, false, vec![node("b", 0, false)], None, false, Local, false, Route::Here),
+            (0, false, vec![], None, false, Refuse, false, refused(RefuseReason::RedisDown)),
+            (0, true, vec![], None, false, Local, false, refused(RefuseReason::Draining)),
+        ]
+    }
+
     #[test]
     fn the_table() {
-        use RedirectReason::{Draining, Load, Owner as Own};
-        let b = owner("b");
-        let a = owner("a");
-        // (my sessions, draining, others, owner, redis up, policy, routed) -> route
-        #[allow(clippy::type_complexity)]
-        let cases: &[(
-            u64,
-            bool,
-            &[NodeLoad],
-            Option<&Owner>,
-            bool,
-            RedisDown,
-            bool,
-            Route,
-        )] = &[
-            // A lone node (only itself in the set) keeps everything.
-            (
-                5,
-                false,
-                &[],
-                None,
-                true,
-                RedisDown::Local,
-                false,
-                Route::Here,
-            ),
-            // The owner's node, whatever the loads.
-            (
-                0,
-                false,
-                &[node("b", 9, false)],
-                Some(&b),
-                true,
-                RedisDown::Local,
-                false,
-                to("b", Own),
-            ),
-            (
-                0,
-                false,
-                &[node("b", 9, false)],
-                Some(&b),
-                true,
-                RedisDown::Local,
-                true,
-                to("b", Own),
-            ),
-            // Owned here: here; draining: refused (a redirect would come back).
-            (
-                9,
-                false,
-                &[node("b", 0, false)],
-                Some(&a),
-                true,
-                RedisDown::Local,
-                false,
-                Route::Here,
-            ),
-            (
-                9,
-                true,
-                &[node("b", 0, false)],
-                Some(&a),
-                true,
-                RedisDown::Local,
-                false,
-                Route::Refuse(RefuseReason::Draining),
-            ),
-            // New stream: ties stay, more goes to the least loaded.
-            (
-                3,
-                false,
-                &[node("b", 3, false), node("c", 3, false)],
-                None,
-                true,
-                RedisDown::Local,
-                false,
-                Route::Here,
-            ),
-            (
-                4,
-                false,
-                &[node("b", 3, false), node("c", 2, false)],
-                None,
-                true,
-                RedisDown::Local,
-                false,
-                to("c", Load),
-            ),
-            // ... but never a second time.
-            (
-                4,
-                false,
-                &[node("b", 3, false), node("c", 2, false)],
-                None,
-                true,
-                RedisDown::Local,
-                true,
-                Route::Here,
-            ),
-            // Draining nodes take nothing new.
-            (
-                4,
-                false,
-                &[node("b", 0, true), node("c", 2, false)],
-                None,
-                true,
-                RedisDown::Local,
-                false,
-                to("c", Load),
-            ),
-            (
-                4,
-                false,
-                &[node("b", 0, true)],
-                None,
-                true,
-                RedisDown::Local,
-                false,
-                Route::Here,
-            ),
-            // Draining here: elsewhere, even when routed, or 503 when nobody else takes it.
-            (
-                0,
-                true,
-                &[node("b", 7, false)],
-                None,
-                true,
-                RedisDown::Local,
-                true,
-                to("b", Draining),
-            ),
-            (
-                0,
-                true,
-                &[node("b", 7, true)],
-                None,
-                true,
-                RedisDown::Local,
-                false,
-                Route::Refuse(RefuseReason::Draining),
-            ),
-            // This node's own entry in the snapshot is ignored.
-            (
-                4,
-                false,
-                &[node("a", 0, false)],
-                None,
-                true,
-                RedisDown::Local,
-                false,
-                Route::Here,
-            ),
-            // Redis down: the policy, whatever the (stale) snapshot says.
-            (
-                9,
-                false,
-                &[node("b", 0, false)],
-                None,
-                false,
-                RedisDown::Local,
-                false,
-                Route::Here,
-            ),
-            (
-                0,
-                false,
-                &[],
-                None,
-                false,
-                RedisDown::Refuse,
-                false,
-                Route::Refuse(RefuseReason::RedisDown),
-            ),
-            (
-                0,
-                true,
-                &[],
-                None,
-                false,
-                RedisDown::Local,
-                false,
-                Route::Refuse(RefuseReason::Draining),
-            ),
-        ];
         for (i, (sessions, draining, nodes, owner, up, policy, routed, want)) in
-            cases.iter().enumerate()
+            cases().into_iter().enumerate()
         {
-            let me = node("a", *sessions, *draining);
+            let me = node("a", sessions, draining);
             let view = PostView {
                 me: &me,
-                nodes,
-                owner: *owner,
-                redis_up: *up,
-                redis_down: *policy,
-                routed: *routed,
+                nodes: &nodes,
+                owner: owner.as_ref(),
+                redis_up: up,
+                redis_down: policy,
+                routed,
             };
-            assert_eq!(&route_post(&view), want, "case {i}");
+            assert_eq!(route_post(&view), want, "case {i}");
         }
     }
 
