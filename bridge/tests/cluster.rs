@@ -4,7 +4,8 @@
 //! 1. 600 `loadgen signal` sessions sent to one node spread to all three within ±20 %, with no
 //!    violation of the WHIP rules (the 307s included).
 //! 2. A second publisher of a live stream POSTed to another node is sent (307) to the owner and
-//!    takes the stream over there; a session request that lands on the wrong node is sent on.
+//!    takes the stream over there (raw POSTs, then loadgen's publisher, which connects ICE on the
+//!    owner); a session request that lands on the wrong node is sent on.
 //! 3. A node killed with SIGKILL loses its keys within the TTL, and its stream can then be
 //!    published on another node.
 //! 4. Redis killed and started again mid-run: the nodes keep serving (a POST is answered at
@@ -208,6 +209,28 @@ async fn three_nodes_spread_take_over_lose_a_node_and_outlive_redis() {
     assert!(redirects(&nodes[0], "load") > 0.0);
     assert_eq!(redirects(&nodes[1], "owner"), 1.0);
     assert_eq!(redirects(&nodes[2], "owner"), 1.0);
+    // A real publisher (loadgen's) sent to another node follows the 307, takes the stream over
+    // on the owner and connects there.
+    let publisher = loadgen::Publisher::connect(loadgen::PublisherConfig {
+        token: Some(TOKEN.into()),
+        trickle: true,
+        ..loadgen::PublisherConfig::new(format!("{}/whip/live", nodes[2].url))
+    })
+    .await
+    .unwrap();
+    assert!(
+        publisher
+            .session_url()
+            .starts_with(&format!("{}/whip/live/", nodes[0].url)),
+        "{}",
+        publisher.session_url()
+    );
+    publisher
+        .wait_connected(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(nodes[0].request("GET", &path(&second)).0, 404, "taken over");
+    assert_eq!(redirects(&nodes[2], "owner"), 2.0);
 
     // 3. The owner killed: its keys expire within the TTL, and the stream moves.
     let node_keys = redis.keys("whip-bridge:node:*");
