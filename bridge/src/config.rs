@@ -1182,6 +1182,52 @@ mod tests {
     }
 
     #[test]
+    fn cluster_flags_go_together_and_are_checked() {
+        let settings = |args: &[&str]| {
+            let argv = ["bridge"].iter().chain(args);
+            Cli::try_parse_from(argv)
+                .map_err(|e| e.to_string())
+                .and_then(|cli| cli.into_config().map_err(|e| e.to_string()))
+                .and_then(|c| c.into_settings().map_err(|e| e.to_string()))
+        };
+        let redis = ["--cluster-redis", "redis://127.0.0.1:6390"];
+        let ok = settings(&[&redis[..], &["--node-url", "https://node-a.example:8443/"]].concat())
+            .unwrap();
+        let cluster = ok.cluster.unwrap();
+        assert_eq!(cluster.node_url, "https://node-a.example:8443");
+        assert_eq!(cluster.ttl, Duration::from_secs(10));
+        assert_eq!(cluster.redis_down, RedisDown::Local);
+        assert!(settings(&[]).unwrap().cluster.is_none());
+        for (args, why) in [
+            (&redis[..], "needs --node-url"),
+            (&["--node-url", "http://a:1"][..], "is for --cluster-redis"),
+            (
+                &[&redis[..], &["--node-url", "a:1"]].concat()[..],
+                "http(s)://host",
+            ),
+            (
+                &[&redis[..], &["--node-url", "http://a/whip"]].concat()[..],
+                "no path",
+            ),
+            (
+                &[
+                    &redis[..],
+                    &["--node-url", "http://a", "--cluster-ttl-ms", "10"],
+                ]
+                .concat()[..],
+                "300",
+            ),
+            (
+                &["--cluster-redis", "mysql://x", "--node-url", "http://a"][..],
+                "--cluster-redis",
+            ),
+        ] {
+            let err = settings(args).unwrap_err();
+            assert!(err.contains(why), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
     fn hook_urls_are_parsed_once() {
         let cli = Cli::try_parse_from([
             "bridge",
