@@ -126,6 +126,8 @@ pub struct App {
     /// what a new POST would wait.
     setups_waiting: std::sync::atomic::AtomicUsize,
     setup_micros: AtomicU64,
+    /// The `Retry-After` of a POST refused a set-up slot, paced by refusals per set-up.
+    retry_pacer: Mutex<bridge_proto::whip::admission::RetryPacer>,
     /// New sessions are refused: the bridge is draining (see [`App::start_draining`]).
     draining: std::sync::atomic::AtomicBool,
     /// How late the event loop ran at its last measure, in microseconds.
@@ -191,6 +193,7 @@ impl App {
             setups: Arc::new(tokio::sync::Semaphore::new(settings.whip.setup_concurrency)),
             setups_waiting: std::sync::atomic::AtomicUsize::new(0),
             setup_micros: AtomicU64::new(0),
+            retry_pacer: Mutex::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
             loop_lag_micros: AtomicU64::new(0),
             settings,
@@ -274,16 +277,16 @@ impl App {
             .cloned()
     }
 
-    /// A slot to set a session up in, if one comes free within `--setup-queue-ms`; `None`
-    /// (counted) when the bridge cannot keep up: the POST is then refused at once, rather than
-    /// queued behind more work than it can wait for.
+    /// A slot to set a session up in, if one comes free within `--setup-queue-ms`; else
+    /// (counted) the `Retry-After` seconds to refuse the POST with at once, rather than queue it
+    /// behind more work than it can wait for (see `RetryPacer`).
     ///
     /// A POST that would wait longer than that, by the set-ups queued ahead of it and how long
     /// they take, is refused without waiting: under overload refusals come at once, and the
     /// client's retry is not delayed by a wait that could not end in a slot.
-    pub async fn admit_setup(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    pub async fn admit_setup(&self) -> Result<tokio::sync::OwnedSemaphorePermit, u64> {
         if let Ok(permit) = self.setups.clone().try_acquire_owned() {
-            return Some(permit);
+            return Ok(permit);
         }
         let budget = self.settings.whip.setup_queue;
         let ahead = self.setups_waiting.fetch_add(1, Ordering::Relaxed) as u64 + 1;
@@ -305,14 +308,16 @@ impl App {
                 .and_then(Result::ok)
         };
         self.setups_waiting.fetch_sub(1, Ordering::Relaxed);
-        if admitted.is_none() {
+        admitted.ok_or_else(|| {
             self.metrics.setups_refused.inc();
-        }
-        admitted
+            lock(&self.retry_pacer).refused(Instant::now())
+        })
     }
 
-    /// A session set-up took `took`: the moving average [`Self::admit_setup`] estimates waits by.
+    /// A set-up held its slot for `took`: the moving average [`Self::admit_setup`] estimates
+    /// waits by.
     pub fn setup_took(&self, took: Duration) {
+        lock(&self.retry_pacer).set_up(Instant::now());
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         // One eighth of each new sample; racing updates lose one sample, which an estimate
         // can spare.

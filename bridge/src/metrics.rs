@@ -588,8 +588,49 @@ impl Default for Metrics {
     }
 }
 
+/// OpenMetrics text to the classic Prometheus text format. prometheus-client writes only
+/// OpenMetrics, whose counter families are named without `_total` in their `HELP` and `TYPE`
+/// lines; the classic format names them as their samples are, has no `UNIT` lines and no `EOF`.
+/// Samples are the same in both.
+pub fn openmetrics_to_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<(&str, &str)> = None;
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = rest.split_once(' ').or(Some((rest, "")));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (family, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name, kind) = match kind {
+                "counter" => (format!("{family}_total"), "counter"),
+                "gauge" | "histogram" | "summary" => (family.to_owned(), kind),
+                _ => (family.to_owned(), "untyped"),
+            };
+            if let Some((_, text)) = help.take().filter(|(f, _)| *f == family) {
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        if line.starts_with("# ") {
+            // UNIT, EOF: OpenMetrics only.
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 impl Metrics {
-    /// The Prometheus text exposition.
+    /// The exposition in the classic Prometheus text format (0.0.4), for clients that do not
+    /// ask for OpenMetrics: `curl`, `promtool check metrics`, older scrapers.
+    pub fn render_text(&self) -> String {
+        openmetrics_to_text(&self.render())
+    }
+
+    /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
@@ -850,6 +891,39 @@ mod tests {
             let (name, value) = line.rsplit_once(' ')?;
             (name == series).then(|| value.parse().ok())?
         })
+    }
+
+    #[test]
+    fn the_classic_text_format_names_counters_as_their_samples() {
+        let openmetrics = "# HELP bridge_rtp_packets RTP packets.\n\
+            # TYPE bridge_rtp_packets counter\n\
+            bridge_rtp_packets_total{kind=\"audio\"} 3\n\
+            # HELP bridge_event_loop_lag_seconds How late.\n\
+            # TYPE bridge_event_loop_lag_seconds gauge\n\
+            # UNIT bridge_event_loop_lag_seconds seconds\n\
+            bridge_event_loop_lag_seconds 0.001\n\
+            # TYPE odd unknown\n\
+            odd 1\n\
+            # EOF\n";
+        let text = "# HELP bridge_rtp_packets_total RTP packets.\n\
+            # TYPE bridge_rtp_packets_total counter\n\
+            bridge_rtp_packets_total{kind=\"audio\"} 3\n\
+            # HELP bridge_event_loop_lag_seconds How late.\n\
+            # TYPE bridge_event_loop_lag_seconds gauge\n\
+            bridge_event_loop_lag_seconds 0.001\n\
+            # TYPE odd untyped\n\
+            odd 1\n";
+        assert_eq!(openmetrics_to_text(openmetrics), text);
+        // Every sample of the real exposition survives, in order.
+        let metrics = Metrics::default();
+        let samples = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect()
+        };
+        let full = metrics.render();
+        assert_eq!(samples(&openmetrics_to_text(&full)), samples(&full));
     }
 
     /// The label values dashboards know, spelled as they were before the enums.

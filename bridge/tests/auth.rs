@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -17,12 +18,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use bridge::auth::StreamKeys;
 use bridge::config::HlsAuth;
-use bytes::Bytes;
 use common::inproc::{endpoint, start_in_process};
 use common::proc::Scratch;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use loadgen::Publisher;
 use loadgen::publish::hls::{HlsClient, HlsEvent};
@@ -32,21 +29,13 @@ const CONNECT: Duration = Duration::from_secs(10);
 
 /// `GET url` with an optional bearer token: status and body.
 async fn fetch(url: &str, bearer: Option<&str>) -> (u16, String) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut request = axum::http::Request::get(url);
-    if let Some(token) = bearer {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    let response = tokio::time::timeout(
-        Duration::from_secs(15),
-        client.request(request.body(Full::default()).unwrap()),
-    )
-    .await
-    .expect("answer within 15 s")
-    .unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    let authorization = bearer.map(|token| format!("Bearer {token}"));
+    let headers: Vec<(&str, &str)> = authorization
+        .iter()
+        .map(|value| ("authorization", value.as_str()))
+        .collect();
+    let (status, _, body) = common::http::get(url, &headers).await;
+    (status, body)
 }
 
 /// The status a WHIP publish of `stream` with `token` got: 201 (and the publisher) or the

@@ -27,7 +27,7 @@ use loadgen::signal;
 /// The nodes' key TTL: short, so that a killed node's keys expire quickly here.
 const TTL_MS: u64 = 3_000;
 const SESSIONS: u64 = 600;
-const OFFER: &[u8] = include_bytes!("data/ffmpeg9-whip-offer.sdp");
+const OFFER: &str = include_str!("data/ffmpeg9-whip-offer.sdp");
 
 struct Node {
     bridge: Bridge<'static>,
@@ -83,7 +83,7 @@ impl Node {
     }
 
     fn request(&self, method: &str, path: &str) -> (u16, Option<String>) {
-        let (code, head, _) = http_request(self.http, method, path, None, b"").unwrap();
+        let (code, head, _) = http_request(self.http, method, path, None, "").unwrap();
         (code, location(&head))
     }
 }

@@ -311,7 +311,12 @@ async fn posts_beyond_the_setup_slots_get_503_with_retry_after() {
         match answer.status {
             StatusCode::CREATED => created += 1,
             StatusCode::SERVICE_UNAVAILABLE => {
-                assert_eq!(answer.header("retry-after"), Some("1"), "{}", answer.body);
+                // 1 s, unless these POSTs spanned more than a second of refusing more than
+                // was set up (a slow machine): then more (`RetryPacer`).
+                let secs = answer
+                    .header("retry-after")
+                    .and_then(|s| s.parse::<u64>().ok());
+                assert!(secs.is_some_and(|s| s >= 1), "{}", answer.body);
                 refused += 1;
             }
             other => panic!("{other}: {}", answer.body),

@@ -16,8 +16,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use loadgen::report::Report;
 use loadgen::signal;
 
@@ -65,6 +63,10 @@ async fn two_thousand_sessions_under_every_fault_show_no_violation() {
             "1s",
             "--timeout",
             TIMEOUT,
+            // A busy machine sets sessions up more slowly than they come: the bridge refuses
+            // some with Retry-After (the admission test's subject), and they come back.
+            "--max-retries",
+            "100",
             "--seed",
             &seed,
         ];
@@ -72,15 +74,7 @@ async fn two_thousand_sessions_under_every_fault_show_no_violation() {
         let run = signal::run(&args).await.unwrap();
         print!("round {round}: {}", run.report.table());
         // Every session of the round was DELETEd and released before the next round starts.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while bridge.app().session_count() > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "round {round}: {} sessions left",
-                bridge.app().session_count()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        common::inproc::wait_released(&bridge, &format!("round {round}")).await;
         rounds.push(run.report);
     }
     let report = Report::merge(&rounds).unwrap();
@@ -115,7 +109,8 @@ async fn two_thousand_sessions_under_every_fault_show_no_violation() {
         report.failure_examples
     );
     // What was admitted was answered as the rules say, and released: every POST that got an
-    // answer got 201, and every DELETE 200.
+    // answer got 201, or 503 with Retry-After (a busy machine's set-ups fell behind) and then
+    // 201 on a retry; every DELETE 200.
     let answered = |kind: &str, status: &str| {
         let by_status = &report.statuses[kind];
         let total: u64 = by_status
@@ -127,7 +122,14 @@ async fn two_thousand_sessions_under_every_fault_show_no_violation() {
     };
     let (created, posts) = answered("POST", "201");
     assert!(created >= SESSIONS - transport, "{:?}", report.statuses);
-    assert_eq!(created, posts, "{:?}", report.statuses);
+    let (refused, _) = answered("POST", "503");
+    assert_eq!(created + refused, posts, "{:?}", report.statuses);
+    assert_eq!(
+        report.refusals.without_retry_after(),
+        0,
+        "{:?}",
+        report.refusals
+    );
     let (deleted, deletes) = answered("DELETE", "200");
     assert_eq!(deleted, deletes, "{:?}", report.statuses);
     assert!(deleted >= SESSIONS - transport, "{:?}", report.statuses);

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -17,14 +17,6 @@ use common::netns::*;
 use common::nginx::*;
 use common::peers::*;
 use common::proc::*;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn tools() -> Option<PathBuf> {
     if !Path::new(NGINX).exists() || !Path::new(RTMP_MODULE).exists() {

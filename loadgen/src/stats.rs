@@ -43,11 +43,17 @@ pub enum Metric {
     FrameHls,
     /// `publish`: a publisher's start (POST) to the first byte of its stream's first HLS part.
     FirstHls,
+    /// `signal`: a POST answered `201`, alone: no redirect or Retry-After wait before it (its
+    /// corrected value counts from when that attempt was due).
+    PostAdmitted,
+    /// `signal`: a POST refused for load (`429`, `503`), each attempt alone, timed like
+    /// [`Metric::PostAdmitted`]: how fast a server says "not now".
+    PostRefused,
 }
 
 impl Metric {
     /// Every metric, in report order.
-    pub const ALL: [Metric; 10] = [
+    pub const ALL: [Metric; 12] = [
         Metric::Post,
         Metric::PatchTrickle,
         Metric::PatchRestart,
@@ -58,6 +64,8 @@ impl Metric {
         Metric::FirstRtmp,
         Metric::FrameHls,
         Metric::FirstHls,
+        Metric::PostAdmitted,
+        Metric::PostRefused,
     ];
 
     /// The name used in reports, JSON and SLO expressions.
@@ -73,6 +81,8 @@ impl Metric {
             Metric::FirstRtmp => "first_rtmp",
             Metric::FrameHls => "frame_hls",
             Metric::FirstHls => "first_hls",
+            Metric::PostAdmitted => "post_admitted",
+            Metric::PostRefused => "post_refused",
         }
     }
 

@@ -65,15 +65,30 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        app.metrics.render(),
-    )
-        .into_response()
+/// `/metrics`: OpenMetrics for scrapers that ask for it (Prometheus does), else the classic
+/// text format, which `promtool check metrics` and older tools read; as the Go client does.
+async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    let openmetrics = header_text(&headers, header::ACCEPT)
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            app.metrics.render(),
+        )
+            .into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            app.metrics.render_text(),
+        )
+            .into_response()
+    }
 }
 
 /// Bearer auth (RFC 9725 §4.7) on every WHIP request but CORS preflights: the POST and the

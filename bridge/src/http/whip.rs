@@ -157,20 +157,23 @@ pub(super) async fn post(
     }
     let ip = client_ip(request.extensions());
     let body = read_body(request.into_body()).await?;
-    let permit = app.admit_setup().await.ok_or_else(|| {
+    let permit = app.admit_setup().await.map_err(|retry_after| {
         ApiError::new(
             503,
             "the bridge is setting up as many sessions as it can; retry",
         )
-        .retry_after(1)
+        .retry_after(retry_after)
     })?;
     // Off the threads that answer HTTP: under load they keep answering at once (refusals,
     // PATCHes, HLS) while set-ups take their turns.
+    // Timed from the slot's grant, not the set-up's start: the hand-over to a blocking thread
+    // holds the slot too, and under load it took long enough that waits estimated from the
+    // set-up alone were too short (refusals came after the whole queue budget, not at once).
+    let started = std::time::Instant::now();
     let setup = {
         let (app, stream) = (app.clone(), stream.clone());
         tokio::task::spawn_blocking(move || {
             let _slot = permit;
-            let started = std::time::Instant::now();
             let created = app.create_session(&stream, ip, &body);
             app.setup_took(started.elapsed());
             created

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::messages::RtmpMessage;
+use rml_rtmp::rml_amf0::Amf0Value;
 use rml_rtmp::sessions::{
     ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
     PublishRequestType, StreamMetadata,
@@ -56,9 +58,23 @@ impl From<rml_rtmp::sessions::ClientSessionError> for RtmpError {
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
+/// How long [`RtmpConnection::close`] may take: a target that stopped reading must not hold up
+/// the end of a session (or the bridge's shutdown).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The chunk stream [`fc_unpublish`] goes on: one rml_rtmp's serializer never uses (it puts
+/// messages on 2 to 6 by type), so that the header it compresses the next message against on
+/// its own streams is still the one the server holds.
+const FC_UNPUBLISH_CHUNK_STREAM: u8 = 7;
+
 /// A live publishing connection.
 pub struct RtmpConnection {
     session: ClientSession,
+    /// The stream key published, which `FCUnpublish` names.
+    key: String,
+    /// The chunk size rml_rtmp announced (its configuration's), which a message must fit to go
+    /// out as one chunk.
+    chunk_size: usize,
     writer: WriteHalf<Box<dyn Stream>>,
     from_server: mpsc::Receiver<Vec<u8>>,
     reader: JoinHandle<()>,
@@ -159,12 +175,16 @@ impl RtmpConnection {
 
         let mut config = ClientSessionConfig::new();
         config.tc_url = Some(url.tc_url());
+        // A u32 always fits a usize on the targets the bridge builds for (32 and 64 bits).
+        let chunk_size = usize::try_from(config.chunk_size).unwrap_or(usize::MAX);
         let (session, initial) = ClientSession::new(config)?;
         let (read_half, writer) = tokio::io::split(stream);
         let (tx, from_server) = mpsc::channel(64);
         let reader = tokio::spawn(read_task(read_half, tx));
         let mut conn = Self {
             session,
+            key: url.key.clone(),
+            chunk_size,
             writer,
             from_server,
             reader,
@@ -265,13 +285,157 @@ impl RtmpConnection {
         self.apply(vec![packet]).await.map(drop)
     }
 
-    /// FCUnpublish / deleteStream, then closes the connection.
+    /// FCUnpublish, deleteStream, then closes the connection, within [`CLOSE_TIMEOUT`]. The
+    /// ingest then ends the stream at once (nginx-rtmp finalizes its recording, platforms mark
+    /// the broadcast over) rather than when it notices the connection gone.
     pub async fn close(mut self) {
-        if let Ok(results) = self.session.stop_publishing() {
-            let _ = self.apply(results).await;
+        let reader = self.reader.abort_handle();
+        let unpublish = async move {
+            if let Some(chunk) = fc_unpublish(&self.key, self.chunk_size) {
+                let _ = self.writer.write_all(&chunk).await;
+            }
+            if let Ok(results) = self.session.stop_publishing() {
+                let _ = self.apply(results).await;
+            }
+            let _ = self.writer.flush().await;
+            let _ = self.writer.shutdown().await;
+        };
+        if tokio::time::timeout(CLOSE_TIMEOUT, unpublish)
+            .await
+            .is_err()
+        {
+            tracing::debug!("RTMP target did not take the unpublish in time");
         }
-        let _ = self.writer.flush().await;
-        let _ = self.writer.shutdown().await;
-        self.reader.abort();
+        reader.abort();
+    }
+}
+
+/// `FCUnpublish(key)` as one type-0 chunk on [`FC_UNPUBLISH_CHUNK_STREAM`], message stream 0, as
+/// OBS and librtmp send it before `deleteStream`. rml_rtmp's client sends only `deleteStream`;
+/// ingests that track the Flash Media Server calls (Wowza, some platforms) wait for this one.
+/// `None` if it cannot be encoded or would not fit one chunk (a stream key of kilobytes).
+fn fc_unpublish(key: &str, chunk_size: usize) -> Option<Vec<u8>> {
+    let payload = RtmpMessage::Amf0Command {
+        command_name: "FCUnpublish".to_owned(),
+        transaction_id: 0.0,
+        command_object: Amf0Value::Null,
+        additional_arguments: vec![Amf0Value::Utf8String(key.to_owned())],
+    }
+    .into_message_payload(RtmpTimestamp::new(0), 0)
+    .ok()?;
+    let len = payload.data.len();
+    if len > chunk_size {
+        return None;
+    }
+    let len = u32::try_from(len).ok()?.to_be_bytes();
+    // RTMP 5.3.1: basic header (format 0, chunk stream id), then timestamp (3 bytes, 0), message
+    // length (3 bytes), message type, message stream id (4 bytes, little endian).
+    let mut chunk = vec![FC_UNPUBLISH_CHUNK_STREAM, 0, 0, 0];
+    chunk.extend_from_slice(&len[1..]);
+    chunk.push(payload.type_id);
+    chunk.extend_from_slice(&0u32.to_le_bytes());
+    chunk.extend_from_slice(&payload.data);
+    Some(chunk)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rml_rtmp::sessions::{
+        ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
+    };
+    use tokio::net::TcpListener;
+
+    /// An RTMP server (rml_rtmp's, sans-IO) that accepts every request and returns the commands
+    /// it saw after the publish was accepted, in order, once the client has closed.
+    async fn server(listener: TcpListener) -> Vec<String> {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut handshake = Handshake::new(PeerType::Server);
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut input = loop {
+            let n = socket.read(&mut buf).await.unwrap();
+            match handshake.process_bytes(&buf[..n]).unwrap() {
+                HandshakeProcessResult::InProgress { response_bytes } => {
+                    socket.write_all(&response_bytes).await.unwrap();
+                }
+                HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                } => {
+                    socket.write_all(&response_bytes).await.unwrap();
+                    break remaining_bytes;
+                }
+            }
+        };
+        let (mut session, mut results) = ServerSession::new(ServerSessionConfig::new()).unwrap();
+        let (mut seen, mut publishing) = (Vec::new(), false);
+        loop {
+            results.extend(session.handle_input(&input).unwrap());
+            while !results.is_empty() {
+                for result in std::mem::take(&mut results) {
+                    match result {
+                        ServerSessionResult::OutboundResponse(p) => {
+                            socket.write_all(&p.bytes).await.unwrap();
+                        }
+                        ServerSessionResult::RaisedEvent(event) => match event {
+                            ServerSessionEvent::ConnectionRequested { request_id, .. } => {
+                                results.extend(session.accept_request(request_id).unwrap());
+                            }
+                            ServerSessionEvent::PublishStreamRequested { request_id, .. } => {
+                                publishing = true;
+                                results.extend(session.accept_request(request_id).unwrap());
+                            }
+                            ServerSessionEvent::UnhandleableAmf0Command {
+                                command_name,
+                                additional_values,
+                                ..
+                            } if publishing => {
+                                seen.push(format!("{command_name} {additional_values:?}"));
+                            }
+                            ServerSessionEvent::PublishStreamFinished { stream_key, .. } => {
+                                seen.push(format!("finished {stream_key}"));
+                            }
+                            _ => {}
+                        },
+                        ServerSessionResult::UnhandleableMessageReceived(_) => {}
+                    }
+                }
+            }
+            let n = socket.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return seen;
+            }
+            input = buf[..n].to_vec();
+        }
+    }
+
+    /// What an ingest sees of a close: FCUnpublish naming the key, then deleteStream (which
+    /// rml_rtmp's server reports as the publish finished), both readable by a server that
+    /// tracks the client's chunk headers.
+    #[tokio::test]
+    async fn close_unpublishes_with_fc_unpublish_then_delete_stream() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(server(listener));
+        let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/cam-key")).unwrap();
+        let tls = tls_config(Vec::new()).unwrap();
+        let mut conn = RtmpConnection::publish(&url, &tls, Duration::from_secs(5))
+            .await
+            .unwrap();
+        conn.video(0, Bytes::from_static(&[0x17, 0, 0, 0, 0]))
+            .await
+            .unwrap();
+        conn.close().await;
+        let seen = tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            seen,
+            [
+                "FCUnpublish [Utf8String(\"cam-key\")]".to_owned(),
+                "finished cam-key".to_owned()
+            ]
+        );
     }
 }

@@ -146,7 +146,19 @@ impl<'a> Bridge<'a> {
 
 /// HTTP/1.0 GET over a plain TCP connection (the body ends with the connection).
 pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    get_over(connect(addr)?, addr, path)
+    request_over(connect(addr)?, addr, "GET", path, None, "").map(|(code, _, body)| (code, body))
+}
+
+/// An HTTP/1.0 request over a plain TCP connection with the bearer token and, when given, a
+/// body of that content type: the status, the head (status line and headers) and the body.
+pub(crate) fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> Result<(u16, String, String), String> {
+    request_over(connect(addr)?, addr, method, path, content_type, body)
 }
 
 /// [`http_get`] over TLS, trusting the CA in `ca`.
@@ -154,7 +166,15 @@ pub(crate) fn https_get(addr: SocketAddr, path: &str, ca: &Path) -> Result<(u16,
     use tokio_rustls::rustls::{ClientConnection, StreamOwned, pki_types::ServerName};
     let name = ServerName::from(addr.ip());
     let tls = ClientConnection::new(client_config_from(ca), name).map_err(|e| e.to_string())?;
-    get_over(StreamOwned::new(tls, connect(addr)?), addr, path)
+    request_over(
+        StreamOwned::new(tls, connect(addr)?),
+        addr,
+        "GET",
+        path,
+        None,
+        "",
+    )
+    .map(|(code, _, body)| (code, body))
 }
 
 fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
@@ -166,42 +186,22 @@ fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
     Ok(stream)
 }
 
-fn get_over(
-    stream: impl Read + Write,
-    addr: SocketAddr,
-    path: &str,
-) -> Result<(u16, String), String> {
-    request_over(stream, addr, "GET", path, None, b"").map(|(code, _, body)| (code, body))
-}
-
-/// One HTTP/1.0 request with the test token over plain TCP: status, header block, body.
-pub(crate) fn http_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    content_type: Option<&str>,
-    body: &[u8],
-) -> Result<(u16, String, String), String> {
-    request_over(connect(addr)?, addr, method, path, content_type, body)
-}
-
 fn request_over(
     mut stream: impl Read + Write,
     addr: SocketAddr,
     method: &str,
     path: &str,
     content_type: Option<&str>,
-    body: &[u8],
+    body: &str,
 ) -> Result<(u16, String, String), String> {
-    let content = content_type
-        .map(|ct| format!("Content-Type: {ct}\r\nContent-Length: {}\r\n", body.len()))
-        .unwrap_or_default();
+    let content = content_type.map_or(String::new(), |t| {
+        format!("Content-Type: {t}\r\nContent-Length: {}\r\n", body.len())
+    });
     write!(
         stream,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n{content}\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n{content}\r\n{body}"
     )
     .map_err(|e| e.to_string())?;
-    stream.write_all(body).map_err(|e| e.to_string())?;
     let mut raw = String::new();
     stream.read_to_string(&mut raw).map_err(|e| e.to_string())?;
     let (head, body) = raw.split_once("\r\n\r\n").ok_or("no header end")?;
@@ -211,6 +211,15 @@ fn request_over(
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("bad status line in {head:?}"))?;
     Ok((code, head.to_owned(), body.to_owned()))
+}
+
+/// A TCP port free on loopback (for a peer such as nginx to listen on).
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub(crate) fn free_loopback_ports() -> (SocketAddr, SocketAddr) {

@@ -23,6 +23,19 @@ pub(crate) async fn start_in_process(tweak: impl FnOnce(&mut bridge::Config)) ->
     bridge::Bridge::start(config).await.unwrap()
 }
 
+/// Waits (30 s at most) until `bridge` holds no session: every one was DELETEd and released.
+pub(crate) async fn wait_released(bridge: &bridge::Bridge, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while bridge.app().session_count() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {} sessions left",
+            bridge.app().session_count()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// The bridge's state and router in this process, with no HTTP socket (tests call the router
 /// with `oneshot`; requests come from 127.0.0.1:40000) and a real UDP mux on a free loopback
 /// port that nothing connects to; `tweak` adjusts the configuration.

@@ -8,6 +8,7 @@
 //! - [`peers`]: the real peers (FFmpeg 9, aiortc, Chromium, Node) and how FFmpeg publishes, and
 //!   ffprobe/ffmpeg reading HLS back;
 //! - [`binary`]: the `bridge` binary as a child process, and plain HTTP to it;
+//! - [`http`]: a plain HTTP client (status, type, body) with request headers;
 //! - [`metrics`]: reading `/metrics`;
 //! - [`nginx`]: nginx-rtmp recording what the bridge pushes, and ffprobe/ffmpeg judging it;
 //! - [`inproc`]: the bridge in this process and the loadgen publisher pointed at it;
@@ -15,6 +16,7 @@
 //! - [`redis`]: a Redis server of the test's own (Debian's `redis-server`), for clusters.
 
 pub(crate) mod binary;
+pub(crate) mod http;
 pub(crate) mod inproc;
 pub(crate) mod metrics;
 pub(crate) mod netns;

@@ -82,6 +82,8 @@ enum Value {
     Violations(Option<String>),
     Sessions(String),
     Failures(String),
+    /// `refusals.count|with_retry_after|without_retry_after`.
+    Refusals(String),
     Frames(String),
     /// `<output>.frames.<count>`.
     OutputFrames {
@@ -309,11 +311,14 @@ fn parse_value(lhs: &str) -> Result<Value, String> {
         ("violations", kind) => Value::Violations(kind.map(str::to_owned)),
         ("sessions", Some(k @ ("ok" | "failed" | "planned"))) => Value::Sessions(k.to_owned()),
         ("failures", Some(kind)) => Value::Failures(kind.to_owned()),
+        ("refusals", Some(k @ ("count" | "with_retry_after" | "without_retry_after"))) => {
+            Value::Refusals(k.to_owned())
+        }
         ("frames", Some(k)) if Frames::default().count(k).is_some() => Value::Frames(k.to_owned()),
         (metric, Some(rest)) => {
             let metric = Metric::from_name(metric).ok_or_else(|| {
                 format!(
-                    "unknown value {lhs:?}: use violations, sessions.ok|failed|planned, failures.<kind>, [rtmp.|hls.]frames.sent|received|lost|reordered|duplicated, [rtmp.|hls.]av_drift, rtmp.errors, hls.errors or <metric>.[corrected.]<stat> with metric one of {}",
+                    "unknown value {lhs:?}: use violations, sessions.ok|failed|planned, failures.<kind>, refusals.count|with_retry_after|without_retry_after, [rtmp.|hls.]frames.sent|received|lost|reordered|duplicated, [rtmp.|hls.]av_drift, rtmp.errors, hls.errors or <metric>.[corrected.]<stat> with metric one of {}",
                     Metric::ALL.map(Metric::name).join(", ")
                 )
             })?;
@@ -423,6 +428,11 @@ impl Slo {
             Value::Failures(kind) => {
                 report.sessions.failures.get(kind).copied().unwrap_or(0) as f64
             }
+            Value::Refusals(which) => match which.as_str() {
+                "count" => report.refusals.count as f64,
+                "with_retry_after" => report.refusals.with_retry_after as f64,
+                _ => report.refusals.without_retry_after() as f64,
+            },
             Value::Frames(which) => report
                 .frames_total()
                 .and_then(|f| f.count(which))
@@ -607,6 +617,22 @@ mod tests {
         ] {
             assert!(bad.parse::<Slo>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn refusals() {
+        let mut r = report(40.0, 0);
+        r.refusals.count = 7;
+        r.refusals.with_retry_after = 6;
+        let ok = |r: &Report, e: &str| e.parse::<Slo>().unwrap().check(r).is_none();
+        assert!(ok(&r, "refusals.count==7"));
+        assert!(ok(&r, "refusals.with_retry_after==6"));
+        assert!(!ok(&r, "refusals.without_retry_after==0"));
+        r.refusals.with_retry_after = 7;
+        assert!(ok(&r, "refusals.without_retry_after==0"));
+        assert!("refusals.bogus==0".parse::<Slo>().is_err());
+        assert!("post_refused.p99<20ms".parse::<Slo>().is_ok());
+        assert!("post_admitted.p99<100ms".parse::<Slo>().is_ok());
     }
 
     #[test]

@@ -124,6 +124,22 @@ pub struct Sessions {
     pub unchecked_patches: u64,
 }
 
+/// POSTs refused for load (`429`, `503`): a server that refuses should say when to come back.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Refusals {
+    /// Refused POSTs (flood POSTs included).
+    pub count: u64,
+    /// Of which with a `Retry-After` header.
+    pub with_retry_after: u64,
+}
+
+impl Refusals {
+    /// Refused POSTs without a `Retry-After`.
+    pub fn without_retry_after(&self) -> u64 {
+        self.count.saturating_sub(self.with_retry_after)
+    }
+}
+
 /// Protocol violations: `total`, then one count per kind.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Violations {
@@ -381,8 +397,13 @@ pub struct Report {
     pub statuses: BTreeMap<String, BTreeMap<String, u64>>,
     /// Datagrams that reached the candidate sink sockets.
     pub stray_datagrams: u64,
+    /// POSTs refused for load, and how many with `Retry-After` (absent from reports written
+    /// before it was counted: zero).
+    #[serde(default)]
+    pub refusals: Refusals,
     /// Latency per metric (`post`, `patch_trickle`, `patch_restart`, `delete`, `ice_connected`,
-    /// `ice_reconnected`, `frame_rtmp`, `first_rtmp`, `frame_hls`, `first_hls`).
+    /// `ice_reconnected`, `frame_rtmp`, `first_rtmp`, `frame_hls`, `first_hls`, `post_admitted`,
+    /// `post_refused`).
     pub latency: BTreeMap<String, Latency>,
     /// What each output measured (`publish` only): `rtmp`, `hls`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -492,6 +513,8 @@ impl Report {
                 add(out.statuses.entry(k.clone()).or_default(), v);
             }
             out.stray_datagrams += r.stray_datagrams;
+            out.refusals.count += r.refusals.count;
+            out.refusals.with_retry_after += r.refusals.with_retry_after;
             for (name, o) in &r.outputs {
                 out.outputs.entry(name.clone()).or_default().add(o)?;
             }
@@ -546,6 +569,14 @@ impl Report {
         }
         for (kind, counts) in &self.statuses {
             let _ = writeln!(out, "{kind} answers: {}", join_counts(counts));
+        }
+        if self.refusals.count > 0 {
+            let _ = writeln!(
+                out,
+                "POSTs refused for load: {}, {} of them without Retry-After",
+                self.refusals.count,
+                self.refusals.without_retry_after()
+            );
         }
         if !s.failures.is_empty() {
             let _ = writeln!(out, "failures: {}", join_counts(&s.failures));

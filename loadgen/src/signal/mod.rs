@@ -591,6 +591,14 @@ impl Collector {
 
     fn count_statuses(&mut self, prefix: &str, exchanges: &[Exchange]) {
         for e in exchanges {
+            if let Ok(answer) = &e.outcome
+                && e.method == hyper::Method::POST
+                && matches!(answer.status, 429 | 503)
+            {
+                let refusals = &mut self.report.refusals;
+                refusals.count += 1;
+                refusals.with_retry_after += u64::from(answer.header("retry-after").is_some());
+            }
             let status = e
                 .status()
                 .map_or_else(|| "no answer".to_owned(), |s| s.to_string());

@@ -143,7 +143,8 @@ pub(super) async fn finish(
 }
 
 /// POSTs the offer, following 307s and honouring Retry-After; the POST latency is that of the
-/// final attempt (raw) and from the session's intended start (corrected).
+/// final attempt (raw) and from the session's intended start (corrected). Each attempt answered
+/// `201` or refused for load is also timed alone (`post_admitted`, `post_refused`).
 async fn create(
     ctx: &Ctx,
     log: &mut Vec<Exchange>,
@@ -158,6 +159,11 @@ async fn create(
         let e = ctx.send(post(&url, body.clone()), not_before, None).await;
         let answer = e.outcome.as_ref().ok();
         let status = answer.map(|r| r.status);
+        match status {
+            Some(201) => ctx.record(Metric::PostAdmitted, &e, not_before),
+            Some(429 | 503) => ctx.record(Metric::PostRefused, &e, not_before),
+            _ => {}
+        }
         if status == Some(307) && hops < MAX_REDIRECTS {
             let next = answer
                 .and_then(|r| r.header("location"))
