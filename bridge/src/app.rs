@@ -117,6 +117,8 @@ pub struct App {
     pub auth: crate::auth::Auth,
     /// The event webhooks (a no-op without `--hook-url`).
     pub hooks: Hooks,
+    /// The cluster this node is part of (`--cluster-redis`), if any.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     sessions: Mutex<Registry>,
     rate: Mutex<RateLimiter>,
     /// Slots for session set-ups running at once (`--setup-concurrency`).
@@ -173,6 +175,13 @@ impl App {
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?,
             None => ObjectSink::default(),
         };
+        let cluster = settings
+            .cluster
+            .clone()
+            .map(crate::cluster::Cluster::new)
+            .transpose()
+            .map_err(|e| ConfigError::Invalid(format!("--cluster-redis: {e}")))?
+            .map(Arc::new);
         let session_settings = SessionSettings {
             liveness: settings.liveness,
             rtp_dump: settings.rtp_dump.clone(),
@@ -185,6 +194,7 @@ impl App {
             hls: HlsStreams::new(settings.hls.clone(), metrics.hls()).with_uploader(uploader),
             auth: crate::auth::Auth::new(&settings.auth, settings.whip.token.clone()),
             hooks: Hooks::new(&settings.hooks, settings.http.to_string(), metrics.hooks()),
+            cluster,
             rate: Mutex::new(RateLimiter::new(settings.whip.post_rate_per_ip)),
             setups: Arc::new(tokio::sync::Semaphore::new(settings.whip.setup_concurrency)),
             setups_waiting: std::sync::atomic::AtomicUsize::new(0),
@@ -249,6 +259,19 @@ impl App {
     /// Number of live sessions.
     pub fn session_count(&self) -> usize {
         lock(&self.sessions).by_id.len()
+    }
+
+    /// The streams published here.
+    pub fn stream_names(&self) -> Vec<String> {
+        lock(&self.sessions).by_stream.keys().cloned().collect()
+    }
+
+    /// Ends the session publishing `stream` here, if any (another node owns the stream now).
+    pub fn end_stream(&self, stream: &str, reason: EndReason) {
+        let id = lock(&self.sessions).by_stream.get(stream).cloned();
+        if let Some(id) = id {
+            self.end_session(&id, reason);
+        }
     }
 
     /// The session with this id on this stream, if live.
@@ -604,6 +627,10 @@ impl App {
         let handle = registry.by_id.remove(id)?;
         if registry.by_stream.get(&handle.stream).map(String::as_str) == Some(id) {
             registry.by_stream.remove(&handle.stream);
+            // The stream's last session here: another node may take it now.
+            if let Some(cluster) = &self.cluster {
+                cluster.release(&handle.stream);
+            }
         }
         Some(handle)
     }

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::auth::StreamKeys;
 use crate::auth::hook::HookSettings;
 use crate::auth::jwt::JwksSettings;
+pub use crate::cluster::RedisDown;
 use crate::http::tls::Certificates;
 use crate::media::reorder::ReorderConfig;
 use crate::mux::hls::playlist::{Container, PlaylistKind};
@@ -354,6 +355,23 @@ pub struct Config {
     /// How long one webhook POST may take before it counts as failed (and is retried), ms.
     #[arg(long, env = "BRIDGE_HOOK_TIMEOUT_MS", default_value_t = 5_000)]
     pub hook_timeout_ms: u64,
+    /// Run as one node of a cluster whose node set and stream owners live in this Redis
+    /// (`redis://host:port/db`): a POST for a stream live on another node, or a new stream on a
+    /// node busier than the least-loaded one, is answered 307 to that node. Needs `node_url`.
+    #[arg(long, env = "BRIDGE_CLUSTER_REDIS")]
+    pub cluster_redis: Option<String>,
+    /// This node's base URL as other nodes' clients reach it (`https://node-a.example:8443`):
+    /// where 307s to it point, and the base of its `Location` headers.
+    #[arg(long, env = "BRIDGE_NODE_URL")]
+    pub node_url: Option<String>,
+    /// How long this node's registration and stream keys outlive it in Redis, ms; refreshed
+    /// every third of it. A node killed loses its streams to others within this time.
+    #[arg(long, env = "BRIDGE_CLUSTER_TTL_MS", default_value_t = 10_000)]
+    pub cluster_ttl_ms: u64,
+    /// New sessions while Redis cannot be reached: local (admitted here, as a lone bridge) or
+    /// refuse (503 with Retry-After). Live sessions go on either way.
+    #[arg(long, env = "BRIDGE_CLUSTER_REDIS_DOWN", value_enum, default_value_t)]
+    pub cluster_redis_down: RedisDown,
 }
 
 impl Default for Config {
@@ -440,6 +458,7 @@ impl Config {
                 "hook-timeout-ms must be positive".into(),
             ));
         }
+        self.validate_cluster()?;
         if self.hls_window == 0 {
             return Err(ConfigError::Invalid("hls-window must be positive".into()));
         }
@@ -459,6 +478,36 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "--hls-audio opus needs --hls-container fmp4 (MPEG-TS here carries AAC)".into(),
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let invalid = |what: &str| Err(ConfigError::Invalid(what.into()));
+        match (&self.cluster_redis, &self.node_url) {
+            (None, None) => return Ok(()),
+            (None, Some(_)) => return invalid("--node-url is for --cluster-redis"),
+            (Some(_), None) => {
+                return invalid(
+                    "--cluster-redis needs --node-url: where other nodes' clients reach this one",
+                );
+            }
+            (Some(_), Some(url)) => {
+                let uri: hyper::Uri = url
+                    .parse()
+                    .map_err(|e| ConfigError::Invalid(format!("--node-url {url}: {e}")))?;
+                let base = uri.path() == "/" || uri.path().is_empty();
+                if !matches!(uri.scheme_str(), Some("http" | "https"))
+                    || uri.host().is_none()
+                    || !base
+                    || uri.query().is_some()
+                {
+                    return invalid("--node-url must be http(s)://host[:port], with no path");
+                }
+            }
+        }
+        if self.cluster_ttl_ms < 300 {
+            return invalid("--cluster-ttl-ms must be at least 300");
         }
         Ok(())
     }
@@ -582,7 +631,21 @@ impl Config {
             }
             _ => None,
         };
+        let cluster = match (self.cluster_redis, self.node_url) {
+            (Some(redis_url), Some(node_url)) => {
+                redis::Client::open(redis_url.as_str())
+                    .map_err(|e| ConfigError::Invalid(format!("--cluster-redis: {e}")))?;
+                Some(ClusterSettings {
+                    redis_url,
+                    node_url: node_url.trim_end_matches('/').to_owned(),
+                    ttl: Duration::from_millis(self.cluster_ttl_ms),
+                    redis_down: self.cluster_redis_down,
+                })
+            }
+            _ => None,
+        };
         Ok(Settings {
+            cluster,
             http: self.http,
             tls,
             udp: UdpSettings {
@@ -679,6 +742,8 @@ pub struct Settings {
     pub hooks: WebhookSettings,
     /// Where HLS files are also uploaded, if anywhere.
     pub hls_s3: Option<S3Settings>,
+    /// The cluster this node is part of, if any.
+    pub cluster: Option<ClusterSettings>,
 }
 
 /// HLS to S3-compatible storage (`--hls-s3`, see [`crate::sink::s3`]).
@@ -724,6 +789,19 @@ impl Config {
             queue: self.hls_s3_queue,
         }))
     }
+}
+
+/// A node of a cluster ([`crate::cluster`]).
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// The Redis holding the node set and the stream owners (checked, not yet connected).
+    pub redis_url: String,
+    /// This node's base URL, without a trailing slash.
+    pub node_url: String,
+    /// TTL of the node's keys; they are refreshed every third of it.
+    pub ttl: Duration,
+    /// New sessions while Redis is down.
+    pub redis_down: RedisDown,
 }
 
 /// Event webhooks ([`crate::hooks`]).
@@ -1167,6 +1245,52 @@ mod tests {
             err.contains("RTMP target") && err.contains("nohost"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn cluster_flags_go_together_and_are_checked() {
+        let settings = |args: &[&str]| {
+            let argv = ["bridge"].iter().chain(args);
+            Cli::try_parse_from(argv)
+                .map_err(|e| e.to_string())
+                .and_then(|cli| cli.into_config().map_err(|e| e.to_string()))
+                .and_then(|c| c.into_settings().map_err(|e| e.to_string()))
+        };
+        let redis = ["--cluster-redis", "redis://127.0.0.1:6390"];
+        let ok = settings(&[&redis[..], &["--node-url", "https://node-a.example:8443/"]].concat())
+            .unwrap();
+        let cluster = ok.cluster.unwrap();
+        assert_eq!(cluster.node_url, "https://node-a.example:8443");
+        assert_eq!(cluster.ttl, Duration::from_secs(10));
+        assert_eq!(cluster.redis_down, RedisDown::Local);
+        assert!(settings(&[]).unwrap().cluster.is_none());
+        for (args, why) in [
+            (&redis[..], "needs --node-url"),
+            (&["--node-url", "http://a:1"][..], "is for --cluster-redis"),
+            (
+                &[&redis[..], &["--node-url", "a:1"]].concat()[..],
+                "http(s)://host",
+            ),
+            (
+                &[&redis[..], &["--node-url", "http://a/whip"]].concat()[..],
+                "no path",
+            ),
+            (
+                &[
+                    &redis[..],
+                    &["--node-url", "http://a", "--cluster-ttl-ms", "10"],
+                ]
+                .concat()[..],
+                "300",
+            ),
+            (
+                &["--cluster-redis", "mysql://x", "--node-url", "http://a"][..],
+                "--cluster-redis",
+            ),
+        ] {
+            let err = settings(args).unwrap_err();
+            assert!(err.contains(why), "{args:?}: {err}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod hls;
 pub mod hooks;
@@ -87,6 +88,8 @@ pub struct Bridge {
     lag_watch: JoinHandle<()>,
     /// Reloads the HTTPS certificate when its files change.
     tls_watch: Option<JoinHandle<()>>,
+    /// Keeps this node registered in its cluster (`--cluster-redis`).
+    cluster: Option<JoinHandle<()>>,
 }
 
 /// Connections the kernel queues for the HTTP listener before `accept` (capped by
@@ -148,6 +151,10 @@ impl Bridge {
         let udp_reader = tokio::spawn(udp.run());
         let lag_watch = tokio::spawn(app.clone().watch_loop_lag());
         let tls_watch = tls.map(|certs| tokio::spawn(certs.watch(app.metrics.clone())));
+        let cluster = app
+            .cluster
+            .clone()
+            .map(|cluster| tokio::spawn(cluster.run(app.clone())));
         let (stop, stopped) = watch::channel(false);
         let router = http::router(app.clone());
         let server = match tls_config {
@@ -170,6 +177,7 @@ impl Bridge {
             udp_reader,
             lag_watch,
             tls_watch,
+            cluster,
         })
     }
 
@@ -205,6 +213,13 @@ impl Bridge {
     /// Ends every session cleanly, stops serving, and releases the sockets.
     pub async fn shutdown(self) {
         self.app.shutdown().await;
+        if let Some(task) = self.cluster {
+            task.abort();
+            let _ = task.await;
+        }
+        if let Some(cluster) = &self.app.cluster {
+            cluster.leave().await;
+        }
         let _ = self.stop.send(true);
         let _ = self.server.await;
         self.udp_reader.abort();

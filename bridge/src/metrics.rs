@@ -50,6 +50,21 @@ pub struct AuthLabel {
     result: &'static str,
 }
 
+/// `reason="owner|load|draining"` of a WHIP request answered 307 to another node
+/// ([`crate::cluster::RedirectReason`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RedirectLabel {
+    reason: &'static str,
+}
+
+impl From<crate::cluster::RedirectReason> for RedirectLabel {
+    fn from(reason: crate::cluster::RedirectReason) -> Self {
+        Self {
+            reason: reason.as_str(),
+        }
+    }
+}
+
 /// `reason="start|up|fallback"` of a change of the simulcast layer the outputs get.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SwitchLabel {
@@ -167,6 +182,12 @@ pub struct Metrics {
     pub loop_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// POSTs refused with 503 because the event loop ran too late.
     pub saturated_refused: Counter,
+    /// 1 while the cluster's Redis answers (the last refresh reached it), 0 otherwise.
+    pub cluster_redis_up: Gauge,
+    /// Live nodes in the cluster, as last read (this one included).
+    pub cluster_nodes: Gauge,
+    /// WHIP requests answered 307 to another node, by reason.
+    pub whip_redirects: Family<RedirectLabel, Counter>,
     /// Auth decisions by action and result.
     auth_decisions: Family<AuthLabel, Counter>,
     /// Per video layer: access units, keyframes, bytes.
@@ -295,6 +316,26 @@ impl Default for Metrics {
             "POSTs refused with 503 and Retry-After because the event loop ran later than \
              --max-loop-lag-ms",
             Counter::default(),
+        );
+        let cluster_redis_up = register(
+            r,
+            "cluster_redis_up",
+            "1 while the cluster's Redis answers (--cluster-redis), 0 while it does not; \
+             never set without a cluster",
+            Gauge::default(),
+        );
+        let cluster_nodes = register(
+            r,
+            "cluster_nodes",
+            "Live nodes in the cluster as last read from Redis, this one included",
+            Gauge::default(),
+        );
+        let whip_redirects = register(
+            r,
+            "whip_redirects",
+            "WHIP requests answered 307 to another node of the cluster, by reason: owner (the \
+             stream is live there), load (this node carries more), draining",
+            Family::default(),
         );
         let auth_decisions = register(
             r,
@@ -570,6 +611,9 @@ impl Default for Metrics {
             setups_refused,
             loop_lag,
             saturated_refused,
+            cluster_redis_up,
+            cluster_nodes,
+            whip_redirects,
             auth_decisions,
             video_layers,
             simulcast_switches,

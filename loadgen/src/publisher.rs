@@ -38,7 +38,7 @@ use crate::media::{
     VIDEO_FPS,
 };
 use crate::sdp::{IceCredentials, SdpFrag, resolve_location, rewrite_ice};
-use crate::whip_client::{APPLICATION_SDP, Response, TRICKLE_ICE_SDPFRAG, WhipHttp};
+use crate::whip_client::{APPLICATION_SDP, MAX_REDIRECTS, Response, TRICKLE_ICE_SDPFRAG, WhipHttp};
 
 /// Payload type offered for Opus.
 pub const OPUS_PAYLOAD_TYPE: u8 = 111;
@@ -218,20 +218,35 @@ impl Publisher {
             ));
         }
 
-        let response = http
-            .send(
-                Method::POST,
-                &cfg.endpoint,
-                Some(APPLICATION_SDP),
-                None,
-                Bytes::from(offer.sdp.clone()),
-            )
-            .await?
-            .require_status("POST", &cfg.endpoint, &[201], "201")?;
+        // The same offer to each node a redirect names (RFC 9725 §4.5), up to MAX_REDIRECTS.
+        let mut endpoint = cfg.endpoint.clone();
+        let mut hops = 0;
+        let response = loop {
+            let response = http
+                .send(
+                    Method::POST,
+                    &endpoint,
+                    Some(APPLICATION_SDP),
+                    None,
+                    Bytes::from(offer.sdp.clone()),
+                )
+                .await?;
+            let next = matches!(response.status, 307 | 308)
+                .then(|| response.header(LOCATION.as_str()))
+                .flatten()
+                .and_then(|l| resolve_location(&endpoint, l));
+            match next {
+                Some(next) if hops < MAX_REDIRECTS => {
+                    endpoint = next;
+                    hops += 1;
+                }
+                _ => break response.require_status("POST", &endpoint, &[201], "201")?,
+            }
+        };
         let location = response
             .header(LOCATION.as_str())
             .ok_or_else(|| Error::protocol("POST answer", "201 without Location"))?;
-        let session_url = resolve_location(&cfg.endpoint, location).ok_or_else(|| {
+        let session_url = resolve_location(&endpoint, location).ok_or_else(|| {
             Error::protocol("POST answer", format!("unusable Location {location:?}"))
         })?;
         let prepared = Prepared {

@@ -222,6 +222,13 @@ fn bump_origin_version(origin: &str) -> String {
     fields.join(" ")
 }
 
+/// The origin (`scheme://host:port`) of an absolute URL: which node of a cluster answered.
+pub fn origin(url: &str) -> Option<&str> {
+    let (scheme, rest) = url.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    (!scheme.is_empty() && end > 0).then(|| &url[..scheme.len() + 3 + end])
+}
+
 /// Resolves a `Location` header value against the URL of the request it answered
 /// (RFC 9110 §10.2.2, reference resolution per RFC 3986 §5.2 for the forms servers use:
 /// absolute URL, network-path `//host/...`, absolute path and relative path with dot segments).
@@ -297,6 +304,26 @@ fn remove_dot_segments(path: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn origins_name_the_node() {
+        let cases = [
+            (
+                "http://127.0.0.2:8080/whip/s/1",
+                Some("http://127.0.0.2:8080"),
+            ),
+            (
+                "https://node-a.example?x=/y",
+                Some("https://node-a.example"),
+            ),
+            ("http://h", Some("http://h")),
+            ("/whip/s", None),
+            ("http:///x", None),
+        ];
+        for (url, want) in cases {
+            assert_eq!(origin(url), want, "{url}");
+        }
+    }
+
     use super::*;
 
     const ANSWER: &str = "v=0\r\n\

@@ -19,6 +19,10 @@ pub const APPLICATION_SDP: &str = "application/sdp";
 /// `Content-Type` of a PATCH body (RFC 8840).
 pub const TRICKLE_ICE_SDPFRAG: &str = "application/trickle-ice-sdpfrag";
 
+/// Redirects (307, and 308 from servers that use it) followed for one POST, re-sending the
+/// offer: a cluster of bridges sends a POST to the node that owns the stream or has room.
+pub const MAX_REDIRECTS: u32 = 5;
+
 /// Limit for one HTTP exchange.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bodies quoted in errors are cut to this many bytes.

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, client_ip};
 use crate::app::{App, CreateError};
+use crate::cluster::{RedirectReason, RefuseReason, Route};
 use crate::session::{PatchError, PatchReply};
 use crate::whip::liveness::EndReason;
 use crate::whip::sdpfrag::SdpFrag;
@@ -32,6 +33,44 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, MAX_BODY)
         .await
         .map_err(|_| ApiError::new(413, format!("body larger than {MAX_BODY} bytes")))
+}
+
+/// The query a node adds to the POSTs it redirects: the next node does not balance them again
+/// (see [`crate::cluster::PostView::routed`]).
+const ROUTED: &str = "routed=1";
+
+fn draining() -> ApiError {
+    ApiError::new(503, "this bridge is draining: it takes no new sessions").retry_after(5)
+}
+
+/// `307` to `location` (RFC 9725 §4.5: the client repeats the request there, body and all).
+fn redirect(app: &App, location: &str, reason: RedirectReason) -> Result<Response, ApiError> {
+    let value = HeaderValue::from_str(location).map_err(ApiError::internal)?;
+    app.metrics
+        .whip_redirects
+        .get_or_create(&reason.into())
+        .inc();
+    let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
+    response.headers_mut().insert(header::LOCATION, value);
+    Ok(response)
+}
+
+/// A request for a session that is not on this node: `307` to the node that owns its stream,
+/// if that is another (a client that kept this node's URL, or a load balancer that sent it
+/// here), else 404.
+async fn elsewhere(app: &App, stream: &str, id: &str) -> Result<Response, ApiError> {
+    let owner = match &app.cluster {
+        Some(cluster) => cluster.owner(stream).await.ok().flatten(),
+        None => None,
+    };
+    match owner {
+        Some(owner) if app.cluster.as_ref().is_some_and(|c| c.url() != owner.url) => redirect(
+            app,
+            &format!("{}/whip/{stream}/{id}", owner.url),
+            RedirectReason::Owner,
+        ),
+        _ => Err(ApiError::no_session()),
+    }
 }
 
 /// `POST /admin/drain`: the bridge stops admitting sessions (see [`App::start_draining`]).
@@ -83,10 +122,30 @@ pub(super) async fn post(
     if !content_type_is(request.headers(), SDP) {
         return Err(ApiError::new(415, "the offer must be application/sdp"));
     }
-    if app.is_draining() {
-        return Err(
-            ApiError::new(503, "this bridge is draining: it takes no new sessions").retry_after(5),
-        );
+    // Held until the session is set up: this node's load counts it meanwhile.
+    let mut _admission = None;
+    if let Some(cluster) = &app.cluster {
+        let query = request.uri().query().unwrap_or_default();
+        let routed = query.split('&').any(|pair| pair == ROUTED);
+        let (route, admission) = cluster.route_post(&app, &stream, routed).await;
+        _admission = admission;
+        match route {
+            Route::Here => {}
+            Route::Redirect { url, reason } => {
+                return redirect(&app, &format!("{url}/whip/{stream}?{ROUTED}"), reason);
+            }
+            Route::Refuse(RefuseReason::Draining) => return Err(draining()),
+            Route::Refuse(RefuseReason::RedisDown) => {
+                return Err(ApiError::new(
+                    503,
+                    "the cluster's Redis cannot be reached and this node admits nothing then; \
+                     retry",
+                )
+                .retry_after(5));
+            }
+        }
+    } else if app.is_draining() {
+        return Err(draining());
     }
     if app.is_saturated() {
         app.metrics.saturated_refused.inc();
@@ -136,7 +195,15 @@ pub(super) async fn post(
             }
             other => ApiError::internal(other),
         })?;
-    let location = format!("/whip/{stream}/{}", created.id);
+    // In a cluster, absolute: PATCH and DELETE then come straight here, whichever node the
+    // POST was first sent to.
+    let location = match &app.cluster {
+        Some(cluster) => {
+            cluster.claim(&stream);
+            format!("{}/whip/{stream}/{}", cluster.url(), created.id)
+        }
+        None => format!("/whip/{stream}/{}", created.id),
+    };
     let mut response = (
         StatusCode::CREATED,
         [
@@ -161,7 +228,9 @@ pub(super) async fn patch(
     Path((stream, id)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let handle = app.session(&stream, &id).ok_or_else(ApiError::no_session)?;
+    let Some(handle) = app.session(&stream, &id) else {
+        return elsewhere(&app, &stream, &id).await;
+    };
     if !content_type_is(request.headers(), SDPFRAG) {
         return Err(ApiError::new(
             415,
@@ -205,14 +274,16 @@ pub(super) async fn patch(
 pub(super) async fn delete(
     State(app): State<Arc<App>>,
     Path((stream, id)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
-    app.session(&stream, &id).ok_or_else(ApiError::no_session)?;
+) -> Result<Response, ApiError> {
+    if app.session(&stream, &id).is_none() {
+        return elsewhere(&app, &stream, &id).await;
+    }
     let wait = app
         .end_session(&id, EndReason::Delete)
         .ok_or_else(ApiError::no_session)?;
     // Answer once the outputs are closed, but never hang a client on a stuck session.
     let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
-    Ok(StatusCode::OK)
+    Ok(StatusCode::OK.into_response())
 }
 
 fn options_response(methods: &'static str, accept_post: bool) -> Response {
@@ -247,6 +318,7 @@ pub(super) async fn options_session(
     State(app): State<Arc<App>>,
     Path((stream, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
+    // Never redirected: browsers fail a CORS preflight that is answered 3xx.
     app.session(&stream, &id).ok_or_else(ApiError::no_session)?;
     Ok(options_response("OPTIONS, GET, PATCH, DELETE", false))
 }
@@ -260,7 +332,9 @@ pub(super) async fn get_endpoint() -> StatusCode {
 pub(super) async fn get_session(
     State(app): State<Arc<App>>,
     Path((stream, id)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
-    app.session(&stream, &id).ok_or_else(ApiError::no_session)?;
-    Ok(StatusCode::NO_CONTENT)
+) -> Result<Response, ApiError> {
+    if app.session(&stream, &id).is_none() {
+        return elsewhere(&app, &stream, &id).await;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

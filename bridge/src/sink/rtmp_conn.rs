@@ -285,7 +285,7 @@ impl RtmpConnection {
         self.apply(vec![packet]).await.map(drop)
     }
 
-    /// FCUnpublish, deleteStream, then closes the connection, within [`CLOSE_TIMEOUT`]. The
+    /// FCUnpublish, deleteStream, then closes the connection, within `CLOSE_TIMEOUT` (2 s). The
     /// ingest then ends the stream at once (nginx-rtmp finalizes its recording, platforms mark
     /// the broadcast over) rather than when it notices the connection gone.
     pub async fn close(mut self) {

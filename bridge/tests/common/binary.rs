@@ -238,7 +238,12 @@ pub(crate) fn free_port() -> u16 {
 }
 
 pub(crate) fn free_loopback_ports() -> (SocketAddr, SocketAddr) {
-    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    free_ports_on([127, 0, 0, 1].into())
+}
+
+/// A free TCP and a free UDP port on `ip` (any of 127/8 on Linux: all of it is loopback).
+pub(crate) fn free_ports_on(ip: IpAddr) -> (SocketAddr, SocketAddr) {
+    let tcp = TcpListener::bind((ip, 0)).unwrap();
+    let udp = UdpSocket::bind((ip, 0)).unwrap();
     (tcp.local_addr().unwrap(), udp.local_addr().unwrap())
 }

@@ -12,7 +12,8 @@
 //! - [`metrics`]: reading `/metrics`;
 //! - [`nginx`]: nginx-rtmp recording what the bridge pushes, and ffprobe/ffmpeg judging it;
 //! - [`inproc`]: the bridge in this process and the loadgen publisher pointed at it;
-//! - [`tls`]: a test CA and the certificates it issues, for the bridge's HTTPS.
+//! - [`tls`]: a test CA and the certificates it issues, for the bridge's HTTPS;
+//! - [`redis`]: a Redis server of the test's own (Debian's `redis-server`), for clusters.
 
 pub(crate) mod binary;
 pub(crate) mod http;
@@ -22,4 +23,5 @@ pub(crate) mod netns;
 pub(crate) mod nginx;
 pub(crate) mod peers;
 pub(crate) mod proc;
+pub(crate) mod redis;
 pub(crate) mod tls;

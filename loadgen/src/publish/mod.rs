@@ -957,6 +957,9 @@ pub async fn run_with_limits(args: &PublishArgs, limits: &[Slo]) -> Result<Repor
         match outcome.result {
             Ok(publisher) => {
                 report.sessions.ok += 1;
+                if let Some(node) = crate::sdp::origin(publisher.session_url()) {
+                    *report.nodes.entry(node.to_owned()).or_default() += 1;
+                }
                 publishers.push(publisher);
             }
             Err((kind, e)) => {

@@ -389,6 +389,10 @@ pub struct Report {
     pub faults: BTreeMap<String, u64>,
     /// Sessions per client profile.
     pub profiles: BTreeMap<String, u64>,
+    /// Sessions created per node (the origin of the URL that answered 201, after redirects):
+    /// how a cluster of bridges spread them.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, u64>,
     /// Answers per request kind and status (`no answer` for none).
     pub statuses: BTreeMap<String, BTreeMap<String, u64>>,
     /// Datagrams that reached the candidate sink sockets.
@@ -504,6 +508,7 @@ impl Report {
                 .extend(r.failure_examples.iter().cloned());
             add(&mut out.faults, &r.faults);
             add(&mut out.profiles, &r.profiles);
+            add(&mut out.nodes, &r.nodes);
             for (k, v) in &r.statuses {
                 add(out.statuses.entry(k.clone()).or_default(), v);
             }
@@ -551,6 +556,9 @@ impl Report {
         );
         if !self.profiles.is_empty() {
             let _ = writeln!(out, "profiles: {}", join_counts(&self.profiles));
+        }
+        if !self.nodes.is_empty() {
+            let _ = writeln!(out, "sessions per node: {}", join_counts(&self.nodes));
         }
         if !self.faults.is_empty() {
             let _ = writeln!(

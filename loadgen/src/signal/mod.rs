@@ -653,6 +653,12 @@ impl Collector {
         for fault in faults.names() {
             *report.faults.entry(fault.to_owned()).or_default() += 1;
         }
+        let created = exchanges
+            .iter()
+            .rfind(|e| e.method == hyper::Method::POST && e.status() == Some(201));
+        if let Some(node) = created.and_then(|e| crate::sdp::origin(&e.url)) {
+            *report.nodes.entry(node.to_owned()).or_default() += 1;
+        }
         report.sessions.unchecked_patches += verdict.unchecked;
         if verdict.ok() {
             report.sessions.ok += 1;

@@ -13,10 +13,7 @@ use super::scenario::{Batch, Faults, REORDER_SPACING, STORM_DELETES, SessionPlan
 use super::{Ctx, Event, Req, SessionResult};
 use crate::sdp::{IceCredentials, SdpFrag, resolve_location};
 use crate::stats::Metric;
-use crate::whip_client::{APPLICATION_SDP, Exchange, Response, TRICKLE_ICE_SDPFRAG};
-
-/// Redirects followed for one POST.
-const MAX_REDIRECTS: u32 = 5;
+use crate::whip_client::{APPLICATION_SDP, Exchange, MAX_REDIRECTS, Response, TRICKLE_ICE_SDPFRAG};
 /// Longest Retry-After honoured; a missing or HTTP-date one counts as 1 s.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
