@@ -5,7 +5,7 @@
 //!    violation of the WHIP rules (the 307s included).
 //! 2. A second publisher of a live stream POSTed to another node is sent (307) to the owner and
 //!    takes the stream over there (raw POSTs, then loadgen's publisher, which connects ICE on the
-//!    owner); a session request that lands on the wrong node is sent on.
+//!    owner); a session request, or an HLS request, that lands on the wrong node is sent on.
 //! 3. A node killed with SIGKILL loses its keys within the TTL, and its stream can then be
 //!    published on another node.
 //! 4. Redis killed and started again mid-run: the nodes keep serving (a POST is answered at
@@ -231,6 +231,15 @@ async fn three_nodes_spread_take_over_lose_a_node_and_outlive_redis() {
         .unwrap();
     assert_eq!(nodes[0].request("GET", &path(&second)).0, 404, "taken over");
     assert_eq!(redirects(&nodes[2], "owner"), 2.0);
+    // An HLS request for the stream on another node goes to the owner, path and query kept
+    // (the owner, with no HLS output here, answers it itself: 404).
+    let hls = "/hls/live/index.m3u8?_HLS_msn=5&_HLS_part=1";
+    assert_eq!(
+        nodes[1].request("GET", hls),
+        (307, Some(format!("{}{hls}", nodes[0].url)))
+    );
+    assert_eq!(nodes[0].request("GET", hls).0, 404);
+    assert_eq!(redirects(&nodes[1], "hls_owner"), 1.0);
 
     // 3. The owner killed: its keys expire within the TTL, and the stream moves.
     let node_keys = redis.keys("whip-bridge:node:*");

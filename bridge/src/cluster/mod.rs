@@ -74,6 +74,9 @@ pub enum RedirectReason {
     Load,
     /// This node drains.
     Draining,
+    /// An HLS request for a stream another node makes (counted with the WHIP redirects: one
+    /// place to see what this node sends elsewhere).
+    HlsOwner,
 }
 
 impl RedirectReason {
@@ -83,6 +86,7 @@ impl RedirectReason {
             Self::Owner => "owner",
             Self::Load => "load",
             Self::Draining => "draining",
+            Self::HlsOwner => "hls_owner",
         }
     }
 }

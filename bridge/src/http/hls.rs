@@ -21,6 +21,7 @@ use serde::Deserialize;
 use super::ApiError;
 use crate::app::App;
 use crate::auth::{AccessRequest, Action};
+use crate::cluster::RedirectReason;
 use crate::hls::store::{HlsFile, PartAnswer, PlaylistAnswer, StreamState};
 use crate::metrics::HlsRequestLabel;
 use crate::mux::hls::names::LadderRendition;
@@ -180,6 +181,7 @@ async fn respond(
     };
     let response = match key {
         Some(key) => match authorize(app, stream, &request).await {
+            Ok(_) if app.hls.get(&key).is_none() => elsewhere(app, stream, &request).await,
             Ok(token) => {
                 let query = request.uri.query().map(str::to_owned);
                 let answer = serve(app, &key, file, kind, query).await;
@@ -203,6 +205,21 @@ async fn respond(
         })
         .inc();
     response
+}
+
+/// A stream this node has no HLS output of: in a cluster, `307` to the node that owns it (the
+/// same path and query there: LL-HLS blocking reload needs the node that makes the playlist),
+/// else 404.
+async fn elsewhere(app: &App, stream: &str, request: &Parts) -> Response {
+    let Some(owner) = super::whip::owner_elsewhere(app, stream).await else {
+        return not_found().into_response();
+    };
+    let path = request
+        .uri
+        .path_and_query()
+        .map_or(request.uri.path(), |p| p.as_str());
+    super::whip::redirect(app, &format!("{owner}{path}"), RedirectReason::HlsOwner)
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `key`: a valid stream name, or one and a ladder rendition's folder.

@@ -44,7 +44,11 @@ fn draining() -> ApiError {
 }
 
 /// `307` to `location` (RFC 9725 §4.5: the client repeats the request there, body and all).
-fn redirect(app: &App, location: &str, reason: RedirectReason) -> Result<Response, ApiError> {
+pub(super) fn redirect(
+    app: &App,
+    location: &str,
+    reason: RedirectReason,
+) -> Result<Response, ApiError> {
     let value = HeaderValue::from_str(location).map_err(ApiError::internal)?;
     app.metrics
         .whip_redirects
@@ -59,18 +63,22 @@ fn redirect(app: &App, location: &str, reason: RedirectReason) -> Result<Respons
 /// if that is another (a client that kept this node's URL, or a load balancer that sent it
 /// here), else 404.
 async fn elsewhere(app: &App, stream: &str, id: &str) -> Result<Response, ApiError> {
-    let owner = match &app.cluster {
-        Some(cluster) => cluster.owner(stream).await.ok().flatten(),
-        None => None,
-    };
-    match owner {
-        Some(owner) if app.cluster.as_ref().is_some_and(|c| c.url() != owner.url) => redirect(
+    match owner_elsewhere(app, stream).await {
+        Some(owner) => redirect(
             app,
-            &format!("{}/whip/{stream}/{id}", owner.url),
+            &format!("{owner}/whip/{stream}/{id}"),
             RedirectReason::Owner,
         ),
-        _ => Err(ApiError::no_session()),
+        None => Err(ApiError::no_session()),
     }
+}
+
+/// The base URL of the node that owns `stream`, when a cluster is configured and that node is
+/// another one.
+pub(super) async fn owner_elsewhere(app: &App, stream: &str) -> Option<String> {
+    let cluster = app.cluster.as_ref()?;
+    let owner = cluster.owner(stream).await.ok().flatten()?;
+    (cluster.url() != owner.url).then_some(owner.url)
 }
 
 /// `POST /admin/drain`: the bridge stops admitting sessions (see [`App::start_draining`]).
