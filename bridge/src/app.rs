@@ -158,6 +158,8 @@ impl App {
         metrics: Arc<Metrics>,
         udp: Arc<UdpMux>,
     ) -> Result<Arc<Self>, ConfigError> {
+        // One pool for every request the bridge makes of the platform (auth hook, JWKS, webhooks).
+        let client = crate::outbound::HttpClient::default();
         let rtmp_tls = rtmp_tls(settings.rtmp.ca.as_deref())?;
         let dtls_certificate = peer::dtls_certificate()
             .map_err(|e| ConfigError::Invalid(format!("DTLS certificate: {e}")))?;
@@ -192,8 +194,13 @@ impl App {
             rtmp_tls,
             dtls_certificate,
             hls: HlsStreams::new(settings.hls.clone(), metrics.hls()).with_uploader(uploader),
-            auth: crate::auth::Auth::new(&settings.auth, settings.whip.token.clone()),
-            hooks: Hooks::new(&settings.hooks, settings.http.to_string(), metrics.hooks()),
+            auth: crate::auth::Auth::new(&settings.auth, settings.whip.token.clone(), &client),
+            hooks: Hooks::new(
+                &settings.hooks,
+                settings.http.to_string(),
+                metrics.hooks(),
+                &client,
+            ),
             cluster,
             rate: Mutex::new(RateLimiter::new(settings.whip.post_rate_per_ip)),
             setups: Arc::new(tokio::sync::Semaphore::new(settings.whip.setup_concurrency)),

@@ -194,14 +194,20 @@ pub struct Hooks {
 impl Hooks {
     /// Starts one delivery task per URL (on the current tokio runtime); `node` names this bridge
     /// in every event.
-    pub fn new(settings: &WebhookSettings, node: String, metrics: HookMetrics) -> Self {
-        Self::with_queue(settings, node, metrics, QUEUE)
+    pub fn new(
+        settings: &WebhookSettings,
+        node: String,
+        metrics: HookMetrics,
+        client: &HttpClient,
+    ) -> Self {
+        Self::with_queue(settings, node, metrics, client, QUEUE)
     }
 
     fn with_queue(
         settings: &WebhookSettings,
         node: String,
         metrics: HookMetrics,
+        client: &HttpClient,
         queue: usize,
     ) -> Self {
         if settings.urls.is_empty() {
@@ -215,7 +221,7 @@ impl Hooks {
                     .inc_by(0);
             }
         }
-        let client = HttpClient::default();
+        let client = client.clone();
         let pending = Arc::new(AtomicUsize::new(0));
         let queues = settings
             .urls
@@ -510,6 +516,7 @@ mod tests {
             &WebhookSettings::default(),
             String::new(),
             HookMetrics::default(),
+            &HttpClient::default(),
         );
         assert!(hooks.inner.is_none());
         hooks.for_session("s", "id").emit(Event::PublishStart);
@@ -527,7 +534,13 @@ mod tests {
             timeout: Duration::from_secs(30),
         };
         let metrics = HookMetrics::default();
-        let hooks = Hooks::with_queue(&settings, "n".into(), metrics.clone(), 2);
+        let hooks = Hooks::with_queue(
+            &settings,
+            "n".into(),
+            metrics.clone(),
+            &HttpClient::default(),
+            2,
+        );
         let session = hooks.for_session("s", "id");
         let started = std::time::Instant::now();
         session.emit(Event::PublishStart);

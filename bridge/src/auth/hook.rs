@@ -51,11 +51,11 @@ pub struct AuthHook {
 }
 
 impl AuthHook {
-    /// A hook with an empty cache.
-    pub fn new(settings: HookSettings) -> Self {
+    /// A hook with an empty cache, asked through `client`.
+    pub fn new(settings: HookSettings, client: HttpClient) -> Self {
         Self {
             settings,
-            client: HttpClient::default(),
+            client,
             cache: Mutex::new(HashMap::new()),
         }
     }

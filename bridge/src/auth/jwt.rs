@@ -95,10 +95,10 @@ pub struct JwtVerifier {
 
 impl JwtVerifier {
     /// A verifier that fetches its keys on first use.
-    pub fn new(settings: JwksSettings) -> Self {
+    pub fn new(settings: JwksSettings, client: HttpClient) -> Self {
         Self {
             settings,
-            client: HttpClient::default(),
+            client,
             keys: RwLock::new(KeySet::default()),
             fetching: Mutex::new(None),
         }

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{AuthSettings, HlsAuth};
 use crate::metrics::Metrics;
+use crate::outbound::HttpClient;
 
 /// What a request wants to do with a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -147,13 +148,13 @@ pub struct Auth {
 }
 
 impl Auth {
-    /// The policy the settings describe.
-    pub fn new(settings: &AuthSettings, global: Option<String>) -> Self {
+    /// The policy the settings describe; the hook and the JWKS are asked through `client`.
+    pub fn new(settings: &AuthSettings, global: Option<String>, client: &HttpClient) -> Self {
         Self {
             global,
             streams: settings.streams.clone(),
-            jwt: settings.jwks.clone().map(jwt::JwtVerifier::new),
-            hook: settings.hook.clone().map(hook::AuthHook::new),
+            jwt: (settings.jwks.clone()).map(|s| jwt::JwtVerifier::new(s, client.clone())),
+            hook: (settings.hook.clone()).map(|s| hook::AuthHook::new(s, client.clone())),
             hls: settings.hls,
         }
     }
@@ -325,7 +326,7 @@ mod tests {
             hook: None,
             hls,
         };
-        Auth::new(&settings, global.map(str::to_owned))
+        Auth::new(&settings, global.map(str::to_owned), &HttpClient::default())
     }
 
     #[tokio::test]
@@ -367,6 +368,7 @@ mod tests {
                 hls: HlsAuth::None,
             },
             None,
+            &HttpClient::default(),
         );
         for action in [Action::Publish, Action::Read] {
             assert_eq!(
