@@ -5,8 +5,6 @@
 
 mod common;
 
-use loadgen::signal;
-
 /// Limit for one HTTP exchange: an answer this late is the machine's doing, not the protocol's.
 const TIMEOUT: &str = "30s";
 
@@ -47,15 +45,7 @@ async fn overload_is_refused_with_retry_after_and_every_session_set_up_in_the_en
         "--seed",
         "7",
     ];
-    let args = signal::parse_args(args.iter().map(|s| (*s).to_owned())).unwrap();
-    let report = signal::run(&args).await.unwrap().report;
-    print!("{}", report.table());
-
-    assert_eq!(
-        report.violations.total, 0,
-        "{:?}",
-        report.violation_examples
-    );
+    let report = common::inproc::signal_without_violations(&args).await;
     assert!(
         report.refusals.count > 0,
         "no POST refused: the overload did not happen ({:?})",

@@ -66,3 +66,17 @@ pub(crate) fn endpoint(bridge: &bridge::Bridge, stream: &str) -> loadgen::Publis
         ..loadgen::PublisherConfig::new(format!("http://{}/whip/{stream}", bridge.http_addr()))
     }
 }
+
+/// `loadgen signal` with these arguments, its table printed; the report, once it is known to
+/// hold no violation of the WHIP rules.
+pub(crate) async fn signal_without_violations(args: &[&str]) -> loadgen::report::Report {
+    let args = loadgen::signal::parse_args(args.iter().map(|s| (*s).to_owned())).unwrap();
+    let report = loadgen::signal::run(&args).await.unwrap().report;
+    print!("{}", report.table());
+    assert_eq!(
+        report.violations.total, 0,
+        "{:?}",
+        report.violation_examples
+    );
+    report
+}
