@@ -172,11 +172,6 @@ impl App {
                 .unwrap_or(udp.local_addr().ip()),
             udp.local_addr().port(),
         );
-        let uploader = match &settings.hls_s3 {
-            Some(s3) => ObjectSink::s3(s3, metrics.hls_s3())
-                .map_err(|e| ConfigError::Invalid(e.to_string()))?,
-            None => ObjectSink::default(),
-        };
         let cluster = settings
             .cluster
             .clone()
@@ -184,6 +179,15 @@ impl App {
             .transpose()
             .map_err(|e| ConfigError::Invalid(format!("--cluster-redis: {e}")))?
             .map(Arc::new);
+        // Clustered, the node set says whose a stream's storage folder is.
+        let owners = cluster
+            .clone()
+            .map(|cluster| cluster as Arc<dyn crate::sink::s3::Owners>);
+        let uploader = match &settings.hls_s3 {
+            Some(s3) => ObjectSink::s3(s3, metrics.hls_s3(), owners)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+            None => ObjectSink::default(),
+        };
         let session_settings = SessionSettings {
             liveness: settings.liveness,
             rtp_dump: settings.rtp_dump.clone(),

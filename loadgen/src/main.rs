@@ -92,6 +92,8 @@ async fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,rtc=error")),
         )
         .with_writer(std::io::stderr)
+        // Colours for a person at a terminal; plain text for journald, files and pipes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let (report, out) = match cli.command {

@@ -16,12 +16,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{NodeLoad, Owner, PostView, RedirectReason, Route};
 use crate::app::App;
 use crate::config::ClusterSettings;
+use crate::sink::s3::{Claim, Owners};
 use crate::whip::liveness::EndReason;
 
 /// Longest a request handler waits for Redis (the owner of a stream).
@@ -379,6 +381,18 @@ impl Cluster {
         if !matches!(tokio::time::timeout(LOOKUP_TIMEOUT, del).await, Ok(Ok(()))) {
             tracing::debug!("could not deregister; the key expires within the TTL");
         }
+    }
+}
+
+impl Owners for Cluster {
+    fn claim<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Claim> {
+        Box::pin(async move {
+            match self.owner(stream).await {
+                Ok(Some(owner)) if owner.id == self.id => Claim::Ours,
+                Ok(Some(_)) => Claim::Theirs,
+                Ok(None) | Err(()) => Claim::Unknown,
+            }
+        })
     }
 }
 

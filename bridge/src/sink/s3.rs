@@ -21,19 +21,26 @@
 //!   exist, only the preload hint is a 404 until it lands. Blocking reload (`_HLS_msn`) is what
 //!   storage cannot do: a CDN in front answers the query as a plain reload, so LL-HLS at its
 //!   lowest latency needs the owning node.
-//! - Fencing (split brain: two nodes writing one stream), three ways, each a 412 or its
-//!   equivalent, after which this node stops uploading the stream (`bridge_hls_s3_fenced_total`,
-//!   an error logged) until its presentation ends here:
-//!   - before a stream's first upload in a presentation, objects of it written in the last
-//!     [`LIVE_FOR`] and no `EXT-X-ENDLIST` in its stored playlist: another node is live on it
-//!     (otherwise what an earlier presentation left is deleted, as on disk);
+//! - Fencing (split brain: two nodes writing one stream), each way a 412 or its equivalent,
+//!   after which this node stops uploading the stream (`bridge_hls_s3_fenced_total`, an error
+//!   logged) until its presentation ends here:
+//!   - before a stream's first upload in a presentation, the node set ([`Owners`], the
+//!     cluster's Redis) is asked whose the stream is. Another node's: fenced. This node's: it
+//!     takes the folder over, deleting what is there, even objects written a moment ago: they
+//!     are a node's that crashed or paused past its key's TTL (the new owner must not wait out
+//!     [`LIVE_FOR`], and one that paused is fenced by its next playlist PUT, below);
+//!   - with no node set, or Redis not answering: objects of it written in the last
+//!     [`LIVE_FOR`] and no `EXT-X-ENDLIST` in its stored playlist mean another node is live on
+//!     it (otherwise what an earlier presentation left is deleted, as on disk);
 //!   - a media object already there (412 on `If-None-Match: *`): names are never reused (see
 //!     [`crate::sink::hls`]), so another writer made it;
 //!   - a playlist changed by someone else: each playlist PUT after the first is conditional on
 //!     the ETag of this node's last one (`If-Match`), so of two writers that started together
 //!     (both found nothing, and their names differ: they start at the wall clock in ms), the
-//!     first to be overwritten gets 412 on its next playlist and yields. The first PUT of a
-//!     playlist overwrites: a leftover of a crashed writer must not fence.
+//!     first to be overwritten gets 412 on its next playlist and yields (a playlist deleted
+//!     meanwhile, by a new owner taking the folder over, fences too). The first PUT of a
+//!     playlist overwrites: a leftover of a crashed writer must not fence. A batch fenced at
+//!     its playlist deletes the media it has just stored, which nothing lists.
 //! - Retries: the webhooks' policy ([`crate::hooks::retry`]), object_store's own turned off so
 //!   that this code sees every answer. A 412 on a retry may be this node's own earlier try,
 //!   landed with its answer lost: the stored object is read back, and only other bytes fence.
@@ -45,6 +52,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
@@ -106,6 +114,23 @@ impl S3Metrics {
     }
 }
 
+/// Whose a stream is, as the node set says when its first upload in a presentation is prepared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This node holds the stream's key.
+    Ours,
+    /// Another node does.
+    Theirs,
+    /// Nobody can say (no key yet, Redis down): the stored objects decide.
+    Unknown,
+}
+
+/// The node set's word on who owns a stream ([`crate::cluster::Cluster`]).
+pub trait Owners: Send + Sync + std::fmt::Debug {
+    /// Whose `stream` is, bounded in time ([`Claim::Unknown`] when there is no answer).
+    fn claim<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Claim>;
+}
+
 /// What an upload task is told.
 #[derive(Debug)]
 enum Msg {
@@ -143,7 +168,12 @@ pub struct SetupError(#[from] object_store::Error);
 impl ObjectSink {
     /// Builds the S3 client (region and credentials from the `AWS_*` environment) and starts the
     /// upload tasks on the current runtime.
-    pub fn s3(settings: &S3Settings, metrics: S3Metrics) -> Result<Self, SetupError> {
+    /// `owners`: the node set, when clustered.
+    pub fn s3(
+        settings: &S3Settings,
+        metrics: S3Metrics,
+        owners: Option<Arc<dyn Owners>>,
+    ) -> Result<Self, SetupError> {
         // reqwest is built without a default TLS provider (its own is aws-lc-rs, a C build):
         // the one the bridge links is installed for the process. An error only says one is
         // installed already.
@@ -165,15 +195,23 @@ impl ObjectSink {
             builder = builder.with_endpoint(endpoint);
         }
         let store = Arc::new(builder.build()?);
-        Ok(Self::new(store, &settings.prefix, settings.queue, metrics))
+        Ok(Self::new(
+            store,
+            &settings.prefix,
+            settings.queue,
+            metrics,
+            owners,
+        ))
     }
 
-    /// Uploads to `store` under `prefix`, `queue` batches waiting per task at most.
+    /// Uploads to `store` under `prefix`, `queue` batches waiting per task at most, asking
+    /// `owners` (if any) whose a stream is before taking its folder.
     pub fn new(
         store: Arc<dyn ObjectStore>,
         prefix: &str,
         queue: usize,
         metrics: S3Metrics,
+        owners: Option<Arc<dyn Owners>>,
     ) -> Self {
         for kind in ["media", "playlist", "delete"] {
             for ok in [true, false] {
@@ -189,6 +227,7 @@ impl ObjectSink {
                 let (tx, rx) = mpsc::channel(queue);
                 let worker = Worker {
                     store: store.clone(),
+                    owners: owners.clone(),
                     prefix: prefix.to_owned(),
                     metrics: metrics.clone(),
                     fenced: HashSet::new(),
@@ -274,6 +313,7 @@ enum Put {
 #[derive(Debug)]
 struct Worker {
     store: Arc<dyn ObjectStore>,
+    owners: Option<Arc<dyn Owners>>,
     prefix: String,
     metrics: S3Metrics,
     /// Streams another writer has (until this node ends their presentation).
@@ -335,11 +375,11 @@ impl Worker {
         }
         if !self.prepared.contains(stream) {
             match self.prepare(stream).await {
-                Ok(true) => {
-                    self.fence(stream, "a live playlist is stored");
+                Ok(Some(why)) => {
+                    self.fence(stream, why);
                     return;
                 }
-                Ok(false) => {}
+                Ok(None) => {}
                 // Not fatal: the uploads themselves still fence on a 412.
                 Err(err) => tracing::warn!(%stream, %err, "stored HLS objects not checked"),
             }
@@ -352,20 +392,27 @@ impl Worker {
                 FileOp::Remove(_) => None,
             })
             .partition(|(name, _)| name.ends_with(".m3u8"));
+        let mut stored = Vec::with_capacity(media.len());
         for (name, data, kind) in media
             .into_iter()
             .map(|(n, d)| (n, d, "media"))
             .chain(playlists.into_iter().map(|(n, d)| (n, d, "playlist")))
         {
-            match self
-                .put(self.path(stream, name), data, kind == "media")
-                .await
-            {
+            let path = self.path(stream, name);
+            match self.put(path.clone(), data, kind == "media").await {
                 Put::Fenced => {
                     self.fence(stream, &format!("{name} written by another node (412)"));
+                    // Stored a moment ago under names of this node's own, listed by no
+                    // playlist: nothing would ever delete them.
+                    self.delete(stream, stored).await;
                     return;
                 }
-                put => self.metrics.count(kind, put == Put::Stored),
+                put => {
+                    if put == Put::Stored && kind == "media" {
+                        stored.push(path);
+                    }
+                    self.metrics.count(kind, put == Put::Stored);
+                }
             }
         }
         let expired: Vec<_> = ops
@@ -409,10 +456,15 @@ impl Worker {
                     self.chain(path, stored.e_tag, stored.version, media);
                     return Put::Stored;
                 }
+                // A playlist this node stored and that is gone was taken over (deleted by a new
+                // owner): as good as changed.
                 Err(
                     object_store::Error::AlreadyExists { .. }
                     | object_store::Error::Precondition { .. },
-                ) => {
+                )
+                | Err(object_store::Error::NotFound { .. })
+                    if !matches!(options.mode, PutMode::Overwrite) =>
+                {
                     if attempt > 0
                         && let Some(stored) = self.read_back(&path, data).await
                     {
@@ -480,10 +532,17 @@ impl Worker {
         }
     }
 
-    /// Looks at what is stored for `stream` before its first upload in this process: `true` if
-    /// another writer has it live (objects written in the last [`LIVE_FOR`], and no
-    /// `EXT-X-ENDLIST`); else what an earlier presentation left is deleted.
-    async fn prepare(&self, stream: &str) -> object_store::Result<bool> {
+    /// Before `stream`'s first upload in a presentation: why another writer has it, if it does
+    /// (see the module's doc: the node set's word first, else what is stored); otherwise what
+    /// is stored of it is deleted, an earlier presentation's.
+    async fn prepare(&self, stream: &str) -> object_store::Result<Option<&'static str>> {
+        let claim = match &self.owners {
+            Some(owners) => owners.claim(stream).await,
+            None => Claim::Unknown,
+        };
+        if claim == Claim::Theirs {
+            return Ok(Some("another node owns the stream in the cluster"));
+        }
         let dir = self.path(stream, "");
         let listed: Vec<_> = self.store.list(Some(&dir)).try_collect().await?;
         let ours = |path: &Path| {
@@ -498,13 +557,14 @@ impl Worker {
         // A writer touches its folder at least once per segment: anything written recently is
         // a live writer's, unless its playlist says it ended.
         let now = SystemTime::now();
-        let recent = listed.iter().any(|meta| {
-            ours(&meta.location)
-                && now
-                    .duration_since(meta.last_modified.into())
-                    .unwrap_or_default()
-                    < LIVE_FOR
-        });
+        let recent = claim == Claim::Unknown
+            && listed.iter().any(|meta| {
+                ours(&meta.location)
+                    && now
+                        .duration_since(meta.last_modified.into())
+                        .unwrap_or_default()
+                        < LIVE_FOR
+            });
         if recent {
             let index = self.path(stream, MEDIA_PLAYLIST_URI);
             let ended = match self.store.get(&index).await {
@@ -517,7 +577,7 @@ impl Worker {
                 Err(err) => return Err(err),
             };
             if !ended {
-                return Ok(true);
+                return Ok(Some("a live playlist is stored"));
             }
         }
         let stale: Vec<_> = listed
@@ -529,7 +589,7 @@ impl Worker {
             tracing::info!(%stream, objects = stale.len(), "stale HLS objects removed from storage");
         }
         self.delete(stream, stale).await;
-        Ok(false)
+        Ok(None)
     }
 }
 
@@ -580,7 +640,7 @@ mod tests {
     async fn media_is_created_immutable_then_playlists_then_expired_deleted() {
         let store = Arc::new(InMemory::new());
         let metrics = metrics();
-        let sink = ObjectSink::new(store.clone(), "live", 8, metrics.clone());
+        let sink = ObjectSink::new(store.clone(), "live", 8, metrics.clone(), None);
         let stream: Arc<str> = "cam".into();
         sink.offer(
             &stream,
@@ -623,7 +683,7 @@ mod tests {
     async fn a_second_writer_of_a_name_is_fenced_by_412() {
         let store = Arc::new(InMemory::new());
         let metrics = metrics();
-        let sink = ObjectSink::new(store.clone(), "", 8, metrics.clone());
+        let sink = ObjectSink::new(store.clone(), "", 8, metrics.clone(), None);
         let stream: Arc<str> = "cam".into();
         sink.offer(&stream, &[write("seg7.m4s")]);
         until(|| count(&metrics, "media", "ok") == 1).await;
@@ -656,8 +716,8 @@ mod tests {
     async fn a_playlist_overwritten_by_another_writer_fences() {
         let store = Arc::new(InMemory::new());
         let (a_metrics, b_metrics) = (metrics(), metrics());
-        let a = ObjectSink::new(store.clone(), "", 8, a_metrics.clone());
-        let b = ObjectSink::new(store.clone(), "", 8, b_metrics.clone());
+        let a = ObjectSink::new(store.clone(), "", 8, a_metrics.clone(), None);
+        let b = ObjectSink::new(store.clone(), "", 8, b_metrics.clone(), None);
         let stream: Arc<str> = "cam".into();
         let playlist = |body: &'static str| {
             FileOp::Write(
@@ -708,7 +768,7 @@ mod tests {
         put("p/old/v0/seg1.m4s", b"a rendition's").await;
 
         let metrics = metrics();
-        let sink = ObjectSink::new(store.clone(), "p", 8, metrics.clone());
+        let sink = ObjectSink::new(store.clone(), "p", 8, metrics.clone(), None);
         sink.offer(&"live".into(), &[write("seg9.m4s")]);
         sink.offer(&"old".into(), &[write("seg9.m4s")]);
         until(|| metrics.fenced.get() == 1 && count(&metrics, "media", "ok") == 1).await;
@@ -720,12 +780,74 @@ mod tests {
         assert!(stored(&store, "p/old/v0/seg1.m4s").await.is_some());
     }
 
+    /// A node set that always says the same.
+    #[derive(Debug)]
+    struct Says(Claim);
+
+    impl Owners for Says {
+        fn claim<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Claim> {
+            Box::pin(std::future::ready(self.0))
+        }
+    }
+
+    /// Clustered: the owner takes a folder that looks live over (a node that crashed or paused
+    /// wrote it), and a node the cluster says is not the owner uploads nothing. The paused
+    /// writer, back, is fenced by its next playlist PUT (its playlist is gone) and deletes the
+    /// media of that batch.
+    #[tokio::test]
+    async fn the_owner_takes_a_live_folder_over_and_the_paused_writer_is_fenced() {
+        let store = Arc::new(InMemory::new());
+        let (paused, owner, other) = (metrics(), metrics(), metrics());
+        let stream: Arc<str> = "cam".into();
+        let a = ObjectSink::new(
+            store.clone(),
+            "",
+            8,
+            paused.clone(),
+            Some(Arc::new(Says(Claim::Ours))),
+        );
+        a.offer(&stream, &[write("seg1.m4s"), live_playlist()]);
+        until(|| count(&paused, "playlist", "ok") == 1).await;
+
+        let b = ObjectSink::new(
+            store.clone(),
+            "",
+            8,
+            owner.clone(),
+            Some(Arc::new(Says(Claim::Ours))),
+        );
+        b.offer(&stream, &[write("seg7.m4s")]);
+        until(|| count(&owner, "media", "ok") == 1).await;
+        assert!(stored(&store, "cam/seg1.m4s").await.is_none());
+        assert!(stored(&store, "cam/index.m3u8").await.is_none());
+
+        a.offer(&stream, &[write("seg2.m4s"), live_playlist()]);
+        until(|| paused.fenced.get() == 1).await;
+        assert!(stored(&store, "cam/seg2.m4s").await.is_none());
+        assert!(stored(&store, "cam/index.m3u8").await.is_none());
+        b.offer(&stream, &[write("seg8.m4s"), live_playlist()]);
+        until(|| count(&owner, "playlist", "ok") == 1).await;
+        assert_eq!(owner.fenced.get(), 0);
+
+        let c = ObjectSink::new(
+            store.clone(),
+            "",
+            8,
+            other.clone(),
+            Some(Arc::new(Says(Claim::Theirs))),
+        );
+        c.offer(&stream, &[write("seg9.m4s"), live_playlist()]);
+        until(|| other.fenced.get() == 1).await;
+        assert!(stored(&store, "cam/seg9.m4s").await.is_none());
+        assert!(stored(&store, "cam/seg8.m4s").await.is_some());
+    }
+
     /// Offering never waits: past the queue's room, batches are dropped and counted.
     #[tokio::test]
     async fn a_full_queue_drops_and_never_blocks() {
         let store = Arc::new(InMemory::new());
         let metrics = metrics();
-        let sink = ObjectSink::new(store, "", 2, metrics.clone());
+        let sink = ObjectSink::new(store, "", 2, metrics.clone(), None);
         let stream: Arc<str> = "cam".into();
         // The current-thread runtime runs no upload task until this one awaits.
         for n in 0..5 {
@@ -748,7 +870,7 @@ mod tests {
     #[tokio::test]
     async fn a_flush_waits_for_what_is_queued() {
         let store = Arc::new(InMemory::new());
-        let sink = ObjectSink::new(store.clone(), "", 8, metrics());
+        let sink = ObjectSink::new(store.clone(), "", 8, metrics(), None);
         for stream in ["a", "b", "c", "d", "e"] {
             sink.offer(&stream.into(), &[write("seg1.m4s"), live_playlist()]);
         }
