@@ -2,9 +2,11 @@
 //! store, nginx-rtmp as the RTMP ingest, and bridges clustered on a Redis of the test's own.
 //!
 //! 1. FFmpeg 9 publishes with WHIP to a node that drains and sends it (307) to the other: that
-//!    one pushes RTMP (the recording decodes whole) and HLS to the bucket (FFmpeg reads the
-//!    playlist back from the bucket without a decode error), while a lone bridge publishing the
-//!    same stream meanwhile is fenced (a live playlist is stored) and writes nothing.
+//!    one pushes RTMP and HLS to the bucket, while a lone bridge publishing the same stream
+//!    meanwhile is fenced (a live playlist is stored) and writes nothing. A second FFmpeg
+//!    publishing the stream to the draining node is sent (307) to the owner, and takes the
+//!    stream over there: both RTMP recordings decode whole, and FFmpeg reads the playlist back
+//!    from the bucket without a decode error.
 //! 2. Split brain: the owner of a live stream is paused (SIGSTOP) past its key's TTL, the stream
 //!    is published on another node, which takes the bucket's folder over; the paused node,
 //!    resumed, is fenced by the 412 on its next playlist PUT, and the new owner's HLS plays back.
@@ -21,7 +23,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::binary::{Bridge as BridgeProc, free_loopback_ports, free_port, http_request};
-use common::nginx::{Nginx, check_recording, wait_recordings};
+use common::nginx::{Nginx, check_recording, decode_errors, probe, wait_recordings};
 use common::proc::{Proc, Scratch, succeeds};
 use common::redis::Redis;
 
@@ -292,7 +294,7 @@ fn ffmpeg_whip_to_hls_in_s3_plays_back_and_a_second_writer_is_fenced() {
     );
     let (code, _, _) = http_request(draining.http, "POST", "/admin/drain", None, "").unwrap();
     assert_eq!(code, 200);
-    const SECS: u32 = 10;
+    const SECS: u32 = 12;
     let mut publisher = Proc::spawn(
         "ffmpeg",
         &mut common::peers::ffmpeg_publish(&ffmpeg, &draining.whip_url("cam"), SECS),
@@ -325,7 +327,32 @@ fn ffmpeg_whip_to_hls_in_s3_plays_back_and_a_second_writer_is_fenced() {
         0.0
     );
 
-    wait_exit(&mut publisher, 60);
+    // A second FFmpeg publishing the stream to the other node is sent (307) to its owner, and
+    // takes it over there: the playlist goes on, and RTMP is pushed again.
+    const TAKEOVER_SECS: u32 = 6;
+    let mut taking_over = Proc::spawn(
+        "ffmpeg",
+        &mut common::peers::ffmpeg_publish(&ffmpeg, &draining.whip_url("cam"), TAKEOVER_SECS),
+        scratch.file("ffmpeg-takeover.log"),
+    );
+    wait_exit(&mut taking_over, 60);
+    // FFmpeg 9's WHIP muxer does not notice its session ended (it stops sending, and waits).
+    publisher.kill();
+    assert_eq!(
+        draining
+            .metrics()
+            .sum("bridge_whip_redirects_total", &[("reason", "owner")]),
+        1.0,
+        "the takeover was not sent to the owner"
+    );
+    assert_eq!(
+        bridge
+            .metrics()
+            .sum("bridge_sessions_ended_total", &[("reason", "takeover")]),
+        1.0,
+        "{}",
+        bridge.proc.log_tail(30)
+    );
     let text = ended_playlist(s3, "cam", &bridge.proc);
     assert_eq!(
         cache_control(s3, "/hls/live/cam/index.m3u8"),
@@ -343,10 +370,17 @@ fn ffmpeg_whip_to_hls_in_s3_plays_back_and_a_second_writer_is_fenced() {
             "public, max-age=31536000, immutable"
         );
     }
-    plays_back(s3, "cam", &text, 3.0);
-    let recordings = wait_recordings(&nginx, 1);
-    assert_eq!(recordings.len(), 1, "{recordings:?}");
-    check_recording(&recordings[0], f64::from(SECS), 0.2);
+    // The window (6 segments) now holds the second publisher's.
+    plays_back(s3, "cam", &text, 4.0);
+    // One recording per session: the first publisher's up to the takeover, then the second's.
+    let recordings = wait_recordings(&nginx, 2);
+    assert_eq!(recordings.len(), 2, "{recordings:?}");
+    let first = probe(&recordings[0]);
+    assert_eq!(first.codecs, ["h264", "aac"], "{first:?}");
+    assert!(first.duration > 3.0, "{first:?}");
+    let errors = decode_errors(&recordings[0]);
+    assert!(errors.trim().is_empty(), "{errors}");
+    check_recording(&recordings[1], f64::from(TAKEOVER_SECS), 0.25);
     let metrics = bridge.metrics();
     assert_eq!(metrics.sum("bridge_hls_s3_fenced_total", &[]), 0.0);
     assert_eq!(metrics.sum("bridge_hls_s3_dropped_total", &[]), 0.0);
