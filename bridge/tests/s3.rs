@@ -300,10 +300,20 @@ fn ffmpeg_whip_to_hls_in_s3_plays_back_and_a_second_writer_is_fenced() {
         &mut common::peers::ffmpeg_publish(&ffmpeg, &draining.whip_url("cam"), SECS),
         scratch.file("ffmpeg.log"),
     );
+    let mut live = String::new();
     wait_until("no playlist in the bucket", 30, &bridge.proc, || {
-        get(s3, "/hls/live/cam/index.m3u8")
-            .is_some_and(|(status, _, text)| status == 200 && text.contains("#EXTINF"))
+        let (status, _, text) = get(s3, "/hls/live/cam/index.m3u8").unwrap_or_default();
+        live = text;
+        status == 200 && live.contains("#EXTINF")
     });
+    // Storage cannot hold a request: the stored playlist promises no blocking reload, delta
+    // update or preload hint, and keeps its parts and hold-back.
+    for promise in ["CAN-BLOCK-RELOAD", "CAN-SKIP-UNTIL", "#EXT-X-PRELOAD-HINT"] {
+        assert!(!live.contains(promise), "{live}");
+    }
+    for kept in ["PART-HOLD-BACK", "#EXT-X-PART:"] {
+        assert!(live.contains(kept), "{live}");
+    }
     let redirected = draining
         .metrics()
         .sum("bridge_whip_redirects_total", &[("reason", "draining")]);

@@ -15,12 +15,11 @@
 //!   `If-None-Match: *` on S3, and `Cache-Control: public, max-age=31536000, immutable`), then
 //!   the playlists (overwritten, `Cache-Control: max-age=1`): a playlist is stored only after
 //!   what it lists. Then the batch's expired objects, deleted in one bulk request.
-//! - LL-HLS parts are uploaded too, so that the stored playlist is exactly the one on disk and
-//!   every URI in it exists: plain players (FFmpeg, hls.js without low-latency mode, AVPlayer
-//!   outside LL) skip `EXT-X-PART` lines and read segments; low-latency players read parts that
-//!   exist, only the preload hint is a 404 until it lands. Blocking reload (`_HLS_msn`) is what
-//!   storage cannot do: a CDN in front answers the query as a plain reload, so LL-HLS at its
-//!   lowest latency needs the owning node.
+//! - LL-HLS parts are uploaded too, so that every URI of the stored playlist exists: plain
+//!   players (FFmpeg, hls.js without low-latency mode, AVPlayer outside LL) skip `EXT-X-PART`
+//!   lines and read segments; low-latency players read parts. Blocking reload (`_HLS_msn`) and
+//!   delta updates are what storage cannot do, so the stored playlist does not offer them, nor
+//!   a preload hint ([`for_storage`]): LL-HLS at its lowest latency needs the owning node.
 //! - Fencing (split brain: two nodes writing one stream), each way a 412 or its equivalent,
 //!   after which this node stops uploading the stream (`bridge_hls_s3_fenced_total`, an error
 //!   logged) until its presentation ends here:
@@ -68,6 +67,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::S3Settings;
 use crate::hls::store::HlsFile;
 use crate::mux::hls::names::MEDIA_PLAYLIST_URI;
+use crate::mux::hls::playlist::for_storage;
 
 use super::hls::FileOp;
 
@@ -299,6 +299,16 @@ impl Inner {
     }
 }
 
+/// A playlist as storage can serve it ([`for_storage`]); one that is not UTF-8 (never made
+/// here) as it is.
+fn storage_playlist(data: &[Bytes]) -> Vec<Bytes> {
+    let whole: Vec<u8> = data.concat();
+    match std::str::from_utf8(&whole) {
+        Ok(text) => vec![Bytes::from(for_storage(text))],
+        Err(_) => data.to_vec(),
+    }
+}
+
 /// What a PUT came to.
 #[derive(Debug, PartialEq, Eq)]
 enum Put {
@@ -395,11 +405,15 @@ impl Worker {
         let mut stored = Vec::with_capacity(media.len());
         for (name, data, kind) in media
             .into_iter()
-            .map(|(n, d)| (n, d, "media"))
-            .chain(playlists.into_iter().map(|(n, d)| (n, d, "playlist")))
+            .map(|(n, d)| (n, d.clone(), "media"))
+            .chain(
+                playlists
+                    .into_iter()
+                    .map(|(n, d)| (n, storage_playlist(d), "playlist")),
+            )
         {
             let path = self.path(stream, name);
-            match self.put(path.clone(), data, kind == "media").await {
+            match self.put(path.clone(), &data, kind == "media").await {
                 Put::Fenced => {
                     self.fence(stream, &format!("{name} written by another node (412)"));
                     // Stored a moment ago under names of this node's own, listed by no

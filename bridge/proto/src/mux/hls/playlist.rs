@@ -991,6 +991,43 @@ pub fn with_query(playlist: &str, query: &str) -> String {
     out
 }
 
+/// The playlist as plain storage behind a CDN can serve it: no `EXT-X-SERVER-CONTROL` promise
+/// only the bridge keeps (`CAN-BLOCK-RELOAD`, `CAN-SKIP-UNTIL`, `CAN-SKIP-DATERANGES`: storage
+/// answers `_HLS_msn` and `_HLS_skip` requests at once, with the whole playlist, and a player
+/// told it may block would poll it back to back) and no `EXT-X-PRELOAD-HINT` (a request for
+/// the hinted part is a 404 there, not held until the part exists). The hold-backs stay, and
+/// so do the parts, which exist: a low-latency player polls the playlist as a plain one.
+pub fn for_storage(playlist: &str) -> String {
+    const SERVER_CONTROL: &str = "#EXT-X-SERVER-CONTROL:";
+    const BRIDGE_ONLY: [&str; 3] = [
+        "CAN-BLOCK-RELOAD=",
+        "CAN-SKIP-UNTIL=",
+        "CAN-SKIP-DATERANGES=",
+    ];
+    let mut out = String::with_capacity(playlist.len());
+    for line in playlist.split_inclusive('\n') {
+        let text = line.trim_end_matches(['\r', '\n']);
+        if text.starts_with("#EXT-X-PRELOAD-HINT:") {
+            continue;
+        }
+        let Some(attributes) = text.strip_prefix(SERVER_CONTROL) else {
+            out.push_str(line);
+            continue;
+        };
+        // Its attributes are numbers and enums: no quoted commas.
+        let kept: Vec<&str> = attributes
+            .split(',')
+            .filter(|a| !BRIDGE_ONLY.iter().any(|name| a.starts_with(name)))
+            .collect();
+        if !kept.is_empty() {
+            out.push_str(SERVER_CONTROL);
+            out.push_str(&kept.join(","));
+            out.push_str(&line[text.len()..]);
+        }
+    }
+    out
+}
+
 /// A variant of the multivariant playlist: the stream's one, or a rendition of a [`Ladder`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Variant {
@@ -2223,5 +2260,27 @@ seg2.m4s
         assert_eq!(with_query(playlist, "t=x%20y"), want);
         // An unclosed attribute (never made here) is carried to its end, not lost.
         assert_eq!(with_query("#X:URI=\"a", "q=1"), "#X:URI=\"a?q=1");
+    }
+
+    #[test]
+    fn storage_gets_no_promise_only_the_bridge_keeps() {
+        let playlist = "#EXTM3U\n#EXT-X-TARGETDURATION:1\n\
+            #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=0.6,CAN-SKIP-UNTIL=12.0\r\n\
+            #EXT-X-PART-INF:PART-TARGET=0.2\n#EXT-X-PART:DURATION=0.2,URI=\"part12.m4s\"\n\
+            #EXTINF:1.0,\nseg3.m4s\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part13.m4s\"\n\
+            #EXT-X-RENDITION-REPORT:URI=\"../v1/index.m3u8\",LAST-MSN=3\n";
+        let want = "#EXTM3U\n#EXT-X-TARGETDURATION:1\n\
+            #EXT-X-SERVER-CONTROL:PART-HOLD-BACK=0.6\r\n\
+            #EXT-X-PART-INF:PART-TARGET=0.2\n#EXT-X-PART:DURATION=0.2,URI=\"part12.m4s\"\n\
+            #EXTINF:1.0,\nseg3.m4s\n\
+            #EXT-X-RENDITION-REPORT:URI=\"../v1/index.m3u8\",LAST-MSN=3\n";
+        assert_eq!(for_storage(playlist), want);
+        // Nothing left of the tag: no tag. A plain playlist is left as it is.
+        assert_eq!(
+            for_storage("#EXTM3U\n#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES\n#EXTINF:1.0,\ns\n"),
+            "#EXTM3U\n#EXTINF:1.0,\ns\n"
+        );
+        let plain = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg1.ts\n#EXT-X-ENDLIST\n";
+        assert_eq!(for_storage(plain), plain);
     }
 }
