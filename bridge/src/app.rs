@@ -158,6 +158,10 @@ impl App {
         metrics: Arc<Metrics>,
         udp: Arc<UdpMux>,
     ) -> Result<Arc<Self>, ConfigError> {
+        // reqwest (S3) and redis (rediss://) build their TLS on the process's default provider,
+        // and are built without one of their own (reqwest's is aws-lc-rs, a C build): the one
+        // the bridge links. An error only says one is installed already.
+        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
         // One pool for every request the bridge makes of the platform (auth hook, JWKS, webhooks).
         let client = crate::outbound::HttpClient::default();
         let rtmp_tls = rtmp_tls(settings.rtmp.ca.as_deref())?;

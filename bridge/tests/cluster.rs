@@ -11,6 +11,9 @@
 //! 4. Redis killed and started again mid-run: the nodes keep serving (a POST is answered at
 //!    once, by the `local` policy), and register again, with their streams, once it is back.
 //!
+//!
+//! And `rediss://`: a node that trusts the TLS Redis's CA registers; one that does not, never.
+//!
 //! Skipped without `redis-server` unless `BRIDGE_REQUIRE_INTEROP=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -22,6 +25,7 @@ use std::time::{Duration, Instant};
 use common::binary::{Bridge, TOKEN, free_ports_on, http_request};
 use common::proc::Scratch;
 use common::redis::Redis;
+use common::tls::TestCa;
 
 /// The nodes' key TTL: short, so that a killed node's keys expire quickly here.
 const TTL_MS: u64 = 3_000;
@@ -37,13 +41,18 @@ struct Node {
 
 impl Node {
     fn start(last_octet: u8, redis: &Redis) -> Self {
+        Self::start_with(last_octet, &redis.url(), &[])
+    }
+
+    /// A node on the Redis at `redis_url`, with these environment variables.
+    fn start_with(last_octet: u8, redis_url: &str, env: &[(&str, &str)]) -> Self {
         let ip = IpAddr::from([127, 0, 0, last_octet]);
         let (http, udp) = free_ports_on(ip);
         let scratch = Scratch::new();
         let url = format!("http://{http}");
         let extra = [
             "--cluster-redis",
-            &redis.url(),
+            redis_url,
             "--node-url",
             &url,
             "--cluster-ttl-ms",
@@ -61,7 +70,7 @@ impl Node {
             "0",
         ]
         .map(str::to_owned);
-        let bridge = Bridge::start_with(&scratch, None, http, udp, Some(ip), &extra);
+        let bridge = Bridge::start_with_env(&scratch, None, http, udp, Some(ip), &extra, env);
         Self {
             bridge,
             url,
@@ -103,6 +112,49 @@ fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Dur
         std::thread::sleep(Duration::from_millis(50));
     }
     start.elapsed()
+}
+
+/// Managed Redis services speak TLS only. The node checks the server's certificate against the
+/// system's roots, which `SSL_CERT_FILE` replaces (as for OpenSSL-based tools): a node given
+/// the Redis's CA registers, a node given another CA never does.
+#[test]
+fn a_node_registers_over_tls_and_checks_the_certificate() {
+    let _serial = common::proc::serial();
+    let scratch = Scratch::new();
+    let ca = TestCa::new();
+    let leaf = ca.leaf("redis", 1);
+    let (chain, key) = (scratch.file("redis.pem"), scratch.file("redis.key"));
+    std::fs::write(&chain, &leaf.chain_pem).unwrap();
+    std::fs::write(&key, &leaf.key_pem).unwrap();
+    let Some(redis) = Redis::start_tls(&scratch, &chain, &key) else {
+        return;
+    };
+    let (trusted, other) = (scratch.file("ca.pem"), scratch.file("other-ca.pem"));
+    std::fs::write(&trusted, &ca.pem).unwrap();
+    std::fs::write(&other, TestCa::new().pem).unwrap();
+    let url = redis.tls_url();
+    let trusting = Node::start_with(1, &url, &[("SSL_CERT_FILE", trusted.to_str().unwrap())]);
+    let doubting = Node::start_with(2, &url, &[("SSL_CERT_FILE", other.to_str().unwrap())]);
+    wait_for(
+        "the trusting node registered",
+        Duration::from_secs(10),
+        || {
+            trusting.gauge("bridge_cluster_redis_up") == 1.0
+                && redis.keys("whip-bridge:node:*").len() == 1
+        },
+    );
+    // The other node has tried at every tick (250 ms) meanwhile, and a second longer.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(doubting.gauge("bridge_cluster_redis_up"), 0.0);
+    assert_eq!(redis.keys("whip-bridge:node:*").len(), 1);
+    assert_eq!(trusting.gauge("bridge_cluster_nodes"), 1.0);
+    let log = doubting.bridge.proc.log_text();
+    let why = log.lines().find(|l| l.contains("Redis unreachable"));
+    assert!(why.is_some(), "{}", doubting.bridge.proc.log_tail(20));
+    println!(
+        "the node that does not trust the CA: {}",
+        why.unwrap_or_default()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

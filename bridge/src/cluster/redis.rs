@@ -292,34 +292,36 @@ impl Cluster {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut cpu = CpuMeter::new();
         let mut keys_due = Instant::now();
+        // Logged when it changes, and at the first tick: a node that never reaches Redis (a
+        // wrong address, a certificate it does not trust) says why once.
+        let mut was_up = None;
         loop {
             tick.tick().await;
             let load = self.load(&app, cpu.share());
             let keys = Instant::now() >= keys_due;
             let outcome = tokio::time::timeout(keys_period, self.refresh(&app, &load, keys));
-            let up = match outcome.await {
+            let down = match outcome.await {
                 Ok(Ok(())) => {
                     if keys {
                         keys_due = Instant::now() + keys_period;
                     }
-                    true
+                    None
                 }
-                Ok(Err(err)) => {
-                    if self.up.load(Ordering::Relaxed) {
+                Ok(Err(err)) => Some(err.to_string()),
+                Err(_) => Some("no answer in time".to_owned()),
+            };
+            let up = down.is_none();
+            if was_up != Some(up) {
+                match down {
+                    Some(err) => {
                         tracing::warn!(%err, "Redis unreachable: serving what this node has");
                     }
-                    false
-                }
-                Err(_) => {
-                    if self.up.load(Ordering::Relaxed) {
-                        tracing::warn!("Redis did not answer in time: serving what this node has");
+                    None => {
+                        tracing::info!(node = %self.settings.node_url, "registered in the cluster");
                     }
-                    false
                 }
-            };
-            if up && !self.up.load(Ordering::Relaxed) {
-                tracing::info!(node = %self.settings.node_url, "registered in the cluster");
             }
+            was_up = Some(up);
             self.up.store(up, Ordering::Relaxed);
             app.metrics.cluster_redis_up.set(i64::from(up));
         }

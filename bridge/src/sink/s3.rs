@@ -174,10 +174,6 @@ impl ObjectSink {
         metrics: S3Metrics,
         owners: Option<Arc<dyn Owners>>,
     ) -> Result<Self, SetupError> {
-        // reqwest is built without a default TLS provider (its own is aws-lc-rs, a C build):
-        // the one the bridge links is installed for the process. An error only says one is
-        // installed already.
-        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
         let mut builder = object_store::aws::AmazonS3Builder::from_env()
             .with_bucket_name(&settings.bucket)
             .with_retry(object_store::RetryConfig {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,18 @@ use super::proc::{Proc, Scratch, output, skip, succeeds};
 
 pub(crate) struct Redis {
     pub(crate) proc: Proc,
+    /// Plain TCP (what `redis-cli` here talks to).
     pub(crate) port: u16,
+    /// TLS too, on this port, when started with [`Redis::start_tls`].
+    pub(crate) tls_port: Option<u16>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Redis {
@@ -22,23 +34,52 @@ impl Redis {
             skip("redis-server is not installed (apt-get install redis-server)");
             return None;
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Some(Self::start_on(scratch, port))
+        Some(Self::start_on(scratch, free_port()))
     }
 
     /// A server on `port` (again, after [`Redis::stop`]).
     pub(crate) fn start_on(scratch: &Scratch, port: u16) -> Self {
+        Self::spawn(scratch, port, None)
+    }
+
+    /// [`Redis::start`], also serving TLS with this certificate chain and key (PEM files) on a
+    /// port of its own; clients need no certificate.
+    pub(crate) fn start_tls(scratch: &Scratch, chain: &Path, key: &Path) -> Option<Self> {
+        if !succeeds(Command::new("redis-server").arg("--version")) {
+            skip("redis-server is not installed (apt-get install redis-server)");
+            return None;
+        }
+        Some(Self::spawn(
+            scratch,
+            free_port(),
+            Some((free_port(), chain, key)),
+        ))
+    }
+
+    fn spawn(scratch: &Scratch, port: u16, tls: Option<(u16, &Path, &Path)>) -> Self {
         let mut cmd = Command::new("redis-server");
+        if let Some((tls_port, chain, key)) = tls {
+            cmd.args([
+                "--tls-port",
+                &tls_port.to_string(),
+                "--tls-auth-clients",
+                "no",
+            ])
+            .arg("--tls-cert-file")
+            .arg(chain)
+            .arg("--tls-key-file")
+            .arg(key);
+        }
         cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(scratch.file(""));
         let proc = Proc::spawn("redis-server", &mut cmd, scratch.file("redis.log"));
-        let redis = Self { proc, port };
+        let redis = Self {
+            proc,
+            port,
+            tls_port: tls.map(|(tls_port, ..)| tls_port),
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while redis.cli(&["PING"]).as_deref() != Ok("PONG") {
             assert!(
@@ -62,6 +103,11 @@ impl Redis {
 
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The TLS port's URL.
+    pub(crate) fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.tls_port.unwrap())
     }
 
     /// `redis-cli` with these arguments; its output trimmed.
