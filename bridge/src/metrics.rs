@@ -561,6 +561,13 @@ impl Default for Metrics {
                 "Batches of HLS files not uploaded because the upload queue was full",
                 Counter::default(),
             ),
+            recovered: register(
+                r,
+                "hls_s3_recovered",
+                "HLS media objects uploaded from the local folder after batches were dropped \
+                 (a playlist listed them and storage lacked them)",
+                Counter::default(),
+            ),
             fenced: register(
                 r,
                 "hls_s3_fenced",

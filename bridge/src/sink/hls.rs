@@ -325,7 +325,9 @@ impl Run {
             return;
         }
         // Queued before the disk write: storage keeps the batch's order, whatever the disk does.
-        self.task.uploader.offer(&self.task.stream, &ops);
+        self.task
+            .uploader
+            .offer(&self.task.stream, self.task.state.dir(), &ops);
         let dir = self.task.state.dir().to_owned();
         // The folder is made (and what an earlier run left there removed) at the first write,
         // not when the session starts: a publisher that never sends media leaves nothing.

@@ -6,9 +6,12 @@
 //!
 //! - Never on the media path: an output offers each batch of file operations (the same batch it
 //!   writes to disk) with `try_send` to a bounded queue; a full queue drops the batch, counted
-//!   (`bridge_hls_s3_dropped_total`) and logged at 1, 2, 4... drops. A dropped batch leaves a
-//!   hole (a listed object missing, a 404 for one segment); the next playlist overwrites the
-//!   last anyway.
+//!   (`bridge_hls_s3_dropped_total`) and logged at 1, 2, 4... drops. The stream is then behind:
+//!   at its next batch with a playlist, what the playlist lists and storage lacks (one LIST) is
+//!   read from the local folder, where the dropped batches were written, and stored before the
+//!   playlist (`bridge_hls_s3_recovered_total`), so that a stored playlist never lists a
+//!   missing object. What a dropped batch deleted stays in storage until the next presentation
+//!   of the stream clears its folder (or a bucket lifecycle rule).
 //! - [`WORKERS`] upload tasks, a stream always on the same one: a stream's uploads stay in order
 //!   and one slow stream delays a share of the others, not all of them.
 //! - In a batch, media first (segments, LL-HLS parts, init sections: `PutMode::Create`, which is
@@ -46,8 +49,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -67,7 +71,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::S3Settings;
 use crate::hls::store::HlsFile;
 use crate::mux::hls::names::MEDIA_PLAYLIST_URI;
-use crate::mux::hls::playlist::for_storage;
+use crate::mux::hls::playlist::{for_storage, uris};
 
 use super::hls::FileOp;
 
@@ -99,6 +103,8 @@ pub struct S3Metrics {
     pub retries: Counter,
     /// Batches dropped on a full queue.
     pub dropped: Counter,
+    /// Media objects stored from the local folder after dropped batches.
+    pub recovered: Counter,
     /// Streams this node stopped uploading because another writer has them.
     pub fenced: Counter,
     /// From a batch being queued to its last request answered.
@@ -152,6 +158,16 @@ struct Inner {
     metrics: S3Metrics,
     /// Batches dropped: logged at 1, 2, 4...
     dropped: AtomicUsize,
+    /// The streams with batches dropped since their last catch-up, and their local folders.
+    behind: Behind,
+}
+
+/// Streams behind (batches dropped) and the folders their files are on disk in.
+type Behind = Arc<Mutex<HashMap<Arc<str>, PathBuf>>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A map that one insert or remove leaves whole: a poisoned lock still holds a valid one.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The bridge's uploader: cheap to clone, and doing nothing without `--hls-s3`.
@@ -218,12 +234,14 @@ impl ObjectSink {
                     .inc_by(0);
             }
         }
+        let behind = Behind::default();
         let workers = (0..WORKERS)
             .map(|_| {
                 let (tx, rx) = mpsc::channel(queue);
                 let worker = Worker {
                     store: store.clone(),
                     owners: owners.clone(),
+                    behind: behind.clone(),
                     prefix: prefix.to_owned(),
                     metrics: metrics.clone(),
                     fenced: HashSet::new(),
@@ -239,12 +257,14 @@ impl ObjectSink {
                 workers,
                 metrics,
                 dropped: AtomicUsize::new(0),
+                behind,
             })),
         }
     }
 
-    /// Queues a batch of `stream`'s file operations; never waits (a full queue drops it).
-    pub(crate) fn offer(&self, stream: &Arc<str>, ops: &[FileOp]) {
+    /// Queues a batch of `stream`'s file operations, which are also applied in `dir`; never
+    /// waits (a full queue drops it, and the stream catches up from `dir` later).
+    pub(crate) fn offer(&self, stream: &Arc<str>, dir: &std::path::Path, ops: &[FileOp]) {
         let Some(inner) = &self.inner else { return };
         let msg = Msg::Batch {
             stream: stream.clone(),
@@ -253,6 +273,9 @@ impl ObjectSink {
         };
         if inner.worker(stream).try_send(msg).is_err() {
             inner.metrics.dropped.inc();
+            lock(&inner.behind)
+                .entry(stream.clone())
+                .or_insert_with(|| dir.to_owned());
             let dropped = inner.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 tracing::warn!(%stream, dropped, "HLS upload queue full: batch dropped");
@@ -320,6 +343,7 @@ enum Put {
 struct Worker {
     store: Arc<dyn ObjectStore>,
     owners: Option<Arc<dyn Owners>>,
+    behind: Behind,
     prefix: String,
     metrics: S3Metrics,
     /// Streams another writer has (until this node ends their presentation).
@@ -399,17 +423,43 @@ impl Worker {
             })
             .partition(|(name, _)| name.ends_with(".m3u8"));
         let mut stored = Vec::with_capacity(media.len());
-        for (name, data, kind) in media
-            .into_iter()
-            .map(|(n, d)| (n, d.clone(), "media"))
-            .chain(
-                playlists
-                    .into_iter()
-                    .map(|(n, d)| (n, storage_playlist(d), "playlist")),
-            )
-        {
+        for (name, data) in media {
             let path = self.path(stream, name);
-            match self.put(path.clone(), &data, kind == "media").await {
+            match self.put(path.clone(), data, true).await {
+                Put::Fenced => {
+                    self.fence(stream, &format!("{name} written by another node (412)"));
+                    return;
+                }
+                put => {
+                    if put == Put::Stored {
+                        stored.push(path);
+                    }
+                    self.metrics.count("media", put == Put::Stored);
+                }
+            }
+        }
+        let playlists: Vec<_> = playlists
+            .into_iter()
+            .map(|(name, data)| (name, storage_playlist(data)))
+            .collect();
+        let dir = (!playlists.is_empty())
+            .then(|| lock(&self.behind).remove(stream))
+            .flatten();
+        if let Some(dir) = dir {
+            match self.catch_up(stream, &dir, &playlists).await {
+                Put::Fenced => {
+                    self.fence(stream, "a listed object written by another node (412)");
+                    return;
+                }
+                // Its next batch with a playlist tries again.
+                Put::Failed => {
+                    lock(&self.behind).entry(stream.clone()).or_insert(dir);
+                }
+                Put::Stored => {}
+            }
+        }
+        for (name, data) in playlists {
+            match self.put(self.path(stream, name), &data, false).await {
                 Put::Fenced => {
                     self.fence(stream, &format!("{name} written by another node (412)"));
                     // Stored a moment ago under names of this node's own, listed by no
@@ -417,12 +467,7 @@ impl Worker {
                     self.delete(stream, stored).await;
                     return;
                 }
-                put => {
-                    if put == Put::Stored && kind == "media" {
-                        stored.push(path);
-                    }
-                    self.metrics.count(kind, put == Put::Stored);
-                }
+                put => self.metrics.count("playlist", put == Put::Stored),
             }
         }
         let expired: Vec<_> = ops
@@ -522,6 +567,65 @@ impl Worker {
         (bytes[..] == ours[..]).then_some(meta)
     }
 
+    /// After dropped batches of `stream`: stores what `playlists` list (media, in this folder)
+    /// and storage lacks, read from the local folder `dir` (a file that expired there since is
+    /// skipped). [`Put::Failed`] if storage could not be listed or a file not stored.
+    async fn catch_up(
+        &mut self,
+        stream: &Arc<str>,
+        dir: &std::path::Path,
+        playlists: &[(&String, Vec<Bytes>)],
+    ) -> Put {
+        let folder = self.path(stream, "");
+        // Directly in the folder: a ladder's renditions have folders of their own.
+        let present: HashSet<String> = match self.store.list_with_delimiter(Some(&folder)).await {
+            Ok(listed) => listed
+                .objects
+                .into_iter()
+                .filter_map(|meta| meta.location.filename().map(str::to_owned))
+                .collect(),
+            Err(err) => {
+                tracing::warn!(%stream, %err, "stored HLS objects not listed; catching up later");
+                return Put::Failed;
+            }
+        };
+        let texts: Vec<String> = playlists
+            .iter()
+            .map(|(_, data)| String::from_utf8_lossy(&data.concat()).into_owned())
+            .collect();
+        let missing: HashSet<&str> = texts
+            .iter()
+            .flat_map(|text| uris(text))
+            .filter(|uri| !uri.contains(['/', '?']) && !uri.ends_with(".m3u8"))
+            .filter(|uri| !present.contains(*uri))
+            .collect();
+        let mut outcome = Put::Stored;
+        for name in missing {
+            let data = match tokio::fs::read(dir.join(name)).await {
+                Ok(data) => Bytes::from(data),
+                // Expired locally too: it leaves the playlist next.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => {
+                    tracing::warn!(%stream, name, %err, "HLS file not read to catch up");
+                    outcome = Put::Failed;
+                    continue;
+                }
+            };
+            match self.put(self.path(stream, name), &[data], true).await {
+                Put::Stored => {
+                    self.metrics.recovered.inc();
+                    self.metrics.count("media", true);
+                }
+                Put::Failed => {
+                    self.metrics.count("media", false);
+                    outcome = Put::Failed;
+                }
+                Put::Fenced => return Put::Fenced,
+            }
+        }
+        outcome
+    }
+
     /// Deletes `paths` in bulk requests (one per 1000 on S3); a missing object is fine.
     async fn delete(&self, stream: &str, paths: Vec<Path>) {
         if paths.is_empty() {
@@ -609,6 +713,9 @@ mod tests {
 
     use super::*;
 
+    /// The local folder of streams that never fall behind here.
+    const NOWHERE: &str = "/nonexistent";
+
     fn write(name: &str) -> FileOp {
         FileOp::Write(name.to_owned(), vec![Bytes::from(name.to_owned())])
     }
@@ -654,10 +761,12 @@ mod tests {
         let stream: Arc<str> = "cam".into();
         sink.offer(
             &stream,
+            NOWHERE.as_ref(),
             &[write("init5.mp4"), write("seg5.m4s"), live_playlist()],
         );
         sink.offer(
             &stream,
+            NOWHERE.as_ref(),
             &[
                 write("seg6.m4s"),
                 live_playlist(),
@@ -695,7 +804,7 @@ mod tests {
         let metrics = metrics();
         let sink = ObjectSink::new(store.clone(), "", 8, metrics.clone(), None);
         let stream: Arc<str> = "cam".into();
-        sink.offer(&stream, &[write("seg7.m4s")]);
+        sink.offer(&stream, NOWHERE.as_ref(), &[write("seg7.m4s")]);
         until(|| count(&metrics, "media", "ok") == 1).await;
         store
             .put(
@@ -704,8 +813,16 @@ mod tests {
             )
             .await
             .unwrap();
-        sink.offer(&stream, &[write("seg8.m4s"), live_playlist()]);
-        sink.offer(&stream, &[write("seg9.m4s"), live_playlist()]);
+        sink.offer(
+            &stream,
+            NOWHERE.as_ref(),
+            &[write("seg8.m4s"), live_playlist()],
+        );
+        sink.offer(
+            &stream,
+            NOWHERE.as_ref(),
+            &[write("seg9.m4s"), live_playlist()],
+        );
         until(|| metrics.fenced.get() == 1).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(stored(&store, "cam/index.m3u8").await.is_none());
@@ -716,7 +833,7 @@ mod tests {
         // Once its presentation ends here, the node tries again (and is fenced again: the
         // object is still the other writer's).
         sink.ended(&stream);
-        sink.offer(&stream, &[write("seg8.m4s")]);
+        sink.offer(&stream, NOWHERE.as_ref(), &[write("seg8.m4s")]);
         until(|| metrics.fenced.get() == 2).await;
     }
 
@@ -735,17 +852,33 @@ mod tests {
                 vec![Bytes::from_static(body.as_bytes())],
             )
         };
-        a.offer(&stream, &[]);
-        b.offer(&stream, &[]);
+        a.offer(&stream, NOWHERE.as_ref(), &[]);
+        b.offer(&stream, NOWHERE.as_ref(), &[]);
         // Both look at the empty folder before either writes (the store answers at once).
         tokio::time::sleep(Duration::from_millis(100)).await;
-        a.offer(&stream, &[write("seg1.m4s"), playlist("a1")]);
+        a.offer(
+            &stream,
+            NOWHERE.as_ref(),
+            &[write("seg1.m4s"), playlist("a1")],
+        );
         until(|| count(&a_metrics, "playlist", "ok") == 1).await;
-        b.offer(&stream, &[write("seg2.m4s"), playlist("b1")]);
+        b.offer(
+            &stream,
+            NOWHERE.as_ref(),
+            &[write("seg2.m4s"), playlist("b1")],
+        );
         until(|| count(&b_metrics, "playlist", "ok") == 1).await;
-        a.offer(&stream, &[write("seg3.m4s"), playlist("a2")]);
+        a.offer(
+            &stream,
+            NOWHERE.as_ref(),
+            &[write("seg3.m4s"), playlist("a2")],
+        );
         until(|| a_metrics.fenced.get() == 1).await;
-        b.offer(&stream, &[write("seg4.m4s"), playlist("b2")]);
+        b.offer(
+            &stream,
+            NOWHERE.as_ref(),
+            &[write("seg4.m4s"), playlist("b2")],
+        );
         until(|| count(&b_metrics, "playlist", "ok") == 2).await;
         let index = stored(&store, "cam/index.m3u8").await.unwrap();
         assert_eq!(index.bytes().await.unwrap(), "b2");
@@ -779,8 +912,8 @@ mod tests {
 
         let metrics = metrics();
         let sink = ObjectSink::new(store.clone(), "p", 8, metrics.clone(), None);
-        sink.offer(&"live".into(), &[write("seg9.m4s")]);
-        sink.offer(&"old".into(), &[write("seg9.m4s")]);
+        sink.offer(&"live".into(), NOWHERE.as_ref(), &[write("seg9.m4s")]);
+        sink.offer(&"old".into(), NOWHERE.as_ref(), &[write("seg9.m4s")]);
         until(|| metrics.fenced.get() == 1 && count(&metrics, "media", "ok") == 1).await;
         assert!(stored(&store, "p/live/seg9.m4s").await.is_none());
         assert!(stored(&store, "p/old/seg9.m4s").await.is_some());
@@ -816,7 +949,11 @@ mod tests {
             paused.clone(),
             Some(Arc::new(Says(Claim::Ours))),
         );
-        a.offer(&stream, &[write("seg1.m4s"), live_playlist()]);
+        a.offer(
+            &stream,
+            NOWHERE.as_ref(),
+            &[write("seg1.m4s"), live_playlist()],
+        );
         until(|| count(&paused, "playlist", "ok") == 1).await;
 
         let b = ObjectSink::new(
@@ -826,16 +963,24 @@ mod tests {
             owner.clone(),
             Some(Arc::new(Says(Claim::Ours))),
         );
-        b.offer(&stream, &[write("seg7.m4s")]);
+        b.offer(&stream, NOWHERE.as_ref(), &[write("seg7.m4s")]);
         until(|| count(&owner, "media", "ok") == 1).await;
         assert!(stored(&store, "cam/seg1.m4s").await.is_none());
         assert!(stored(&store, "cam/index.m3u8").await.is_none());
 
-        a.offer(&stream, &[write("seg2.m4s"), live_playlist()]);
+        a.offer(
+            &stream,
+            NOWHERE.as_ref(),
+            &[write("seg2.m4s"), live_playlist()],
+        );
         until(|| paused.fenced.get() == 1).await;
         assert!(stored(&store, "cam/seg2.m4s").await.is_none());
         assert!(stored(&store, "cam/index.m3u8").await.is_none());
-        b.offer(&stream, &[write("seg8.m4s"), live_playlist()]);
+        b.offer(
+            &stream,
+            NOWHERE.as_ref(),
+            &[write("seg8.m4s"), live_playlist()],
+        );
         until(|| count(&owner, "playlist", "ok") == 1).await;
         assert_eq!(owner.fenced.get(), 0);
 
@@ -846,32 +991,80 @@ mod tests {
             other.clone(),
             Some(Arc::new(Says(Claim::Theirs))),
         );
-        c.offer(&stream, &[write("seg9.m4s"), live_playlist()]);
+        c.offer(
+            &stream,
+            NOWHERE.as_ref(),
+            &[write("seg9.m4s"), live_playlist()],
+        );
         until(|| other.fenced.get() == 1).await;
         assert!(stored(&store, "cam/seg9.m4s").await.is_none());
         assert!(stored(&store, "cam/seg8.m4s").await.is_some());
     }
 
-    /// Offering never waits: past the queue's room, batches are dropped and counted.
+    /// Offering never waits: past the queue's room, batches are dropped and counted. The
+    /// stream's next playlist is stored only after what it lists that the dropped batches
+    /// held, read from the local folder (what expired there is skipped).
     #[tokio::test]
-    async fn a_full_queue_drops_and_never_blocks() {
+    async fn a_full_queue_drops_never_blocks_and_catches_up_from_disk() {
         let store = Arc::new(InMemory::new());
         let metrics = metrics();
-        let sink = ObjectSink::new(store, "", 2, metrics.clone(), None);
+        let sink = ObjectSink::new(store.clone(), "p", 2, metrics.clone(), None);
         let stream: Arc<str> = "cam".into();
+        let dir = bridge_proto::testdata::temp_dir("s3-catch-up");
+        // As the HLS output does: every batch is written to the folder too.
+        let offer = |ops: &[FileOp]| {
+            for op in ops {
+                if let FileOp::Write(name, data) = op {
+                    std::fs::write(dir.join(name), data.concat()).unwrap();
+                }
+            }
+            sink.offer(&stream, &dir, ops);
+        };
         // The current-thread runtime runs no upload task until this one awaits.
         for n in 0..5 {
-            sink.offer(&stream, &[write(&format!("seg{n}.m4s"))]);
+            offer(&[write(&format!("seg{n}.m4s"))]);
         }
         assert_eq!(metrics.dropped.get(), 3);
         until(|| count(&metrics, "media", "ok") == 2).await;
+        std::fs::remove_file(dir.join("seg2.m4s")).unwrap();
+        let listing = "#EXTM3U\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXTINF:1,\nseg1.m4s\n#EXTINF:1,\n\
+            seg2.m4s\n#EXTINF:1,\nseg3.m4s\n#EXTINF:1,\nseg4.m4s\n#EXTINF:1,\nseg5.m4s\n";
+        offer(&[
+            write("seg5.m4s"),
+            FileOp::Write(
+                "index.m3u8".into(),
+                vec![Bytes::from_static(listing.as_bytes())],
+            ),
+        ]);
+        until(|| count(&metrics, "playlist", "ok") == 1).await;
+        for n in [0, 1, 3, 4, 5] {
+            let key = format!("p/cam/seg{n}.m4s");
+            let object = stored(&store, &key).await.unwrap();
+            assert_eq!(
+                object.bytes().await.unwrap(),
+                format!("seg{n}.m4s"),
+                "{key}"
+            );
+        }
+        assert!(stored(&store, "p/cam/seg2.m4s").await.is_none());
+        assert_eq!(metrics.recovered.get(), 2);
+        assert_eq!(count(&metrics, "media", "failed"), 0);
+        // Caught up: the next playlist lists nothing missing and asks nothing of the folder.
+        std::fs::remove_dir_all(&dir).unwrap();
+        sink.offer(
+            &stream,
+            NOWHERE.as_ref(),
+            &[write("seg6.m4s"), live_playlist()],
+        );
+        until(|| count(&metrics, "playlist", "ok") == 2).await;
+        assert_eq!(metrics.recovered.get(), 2);
     }
 
     /// Nothing configured: offering is free and does nothing.
     #[tokio::test]
     async fn without_storage_nothing_is_queued() {
         let sink = ObjectSink::default();
-        sink.offer(&"cam".into(), &[write("seg1.m4s")]);
+        sink.offer(&"cam".into(), NOWHERE.as_ref(), &[write("seg1.m4s")]);
         sink.ended(&"cam".into());
         sink.flush(Duration::from_secs(1)).await;
     }
@@ -882,7 +1075,11 @@ mod tests {
         let store = Arc::new(InMemory::new());
         let sink = ObjectSink::new(store.clone(), "", 8, metrics(), None);
         for stream in ["a", "b", "c", "d", "e"] {
-            sink.offer(&stream.into(), &[write("seg1.m4s"), live_playlist()]);
+            sink.offer(
+                &stream.into(),
+                NOWHERE.as_ref(),
+                &[write("seg1.m4s"), live_playlist()],
+            );
         }
         sink.flush(Duration::from_secs(5)).await;
         for stream in ["a", "b", "c", "d", "e"] {

@@ -959,35 +959,60 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month as u32, day as u32)
 }
 
-/// The playlist with `query` (`name=value`, already encoded) added to every URI it lists: the
-/// media lines and each `URI="..."` attribute (maps, parts, preload hints, rendition reports,
-/// renditions). A player given a playlist URL with a token in its query then carries that
-/// token on every request the playlist leads it to: players cannot set headers.
-pub fn with_query(playlist: &str, query: &str) -> String {
-    fn add(out: &mut String, uri: &str, query: &str) {
-        out.push_str(uri);
-        out.push(if uri.contains('?') { '&' } else { '?' });
-        out.push_str(query);
-    }
-    let mut out = String::with_capacity(playlist.len() + playlist.len() / 4);
+/// A piece of a playlist's text: a URI it lists, or what is around them.
+enum Piece<'a> {
+    Text(&'a str),
+    Uri(&'a str),
+}
+
+/// Walks `playlist` piece by piece, in order (together the pieces are the playlist): each URI
+/// it lists (the media lines and each `URI="..."` attribute: maps, parts, preload hints,
+/// rendition reports, renditions), and the text around them.
+fn walk_uris<'a>(playlist: &'a str, mut each: impl FnMut(Piece<'a>)) {
     for line in playlist.split_inclusive('\n') {
-        let text = line.trim_end_matches(['\r', '\n']);
-        let end = &line[text.len()..];
-        if text.starts_with('#') {
-            let mut rest = text;
+        let body = line.trim_end_matches(['\r', '\n']);
+        let end = &line[body.len()..];
+        if body.starts_with('#') {
+            let mut rest = body;
             while let Some(at) = rest.find("URI=\"") {
                 let (head, tail) = rest.split_at(at + 5);
-                out.push_str(head);
+                each(Piece::Text(head));
                 let close = tail.find('"').unwrap_or(tail.len());
-                add(&mut out, &tail[..close], query);
+                each(Piece::Uri(&tail[..close]));
                 rest = &tail[close..];
             }
-            out.push_str(rest);
-        } else if !text.is_empty() {
-            add(&mut out, text, query);
+            each(Piece::Text(rest));
+        } else if !body.is_empty() {
+            each(Piece::Uri(body));
         }
-        out.push_str(end);
+        each(Piece::Text(end));
     }
+}
+
+/// Every URI `playlist` lists (see [`walk_uris`]), in order.
+pub fn uris(playlist: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    walk_uris(playlist, |piece| {
+        if let Piece::Uri(uri) = piece {
+            out.push(uri);
+        }
+    });
+    out
+}
+
+/// The playlist with `query` (`name=value`, already encoded) added to every URI it lists
+/// ([`uris`]). A player given a playlist URL with a token in its query then carries that
+/// token on every request the playlist leads it to: players cannot set headers.
+pub fn with_query(playlist: &str, query: &str) -> String {
+    let mut out = String::with_capacity(playlist.len() + playlist.len() / 4);
+    walk_uris(playlist, |piece| match piece {
+        Piece::Text(text) => out.push_str(text),
+        Piece::Uri(uri) => {
+            out.push_str(uri);
+            out.push(if uri.contains('?') { '&' } else { '?' });
+            out.push_str(query);
+        }
+    });
     out
 }
 
@@ -2260,6 +2285,18 @@ seg2.m4s
         assert_eq!(with_query(playlist, "t=x%20y"), want);
         // An unclosed attribute (never made here) is carried to its end, not lost.
         assert_eq!(with_query("#X:URI=\"a", "q=1"), "#X:URI=\"a?q=1");
+        assert_eq!(
+            uris(playlist),
+            [
+                "init0.mp4",
+                "part12.m4s",
+                "seg3.m4s",
+                "part13.m4s",
+                "../v1/index.m3u8?a=1",
+                "audio/index.m3u8",
+                "v0/index.m3u8"
+            ]
+        );
     }
 
     #[test]
