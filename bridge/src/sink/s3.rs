@@ -933,6 +933,17 @@ mod tests {
         }
     }
 
+    /// A segment and the playlist.
+    fn with_playlist(segment: &str) -> [FileOp; 2] {
+        [write(segment), live_playlist()]
+    }
+
+    /// A sink on `store` whose node set always says `claim`.
+    fn clustered(store: &Arc<InMemory>, metrics: &S3Metrics, claim: Claim) -> ObjectSink {
+        let owners: Arc<dyn Owners> = Arc::new(Says(claim));
+        ObjectSink::new(store.clone(), "", 8, metrics.clone(), Some(owners))
+    }
+
     /// Clustered: the owner takes a folder that looks live over (a node that crashed or paused
     /// wrote it), and a node the cluster says is not the owner uploads nothing. The paused
     /// writer, back, is fenced by its next playlist PUT (its playlist is gone) and deletes the
@@ -942,60 +953,26 @@ mod tests {
         let store = Arc::new(InMemory::new());
         let (paused, owner, other) = (metrics(), metrics(), metrics());
         let stream: Arc<str> = "cam".into();
-        let a = ObjectSink::new(
-            store.clone(),
-            "",
-            8,
-            paused.clone(),
-            Some(Arc::new(Says(Claim::Ours))),
-        );
-        a.offer(
-            &stream,
-            NOWHERE.as_ref(),
-            &[write("seg1.m4s"), live_playlist()],
-        );
+        let a = clustered(&store, &paused, Claim::Ours);
+        a.offer(&stream, NOWHERE.as_ref(), &with_playlist("seg1.m4s"));
         until(|| count(&paused, "playlist", "ok") == 1).await;
 
-        let b = ObjectSink::new(
-            store.clone(),
-            "",
-            8,
-            owner.clone(),
-            Some(Arc::new(Says(Claim::Ours))),
-        );
+        let b = clustered(&store, &owner, Claim::Ours);
         b.offer(&stream, NOWHERE.as_ref(), &[write("seg7.m4s")]);
         until(|| count(&owner, "media", "ok") == 1).await;
         assert!(stored(&store, "cam/seg1.m4s").await.is_none());
         assert!(stored(&store, "cam/index.m3u8").await.is_none());
 
-        a.offer(
-            &stream,
-            NOWHERE.as_ref(),
-            &[write("seg2.m4s"), live_playlist()],
-        );
+        a.offer(&stream, NOWHERE.as_ref(), &with_playlist("seg2.m4s"));
         until(|| paused.fenced.get() == 1).await;
         assert!(stored(&store, "cam/seg2.m4s").await.is_none());
         assert!(stored(&store, "cam/index.m3u8").await.is_none());
-        b.offer(
-            &stream,
-            NOWHERE.as_ref(),
-            &[write("seg8.m4s"), live_playlist()],
-        );
+        b.offer(&stream, NOWHERE.as_ref(), &with_playlist("seg8.m4s"));
         until(|| count(&owner, "playlist", "ok") == 1).await;
         assert_eq!(owner.fenced.get(), 0);
 
-        let c = ObjectSink::new(
-            store.clone(),
-            "",
-            8,
-            other.clone(),
-            Some(Arc::new(Says(Claim::Theirs))),
-        );
-        c.offer(
-            &stream,
-            NOWHERE.as_ref(),
-            &[write("seg9.m4s"), live_playlist()],
-        );
+        let c = clustered(&store, &other, Claim::Theirs);
+        c.offer(&stream, NOWHERE.as_ref(), &with_playlist("seg9.m4s"));
         until(|| other.fenced.get() == 1).await;
         assert!(stored(&store, "cam/seg9.m4s").await.is_none());
         assert!(stored(&store, "cam/seg8.m4s").await.is_some());
