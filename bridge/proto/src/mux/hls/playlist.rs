@@ -989,7 +989,8 @@ fn walk_uris<'a>(playlist: &'a str, mut each: impl FnMut(Piece<'a>)) {
     }
 }
 
-/// Every URI `playlist` lists (see [`walk_uris`]), in order.
+/// Every URI `playlist` lists, in order: the media lines and each `URI="..."` attribute
+/// (maps, parts, preload hints, rendition reports, renditions).
 pub fn uris(playlist: &str) -> Vec<&str> {
     let mut out = Vec::new();
     walk_uris(playlist, |piece| {
