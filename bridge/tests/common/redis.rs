@@ -1,25 +1,28 @@
-//! A Redis server of the test's own: Debian's `redis-server` on a free loopback port, with no
-//! persistence, killed on drop; and `redis-cli` to look at it.
+//! A Redis server of the test's own: Debian's `redis-server` on a free loopback port (or inside a
+//! network namespace of the test's), with no persistence, killed on drop; and `redis-cli` to look
+//! at it.
 // Each test binary compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::netns::Netns;
 use super::proc::{Proc, Scratch, output, skip, succeeds};
 
-pub(crate) struct Redis {
+pub(crate) struct Redis<'a> {
     pub(crate) proc: Proc,
     pub(crate) port: u16,
+    /// Where it runs; `None`: on this host's loopback.
+    pub(crate) ns: Option<&'a Netns>,
 }
 
-impl Redis {
+impl Redis<'static> {
     /// A server on a free port; `None` (the test skips, or fails when interop is required)
     /// when `redis-server` is not installed.
     pub(crate) fn start(scratch: &Scratch) -> Option<Self> {
-        if !succeeds(Command::new("redis-server").arg("--version")) {
-            skip("redis-server is not installed (apt-get install redis-server)");
+        if !installed() {
             return None;
         }
         let port = TcpListener::bind("127.0.0.1:0")
@@ -32,15 +35,30 @@ impl Redis {
 
     /// A server on `port` (again, after [`Redis::stop`]).
     pub(crate) fn start_on(scratch: &Scratch, port: u16) -> Self {
-        let mut cmd = Command::new("redis-server");
+        Self::spawn(scratch, None, port)
+    }
+}
+
+impl<'a> Redis<'a> {
+    /// A server inside `ns`, on its 127.0.0.1:6379 (the namespace is the test's own: the port is
+    /// free); `None` as for [`Redis::start`].
+    pub(crate) fn start_in(scratch: &Scratch, ns: &'a Netns) -> Option<Self> {
+        installed().then(|| Self::spawn(scratch, Some(ns), 6379))
+    }
+
+    fn spawn(scratch: &Scratch, ns: Option<&'a Netns>, port: u16) -> Self {
+        let mut cmd = match ns {
+            Some(ns) => ns.command("redis-server"),
+            None => Command::new("redis-server"),
+        };
         cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(scratch.file(""));
         let proc = Proc::spawn("redis-server", &mut cmd, scratch.file("redis.log"));
-        let redis = Self { proc, port };
+        let redis = Self { proc, port, ns };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while redis.cli(&["PING"]).as_deref() != Ok("PONG") {
+        while !redis.answers() {
             assert!(
                 Instant::now() < deadline,
                 "redis-server did not answer\n{}",
@@ -55,23 +73,27 @@ impl Redis {
     pub(crate) fn stop(&mut self) {
         self.proc.kill();
         let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() && Instant::now() < deadline {
+        while self.answers() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
+    fn answers(&self) -> bool {
+        self.cli(&["PING"]).as_deref() == Ok("PONG")
+    }
+
+    /// The URL its clients give, from where it runs (this host, or inside its namespace).
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// `redis-cli` with these arguments; its output trimmed.
+    /// `redis-cli` with these arguments (run where the server runs); its output trimmed.
     pub(crate) fn cli(&self, args: &[&str]) -> Result<String, String> {
-        output(
-            Command::new("redis-cli")
-                .args(["-p", &self.port.to_string()])
-                .args(args),
-        )
-        .map(|s| s.trim().to_owned())
+        let mut cmd = match self.ns {
+            Some(ns) => ns.command("redis-cli"),
+            None => Command::new("redis-cli"),
+        };
+        output(cmd.args(["-p", &self.port.to_string()]).args(args)).map(|s| s.trim().to_owned())
     }
 
     /// The keys matching `pattern`.
@@ -82,4 +104,13 @@ impl Redis {
             .map(str::to_owned)
             .collect()
     }
+}
+
+/// Whether `redis-server` is installed; false after [`skip`].
+fn installed() -> bool {
+    let found = succeeds(Command::new("redis-server").arg("--version"));
+    if !found {
+        skip("redis-server is not installed (apt-get install redis-server)");
+    }
+    found
 }
