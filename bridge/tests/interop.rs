@@ -11,13 +11,19 @@
 //! every interface's), so no packet leaves this host. The tests run one at a time: a 2-core
 //! machine encoding H.264 in three publishers at once would make the packet counts a measure of
 //! the machine.
+//!
+//! Some publish to a node of a two-node cluster (a Redis of the namespace's own) that drains, to
+//! see what each client does with the `307` it answers: simple-whip-client follows it; Chromium
+//! follows it too, but not across origins with its `Authorization` header (the Fetch standard),
+//! so it publishes there only when the nodes are behind one origin (nginx, a path per node).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use common::binary::*;
@@ -26,6 +32,7 @@ use common::netns::*;
 use common::nginx::*;
 use common::peers::*;
 use common::proc::*;
+use common::redis::Redis;
 use common::tls::https_args;
 
 // ---------------------------------------------------------------------------------------------
@@ -52,19 +59,18 @@ impl Expect {
     }
 }
 
-/// Waits for `publisher` to exit (bounded), scraping the bridge meanwhile; then waits for the
-/// session to end and checks the counters.
-fn watch_publish(
+/// Waits for `publisher` to exit (bounded), scraping the bridge meanwhile: how it exited, and
+/// the most sessions the bridge showed connected.
+fn wait_publisher(
     bridge: &Bridge<'_>,
     publisher: &mut Proc,
     timeout: Duration,
-    expect: &Expect,
-) -> Metrics {
+) -> (ExitStatus, f64) {
     let deadline = Instant::now() + timeout;
     let mut max_connected: f64 = 0.0;
-    let status = loop {
+    loop {
         if let Some(status) = publisher.exited() {
-            break status;
+            return (status, max_connected);
         }
         if let Ok((200, text)) = bridge.get("/metrics") {
             max_connected =
@@ -80,7 +86,18 @@ fn watch_publish(
             );
         }
         std::thread::sleep(Duration::from_millis(400));
-    };
+    }
+}
+
+/// Waits for `publisher` to exit (bounded), scraping the bridge meanwhile; then waits for the
+/// session to end and checks the counters.
+fn watch_publish(
+    bridge: &Bridge<'_>,
+    publisher: &mut Proc,
+    timeout: Duration,
+    expect: &Expect,
+) -> Metrics {
+    let (status, max_connected) = wait_publisher(bridge, publisher, timeout);
     assert!(
         status.success(),
         "{} failed: {status}\n{}\n{}",
@@ -150,9 +167,10 @@ fn watch_publish(
     after
 }
 
-/// What a publish in a namespace left: the bridge's metrics after it, the publisher's log, the
-/// stream's HLS playlist in the scratch folder, nginx-rtmp's recordings of it when asked for, and
-/// that folder (held while the test checks more, so that a failure keeps the logs).
+/// What a publish in a namespace left: the bridge's metrics after it (the node the session was
+/// sent to, in a cluster), the publisher's log, the stream's HLS playlist in the scratch folder,
+/// nginx-rtmp's recordings of it when asked for, and that folder (held while the test checks
+/// more, so that a failure keeps the logs).
 struct Published {
     after: Metrics,
     log: String,
@@ -161,47 +179,189 @@ struct Published {
     _scratch: Scratch,
 }
 
-/// One publish inside a network namespace of the test's own, with the bridge there too (given
-/// `bridge_args` besides its defaults; over HTTPS with a test CA the publisher trusts if
-/// `https`), and with `rtmp` nginx-rtmp as well, the bridge pushing the stream to it: `command`
-/// makes the
-/// publisher's command (run with `ns.command`) from the namespace and the WHIP URL of stream
-/// `<name>-interop`; [`watch_publish`] checks the counts. `None` when namespaces cannot be made
-/// (the test is skipped).
-fn publish_in_namespace(
-    name: &'static str,
-    timeout: Duration,
-    expect: &Expect,
-    bridge_args: &[&str],
+/// Where the publisher is pointed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Entry {
+    /// At the bridge.
+    #[default]
+    Bridge,
+    /// At a node of a two-node cluster (a Redis of the namespace's own) that drains: it answers
+    /// the POST `307` to the other node, the bridge the session is for. The nodes are two
+    /// origins (`http://10.213.0.1:8081` drains, `:8080` takes the session).
+    DrainingNode,
+    /// As [`Entry::DrainingNode`], with both nodes behind one origin: nginx on
+    /// `http://10.213.0.1:8000` passes `/a/...` to the draining node and `/b/...` to the other,
+    /// and rewrites their URLs in `Location` to those paths, so the `307` stays on that origin.
+    OneOrigin,
+}
+
+/// How a test sets up around its publisher: the bridge's arguments besides its defaults, its
+/// RTMP output to nginx-rtmp, HTTPS with a test CA the publisher trusts, and where the publisher
+/// is pointed.
+#[derive(Default)]
+struct Setup<'a> {
+    bridge_args: &'a [&'a str],
     rtmp: bool,
     https: bool,
-    command: impl FnOnce(&Netns, &str) -> Command,
-) -> Option<Published> {
+    entry: Entry,
+}
+
+/// What runs in a test's namespace around its publisher.
+struct Rig<'a> {
+    ns: &'a Netns,
+    scratch: &'a Scratch,
+    /// The bridge the session is for.
+    bridge: &'a Bridge<'a>,
+    /// In a cluster, the node the publisher is pointed at, which drains.
+    draining: Option<&'a Bridge<'a>>,
+    /// Where the publisher's WHIP URLs start (`scheme://host:port[/path]`).
+    entry: String,
+    /// nginx-rtmp, recording what the bridge pushes.
+    nginx: Option<&'a Nginx>,
+}
+
+impl Rig<'_> {
+    /// The WHIP URL the publisher is given for `stream`.
+    fn whip_url(&self, stream: &str) -> String {
+        format!("{}/whip/{stream}", self.entry)
+    }
+
+    /// Starts the publisher `command` makes (run with `ns.command`) from the namespace and the
+    /// WHIP URL of `stream`; its log goes to `<name>.log`.
+    fn spawn(
+        &self,
+        name: &'static str,
+        stream: &str,
+        command: impl FnOnce(&Netns, &str) -> Command,
+    ) -> Proc {
+        Proc::spawn(
+            name,
+            self.bridge
+                .trusted_by(&mut command(self.ns, &self.whip_url(stream))),
+            self.scratch.file(&format!("{name}.log")),
+        )
+    }
+}
+
+/// HTTP and UDP ports in the namespace of the bridge the session is for, and of the draining
+/// node of a cluster; and nginx's HTTP port when the nodes are behind one origin.
+const NODE_PORTS: (u16, u16) = (8080, 8189);
+const DRAINING_PORTS: (u16, u16) = (8081, 8190);
+const PROXY_PORT: u16 = 8000;
+
+/// Runs `run` in a network namespace of the test's own, with everything `setup` asks for there;
+/// the logs go to `scratch`. `None` (the test is skipped) when namespaces cannot be made, or a
+/// cluster is asked for and `redis-server` is missing.
+fn in_namespace<T>(
+    scratch: &Scratch,
+    setup: &Setup<'_>,
+    run: impl FnOnce(&Rig<'_>) -> T,
+) -> Option<T> {
     let ns = Netns::create_or_skip()?;
-    let scratch = Scratch::new();
     // The namespace is the test's own: the port is free.
-    let nginx = rtmp.then(|| Nginx::start_in(&scratch, Some(&ns), "nginx", 19350, None));
-    let mut args: Vec<String> = bridge_args.iter().map(|&a| a.to_owned()).collect();
-    if https {
-        args.extend(https_args(&scratch));
+    let nginx = setup
+        .rtmp
+        .then(|| Nginx::start_in(scratch, Some(&ns), "nginx", 19350, None));
+    let mut args: Vec<String> = setup.bridge_args.iter().map(|&a| a.to_owned()).collect();
+    if setup.https {
+        args.extend(https_args(scratch));
     }
     if let Some(nginx) = &nginx {
         args.push("--rtmp".into());
         args.push(format!("rtmp://127.0.0.1:{}/live/{{stream}}", nginx.port));
     }
-    let bridge = Bridge::start_in(&scratch, &ns, &args);
+    if setup.entry == Entry::Bridge {
+        let bridge = Bridge::start_in(scratch, &ns, &args);
+        let rig = Rig {
+            ns: &ns,
+            scratch,
+            bridge: &bridge,
+            draining: None,
+            entry: bridge.url(""),
+            nginx: nginx.as_ref(),
+        };
+        return Some(run(&rig));
+    }
+    let redis = Redis::start_in(scratch, &ns)?;
+    let node = |scratch: &Scratch, ports: (u16, u16)| {
+        let mut args = args.clone();
+        args.extend(
+            [
+                "--cluster-redis",
+                &redis.url(),
+                "--node-url",
+                &format!("http://{NS_BRIDGE_IP}:{}", ports.0),
+                "--cluster-ttl-ms",
+                "3000",
+            ]
+            .map(str::to_owned),
+        );
+        Bridge::start_in_on(scratch, &ns, ports, &args)
+    };
+    let bridge = node(scratch, NODE_PORTS);
+    // Its own folder: its log and HLS apart from the other node's.
+    let draining_scratch = Scratch::new();
+    let draining = node(&draining_scratch, DRAINING_PORTS);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while draining.metrics().sum("bridge_cluster_nodes", &[]) < 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the draining node never saw the other\n{}",
+            draining.proc.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let drained = draining.request("POST", "/admin/drain");
+    assert!(matches!(drained, Ok((200, _))), "{drained:?}");
+    let listen = SocketAddr::new(draining.http.ip(), PROXY_PORT);
+    let proxy = (setup.entry == Entry::OneOrigin).then(|| {
+        let routes = [("a", draining.http), ("b", bridge.http)];
+        Nginx::proxy_in(scratch, &ns, "proxy", listen, &routes)
+    });
+    let entry = if proxy.is_some() {
+        format!("http://{listen}/a")
+    } else {
+        draining.url("")
+    };
+    let rig = Rig {
+        ns: &ns,
+        scratch,
+        bridge: &bridge,
+        draining: Some(&draining),
+        entry,
+        nginx: nginx.as_ref(),
+    };
+    Some(run(&rig))
+}
+
+/// One publish inside a network namespace of the test's own, set up as `setup` says: `command`
+/// makes the publisher's command (run with `ns.command`) from the namespace and the WHIP URL of
+/// stream `<name>-interop`; [`watch_publish`] checks the counts on the bridge the session is
+/// for. Sent there by a draining node, the publisher must have come through it once (one
+/// `307`), and sent nothing else there: its PATCH and DELETE went to the `Location` it was
+/// given. `None` when the test is skipped (see [`in_namespace`]).
+fn publish_in_namespace(
+    name: &'static str,
+    timeout: Duration,
+    expect: &Expect,
+    setup: &Setup<'_>,
+    command: impl FnOnce(&Netns, &str) -> Command,
+) -> Option<Published> {
+    let scratch = Scratch::new();
     let stream = format!("{name}-interop");
-    let url = bridge.whip_url(&stream);
-    let mut publisher = Proc::spawn(
-        name,
-        bridge.trusted_by(&mut command(&ns, &url)),
-        scratch.file(&format!("{name}.log")),
-    );
-    let after = watch_publish(&bridge, &mut publisher, timeout, expect);
-    let log = publisher.log_text();
-    // Before the namespace goes, and nginx with it: the recording is complete once it stops
-    // growing.
-    let recordings = nginx.map_or_else(Vec::new, |nginx| wait_recordings(&nginx, 1));
+    let (after, log, recordings) = in_namespace(&scratch, setup, |rig| {
+        let mut publisher = rig.spawn(name, &stream, command);
+        let after = watch_publish(rig.bridge, &mut publisher, timeout, expect);
+        if let Some(draining) = rig.draining {
+            assert_sent_on_once(draining);
+        }
+        // Before the namespace goes, and nginx with it: the recording is complete once it stops
+        // growing.
+        let recordings = rig
+            .nginx
+            .map_or_else(Vec::new, |nginx| wait_recordings(nginx, 1));
+        (after, publisher.log_text(), recordings)
+    })?;
     Some(Published {
         after,
         log,
@@ -209,6 +369,23 @@ fn publish_in_namespace(
         recordings,
         _scratch: scratch,
     })
+}
+
+/// The draining node answered one POST, with `307` (counted as a draining redirect), and no
+/// session request (its `Location` was the other node's).
+fn assert_sent_on_once(draining: &Bridge<'_>) {
+    let m = draining.metrics();
+    let requests = |method: &str| m.sum("bridge_http_requests_total", &[("method", method)]);
+    let redirects = m.sum("bridge_whip_redirects_total", &[("reason", "draining")]);
+    assert_eq!(redirects, 1.0, "draining redirects\n{}", m.0);
+    // One POST more than the 307: the test's own POST /admin/drain.
+    let posts = (requests("POST"), requests("PATCH"), requests("DELETE"));
+    assert_eq!(
+        posts,
+        (2.0, 0.0, 0.0),
+        "POST, PATCH, DELETE on the draining node\n{}",
+        m.0
+    );
 }
 
 /// The `RESULT {json}` line the Chromium driver printed.
@@ -312,7 +489,7 @@ fn aiortc_publishes_h264_and_opus() {
     let expect = Expect::publish(1.0, 0.0);
     let timeout = Duration::from_secs(60);
     let Some(Published { log, _scratch, .. }) =
-        publish_in_namespace("aiortc", timeout, &expect, &[], false, false, |ns, url| {
+        publish_in_namespace("aiortc", timeout, &expect, &Setup::default(), |ns, url| {
             let mut cmd = ns.command("python3");
             cmd.arg(interop_dir().join("aiortc_publish.py"))
                 .arg(url)
@@ -333,7 +510,7 @@ fn aiortc_publishes_h264_and_opus() {
 /// after the 201; the page is on another origin than the endpoint, so CORS is exercised too.
 #[test]
 fn chromium_whip_client_publishes_with_trickle_ice() {
-    chromium_publish(false, false);
+    chromium_publish(false, &Setup::default());
 }
 
 /// As above, to `https://`: the driver makes Chromium trust the test CA
@@ -341,7 +518,11 @@ fn chromium_whip_client_publishes_with_trickle_ice() {
 /// its leaf) and the page, on `http://127.0.0.1`, POSTs to the bridge's `https://` URL.
 #[test]
 fn chromium_whip_client_publishes_over_https() {
-    chromium_publish(false, true);
+    let https = Setup {
+        https: true,
+        ..Setup::default()
+    };
+    chromium_publish(false, &https);
 }
 
 /// As above, and halfway the client restarts ICE (`client.restart()`: a PATCH with
@@ -349,7 +530,108 @@ fn chromium_whip_client_publishes_over_https() {
 /// with the new tag); the browser must select a pair of the new ICE session and media go on.
 #[test]
 fn chromium_whip_client_restarts_ice() {
-    chromium_publish(true, false);
+    chromium_publish(true, &Setup::default());
+}
+
+/// The publish above to a draining node of a cluster whose two nodes are behind one origin
+/// (nginx, a path each: [`Entry::OneOrigin`]). `fetch` follows the `307` with the same method,
+/// body and headers, `Authorization` included, since the redirect does not leave the origin; the
+/// session is set up, trickled and ended on the other node.
+#[test]
+fn chromium_whip_client_follows_a_307_within_one_origin() {
+    if !Path::new(NGINX).exists() {
+        return skip("nginx not found (apt-get install nginx)");
+    }
+    let one_origin = Setup {
+        entry: Entry::OneOrigin,
+        ..Setup::default()
+    };
+    let Some(Published { log, _scratch, .. }) = chromium_publish(false, &one_origin) else {
+        return;
+    };
+    let base = format!("http://{NS_BRIDGE_IP}:{PROXY_PORT}");
+    let page = "origin=http://127.0.0.1:";
+    for line in [
+        format!("request: POST {base}/a/whip/chromium-interop -> 307 authorization=sent {page}"),
+        format!(
+            "request: POST {base}/b/whip/chromium-interop?routed=1 -> 201 authorization=sent {page}"
+        ),
+    ] {
+        assert!(
+            log.contains(&line),
+            "no {line:?} in the driver's log\n{log}"
+        );
+    }
+}
+
+/// Chromium sent (`307`) from one node's origin to another's: it follows, re-sending the offer,
+/// but (by the Fetch standard, since the redirect leaves the origin) without its
+/// `Authorization` header, and with `Origin: null`. The CORS preflight on the new origin
+/// passes; the POST is refused `401`, and `WHIPClient` fails with it. A bridge that publishes
+/// only with a token cannot take a browser redirected so; see "Running several nodes" in the
+/// README.
+#[test]
+fn chromium_whip_client_loses_its_token_on_a_cross_origin_307() {
+    let _serial = serial();
+    let Some(chromium) = chromium_tools() else {
+        return;
+    };
+    let scratch = Scratch::new();
+    let cluster = Setup {
+        entry: Entry::DrainingNode,
+        ..Setup::default()
+    };
+    let stream = "chromium-interop";
+    in_namespace(&scratch, &cluster, |rig| {
+        let mut driver = rig.spawn("chromium", stream, |ns, url| {
+            chromium_driver(&chromium, ns, url, PUBLISH_SECS, &[])
+        });
+        let (status, connected) = wait_publisher(rig.bridge, &mut driver, Duration::from_secs(60));
+        let log = driver.log_text();
+        let context = || format!("{log}\n{}", rig.bridge.proc.log_tail(20));
+        assert!(!status.success(), "the driver published{}", context());
+        assert_eq!(connected, 0.0, "a session connected{}", context());
+        let result = driver_result(&log);
+        assert_eq!(
+            result["error"],
+            "Error: Request rejected with status 401",
+            "{}",
+            context()
+        );
+        let (from, to) = (rig.whip_url(stream), rig.bridge.whip_url(stream));
+        for line in [
+            format!("request: POST {from} -> 307 authorization=sent origin=http://127.0.0.1:"),
+            format!("request: POST {to}?routed=1 -> 401 authorization=none origin=null"),
+        ] {
+            assert!(log.contains(&line), "no {line:?}{}", context());
+        }
+        let draining = rig.draining.expect("a cluster");
+        let redirects = draining
+            .metrics()
+            .sum("bridge_whip_redirects_total", &[("reason", "draining")]);
+        assert_eq!(redirects, 1.0, "{}", context());
+        let m = rig.bridge.metrics();
+        let requests = |method: &str, status: &str| {
+            m.sum(
+                "bridge_http_requests_total",
+                &[("method", method), ("status", status)],
+            )
+        };
+        let refused = m.sum(
+            "bridge_auth_decisions_total",
+            &[("action", "publish"), ("result", "unauthenticated")],
+        );
+        let posts = (
+            requests("POST", "401"),
+            m.sum("bridge_http_requests_total", &[("method", "POST")]),
+        );
+        assert_eq!(
+            (requests("OPTIONS", "204"), posts, refused),
+            (1.0, (1.0, 1.0), 1.0),
+            "the preflight passed, the one POST was refused for want of a token\n{}",
+            m.0
+        );
+    });
 }
 
 /// Chromium's path when it and what drives it are installed; `None` after [`skip`] otherwise.
@@ -376,56 +658,44 @@ fn chromium_tools() -> Option<PathBuf> {
     Some(chromium)
 }
 
-fn chromium_publish(restart: bool, https: bool) {
+/// `interop/chromium_publish.mjs` in `ns` publishing to `url` for `secs` with the bridge's
+/// token, with the driver's `options` (`restart`, `simulcast`, `size=WxH`).
+fn chromium_driver(chromium: &Path, ns: &Netns, url: &str, secs: u32, options: &[&str]) -> Command {
+    let mut driver = ns.command("node");
+    driver
+        .arg(interop_dir().join("chromium_publish.mjs"))
+        .args([url, &secs.to_string(), TOKEN])
+        .args(options)
+        .env("CHROMIUM", chromium);
+    driver
+}
+
+fn chromium_publish(restart: bool, setup: &Setup<'_>) -> Option<Published> {
     let _serial = serial();
-    let Some(chromium) = chromium_tools() else {
-        return;
-    };
+    let chromium = chromium_tools()?;
     // WHIPClient sends its candidates (and end-of-candidates) by PATCH after the 201, and
     // again after a restart.
     let expect = Expect::publish(1.0, if restart { 2.0 } else { 1.0 });
     let timeout = Duration::from_secs(120);
-    let Some(Published {
-        after,
-        log,
-        _scratch,
-        ..
-    }) = publish_in_namespace(
-        "chromium",
-        timeout,
-        &expect,
-        &[],
-        false,
-        https,
-        |ns, url| {
-            let mut driver = ns.command("node");
-            driver
-                .arg(interop_dir().join("chromium_publish.mjs"))
-                .args([url, &PUBLISH_SECS.to_string(), TOKEN])
-                .env("CHROMIUM", &chromium);
-            if restart {
-                driver.arg("restart");
-            }
-            driver
-        },
-    )
-    else {
-        return;
-    };
+    let options: &[&str] = if restart { &["restart"] } else { &[] };
+    let published = publish_in_namespace("chromium", timeout, &expect, setup, |ns, url| {
+        chromium_driver(&chromium, ns, url, PUBLISH_SECS, options)
+    })?;
     if restart {
-        let restarts = after.sum(
+        let restarts = published.after.sum(
             "bridge_http_requests_total",
             &[("method", "PATCH"), ("status", "200")],
         );
         assert!(
             restarts >= 1.0,
             "no PATCH answered 200 (ICE restart)\n{}",
-            after.0
+            published.after.0
         );
     }
     // With a restart too: what the browser sends on the old pair until the new one is selected
     // is held, not dropped (`rtc::restart_hold`).
-    assert_received_what_was_sent(&after, &driver_result(&log));
+    assert_received_what_was_sent(&published.after, &driver_result(&published.log));
+    Some(published)
 }
 
 /// Chromium publishing 1280x720 H.264 in three simulcast layers (`sendEncodings` with rids h, m
@@ -464,17 +734,12 @@ fn chromium_whip_client_publishes_simulcast() {
         "chromium",
         timeout,
         &expect,
-        &["--hls-event"],
-        true,
-        false,
-        |ns, url| {
-            let mut driver = ns.command("node");
-            driver
-                .arg(interop_dir().join("chromium_publish.mjs"))
-                .args([url, &secs.to_string(), TOKEN, "simulcast", "size=1280x720"])
-                .env("CHROMIUM", &chromium);
-            driver
+        &Setup {
+            bridge_args: &["--hls-event"],
+            rtmp: true,
+            ..Setup::default()
         },
+        |ns, url| chromium_driver(&chromium, ns, url, secs, &["simulcast", "size=1280x720"]),
     )
     else {
         return;
@@ -656,57 +921,14 @@ fn assert_every_layer_assembled(after: &Metrics, result: &serde_json::Value) {
 #[test]
 fn gstreamer_simple_whip_client_publishes_h264_and_opus() {
     let _serial = serial();
-    if !Path::new(WHIP_CLIENT).exists() {
-        return skip(&format!(
-            "{WHIP_CLIENT} not found (apt-get install simple-whip-client)"
-        ));
-    }
     for tool in ["/usr/bin/ffprobe", "/usr/bin/ffmpeg"] {
         if !Path::new(tool).exists() {
             return skip(&format!("{tool} not found (apt-get install ffmpeg)"));
         }
     }
-    let stub = Scratch::new();
-    if !build_gupnp_igd_stub(&stub) {
-        return;
-    }
-    // One IDR a second (key-int-max=30 at 30 fps).
-    let expect = Expect::publish(2.0, 1.0);
-    let timeout = Duration::from_secs(60);
     let Some(Published {
         playlist, _scratch, ..
-    }) = publish_in_namespace(
-        "gstreamer",
-        timeout,
-        &expect,
-        &[],
-        false,
-        false,
-        |ns, url| {
-            // The client streams until SIGINT, on which it DELETEs its session and exits 0:
-            // `timeout` sends that after the publish (a second more for its set-up), and kills it
-            // if it hangs.
-            let mut cmd = ns.command("timeout");
-            cmd.args(["--preserve-status", "--signal=INT", "--kill-after=10"])
-            .arg((PUBLISH_SECS + 1).to_string())
-            .arg(WHIP_CLIENT)
-            .args(["--url", url, "--token", TOKEN, "--disable-colors"])
-            .args([
-                "--video",
-                "videotestsrc is-live=true ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast \
-                 key-int-max=30 ! rtph264pay config-interval=-1 pt=96 ! queue \
-                 ! application/x-rtp,media=video,encoding-name=H264,payload=96",
-            ])
-            .args([
-                "--audio",
-                "audiotestsrc is-live=true ! audioconvert ! audioresample ! opusenc \
-                 ! rtpopuspay pt=111 ! queue \
-                 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111",
-            ])
-            .env("LD_LIBRARY_PATH", &stub.0);
-            cmd
-        },
-    )
+    }) = gstreamer_publish(&Setup::default())
     else {
         return;
     };
@@ -716,6 +938,75 @@ fn gstreamer_simple_whip_client_publishes_h264_and_opus() {
     assert_eq!(codecs, ["aac", "h264"], "{text}");
     let errors = playlist_decode_errors(path);
     assert!(errors.trim().is_empty(), "decode errors:\n{errors}\n{text}");
+}
+
+/// The publish above to a draining node of a cluster, sent (`307`) to the other node's origin:
+/// simple-whip-client follows it itself (libsoup's own redirects are off), POSTing the offer
+/// again with its `Authorization` header, then trickles and DELETEs at the absolute `Location`
+/// the other node answered.
+#[test]
+fn gstreamer_simple_whip_client_follows_a_307() {
+    let _serial = serial();
+    let cluster = Setup {
+        entry: Entry::DrainingNode,
+        ..Setup::default()
+    };
+    let Some(Published { after, log, .. }) = gstreamer_publish(&cluster) else {
+        return;
+    };
+    let node = format!(
+        "http://{NS_BRIDGE_IP}:{}/whip/gstreamer-interop",
+        NODE_PORTS.0
+    );
+    for line in [
+        format!("Redirected to {node}?routed=1"),
+        format!("Resource URL: {node}/"),
+    ] {
+        assert!(log.contains(&line), "no {line:?} in its log\n{log}");
+    }
+    let refused = after.sum("bridge_http_requests_total", &[("status", "401")]);
+    assert_eq!(refused, 0.0, "{}", after.0);
+}
+
+/// simple-whip-client publishing for [`PUBLISH_SECS`] as `setup` says; `None` when skipped.
+fn gstreamer_publish(setup: &Setup<'_>) -> Option<Published> {
+    if !Path::new(WHIP_CLIENT).exists() {
+        skip(&format!(
+            "{WHIP_CLIENT} not found (apt-get install simple-whip-client)"
+        ));
+        return None;
+    }
+    let stub = Scratch::new();
+    if !build_gupnp_igd_stub(&stub) {
+        return None;
+    }
+    // One IDR a second (key-int-max=30 at 30 fps).
+    let expect = Expect::publish(2.0, 1.0);
+    let timeout = Duration::from_secs(60);
+    publish_in_namespace("gstreamer", timeout, &expect, setup, |ns, url| {
+        // The client streams until SIGINT, on which it DELETEs its session and exits 0:
+        // `timeout` sends that after the publish (a second more for its set-up), and kills it
+        // if it hangs.
+        let mut cmd = ns.command("timeout");
+        cmd.args(["--preserve-status", "--signal=INT", "--kill-after=10"])
+            .arg((PUBLISH_SECS + 1).to_string())
+            .arg(WHIP_CLIENT)
+            .args(["--url", url, "--token", TOKEN, "--disable-colors"])
+            .args([
+                "--video",
+                "videotestsrc is-live=true ! videoconvert ! x264enc tune=zerolatency \
+                 speed-preset=ultrafast key-int-max=30 ! rtph264pay config-interval=-1 pt=96 \
+                 ! queue ! application/x-rtp,media=video,encoding-name=H264,payload=96",
+            ])
+            .args([
+                "--audio",
+                "audiotestsrc is-live=true ! audioconvert ! audioresample ! opusenc \
+                 ! rtpopuspay pt=111 ! queue \
+                 ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111",
+            ])
+            .env("LD_LIBRARY_PATH", &stub.0);
+        cmd
+    })
 }
 
 const WHIP_CLIENT: &str = "/usr/bin/whip-client";

@@ -41,8 +41,18 @@ impl<'a> Bridge<'a> {
     /// The bridge inside `ns` on [`NS_BRIDGE_IP`] (HTTP port 8080, UDP port 8189, that address
     /// advertised), with extra command-line arguments.
     pub(crate) fn start_in(scratch: &Scratch, ns: &'a Netns, extra: &[String]) -> Self {
+        Self::start_in_on(scratch, ns, (8080, 8189), extra)
+    }
+
+    /// [`Bridge::start_in`] on other ports (HTTP, UDP): a second bridge in the namespace.
+    pub(crate) fn start_in_on(
+        scratch: &Scratch,
+        ns: &'a Netns,
+        (http, udp): (u16, u16),
+        extra: &[String],
+    ) -> Self {
         let ip: IpAddr = NS_BRIDGE_IP.parse().unwrap();
-        let (http, udp) = (SocketAddr::new(ip, 8080), SocketAddr::new(ip, 8189));
+        let (http, udp) = (SocketAddr::new(ip, http), SocketAddr::new(ip, udp));
         Self::start_with(scratch, Some(ns), http, udp, Some(ip), extra)
     }
 
@@ -130,15 +140,23 @@ impl<'a> Bridge<'a> {
 
     /// `GET path` from where the bridge listens (inside its namespace if it has one).
     pub(crate) fn get(&self, path: &str) -> Result<(u16, String), String> {
+        self.request("GET", path)
+    }
+
+    /// `method path` with the bearer token and no body, from where the bridge listens: the
+    /// status and the body.
+    pub(crate) fn request(&self, method: &str, path: &str) -> Result<(u16, String), String> {
         match (self.ns, &self.ca) {
-            (None, None) => http_get(self.http, path),
-            (None, Some(ca)) => https_get(self.http, path, ca),
+            (None, None) => {
+                http_request(self.http, method, path, None, "").map(|(code, _, body)| (code, body))
+            }
+            (None, Some(ca)) => https_request(self.http, method, path, ca),
             (Some(ns), _) => {
                 let url = self.url(path);
                 let out = output(
                     self.trusted_by(&mut ns.command("python3"))
-                        .arg(interop_dir().join("http_get.py"))
-                        .args([&url, TOKEN]),
+                        .arg(interop_dir().join("http_request.py"))
+                        .args([&url, TOKEN, method]),
                 )?;
                 let (code, body) = out.split_once('\n').unwrap_or((out.as_str(), ""));
                 let code = code
@@ -177,13 +195,24 @@ pub(crate) fn http_request(
 
 /// [`http_get`] over TLS, trusting the CA in `ca`.
 pub(crate) fn https_get(addr: SocketAddr, path: &str, ca: &Path) -> Result<(u16, String), String> {
+    https_request(addr, "GET", path, ca)
+}
+
+/// `method path` with the bearer token and no body over TLS, trusting the CA in `ca`: the
+/// status and the body.
+pub(crate) fn https_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    ca: &Path,
+) -> Result<(u16, String), String> {
     use tokio_rustls::rustls::{ClientConnection, StreamOwned, pki_types::ServerName};
     let name = ServerName::from(addr.ip());
     let tls = ClientConnection::new(client_config_from(ca), name).map_err(|e| e.to_string())?;
     request_over(
         StreamOwned::new(tls, connect(addr)?),
         addr,
-        "GET",
+        method,
         path,
         None,
         "",

@@ -10,10 +10,12 @@
 //! - [`binary`]: the `bridge` binary as a child process, and plain HTTP to it;
 //! - [`http`]: a plain HTTP client (status, type, body) with request headers;
 //! - [`metrics`]: reading `/metrics`;
-//! - [`nginx`]: nginx-rtmp recording what the bridge pushes, and ffprobe/ffmpeg judging it;
+//! - [`nginx`]: nginx-rtmp recording what the bridge pushes, and ffprobe/ffmpeg judging it; nginx
+//!   as an HTTP proxy putting bridges behind one origin;
 //! - [`inproc`]: the bridge in this process and the loadgen publisher pointed at it;
 //! - [`tls`]: a test CA and the certificates it issues, for the bridge's HTTPS;
-//! - [`redis`]: a Redis server of the test's own (Debian's `redis-server`), for clusters.
+//! - [`redis`]: a Redis server of the test's own (Debian's `redis-server`, on loopback or inside
+//!   a namespace), for clusters.
 
 pub(crate) mod binary;
 pub(crate) mod http;

@@ -1,9 +1,11 @@
 //! nginx with the RTMP module as the ingest a legacy platform stands for: it records what the
-//! bridge pushes (`record all`); ffprobe/ffmpeg judge the recordings.
+//! bridge pushes (`record all`); ffprobe/ffmpeg judge the recordings. And nginx as an HTTP
+//! reverse proxy putting several bridges behind one origin.
 // Each test binary compiles this module on its own and uses only part of it; what one binary
 // leaves unused is dead code there, though another uses it.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -56,38 +58,47 @@ impl Nginx {
             ),
             None => (String::new(), String::new()),
         };
-        let conf = format!(
-            "load_module {RTMP_MODULE};\n{load_stream}\nuser root;\ndaemon off;\nworker_processes 1;\n\
-             error_log {d}/error.log info;\npid {d}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
-             rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096; application live {{ \
+        let modules = format!("load_module {RTMP_MODULE};\n{load_stream}");
+        let blocks = format!(
+            "rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096; application live {{ \
              live on; record all; record_unique on; record_path {r}; }} }} }}\n{stream_block}\n",
-            d = dir.display(),
             r = rec.display(),
         );
-        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let mut cmd = match ns {
-            Some(ns) => ns.command(NGINX),
-            None => Command::new(NGINX),
-        };
-        let proc = Proc::spawn(
-            name,
-            cmd.arg("-c")
-                .arg(dir.join("nginx.conf"))
-                .arg("-p")
-                .arg(&dir),
-            dir.join("stdout.log"),
-        );
-        // nginx writes its pid file once its listeners are open (seen from any namespace).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !dir.join("nginx.pid").exists() {
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not start\n{}",
-                proc.log_tail(20)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let proc = run(&dir, ns, name, &modules, &blocks);
         Self { proc, port, dir }
+    }
+
+    /// nginx inside `ns` as an HTTP reverse proxy on `listen`: `/<prefix>/...` goes to
+    /// `http://<upstream>/...` for each route, and every upstream's own URL in a `Location` it
+    /// answers (`http://<upstream>/...`, a redirect's or a new resource's) is rewritten to its
+    /// path here, so clients only ever see this one origin.
+    pub(crate) fn proxy_in(
+        scratch: &Scratch,
+        ns: &Netns,
+        name: &'static str,
+        listen: SocketAddr,
+        routes: &[(&str, SocketAddr)],
+    ) -> Self {
+        let dir = scratch.file(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = format!("listen {listen};\n");
+        for (prefix, upstream) in routes {
+            server += &format!(
+                "location /{prefix}/ {{ proxy_pass http://{upstream}/; }}\n\
+                 proxy_redirect http://{upstream}/ http://{listen}/{prefix}/;\n"
+            );
+        }
+        let blocks = format!(
+            "http {{ access_log {d}/access.log; client_body_temp_path {d}/body; \
+             proxy_temp_path {d}/proxy;\nserver {{\n{server}}} }}\n",
+            d = dir.display(),
+        );
+        let proc = run(&dir, Some(ns), name, "", &blocks);
+        Self {
+            proc,
+            port: listen.port(),
+            dir,
+        }
     }
 
     /// Recordings, oldest first.
@@ -100,6 +111,37 @@ impl Nginx {
         files.sort();
         files
     }
+}
+
+/// nginx loading `modules` (`load_module` lines, which must come first) and serving `blocks`,
+/// with the settings every instance here shares, its files in `dir`; back once it listens.
+fn run(dir: &Path, ns: Option<&Netns>, name: &'static str, modules: &str, blocks: &str) -> Proc {
+    let conf = format!(
+        "{modules}\nuser root;\ndaemon off;\nworker_processes 1;\nerror_log {d}/error.log info;\n\
+         pid {d}/nginx.pid;\nevents {{ worker_connections 64; }}\n{blocks}",
+        d = dir.display(),
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let mut cmd = match ns {
+        Some(ns) => ns.command(NGINX),
+        None => Command::new(NGINX),
+    };
+    let proc = Proc::spawn(
+        name,
+        cmd.arg("-c").arg(dir.join("nginx.conf")).arg("-p").arg(dir),
+        dir.join("stdout.log"),
+    );
+    // nginx writes its pid file once its listeners are open (seen from any namespace).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dir.join("nginx.pid").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "nginx did not start\n{}",
+            proc.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    proc
 }
 
 /// Waits until `count` recordings exist and have stopped growing (the bridge unpublished).

@@ -7,8 +7,9 @@
 // h, m, l at 1, 1/2 and 1/4 of the size). size: the fake camera's (default 640x360).
 //
 // Serves publish.html and the library's whip.js on 127.0.0.1 (a secure context, so
-// getUserMedia works), loads the page, waits for its outcome, prints the page's log to stderr
-// and the outcome to stdout as one line: RESULT {json}. Exit 0 when the page published and stopped.
+// getUserMedia works), loads the page, waits for its outcome, prints the page's log and every
+// request the browser made to the endpoint (`request: ...`, see page.mjs) to stderr and the
+// outcome to stdout as one line: RESULT {json}. Exit 0 when the page published and stopped.
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -61,4 +62,6 @@ await runPage({
   timeoutMs: (seconds + 40) * 1000,
   // The page's log went to stderr already.
   select: () => ({ ok: window.result.ok, error: window.result.error, stats: window.result.stats }),
+  // What the browser sent to the WHIP endpoint, redirects included.
+  logRequests: true,
 });

@@ -32,16 +32,34 @@ function trustArgs() {
   return [`--ignore-certificate-errors-spki-list=${pins.join(",")}`];
 }
 
+/// One line on stderr for `request` once its answer (or failure) is in: `request: METHOD URL ->
+/// STATUS authorization=sent|none origin=ORIGIN`, the headers as the browser sent them.
+async function showRequest(request) {
+  const response = await request.response();
+  const outcome = response ? `-> ${response.status()}` : `failed: ${request.failure()?.errorText}`;
+  const headers = await request.allHeaders().catch(() => ({}));
+  const authorization = "authorization" in headers ? "sent" : "none";
+  console.error(
+    `request: ${request.method()} ${request.url()} ${outcome} `
+    + `authorization=${authorization} origin=${headers.origin}`,
+  );
+}
+
 /// Serves `files` (`{ "/path": { path, type } }`) on 127.0.0.1 (a secure context), loads the
 /// page at "/" with `params`, waits up to `timeoutMs` for `window.result`, prints the page's log
 /// to stderr and `RESULT {json}` to stdout (what `select`, run in the page, picks of the result),
 /// and exits 0 when the result says ok.
+///
+/// With `logRequests`, every request the page makes to another origin goes to stderr once its
+/// answer is in, each hop of a redirect on its own line (see `showRequest`). The page cannot see what its browser sent on a redirect (whether it kept the
+/// Authorization header, which Origin it gave); this can. Playwright reports no CORS preflight.
 export async function runPage({
   files,
   params,
   chromiumArgs = [],
   timeoutMs,
   select = () => window.result,
+  logRequests = false,
 }) {
   const server = createServer(async (req, res) => {
     const file = files[new URL(req.url, "http://x").pathname];
@@ -60,6 +78,8 @@ export async function runPage({
 
   let browser;
   let outcome;
+  // The request lines still to come: each is written once its request's answer is in.
+  const shown = [];
   try {
     browser = await chromium.launch({
       executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -70,12 +90,20 @@ export async function runPage({
     const page = await browser.newPage();
     page.on("console", (msg) => console.error(`page: ${msg.text()}`));
     page.on("pageerror", (err) => console.error(`page error: ${err}`));
+    if (logRequests) {
+      // Taken as each request starts, so that every one the page made is waited for below.
+      page.on("request", (request) => {
+        if (new URL(request.url()).origin !== pageUrl.origin) shown.push(showRequest(request));
+      });
+    }
     await page.goto(pageUrl.href);
     await page.waitForFunction(() => window.result !== null, null, {
       timeout: timeoutMs,
       polling: 200,
     });
     outcome = await page.evaluate(select);
+    // Bounded: a request that never ends must not hold the outcome back.
+    await Promise.race([Promise.all(shown), new Promise((resolve) => setTimeout(resolve, 10000))]);
   } catch (err) {
     outcome = { ok: false, error: `driver: ${err}` };
   } finally {
