@@ -496,13 +496,16 @@ impl Config {
                 let uri: hyper::Uri = url
                     .parse()
                     .map_err(|e| ConfigError::Invalid(format!("--node-url {url}: {e}")))?;
-                let base = uri.path() == "/" || uri.path().is_empty();
+                // A path is the node's prefix behind a proxy that gives every node one origin
+                // (browsers drop their token on a redirect to another origin).
                 if !matches!(uri.scheme_str(), Some("http" | "https"))
                     || uri.host().is_none()
-                    || !base
                     || uri.query().is_some()
+                    || url.contains('#')
                 {
-                    return invalid("--node-url must be http(s)://host[:port], with no path");
+                    return invalid(
+                        "--node-url must be http(s)://host[:port][/path], with no query",
+                    );
                 }
             }
         }
@@ -1264,6 +1267,10 @@ mod tests {
         assert_eq!(cluster.ttl, Duration::from_secs(10));
         assert_eq!(cluster.redis_down, RedisDown::Local);
         assert!(settings(&[]).unwrap().cluster.is_none());
+        // Behind a proxy that gives every node one origin, a node's URL has a path of its own.
+        let behind =
+            settings(&[&redis[..], &["--node-url", "https://whip.example/b/"]].concat()).unwrap();
+        assert_eq!(behind.cluster.unwrap().node_url, "https://whip.example/b");
         for (args, why) in [
             (&redis[..], "needs --node-url"),
             (&["--node-url", "http://a:1"][..], "is for --cluster-redis"),
@@ -1272,8 +1279,8 @@ mod tests {
                 "http(s)://host",
             ),
             (
-                &[&redis[..], &["--node-url", "http://a/whip"]].concat()[..],
-                "no path",
+                &[&redis[..], &["--node-url", "http://a/b?c=1"]].concat()[..],
+                "no query",
             ),
             (
                 &[

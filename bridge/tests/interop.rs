@@ -191,7 +191,8 @@ enum Entry {
     DrainingNode,
     /// As [`Entry::DrainingNode`], with both nodes behind one origin: nginx on
     /// `http://10.213.0.1:8000` passes `/a/...` to the draining node and `/b/...` to the other,
-    /// and rewrites their URLs in `Location` to those paths, so the `307` stays on that origin.
+    /// whose `--node-url`s are those paths, so the `307` and the `Location`s stay on that
+    /// origin.
     OneOrigin,
 }
 
@@ -283,14 +284,20 @@ fn in_namespace<T>(
         return Some(run(&rig));
     }
     let redis = Redis::start_in(scratch, &ns)?;
-    let node = |scratch: &Scratch, ports: (u16, u16)| {
+    let proxy_url = format!("http://{NS_BRIDGE_IP}:{PROXY_PORT}");
+    // Where clients reach a node: its own origin, or its path behind the proxy.
+    let node = |scratch: &Scratch, ports: (u16, u16), path: &str| {
+        let url = match setup.entry {
+            Entry::OneOrigin => format!("{proxy_url}/{path}"),
+            _ => format!("http://{NS_BRIDGE_IP}:{}", ports.0),
+        };
         let mut args = args.clone();
         args.extend(
             [
                 "--cluster-redis",
                 &redis.url(),
                 "--node-url",
-                &format!("http://{NS_BRIDGE_IP}:{}", ports.0),
+                &url,
                 "--cluster-ttl-ms",
                 "3000",
             ]
@@ -298,10 +305,10 @@ fn in_namespace<T>(
         );
         Bridge::start_in_on(scratch, &ns, ports, &args)
     };
-    let bridge = node(scratch, NODE_PORTS);
+    let bridge = node(scratch, NODE_PORTS, "b");
     // Its own folder: its log and HLS apart from the other node's.
     let draining_scratch = Scratch::new();
-    let draining = node(&draining_scratch, DRAINING_PORTS);
+    let draining = node(&draining_scratch, DRAINING_PORTS, "a");
     let deadline = Instant::now() + Duration::from_secs(20);
     while draining.metrics().sum("bridge_cluster_nodes", &[]) < 2.0 {
         assert!(
@@ -313,13 +320,13 @@ fn in_namespace<T>(
     }
     let drained = draining.request("POST", "/admin/drain");
     assert!(matches!(drained, Ok((200, _))), "{drained:?}");
-    let listen = SocketAddr::new(draining.http.ip(), PROXY_PORT);
     let proxy = (setup.entry == Entry::OneOrigin).then(|| {
+        let listen = SocketAddr::new(draining.http.ip(), PROXY_PORT);
         let routes = [("a", draining.http), ("b", bridge.http)];
         Nginx::proxy_in(scratch, &ns, "proxy", listen, &routes)
     });
     let entry = if proxy.is_some() {
-        format!("http://{listen}/a")
+        format!("{proxy_url}/a")
     } else {
         draining.url("")
     };

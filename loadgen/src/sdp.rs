@@ -222,11 +222,19 @@ fn bump_origin_version(origin: &str) -> String {
     fields.join(" ")
 }
 
-/// The origin (`scheme://host:port`) of an absolute URL: which node of a cluster answered.
-pub fn origin(url: &str) -> Option<&str> {
+/// The base URL of the node an absolute URL is on, which names a node of a cluster: what comes
+/// before its `/whip/` (a node behind a proxy that gives every node one origin has a path of
+/// its own, `https://whip.example/a`), else its origin (`scheme://host:port`).
+pub fn node_base(url: &str) -> Option<&str> {
     let (scheme, rest) = url.split_once("://")?;
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    (!scheme.is_empty() && end > 0).then(|| &url[..scheme.len() + 3 + end])
+    let authority = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if scheme.is_empty() || authority == 0 {
+        return None;
+    }
+    let path = &rest[authority..];
+    let path = &path[..path.find(['?', '#']).unwrap_or(path.len())];
+    let prefix = path.find("/whip/").unwrap_or(0);
+    Some(&url[..scheme.len() + 3 + authority + prefix])
 }
 
 /// Resolves a `Location` header value against the URL of the request it answered
@@ -305,22 +313,27 @@ fn remove_dot_segments(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn origins_name_the_node() {
+    fn node_bases_name_the_node() {
         let cases = [
             (
                 "http://127.0.0.2:8080/whip/s/1",
                 Some("http://127.0.0.2:8080"),
             ),
             (
-                "https://node-a.example?x=/y",
+                "https://whip.example/b/whip/s/1?x=/whip/",
+                Some("https://whip.example/b"),
+            ),
+            (
+                "https://node-a.example?x=/whip/y",
                 Some("https://node-a.example"),
             ),
+            ("http://h:9/live/s/whip", Some("http://h:9")),
             ("http://h", Some("http://h")),
             ("/whip/s", None),
             ("http:///x", None),
         ];
         for (url, want) in cases {
-            assert_eq!(origin(url), want, "{url}");
+            assert_eq!(node_base(url), want, "{url}");
         }
     }
 

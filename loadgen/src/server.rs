@@ -29,22 +29,17 @@ pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest exposition read.
 const MAX_BODY: usize = 16 << 20;
 
-/// `--server-metrics` as given: `off`, a URL, or (absent) the WHIP URL's origin + `/metrics`.
+/// `--server-metrics` as given: `off`, a URL, or (absent) the WHIP URL's node base
+/// ([`crate::sdp::node_base`]: its origin, or the node's path behind a proxy) + `/metrics`.
 /// `None`: measuring is off.
 pub fn metrics_url(option: Option<&str>, whip_url: &str) -> Option<String> {
     match option {
         Some("off") => None,
         Some(url) => Some(url.to_owned()),
-        None => Some(format!("{}/metrics", origin(whip_url))),
-    }
-}
-
-/// `scheme://authority` of `url` (all of it if it has no path).
-pub fn origin(url: &str) -> &str {
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    match url[after_scheme..].find(['/', '?', '#']) {
-        Some(i) => &url[..after_scheme + i],
-        None => url,
+        None => Some(format!(
+            "{}/metrics",
+            crate::sdp::node_base(whip_url).unwrap_or(whip_url)
+        )),
     }
 }
 
@@ -341,16 +336,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn origins_and_default_urls() {
-        assert_eq!(
-            origin("http://127.0.0.1:8080/whip/{i}"),
-            "http://127.0.0.1:8080"
-        );
-        assert_eq!(origin("http://h:1"), "http://h:1");
-        assert_eq!(origin("http://h:1?x=1"), "http://h:1");
+    fn default_metrics_urls() {
         assert_eq!(
             metrics_url(None, "http://h:8080/whip/a").as_deref(),
             Some("http://h:8080/metrics")
+        );
+        assert_eq!(
+            metrics_url(None, "https://whip.example/b/whip/{i}").as_deref(),
+            Some("https://whip.example/b/metrics")
         );
         assert_eq!(metrics_url(Some("off"), "http://h/whip"), None);
         assert_eq!(

@@ -69,9 +69,8 @@ impl Nginx {
     }
 
     /// nginx inside `ns` as an HTTP reverse proxy on `listen`: `/<prefix>/...` goes to
-    /// `http://<upstream>/...` for each route, and every upstream's own URL in a `Location` it
-    /// answers (`http://<upstream>/...`, a redirect's or a new resource's) is rewritten to its
-    /// path here, so clients only ever see this one origin.
+    /// `http://<upstream>/...` for each route. Nothing is rewritten: the upstreams' `Location`s
+    /// must name this origin already (bridges with `--node-url http://<listen>/<prefix>`).
     pub(crate) fn proxy_in(
         scratch: &Scratch,
         ns: &Netns,
@@ -83,10 +82,7 @@ impl Nginx {
         std::fs::create_dir_all(&dir).unwrap();
         let mut server = format!("listen {listen};\n");
         for (prefix, upstream) in routes {
-            server += &format!(
-                "location /{prefix}/ {{ proxy_pass http://{upstream}/; }}\n\
-                 proxy_redirect http://{upstream}/ http://{listen}/{prefix}/;\n"
-            );
+            server += &format!("location /{prefix}/ {{ proxy_pass http://{upstream}/; }}\n");
         }
         let blocks = format!(
             "http {{ access_log {d}/access.log; client_body_temp_path {d}/body; \

@@ -117,8 +117,8 @@ pub struct PublishArgs {
     pub progress: bool,
     /// The server's Prometheus metrics, scraped once all publishers are connected and again
     /// before the first stops sending, to report the server's CPU per publisher and per RTP
-    /// packet and its RSS growth per publisher (`off`: do not; default: the --url's origin +
-    /// `/metrics`). Any server with the standard process metrics.
+    /// packet and its RSS growth per publisher (`off`: do not; default: the --url's origin,
+    /// or what comes before its `/whip/`, + `/metrics`). Any server with the standard process metrics.
     #[arg(long, value_name = "URL|off", help_heading = "Output")]
     pub server_metrics: Option<String>,
     /// Ramp up: add this many publishers at a time, up to --publishers, each step held for
@@ -957,7 +957,7 @@ pub async fn run_with_limits(args: &PublishArgs, limits: &[Slo]) -> Result<Repor
         match outcome.result {
             Ok(publisher) => {
                 report.sessions.ok += 1;
-                if let Some(node) = crate::sdp::origin(publisher.session_url()) {
+                if let Some(node) = crate::sdp::node_base(publisher.session_url()) {
                     *report.nodes.entry(node.to_owned()).or_default() += 1;
                 }
                 publishers.push(publisher);

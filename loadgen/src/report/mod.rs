@@ -389,7 +389,8 @@ pub struct Report {
     pub faults: BTreeMap<String, u64>,
     /// Sessions per client profile.
     pub profiles: BTreeMap<String, u64>,
-    /// Sessions created per node (the origin of the URL that answered 201, after redirects):
+    /// Sessions created per node (the node base of the session URL answered with the 201, after
+    /// redirects: its origin, or the node's path behind a proxy):
     /// how a cluster of bridges spread them.
     #[serde(default)]
     pub nodes: BTreeMap<String, u64>,

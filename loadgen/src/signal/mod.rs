@@ -139,7 +139,7 @@ pub struct SignalArgs {
     pub examples: usize,
     /// The server's Prometheus metrics, scraped before the first session and after the last one
     /// ended, to report the server's CPU and RSS growth per session set up (`off`: do not;
-    /// default: the --url's origin + `/metrics`). Any server with the standard process metrics.
+    /// default: the --url's origin, or what comes before its `/whip/`, + `/metrics`). Any server with the standard process metrics.
     #[arg(long, value_name = "URL|off", help_heading = "Output")]
     pub server_metrics: Option<String>,
 }
@@ -656,7 +656,7 @@ impl Collector {
         let created = exchanges
             .iter()
             .rfind(|e| e.method == hyper::Method::POST && e.status() == Some(201));
-        if let Some(node) = created.and_then(|e| crate::sdp::origin(&e.url)) {
+        if let Some(node) = created.and_then(|e| crate::sdp::node_base(&e.url)) {
             *report.nodes.entry(node.to_owned()).or_default() += 1;
         }
         report.sessions.unchecked_patches += verdict.unchecked;
