@@ -10,8 +10,11 @@
 //!   at its next batch with a playlist, what the playlist lists and storage lacks (one LIST) is
 //!   read from the local folder, where the dropped batches were written, and stored before the
 //!   playlist (`bridge_hls_s3_recovered_total`), so that a stored playlist never lists a
-//!   missing object. What a dropped batch deleted stays in storage until the next presentation
-//!   of the stream clears its folder (or a bucket lifecycle rule).
+//!   missing object. The end of a presentation waits for room in the queue (on a task of its
+//!   own), and a stream behind then stores its playlists from the local folder: a dropped last
+//!   batch does not leave storage without `EXT-X-ENDLIST`. What a dropped batch deleted stays in
+//!   storage until the next presentation of the stream clears its folder (or a bucket
+//!   lifecycle rule).
 //! - [`WORKERS`] upload tasks, a stream always on the same one: a stream's uploads stay in order
 //!   and one slow stream delays a share of the others, not all of them.
 //! - In a batch, media first (segments, LL-HLS parts, init sections: `PutMode::Create`, which is
@@ -47,10 +50,11 @@
 //!   that this code sees every answer. A 412 on a retry may be this node's own earlier try,
 //!   landed with its answer lost: the stored object is read back, and only other bytes fence.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -145,6 +149,8 @@ enum Msg {
         stream: Arc<str>,
         ops: Vec<FileOp>,
         queued: Instant,
+        /// Its place among all batches offered ([`Inner::offered`]).
+        seq: u64,
     },
     /// This node ended the stream's presentation: a fence on it is lifted.
     Ended(Arc<str>),
@@ -158,12 +164,23 @@ struct Inner {
     metrics: S3Metrics,
     /// Batches dropped: logged at 1, 2, 4...
     dropped: AtomicUsize,
-    /// The streams with batches dropped since their last catch-up, and their local folders.
+    /// Batches offered, dropped ones included: the next one's `seq`.
+    offered: AtomicU64,
+    /// The streams with batches dropped since their last catch-up.
     behind: Behind,
 }
 
-/// Streams behind (batches dropped) and the folders their files are on disk in.
-type Behind = Arc<Mutex<HashMap<Arc<str>, PathBuf>>>;
+/// A stream with batches dropped.
+#[derive(Debug, Clone)]
+struct Lag {
+    /// Its local folder, where the dropped batches were written.
+    dir: PathBuf,
+    /// The `seq` of the last batch dropped: only a playlist offered after it lists its files.
+    last_dropped: u64,
+}
+
+/// The streams behind.
+type Behind = Arc<Mutex<HashMap<Arc<str>, Lag>>>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A map that one insert or remove leaves whole: a poisoned lock still holds a valid one.
@@ -257,6 +274,7 @@ impl ObjectSink {
                 workers,
                 metrics,
                 dropped: AtomicUsize::new(0),
+                offered: AtomicU64::new(0),
                 behind,
             })),
         }
@@ -266,16 +284,22 @@ impl ObjectSink {
     /// waits (a full queue drops it, and the stream catches up from `dir` later).
     pub(crate) fn offer(&self, stream: &Arc<str>, dir: &std::path::Path, ops: &[FileOp]) {
         let Some(inner) = &self.inner else { return };
+        let seq = inner.offered.fetch_add(1, Ordering::Relaxed);
         let msg = Msg::Batch {
             stream: stream.clone(),
             ops: ops.to_vec(),
             queued: Instant::now(),
+            seq,
         };
         if inner.worker(stream).try_send(msg).is_err() {
             inner.metrics.dropped.inc();
             lock(&inner.behind)
                 .entry(stream.clone())
-                .or_insert_with(|| dir.to_owned());
+                .and_modify(|lag| lag.last_dropped = seq)
+                .or_insert_with(|| Lag {
+                    dir: dir.to_owned(),
+                    last_dropped: seq,
+                });
             let dropped = inner.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 tracing::warn!(%stream, dropped, "HLS upload queue full: batch dropped");
@@ -283,11 +307,21 @@ impl ObjectSink {
         }
     }
 
-    /// This node ended `stream`'s presentation (its playlist has `EXT-X-ENDLIST`).
+    /// This node ended `stream`'s presentation (its playlist has `EXT-X-ENDLIST`, on disk).
     pub(crate) fn ended(&self, stream: &Arc<str>) {
         let Some(inner) = &self.inner else { return };
-        // Dropped with a full queue: the fence then stays until the next end.
-        let _ = inner.worker(stream).try_send(Msg::Ended(stream.clone()));
+        let worker = inner.worker(stream).clone();
+        if let Err(mpsc::error::TrySendError::Full(msg)) =
+            worker.try_send(Msg::Ended(stream.clone()))
+        {
+            // Once a presentation, and the end is what catches up a final playlist a full
+            // queue dropped: worth waiting for room, on a task of its own, not the output's.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = worker.send(msg).await;
+                });
+            }
+        }
     }
 
     /// Waits until what is queued now is uploaded (or given up), or `timeout` has passed: at
@@ -362,13 +396,19 @@ impl Worker {
                     stream,
                     ops,
                     queued,
+                    seq,
                 } => {
-                    self.batch(&stream, ops).await;
+                    self.batch(&stream, ops, seq).await;
                     self.metrics.lag.observe(queued.elapsed().as_secs_f64());
                 }
                 Msg::Ended(stream) => {
+                    let behind = lock(&self.behind).get(&stream).cloned();
+                    if let Some(lag) = behind {
+                        self.end_from_disk(&stream, &lag.dir).await;
+                    }
                     // The next presentation starts afresh: looked at, then a new chain of
                     // playlist versions.
+                    lock(&self.behind).remove(&stream);
                     self.fenced.remove(&stream);
                     self.prepared.remove(&stream);
                     let dir = self.path(&stream, "");
@@ -399,7 +439,8 @@ impl Worker {
         self.fenced.insert(stream.clone());
     }
 
-    async fn batch(&mut self, stream: &Arc<str>, ops: Vec<FileOp>) {
+    /// `seq`: the batch's place among those offered (see [`Lag`]).
+    async fn batch(&mut self, stream: &Arc<str>, ops: Vec<FileOp>, seq: u64) {
         if self.fenced.contains(stream) {
             return;
         }
@@ -442,18 +483,21 @@ impl Worker {
             .into_iter()
             .map(|(name, data)| (name, storage_playlist(data)))
             .collect();
-        let dir = (!playlists.is_empty())
-            .then(|| lock(&self.behind).remove(stream))
-            .flatten();
-        if let Some(dir) = dir {
-            match self.catch_up(stream, &dir, &playlists).await {
+        let lag = match lock(&self.behind).entry(stream.clone()) {
+            Entry::Occupied(lag) if !playlists.is_empty() && lag.get().last_dropped < seq => {
+                Some(lag.remove())
+            }
+            _ => None,
+        };
+        if let Some(lag) = lag {
+            match self.catch_up(stream, &lag.dir, &playlists).await {
                 Put::Fenced => {
                     self.fence(stream, "a listed object written by another node (412)");
                     return;
                 }
-                // Its next batch with a playlist tries again.
+                // Its next batch with a playlist tries again (unless more were dropped since).
                 Put::Failed => {
-                    lock(&self.behind).entry(stream.clone()).or_insert(dir);
+                    lock(&self.behind).entry(stream.clone()).or_insert(lag);
                 }
                 Put::Stored => {}
             }
@@ -565,6 +609,25 @@ impl Worker {
             .flat_map(|chunk| chunk.iter().copied())
             .collect();
         (bytes[..] == ours[..]).then_some(meta)
+    }
+
+    /// The end of a presentation with batches dropped (perhaps the last, with
+    /// `EXT-X-ENDLIST`): its playlists as they are in the local folder `dir`, with what they
+    /// list, are stored as a batch of their own.
+    async fn end_from_disk(&mut self, stream: &Arc<str>, dir: &std::path::Path) {
+        let mut ops = Vec::new();
+        if let Ok(mut entries) = tokio::fs::read_dir(dir).await {
+            while let Ok(Some(entry)) = entries.next_entry().await {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".m3u8")
+                    && let Ok(data) = tokio::fs::read(entry.path()).await
+                {
+                    ops.push(FileOp::Write(name, vec![Bytes::from(data)]));
+                }
+            }
+        }
+        // After every batch offered: nothing dropped is newer.
+        self.batch(stream, ops, u64::MAX).await;
     }
 
     /// After dropped batches of `stream`: stores what `playlists` list (media, in this folder)
@@ -1035,6 +1098,37 @@ mod tests {
         );
         until(|| count(&metrics, "playlist", "ok") == 2).await;
         assert_eq!(metrics.recovered.get(), 2);
+    }
+
+    /// The last batch of a presentation (its playlist with `EXT-X-ENDLIST`) dropped on a full
+    /// queue: the end, which waits for room, stores the ended playlist from the local folder,
+    /// with what it lists.
+    #[tokio::test]
+    async fn an_ended_playlist_dropped_is_stored_at_the_end() {
+        let store = Arc::new(InMemory::new());
+        let metrics = metrics();
+        let sink = ObjectSink::new(store.clone(), "", 1, metrics.clone(), None);
+        let stream: Arc<str> = "cam".into();
+        let dir = bridge_proto::testdata::temp_dir("s3-end");
+        let ended = "#EXTM3U\n#EXTINF:1,\nseg1.m4s\n#EXTINF:1,\nseg2.m4s\n#EXT-X-ENDLIST\n";
+        for (name, data) in [("seg1.m4s", "seg1.m4s"), ("seg2.m4s", "seg2.m4s")] {
+            std::fs::write(dir.join(name), data).unwrap();
+        }
+        std::fs::write(dir.join("index.m3u8"), ended).unwrap();
+        sink.offer(&stream, &dir, &[write("seg1.m4s"), live_playlist()]);
+        let last = FileOp::Write(
+            "index.m3u8".into(),
+            vec![Bytes::from_static(ended.as_bytes())],
+        );
+        sink.offer(&stream, &dir, &[write("seg2.m4s"), last]);
+        assert_eq!(metrics.dropped.get(), 1);
+        sink.ended(&stream);
+        until(|| count(&metrics, "playlist", "ok") == 2).await;
+        let index = stored(&store, "cam/index.m3u8").await.unwrap();
+        assert_eq!(index.bytes().await.unwrap(), ended);
+        assert!(stored(&store, "cam/seg2.m4s").await.is_some());
+        assert_eq!(metrics.recovered.get(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Nothing configured: offering is free and does nothing.
