@@ -55,7 +55,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -73,7 +73,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::S3Settings;
-use crate::hls::store::HlsFile;
+use crate::hls::store::{HlsFile, lock};
 use crate::mux::hls::names::MEDIA_PLAYLIST_URI;
 use crate::mux::hls::playlist::{for_storage, uris};
 
@@ -181,11 +181,6 @@ struct Lag {
 
 /// The streams behind.
 type Behind = Arc<Mutex<HashMap<Arc<str>, Lag>>>;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A map that one insert or remove leaves whole: a poisoned lock still holds a valid one.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// The bridge's uploader: cheap to clone, and doing nothing without `--hls-s3`.
 #[derive(Debug, Clone, Default)]
@@ -352,13 +347,13 @@ impl Inner {
     }
 }
 
-/// A playlist as storage can serve it ([`for_storage`]); one that is not UTF-8 (never made
-/// here) as it is.
-fn storage_playlist(data: &[Bytes]) -> Vec<Bytes> {
+/// A playlist as storage can serve it ([`for_storage`]), in one piece; one that is not UTF-8
+/// (never made here) as it is.
+fn storage_playlist(data: &[Bytes]) -> Bytes {
     let whole: Vec<u8> = data.concat();
     match std::str::from_utf8(&whole) {
-        Ok(text) => vec![Bytes::from(for_storage(text))],
-        Err(_) => data.to_vec(),
+        Ok(text) => Bytes::from(for_storage(text)),
+        Err(_) => Bytes::from(whole),
     }
 }
 
@@ -503,7 +498,8 @@ impl Worker {
             }
         }
         for (name, data) in playlists {
-            match self.put(self.path(stream, name), &data, false).await {
+            let data = std::slice::from_ref(&data);
+            match self.put(self.path(stream, name), data, false).await {
                 Put::Fenced => {
                     self.fence(stream, &format!("{name} written by another node (412)"));
                     // Stored a moment ago under names of this node's own, listed by no
@@ -637,7 +633,7 @@ impl Worker {
         &mut self,
         stream: &Arc<str>,
         dir: &std::path::Path,
-        playlists: &[(&String, Vec<Bytes>)],
+        playlists: &[(&String, Bytes)],
     ) -> Put {
         let folder = self.path(stream, "");
         // Directly in the folder: a ladder's renditions have folders of their own.
@@ -652,13 +648,10 @@ impl Worker {
                 return Put::Failed;
             }
         };
-        let texts: Vec<String> = playlists
+        let missing: HashSet<&str> = playlists
             .iter()
-            .map(|(_, data)| String::from_utf8_lossy(&data.concat()).into_owned())
-            .collect();
-        let missing: HashSet<&str> = texts
-            .iter()
-            .flat_map(|text| uris(text))
+            .filter_map(|(_, data)| std::str::from_utf8(data).ok())
+            .flat_map(uris)
             .filter(|uri| !uri.contains(['/', '?']) && !uri.ends_with(".m3u8"))
             .filter(|uri| !present.contains(*uri))
             .collect();
@@ -818,9 +811,7 @@ mod tests {
 
     #[tokio::test]
     async fn media_is_created_immutable_then_playlists_then_expired_deleted() {
-        let store = Arc::new(InMemory::new());
-        let metrics = metrics();
-        let sink = ObjectSink::new(store.clone(), "live", 8, metrics.clone(), None);
+        let (store, metrics, sink) = plain_sink("live", 8);
         let stream: Arc<str> = "cam".into();
         sink.offer(
             &stream,
@@ -863,9 +854,7 @@ mod tests {
     /// is fenced, and the playlist of the batch (which comes after its media) is never stored.
     #[tokio::test]
     async fn a_second_writer_of_a_name_is_fenced_by_412() {
-        let store = Arc::new(InMemory::new());
-        let metrics = metrics();
-        let sink = ObjectSink::new(store.clone(), "", 8, metrics.clone(), None);
+        let (store, metrics, sink) = plain_sink("", 8);
         let stream: Arc<str> = "cam".into();
         sink.offer(&stream, NOWHERE.as_ref(), &[write("seg7.m4s")]);
         until(|| count(&metrics, "media", "ok") == 1).await;
@@ -996,6 +985,14 @@ mod tests {
         }
     }
 
+    /// A sink on a store of its own, with no node set: the store, its metrics, the sink.
+    fn plain_sink(prefix: &str, queue: usize) -> (Arc<InMemory>, S3Metrics, ObjectSink) {
+        let store = Arc::new(InMemory::new());
+        let metrics = metrics();
+        let sink = ObjectSink::new(store.clone(), prefix, queue, metrics.clone(), None);
+        (store, metrics, sink)
+    }
+
     /// A segment and the playlist.
     fn with_playlist(segment: &str) -> [FileOp; 2] {
         [write(segment), live_playlist()]
@@ -1046,9 +1043,7 @@ mod tests {
     /// held, read from the local folder (what expired there is skipped).
     #[tokio::test]
     async fn a_full_queue_drops_never_blocks_and_catches_up_from_disk() {
-        let store = Arc::new(InMemory::new());
-        let metrics = metrics();
-        let sink = ObjectSink::new(store.clone(), "p", 2, metrics.clone(), None);
+        let (store, metrics, sink) = plain_sink("p", 2);
         let stream: Arc<str> = "cam".into();
         let dir = bridge_proto::testdata::temp_dir("s3-catch-up");
         // As the HLS output does: every batch is written to the folder too.
@@ -1105,9 +1100,7 @@ mod tests {
     /// with what it lists.
     #[tokio::test]
     async fn an_ended_playlist_dropped_is_stored_at_the_end() {
-        let store = Arc::new(InMemory::new());
-        let metrics = metrics();
-        let sink = ObjectSink::new(store.clone(), "", 1, metrics.clone(), None);
+        let (store, metrics, sink) = plain_sink("", 1);
         let stream: Arc<str> = "cam".into();
         let dir = bridge_proto::testdata::temp_dir("s3-end");
         let ended = "#EXTM3U\n#EXTINF:1,\nseg1.m4s\n#EXTINF:1,\nseg2.m4s\n#EXT-X-ENDLIST\n";
